@@ -1,0 +1,142 @@
+//! `nbp-cli` run as a user runs it, on real video files made with ffmpeg.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nbp-cli")).args(args).output().expect("run nbp-cli")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tokenizer").join(name).display().to_string()
+}
+
+fn workdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nbp-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A 3-second 30 fps test pattern, encoded as H.264 MP4 (ffmpeg is installed by .ci/run).
+fn make_video(dir: &Path) -> PathBuf {
+    let path = dir.join("testsrc.mp4");
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=duration=3:size=96x64:rate=30"])
+        .args(["-pix_fmt", "yuv420p"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg must be installed to run the CLI tests (apt-get install ffmpeg)");
+    assert!(st.success());
+    path
+}
+
+fn tiny() -> [String; 4] {
+    ["--tokenizer".into(), fixture("tiny_magvit2.pt"), "--tokenizer-config".into(), "tiny".into()]
+}
+
+#[test]
+fn reconstruct_encode_and_decode_a_real_video() {
+    let dir = workdir("roundtrip");
+    let video = make_video(&dir);
+    let v = video.to_str().unwrap();
+    let gif = dir.join("recon.gif");
+    let ids = dir.join("ids.npy");
+    let mut args = vec!["tokenizer", "reconstruct", v, "-o", gif.to_str().unwrap(), "--resolution", "32"];
+    args.extend(["--save-tokens", ids.to_str().unwrap()]);
+    let t = tiny();
+    args.extend(t.iter().map(String::as_str));
+    let o = cli(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("native 30.00 fps, 24 frames after resampling"), "{out}");
+    let psnr: f64 = out.split("PSNR ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(psnr.is_finite() && psnr > 0.0, "{out}");
+    assert!(std::fs::metadata(&gif).unwrap().len() > 1000);
+
+    // encode → decode gives the same tokens and a decodable video.
+    let ids2 = dir.join("ids2.npy");
+    let mut args = vec!["tokenizer", "encode", v, "-o", ids2.to_str().unwrap(), "--resolution", "32"];
+    args.extend(t.iter().map(String::as_str));
+    let o = cli(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(&ids).unwrap(), std::fs::read(&ids2).unwrap());
+    let a = nbp_core::npy::read_npy(&ids2).unwrap();
+    assert_eq!(a.shape, vec![1, 5, 4, 4]);
+
+    let raw = dir.join("pixels.npy");
+    let mut args = vec!["tokenizer", "decode", ids2.to_str().unwrap(), "-o", raw.to_str().unwrap()];
+    args.extend(t.iter().map(String::as_str));
+    let o = cli(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let px = nbp_core::npy::read_npy(&raw).unwrap();
+    assert_eq!(px.shape, vec![1, 3, 17, 32, 32]);
+    assert!(px.to_f32().iter().all(|v| (0.0..=1.0).contains(v)));
+
+    let frames = dir.join("frames");
+    let mut args = vec!["tokenizer", "decode", ids2.to_str().unwrap(), "-o", frames.to_str().unwrap()];
+    args.extend(t.iter().map(String::as_str));
+    assert!(cli(&args).status.success());
+    assert_eq!(std::fs::read_dir(&frames).unwrap().count(), 17);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_inputs_give_clear_errors_without_panics() {
+    let dir = workdir("errors");
+    let video = make_video(&dir);
+    let t = tiny();
+    let check = |args: &[&str], needles: &[&str]| {
+        let o = cli(args);
+        let out = text(&o);
+        assert!(!o.status.success(), "should fail: {args:?}\n{out}");
+        assert!(!out.contains("panicked"), "{out}");
+        for n in needles {
+            assert!(out.contains(n), "missing '{n}' in:\n{out}");
+        }
+    };
+    let mut base = vec!["tokenizer", "encode"];
+    // Truncated video: ffmpeg cannot even find the stream.
+    let bytes = std::fs::read(&video).unwrap();
+    let truncated = dir.join("truncated.mp4");
+    std::fs::write(&truncated, &bytes[..600]).unwrap();
+    let mut a = base.clone();
+    a.push(truncated.to_str().unwrap());
+    a.extend(t.iter().map(String::as_str));
+    check(&a, &["truncated.mp4"]);
+    // Not a video at all.
+    let text_file = dir.join("notes.mp4");
+    std::fs::write(&text_file, "hello").unwrap();
+    let mut a = base.clone();
+    a.push(text_file.to_str().unwrap());
+    a.extend(t.iter().map(String::as_str));
+    check(&a, &["notes.mp4", "cannot be read as a video"]);
+    // Missing checkpoint.
+    base.push(video.to_str().unwrap());
+    check(&[&base[..], &["--tokenizer", "/no/such/tok.pt"]].concat(), &["/no/such/tok.pt", "not found"]);
+    // Wrong frame count and resolution flags.
+    let mut a = base.clone();
+    a.extend(t.iter().map(String::as_str));
+    check(&[&a[..], &["--frames", "16", "--resolution", "32"]].concat(), &["1 + 4n"]);
+    check(&[&a[..], &["--resolution", "30"]].concat(), &["multiples of 8"]);
+    check(&[&a[..], &["--device", "tpu"]].concat(), &["invalid value 'tpu'"]);
+    // Token ids outside the codebook.
+    let bad = dir.join("bad.npy");
+    nbp_core::npy::write_npy(&bad, &nbp_core::npy::NpyArray::i32(vec![1, 1, 1, 2], vec![5, 64000])).unwrap();
+    let mut a = vec!["tokenizer", "decode", bad.to_str().unwrap()];
+    a.extend(t.iter().map(String::as_str));
+    check(&a, &["64000", "outside the codebook"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let o = cli(&["tokenizer", "encode", "--help"]);
+    let out = text(&o);
+    for flag in ["--tokenizer ", "--tokenizer-config", "--frames", "--fps", "--resolution", "--clip", "--device", "--output"] {
+        assert!(out.contains(flag), "{flag} missing in help:\n{out}");
+    }
+}

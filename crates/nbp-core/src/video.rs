@@ -1,0 +1,568 @@
+//! Video clips in memory and on disk.
+//!
+//! A [`Video`] holds RGB frames as `f32` in `[0, 1]`, laid out `[3, T, H, W]` (channels first, like the
+//! tokenizer's input). Videos are read from any file that ffmpeg decodes or from a folder of image frames, and
+//! written as GIF (pure Rust), MP4/WebM/MKV/AVI (through ffmpeg), a PNG grid, or a folder of PNG frames.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use image::{Rgb, RgbImage, Rgba, RgbaImage};
+
+use crate::error::{Error, Result};
+
+/// An RGB clip with values in `[0, 1]`, stored `[3, T, H, W]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Video {
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+    /// `3 · frames · height · width` values, channel-major.
+    pub data: Vec<f32>,
+}
+
+impl Video {
+    /// A clip from raw `[3, T, H, W]` data.
+    pub fn new(frames: usize, height: usize, width: usize, data: Vec<f32>) -> Result<Self> {
+        if data.len() != 3 * frames * height * width {
+            return Err(Error::invalid(format!(
+                "video data has {} values, expected 3·{frames}·{height}·{width} = {}",
+                data.len(),
+                3 * frames * height * width
+            )));
+        }
+        Ok(Self { frames, height, width, data })
+    }
+
+    /// An all-black clip.
+    pub fn black(frames: usize, height: usize, width: usize) -> Self {
+        Self { frames, height, width, data: vec![0.0; 3 * frames * height * width] }
+    }
+
+    /// Builds a clip from 8-bit frames, which must all have the same size.
+    pub fn from_rgb8(frames: &[RgbImage]) -> Result<Self> {
+        let first = frames.first().ok_or_else(|| Error::invalid("a video needs at least one frame"))?;
+        let (w, h) = (first.width() as usize, first.height() as usize);
+        let mut v = Self::black(frames.len(), h, w);
+        for (t, f) in frames.iter().enumerate() {
+            if (f.width() as usize, f.height() as usize) != (w, h) {
+                return Err(Error::invalid(format!(
+                    "frame {t} is {}x{}, frame 0 is {w}x{h}: all frames must have the same size",
+                    f.width(),
+                    f.height()
+                )));
+            }
+            for (x, y, p) in f.enumerate_pixels() {
+                for c in 0..3 {
+                    let i = v.index(c, t, y as usize, x as usize);
+                    v.data[i] = p[c] as f32 / 255.0;
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// Flat index of channel `c`, frame `t`, row `y`, column `x`.
+    #[inline]
+    pub fn index(&self, c: usize, t: usize, y: usize, x: usize) -> usize {
+        ((c * self.frames + t) * self.height + y) * self.width + x
+    }
+
+    /// Frame `t` as an 8-bit image (values are clamped to `[0, 1]` and rounded).
+    pub fn frame_rgb8(&self, t: usize) -> RgbImage {
+        RgbImage::from_fn(self.width as u32, self.height as u32, |x, y| {
+            let px = |c| to_u8(self.data[self.index(c, t, y as usize, x as usize)]);
+            Rgb([px(0), px(1), px(2)])
+        })
+    }
+
+    /// All frames as 8-bit images.
+    pub fn to_rgb8(&self) -> Vec<RgbImage> {
+        (0..self.frames).map(|t| self.frame_rgb8(t)).collect()
+    }
+
+    /// The frames `start..start + len` as a new clip.
+    pub fn frames_range(&self, start: usize, len: usize) -> Result<Self> {
+        if start + len > self.frames {
+            return Err(Error::invalid(format!(
+                "frames {start}..{} requested from a clip of {} frames",
+                start + len,
+                self.frames
+            )));
+        }
+        let plane = self.height * self.width;
+        let mut data = Vec::with_capacity(3 * len * plane);
+        for c in 0..3 {
+            let base = (c * self.frames + start) * plane;
+            data.extend_from_slice(&self.data[base..base + len * plane]);
+        }
+        Self::new(len, self.height, self.width, data)
+    }
+
+    /// Values clamped to `[0, 1]`.
+    pub fn clamped(mut self) -> Self {
+        self.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+        self
+    }
+}
+
+fn to_u8(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+/// Which consecutive frames of a longer (resampled) video become the clip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClipStart {
+    /// The first frames.
+    #[default]
+    Start,
+    /// Frames centred on the middle of the video (the official evaluation rule: `len/2 − T/2 …`).
+    Center,
+}
+
+/// How to turn a video file or a frame folder into a clip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadOptions {
+    /// Number of frames of the clip; shorter videos are padded with black frames at the end (with a warning).
+    pub frames: usize,
+    /// Frame rate to resample to (official rule: keep every frame when the native rate is not higher).
+    /// `None` keeps the native frame rate. Ignored for frame folders.
+    pub fps: Option<f64>,
+    /// `(height, width)` every frame is resized to (aspect ratio not preserved, as the official loader);
+    /// `None` keeps the native size.
+    pub size: Option<(usize, usize)>,
+    /// Where in the video the clip is taken.
+    pub start: ClipStart,
+}
+
+/// Frame indices kept when resampling a video of `len` frames at `native_fps` to `target_fps`
+/// (official rule, reference §4.2): every frame when `native ≤ target`, otherwise
+/// `n = int(len / native · target)` indices `floor(linspace(0, len − 1, n))`.
+pub fn resample_indices(len: usize, native_fps: f64, target_fps: f64) -> Vec<usize> {
+    if native_fps <= target_fps || len == 0 {
+        return (0..len).collect();
+    }
+    let n = (len as f64 / native_fps * target_fps) as usize;
+    match n {
+        0 => vec![],
+        1 => vec![0],
+        _ => (0..n)
+            .map(|i| {
+                let x = i as f64 * (len - 1) as f64 / (n - 1) as f64;
+                x.floor() as usize
+            })
+            .collect(),
+    }
+}
+
+/// First index of a `t`-frame window in a video of `len` frames (`len ≥ t`).
+/// Centre rule (official): frames `len/2 − t/2 … len/2 − t/2 + t − 1`.
+pub fn clip_start(len: usize, t: usize, start: ClipStart) -> usize {
+    match start {
+        ClipStart::Start => 0,
+        ClipStart::Center => (len / 2).saturating_sub(t / 2).min(len.saturating_sub(t)),
+    }
+}
+
+/// Outcome of [`read_video`]: the clip and what was done to it.
+#[derive(Debug, Clone)]
+pub struct ReadReport {
+    pub video: Video,
+    /// Frames available after resampling (before selecting the clip).
+    pub available_frames: usize,
+    /// Black frames appended because the video was too short.
+    pub padded_frames: usize,
+    /// Native frame rate of the file (None for frame folders).
+    pub native_fps: Option<f64>,
+}
+
+/// Reads a clip from a video file (through ffmpeg) or from a folder of image frames (sorted by name).
+pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadReport> {
+    let path = path.as_ref();
+    if opts.frames == 0 {
+        return Err(Error::invalid("the number of frames to read must be at least 1"));
+    }
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let (frames, native_fps) = if meta.is_dir() {
+        (read_frame_folder(path, opts.size)?, None)
+    } else {
+        let (frames, fps) = decode_with_ffmpeg(path, opts.size)?;
+        let keep = match opts.fps {
+            Some(target) => resample_indices(frames.len(), fps, target),
+            None => (0..frames.len()).collect(),
+        };
+        let mut frames = frames.into_iter().map(Some).collect::<Vec<_>>();
+        (keep.iter().map(|&i| frames[i].take().unwrap_or_else(|| unreachable!())).collect(), Some(fps))
+    };
+    let frames: Vec<RgbImage> = frames;
+    let available = frames.len();
+    if available == 0 {
+        return Err(Error::file(path, "contains no frames"));
+    }
+    let start = if available >= opts.frames { clip_start(available, opts.frames, opts.start) } else { 0 };
+    let mut clip: Vec<RgbImage> = frames.into_iter().skip(start).take(opts.frames).collect();
+    let padded = opts.frames - clip.len();
+    let (w, h) = (clip[0].width(), clip[0].height());
+    clip.extend((0..padded).map(|_| RgbImage::new(w, h)));
+    Ok(ReadReport { video: Video::from_rgb8(&clip)?, available_frames: available, padded_frames: padded, native_fps })
+}
+
+fn resize(img: RgbImage, size: Option<(usize, usize)>) -> RgbImage {
+    match size {
+        Some((h, w)) if (img.height() as usize, img.width() as usize) != (h, w) => {
+            image::imageops::resize(&img, w as u32, h as u32, image::imageops::FilterType::Triangle)
+        }
+        _ => img,
+    }
+}
+
+/// Image files of a folder, sorted by file name.
+fn read_frame_folder(dir: &Path, size: Option<(usize, usize)>) -> Result<Vec<RgbImage>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .map(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp" | "gif"))
+                .unwrap_or(false)
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::file(dir, "is a folder without image frames (.png, .jpg, .jpeg, .bmp)"));
+    }
+    files
+        .iter()
+        .map(|f| {
+            let img = image::open(f).map_err(|e| Error::file(f, format!("cannot read image frame: {e}")))?;
+            Ok(resize(img.to_rgb8(), size))
+        })
+        .collect()
+}
+
+fn ffmpeg_missing(tool: &str) -> Error {
+    Error::External(format!(
+        "`{tool}` was not found: reading and writing this video format needs ffmpeg (Debian/Ubuntu: \
+         `apt-get install ffmpeg`); GIF output and frame folders work without it"
+    ))
+}
+
+/// Native size and frame rate of the first video stream, from ffprobe.
+fn probe(path: &Path) -> Result<(u32, u32, f64)> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate"])
+        .args(["-of", "default=noprint_wrappers=1"])
+        .arg(path)
+        .output()
+        .map_err(|_| ffmpeg_missing("ffprobe"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::trim));
+    let (Some(w), Some(h)) = (get("width").and_then(|v| v.parse().ok()), get("height").and_then(|v| v.parse().ok()))
+    else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let err = err.lines().last().unwrap_or("no video stream found");
+        return Err(Error::file(path, format!("cannot be read as a video: {err}")));
+    };
+    let rate = |v: &str| -> Option<f64> {
+        let (n, d) = v.split_once('/').unwrap_or((v, "1"));
+        let (n, d) = (n.parse::<f64>().ok()?, d.parse::<f64>().ok()?);
+        (d > 0.0 && n > 0.0).then(|| n / d)
+    };
+    let fps = get("avg_frame_rate").and_then(rate).or_else(|| get("r_frame_rate").and_then(rate)).unwrap_or(25.0);
+    Ok((w, h, fps))
+}
+
+/// Decodes every frame of a video file at its native rate, resized to `size`.
+fn decode_with_ffmpeg(path: &Path, size: Option<(usize, usize)>) -> Result<(Vec<RgbImage>, f64)> {
+    let (w0, h0, fps) = probe(path)?;
+    let (h, w) = size.map(|(h, w)| (h as u32, w as u32)).unwrap_or((h0, w0));
+    let mut child = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i"])
+        .arg(path)
+        .args(["-map", "0:v:0", "-vsync", "passthrough", "-vf"])
+        .arg(format!("scale={w}:{h}:flags=bilinear"))
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|_| ffmpeg_missing("ffmpeg"))?;
+    let mut raw = Vec::new();
+    child.stdout.take().expect("piped").read_to_end(&mut raw).map_err(|e| Error::io(path, e))?;
+    let mut err = String::new();
+    child.stderr.take().expect("piped").read_to_string(&mut err).ok();
+    let status = child.wait().map_err(|e| Error::io(path, e))?;
+    let frame_bytes = (w * h * 3) as usize;
+    let frames: Vec<RgbImage> = raw
+        .chunks_exact(frame_bytes)
+        .map(|c| RgbImage::from_raw(w, h, c.to_vec()).expect("frame size"))
+        .collect();
+    if frames.is_empty() {
+        let msg = err.lines().last().unwrap_or("no frame could be decoded").to_string();
+        return Err(Error::file(path, format!("cannot be decoded as a video: {msg}")));
+    }
+    if !status.success() {
+        // Truncated files still yield their first frames; say so rather than failing silently.
+        eprintln!(
+            "warning: {}: ffmpeg reported an error after {} frames ({}); using the frames decoded so far",
+            path.display(),
+            frames.len(),
+            err.lines().last().unwrap_or("unknown error")
+        );
+    }
+    Ok((frames, fps))
+}
+
+/// How several videos are arranged side by side.
+fn grid_dims(n: usize) -> (usize, usize) {
+    let cols = (n as f64).sqrt().ceil() as usize;
+    (n.div_ceil(cols.max(1)), cols.max(1))
+}
+
+/// Tiles frame `t` of every video into one image (a 2-pixel white gap between tiles).
+fn grid_frame(videos: &[Video], t: usize) -> RgbImage {
+    let (rows, cols) = grid_dims(videos.len());
+    let (h, w) = (videos[0].height as u32, videos[0].width as u32);
+    let gap = if videos.len() > 1 { 2 } else { 0 };
+    let mut img = RgbImage::from_pixel(cols as u32 * (w + gap) - gap, rows as u32 * (h + gap) - gap, Rgb([255, 255, 255]));
+    for (i, v) in videos.iter().enumerate() {
+        let (r, c) = ((i / cols) as u32, (i % cols) as u32);
+        image::imageops::replace(&mut img, &v.frame_rgb8(t.min(v.frames - 1)), (c * (w + gap)) as i64, (r * (h + gap)) as i64);
+    }
+    img
+}
+
+/// Output formats that [`write_videos`] knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoFormat {
+    /// Animated GIF, looping (pure Rust).
+    Gif,
+    /// One PNG: rows are videos, columns are frames.
+    PngGrid,
+    /// A folder of PNG frames (`frame_000.png`, … ; a grid when several videos are given).
+    PngFolder,
+    /// A video container encoded by ffmpeg (H.264 in MP4/MKV/AVI, VP9 in WebM).
+    Ffmpeg,
+}
+
+impl VideoFormat {
+    /// The format implied by an output path: `.gif`, `.png`, `.mp4`/`.mkv`/`.avi`/`.mov`/`.webm`, or a folder
+    /// (no extension, or an existing directory).
+    pub fn from_path(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            return Ok(Self::PngFolder);
+        }
+        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()) {
+            Some(e) if e == "gif" => Ok(Self::Gif),
+            Some(e) if e == "png" => Ok(Self::PngGrid),
+            Some(e) if ["mp4", "mkv", "avi", "mov", "webm"].contains(&e.as_str()) => Ok(Self::Ffmpeg),
+            None => Ok(Self::PngFolder),
+            Some(e) => Err(Error::invalid(format!(
+                "{}: unknown video extension '.{e}' (use .gif, .mp4, .webm, .mkv, .avi, .png, or a folder name)",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// Writes one or more videos (of equal size) to `path`, in the format its extension names.
+/// Several videos are tiled in a grid (GIF, MP4, folder) or stacked as rows (PNG grid).
+pub fn write_videos(path: impl AsRef<Path>, videos: &[Video], fps: f64) -> Result<()> {
+    let path = path.as_ref();
+    let first = videos.first().ok_or_else(|| Error::invalid("no video to write"))?;
+    if videos.iter().any(|v| (v.height, v.width) != (first.height, first.width)) {
+        return Err(Error::invalid("all videos written together must have the same frame size"));
+    }
+    if !(fps > 0.0) {
+        return Err(Error::invalid(format!("frame rate must be positive, got {fps}")));
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let frames = videos.iter().map(|v| v.frames).max().unwrap_or(0);
+    match VideoFormat::from_path(path)? {
+        VideoFormat::Gif => write_gif(path, (0..frames).map(|t| grid_frame(videos, t)), fps),
+        VideoFormat::PngGrid => {
+            let (h, w) = (first.height as u32, first.width as u32);
+            let mut img = RgbImage::from_pixel(frames as u32 * (w + 2) - 2, videos.len() as u32 * (h + 2) - 2, Rgb([255, 255, 255]));
+            for (r, v) in videos.iter().enumerate() {
+                for t in 0..v.frames {
+                    image::imageops::replace(&mut img, &v.frame_rgb8(t), (t as u32 * (w + 2)) as i64, (r as u32 * (h + 2)) as i64);
+                }
+            }
+            img.save(path).map_err(|e| Error::file(path, format!("cannot write PNG: {e}")))
+        }
+        VideoFormat::PngFolder => {
+            std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+            for t in 0..frames {
+                let f = path.join(format!("frame_{t:03}.png"));
+                grid_frame(videos, t).save(&f).map_err(|e| Error::file(&f, format!("cannot write PNG: {e}")))?;
+            }
+            Ok(())
+        }
+        VideoFormat::Ffmpeg => write_ffmpeg(path, (0..frames).map(|t| grid_frame(videos, t)).collect(), fps),
+    }
+}
+
+fn write_gif(path: &Path, frames: impl Iterator<Item = RgbImage>, fps: f64) -> Result<()> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    let mut bytes = Vec::new();
+    {
+        let mut enc = GifEncoder::new_with_speed(&mut bytes, 10);
+        enc.set_repeat(Repeat::Infinite).map_err(|e| Error::file(path, e.to_string()))?;
+        let delay = image::Delay::from_numer_denom_ms((1000.0 / fps).round().max(10.0) as u32, 1);
+        for f in frames {
+            let rgba = RgbaImage::from_fn(f.width(), f.height(), |x, y| {
+                let p = f.get_pixel(x, y);
+                Rgba([p[0], p[1], p[2], 255])
+            });
+            enc.encode_frame(image::Frame::from_parts(rgba, 0, 0, delay))
+                .map_err(|e| Error::file(path, format!("cannot encode GIF: {e}")))?;
+        }
+    }
+    crate::error::write_atomic(path, &bytes)
+}
+
+fn write_ffmpeg(path: &Path, frames: Vec<RgbImage>, fps: f64) -> Result<()> {
+    let (w, h) = (frames[0].width(), frames[0].height());
+    let webm = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("webm"));
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s"])
+        .arg(format!("{w}x{h}"))
+        .arg("-r")
+        .arg(format!("{fps}"))
+        .args(["-i", "-"])
+        // H.264/VP9 in yuv420p need even sizes: pad by one pixel where needed.
+        .args(["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]);
+    if webm {
+        cmd.args(["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p"]);
+    } else {
+        cmd.args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18"]);
+    }
+    let mut child = cmd.arg(path).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|_| ffmpeg_missing("ffmpeg"))?;
+    {
+        let mut stdin = child.stdin.take().expect("piped");
+        for f in &frames {
+            stdin.write_all(f.as_raw()).map_err(|e| Error::io(path, e))?;
+        }
+    }
+    let out = child.wait_with_output().map_err(|e| Error::io(path, e))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::file(path, format!("ffmpeg could not encode the video: {}", err.trim())));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(frames: usize, h: usize, w: usize) -> Video {
+        let mut v = Video::black(frames, h, w);
+        for c in 0..3 {
+            for t in 0..frames {
+                for y in 0..h {
+                    for x in 0..w {
+                        let i = v.index(c, t, y, x);
+                        v.data[i] = ((x + 2 * y + 5 * t + 40 * c) % 256) as f32 / 255.0;
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn resample_follows_the_official_rule() {
+        // 30 fps, 60 frames, to 8 fps: n = int(60/30·8) = 16 indices floor(linspace(0, 59, 16)).
+        let idx = resample_indices(60, 30.0, 8.0);
+        assert_eq!(idx, vec![0, 3, 7, 11, 15, 19, 23, 27, 31, 35, 39, 43, 47, 51, 55, 59]);
+        // Native rate not above the target: every frame.
+        assert_eq!(resample_indices(5, 8.0, 8.0), vec![0, 1, 2, 3, 4]);
+        assert_eq!(resample_indices(5, 6.0, 8.0).len(), 5);
+        // Centre rule: len 40, 17 frames → 20 − 8 = 12.
+        assert_eq!(clip_start(40, 17, ClipStart::Center), 12);
+        assert_eq!(clip_start(17, 17, ClipStart::Center), 0);
+        assert_eq!(clip_start(18, 17, ClipStart::Center), 1);
+    }
+
+    #[test]
+    fn rgb8_round_trip_is_exact_for_8_bit_values() {
+        let v = ramp(3, 4, 5);
+        let back = Video::from_rgb8(&v.to_rgb8()).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn frames_range_selects_the_right_frames() {
+        let v = ramp(5, 2, 3);
+        let r = v.frames_range(2, 2).unwrap();
+        assert_eq!(r.frames, 2);
+        assert_eq!(r.data[r.index(1, 0, 1, 2)], v.data[v.index(1, 2, 1, 2)]);
+        assert_eq!(r.data[r.index(2, 1, 0, 0)], v.data[v.index(2, 3, 0, 0)]);
+        assert!(v.frames_range(4, 2).is_err());
+    }
+
+    #[test]
+    fn gif_and_png_outputs_decode_back() {
+        let dir = std::env::temp_dir().join(format!("nbp-video-test-{}", std::process::id()));
+        let v = ramp(4, 8, 8);
+        let gif = dir.join("a.gif");
+        write_videos(&gif, &[v.clone(), v.clone()], 8.0).unwrap();
+        let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&gif).unwrap())).unwrap();
+        use image::AnimationDecoder;
+        let frames = decoder.into_frames().collect_frames().unwrap();
+        assert_eq!(frames.len(), 4);
+        assert_eq!(frames[0].buffer().width(), 8 * 2 + 2);
+        let png = dir.join("grid.png");
+        write_videos(&png, &[v.clone()], 8.0).unwrap();
+        let img = image::open(&png).unwrap().to_rgb8();
+        assert_eq!((img.width(), img.height()), (4 * 8 + 3 * 2, 8));
+        assert_eq!(img.get_pixel(8 + 2, 0), v.frame_rgb8(1).get_pixel(0, 0));
+        let folder = dir.join("frames");
+        write_videos(&folder, &[v.clone()], 8.0).unwrap();
+        let opts = ReadOptions { frames: 4, fps: None, size: None, start: ClipStart::Start };
+        let back = read_video(&folder, &opts).unwrap();
+        assert_eq!(back.video, v);
+        assert!(VideoFormat::from_path(Path::new("x.txt")).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn short_folders_are_padded_with_black_frames() {
+        let dir = std::env::temp_dir().join(format!("nbp-video-pad-{}", std::process::id()));
+        let v = ramp(2, 8, 8);
+        write_videos(&dir, &[v.clone()], 8.0).unwrap();
+        let opts = ReadOptions { frames: 5, fps: None, size: Some((4, 4)), start: ClipStart::Center };
+        let r = read_video(&dir, &opts).unwrap();
+        assert_eq!((r.video.frames, r.video.height, r.video.width, r.padded_frames), (5, 4, 4, 3));
+        assert!(r.video.frames_range(2, 3).unwrap().data.iter().all(|&x| x == 0.0));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// Stacks clips of equal shape into a tensor `[batch, 3, T, H, W]`.
+pub fn videos_to_tensor<B: burn::prelude::Backend>(videos: &[Video], device: &B::Device) -> Result<burn::prelude::Tensor<B, 5>> {
+    let first = videos.first().ok_or_else(|| Error::invalid("no video given"))?;
+    let (t, h, w) = (first.frames, first.height, first.width);
+    if videos.iter().any(|v| (v.frames, v.height, v.width) != (t, h, w)) {
+        return Err(Error::invalid("all videos of a batch must have the same number of frames and size"));
+    }
+    let data: Vec<f32> = videos.iter().flat_map(|v| v.data.iter().copied()).collect();
+    let data = burn::tensor::TensorData::new(data, [videos.len(), 3, t, h, w]);
+    Ok(burn::prelude::Tensor::from_data(data, device))
+}
+
+/// Splits a tensor `[batch, 3, T, H, W]` into clips (values are copied as they are, not clamped).
+pub fn tensor_to_videos<B: burn::prelude::Backend>(tensor: burn::prelude::Tensor<B, 5>) -> Result<Vec<Video>> {
+    let [b, c, t, h, w] = tensor.dims();
+    if c != 3 {
+        return Err(Error::invalid(format!("expected a video tensor [batch, 3, T, H, W], got {:?}", [b, c, t, h, w])));
+    }
+    let data = tensor.into_data().convert::<f32>();
+    let values = data.as_slice::<f32>().map_err(|e| Error::invalid(format!("cannot read video tensor: {e:?}")))?;
+    let n = 3 * t * h * w;
+    values.chunks_exact(n).map(|chunk| Video::new(t, h, w, chunk.to_vec())).collect()
+}

@@ -1,0 +1,261 @@
+//! Named weight tensors read from checkpoint files, handed out to models with strict checks.
+//!
+//! One loader per format: [`WeightMap::read_pytorch`] reads PyTorch pickles (`.pt`, `.pth`, Lightning `.ckpt`),
+//! [`WeightMap::read_safetensors`] reads `.safetensors` (the project's own format, which stores the official key
+//! layout plus a JSON config in the metadata). Models take their tensors with [`WeightMap::take`], which checks
+//! the shape, and finish with [`WeightMap::finish`], which fails if any tensor of the file was not used: an
+//! import either fills every parameter from the file and uses every tensor of it, or it is an error that names
+//! the first offending key.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn_store::TensorSnapshot;
+use burn_store::pytorch::PytorchReader;
+
+use crate::error::{Error, Result, write_atomic};
+
+enum Source {
+    Snapshot(TensorSnapshot),
+    Data(TensorData),
+}
+
+struct Entry {
+    shape: Vec<usize>,
+    dtype: DType,
+    source: Source,
+}
+
+/// Named tensors of a checkpoint, with the bookkeeping for strict imports.
+pub struct WeightMap {
+    path: PathBuf,
+    entries: BTreeMap<String, Entry>,
+    taken: BTreeSet<String>,
+    /// Prefix that was stripped from the file's keys (only used to name keys as they appear in the file).
+    prefix: String,
+}
+
+impl std::fmt::Debug for WeightMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightMap").field("path", &self.path).field("tensors", &self.entries.len()).finish()
+    }
+}
+
+impl WeightMap {
+    /// Reads every tensor of a PyTorch pickle file (zip or legacy format). Nested dictionaries become dotted
+    /// keys: a Lightning checkpoint yields `state_dict.transformer.…`, a tokenizer file
+    /// `model_state_dict.module.encoder_layers.…`.
+    pub fn read_pytorch(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(Error::file(path, "file not found"));
+        }
+        let reader = PytorchReader::new(path)
+            .map_err(|e| Error::file(path, format!("cannot be read as a PyTorch checkpoint: {e}")))?;
+        let entries = reader
+            .into_tensors()
+            .into_iter()
+            .map(|(k, s)| {
+                let entry = Entry { shape: s.shape.to_vec(), dtype: s.dtype, source: Source::Snapshot(s) };
+                (k, entry)
+            })
+            .collect();
+        Ok(Self { path: path.to_path_buf(), entries, taken: BTreeSet::new(), prefix: String::new() })
+    }
+
+    /// Reads a `.safetensors` file and its string metadata.
+    pub fn read_safetensors(path: impl AsRef<Path>) -> Result<(Self, HashMap<String, String>)> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bad = |e: safetensors::SafeTensorError| Error::file(path, format!("not a valid safetensors file: {e}"));
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(bad)?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(bad)?;
+        let mut entries = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let shape = view.shape().to_vec();
+            let raw = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                safetensors::Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                safetensors::Dtype::F16 => raw
+                    .chunks_exact(2)
+                    .map(|c| burn::tensor::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                safetensors::Dtype::BF16 => raw
+                    .chunks_exact(2)
+                    .map(|c| burn::tensor::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                other => return Err(Error::file(path, format!("tensor '{name}' has unsupported dtype {other:?}"))),
+            };
+            let data = TensorData::new(values, shape.clone());
+            entries.insert(name, Entry { shape, dtype: DType::F32, source: Source::Data(data) });
+        }
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        Ok((Self { path: path.to_path_buf(), entries, taken: BTreeSet::new(), prefix: String::new() }, metadata))
+    }
+
+    /// The file the tensors come from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// All keys (after any prefix selection), sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// True if a tensor named `key` exists.
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Shape of the tensor `key`, if present.
+    pub fn shape(&self, key: &str) -> Option<&[usize]> {
+        self.entries.get(key).map(|e| e.shape.as_slice())
+    }
+
+    /// Keeps only the keys that start with `prefix`, with the prefix removed. Keys of the file outside the
+    /// prefix are dropped (they belong to something else, e.g. the generator in a Lightning checkpoint).
+    pub fn select_prefix(mut self, prefix: &str) -> Self {
+        self.entries = std::mem::take(&mut self.entries)
+            .into_iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v)))
+            .collect();
+        self.prefix.push_str(prefix);
+        self
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there is no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn key_in_file(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Takes the tensor `key` as `f32` values, checking that its shape is `shape`.
+    pub fn take_data(&mut self, key: &str, shape: &[usize]) -> Result<TensorData> {
+        let Some(entry) = self.entries.get(key) else {
+            let near: Vec<&str> = self
+                .entries
+                .keys()
+                .filter(|k| !self.taken.contains(*k))
+                .take(3)
+                .map(String::as_str)
+                .collect();
+            return Err(Error::file(
+                &self.path,
+                format!(
+                    "missing tensor '{}' (expected shape {shape:?}); unused keys of the file start with {near:?}. \
+                     Is this the right checkpoint, and does its configuration match?",
+                    self.key_in_file(key)
+                ),
+            ));
+        };
+        if entry.shape != shape {
+            return Err(Error::file(
+                &self.path,
+                format!(
+                    "tensor '{}' has shape {:?} in the file but the model expects {shape:?}: the checkpoint was made \
+                     for a different configuration",
+                    self.key_in_file(key),
+                    entry.shape
+                ),
+            ));
+        }
+        let data = match &entry.source {
+            Source::Data(d) => d.clone(),
+            Source::Snapshot(s) => s
+                .to_data()
+                .map_err(|e| Error::file(&self.path, format!("cannot read tensor '{}': {e:?}", self.key_in_file(key))))?,
+        };
+        let data = if data.dtype == DType::F32 { data } else { data.convert::<f32>() };
+        let _ = entry.dtype;
+        self.taken.insert(key.to_string());
+        Ok(data)
+    }
+
+    /// Takes the tensor `key` onto `device`, checking that its shape is `shape`.
+    pub fn take<B: Backend, const D: usize>(&mut self, key: &str, shape: [usize; D], device: &B::Device) -> Result<Tensor<B, D>> {
+        let data = self.take_data(key, &shape)?;
+        Ok(Tensor::from_data(data, device))
+    }
+
+    /// Takes an optional tensor: `Ok(None)` when the key is absent.
+    pub fn take_optional<B: Backend, const D: usize>(
+        &mut self,
+        key: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Option<Tensor<B, D>>> {
+        if self.contains(key) { self.take(key, shape, device).map(Some) } else { Ok(None) }
+    }
+
+    /// Ends a strict import: every tensor of the (selected part of the) file must have been taken.
+    pub fn finish(self) -> Result<()> {
+        let unused: Vec<&String> = self.entries.keys().filter(|k| !self.taken.contains(*k)).collect();
+        if let Some(first) = unused.first() {
+            return Err(Error::file(
+                &self.path,
+                format!(
+                    "{} tensor(s) of the file are not used by the model, the first is '{}' with shape {:?}: the \
+                     checkpoint was made for a different configuration",
+                    unused.len(),
+                    self.key_in_file(first),
+                    self.entries[*first].shape
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Collects named tensors and writes them as one `.safetensors` file.
+#[derive(Debug, Default)]
+pub struct WeightWriter {
+    tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+    metadata: HashMap<String, String>,
+}
+
+impl WeightWriter {
+    /// An empty writer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a string metadata entry.
+    pub fn metadata(&mut self, key: &str, value: impl Into<String>) {
+        self.metadata.insert(key.to_string(), value.into());
+    }
+
+    /// Adds `tensor` under `key` (stored as little-endian f32).
+    pub fn put<B: Backend, const D: usize>(&mut self, key: impl Into<String>, tensor: &Tensor<B, D>) {
+        let data = tensor.to_data().convert::<f32>();
+        let bytes = data.as_slice::<f32>().expect("f32 data").iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.tensors.push((key.into(), tensor.dims().to_vec(), bytes));
+    }
+
+    /// Writes the file atomically (temporary file, then rename).
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
+            .tensors
+            .iter()
+            .map(|(k, shape, bytes)| {
+                let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .expect("consistent tensor view");
+                (k.clone(), view)
+            })
+            .collect();
+        let bytes = safetensors::serialize(views, Some(self.metadata.clone()))
+            .map_err(|e| Error::file(path, format!("cannot serialise weights: {e}")))?;
+        write_atomic(path, &bytes)
+    }
+}

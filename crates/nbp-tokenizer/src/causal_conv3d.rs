@@ -1,0 +1,59 @@
+//! Causal 3D convolution with replicate padding (reference §1.2).
+
+use burn::nn::conv::{Conv3d, Conv3dConfig};
+use burn::prelude::*;
+use burn::tensor::ops::PadMode;
+
+/// Configuration of a [`CausalConv3d`].
+#[derive(Config, Debug)]
+pub struct CausalConv3dConfig {
+    /// `[input channels, output channels]`.
+    pub channels: [usize; 2],
+    /// Kernel size `[time, height, width]`.
+    #[config(default = "[3, 3, 3]")]
+    pub kernel: [usize; 3],
+    /// Stride `[time, height, width]`.
+    #[config(default = "[1, 1, 1]")]
+    pub stride: [usize; 3],
+}
+
+impl CausalConv3dConfig {
+    /// Initialises the convolution (PyTorch's default uniform initialisation).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> CausalConv3d<B> {
+        CausalConv3d {
+            conv: Conv3dConfig::new(self.channels, self.kernel).with_stride(self.stride).init(device),
+            kernel: self.kernel,
+        }
+    }
+}
+
+/// A 3D convolution that is causal in time.
+///
+/// The input is padded by replicating its edges: `2·(kt/2)` copies of the first frame in front and none at the
+/// back (so output frame `t` only sees input frames `≤ t`), `kh/2` rows and `kw/2` columns on each side; then a
+/// convolution without padding is applied. For 3×3×3 kernels and stride `s`:
+/// `T_out = ⌊(T − 1)/s_t⌋ + 1`, `H_out = ⌊(H − 1)/s_h⌋ + 1`.
+#[derive(Module, Debug)]
+pub struct CausalConv3d<B: Backend> {
+    /// The convolution; weight `[c_out, c_in, kt, kh, kw]` (PyTorch layout), bias `[c_out]`.
+    pub conv: Conv3d<B>,
+    kernel: [usize; 3],
+}
+
+impl<B: Backend> CausalConv3d<B> {
+    /// `[batch, c_in, time, height, width]` → `[batch, c_out, time', height', width']`.
+    pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        let [kt, kh, kw] = self.kernel;
+        let x = if kt > 1 || kh > 1 || kw > 1 {
+            x.pad([(2 * (kt / 2), 0), (kh / 2, kh / 2), (kw / 2, kw / 2)], PadMode::Edge)
+        } else {
+            x
+        };
+        self.conv.forward(x)
+    }
+
+    /// Kernel size `[time, height, width]`.
+    pub fn kernel(&self) -> [usize; 3] {
+        self.kernel
+    }
+}

@@ -1,0 +1,271 @@
+//! Loading and saving tokenizer weights.
+//!
+//! Supported files:
+//! - the official tokenizer checkpoints `magvit2_ucf.pt` / `magvit2_k600.pt` (`model_state_dict`, keys prefixed
+//!   `module.`), a bare state dict, and the tokenizer copy inside an official generator `.ckpt`
+//!   (`state_dict`, prefix `first_stage_model.`);
+//! - the project's own `.safetensors` files, which keep the official key names and store the configuration as
+//!   JSON in the metadata (`nbp.config`).
+//!
+//! Imports are strict: every parameter is filled from the file, every tensor of the file is used, and shapes
+//! must match; otherwise the error names the first offending key and both shapes.
+
+use std::path::Path;
+
+use burn::module::Param;
+use burn::nn::conv::Conv3d;
+use burn::prelude::*;
+
+use nbp_core::weights::{WeightMap, WeightWriter};
+use nbp_core::{Error, Result};
+
+use crate::causal_conv3d::CausalConv3d;
+use crate::config::TokenizerConfig;
+use crate::group_norm3d::GroupNorm3d;
+use crate::layer::Layer;
+use crate::residual_unit::ResidualUnit;
+use crate::swish::Swish;
+use crate::tokenizer::VideoTokenizer;
+
+/// Metadata key of the file kind in the project's own format.
+pub const KIND_KEY: &str = "nbp.kind";
+/// Metadata key of the JSON configuration in the project's own format.
+pub const CONFIG_KEY: &str = "nbp.config";
+/// Value of [`KIND_KEY`] for tokenizers.
+pub const TOKENIZER_KIND: &str = "tokenizer";
+
+/// Where a loaded tokenizer came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenizerSource {
+    /// An official `.pt` file (`model_state_dict`).
+    OfficialTokenizer,
+    /// The tokenizer embedded in an official generator checkpoint (`state_dict.first_stage_model.*`).
+    OfficialGenerator,
+    /// A plain PyTorch state dict with `encoder_layers.*` / `decoder_layers.*` keys.
+    StateDict,
+    /// The project's own `.safetensors` format.
+    Native,
+}
+
+fn param<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>, w: &mut WeightMap, key: &str) -> Result<Param<Tensor<B, D>>> {
+    let value = p.val();
+    let t = w.take::<B, D>(key, value.dims(), &value.device())?;
+    Ok(Param::from_tensor(t))
+}
+
+/// A module whose parameters map onto official checkpoint keys.
+trait OfficialKeys: Sized {
+    fn import(self, w: &mut WeightMap, key: &str) -> Result<Self>;
+    fn export(&self, w: &mut WeightWriter, key: &str);
+}
+
+impl<B: Backend> OfficialKeys for Conv3d<B> {
+    fn import(mut self, w: &mut WeightMap, key: &str) -> Result<Self> {
+        self.weight = param(&self.weight, w, &format!("{key}.weight"))?;
+        if let Some(b) = &self.bias {
+            self.bias = Some(param(b, w, &format!("{key}.bias"))?);
+        }
+        Ok(self)
+    }
+    fn export(&self, w: &mut WeightWriter, key: &str) {
+        w.put(format!("{key}.weight"), &self.weight.val());
+        if let Some(b) = &self.bias {
+            w.put(format!("{key}.bias"), &b.val());
+        }
+    }
+}
+
+impl<B: Backend> OfficialKeys for CausalConv3d<B> {
+    fn import(mut self, w: &mut WeightMap, key: &str) -> Result<Self> {
+        self.conv = self.conv.import(w, &format!("{key}.conv"))?;
+        Ok(self)
+    }
+    fn export(&self, w: &mut WeightWriter, key: &str) {
+        self.conv.export(w, &format!("{key}.conv"));
+    }
+}
+
+impl<B: Backend> OfficialKeys for GroupNorm3d<B> {
+    fn import(mut self, w: &mut WeightMap, key: &str) -> Result<Self> {
+        self.gamma = param(&self.gamma, w, &format!("{key}.weight"))?;
+        self.beta = param(&self.beta, w, &format!("{key}.bias"))?;
+        Ok(self)
+    }
+    fn export(&self, w: &mut WeightWriter, key: &str) {
+        w.put(format!("{key}.weight"), &self.gamma.val());
+        w.put(format!("{key}.bias"), &self.beta.val());
+    }
+}
+
+impl<B: Backend> OfficialKeys for Swish<B> {
+    fn import(mut self, w: &mut WeightMap, key: &str) -> Result<Self> {
+        let value = self.beta.val();
+        let [c] = value.dims();
+        let beta = w.take::<B, 5>(&format!("{key}.beta"), [1, c, 1, 1, 1], &value.device())?;
+        self.beta = Param::from_tensor(beta.reshape([c]));
+        Ok(self)
+    }
+    fn export(&self, w: &mut WeightWriter, key: &str) {
+        let beta = self.beta.val();
+        let [c] = beta.dims();
+        w.put(format!("{key}.beta"), &beta.reshape([1, c, 1, 1, 1]));
+    }
+}
+
+impl<B: Backend> OfficialKeys for ResidualUnit<B> {
+    fn import(mut self, w: &mut WeightMap, key: &str) -> Result<Self> {
+        self.norm1 = self.norm1.import(w, &format!("{key}.fn.0"))?;
+        self.act1 = self.act1.import(w, &format!("{key}.fn.1"))?;
+        self.conv1 = self.conv1.import(w, &format!("{key}.fn.2"))?;
+        self.norm2 = self.norm2.import(w, &format!("{key}.fn.3"))?;
+        self.act2 = self.act2.import(w, &format!("{key}.fn.4"))?;
+        self.conv2 = self.conv2.import(w, &format!("{key}.fn.5"))?;
+        if let Some(s) = self.shortcut {
+            self.shortcut = Some(s.import(w, &format!("{key}.residual_fn.0"))?);
+        }
+        Ok(self)
+    }
+    fn export(&self, w: &mut WeightWriter, key: &str) {
+        self.norm1.export(w, &format!("{key}.fn.0"));
+        self.act1.export(w, &format!("{key}.fn.1"));
+        self.conv1.export(w, &format!("{key}.fn.2"));
+        self.norm2.export(w, &format!("{key}.fn.3"));
+        self.act2.export(w, &format!("{key}.fn.4"));
+        self.conv2.export(w, &format!("{key}.fn.5"));
+        if let Some(s) = &self.shortcut {
+            s.export(w, &format!("{key}.residual_fn.0"));
+        }
+    }
+}
+
+impl<B: Backend> OfficialKeys for Layer<B> {
+    fn import(self, w: &mut WeightMap, key: &str) -> Result<Self> {
+        Ok(match self {
+            Layer::Conv(l) => Layer::Conv(l.import(w, key)?),
+            Layer::Residual(l) => Layer::Residual(l.import(w, key)?),
+            Layer::Norm(l) => Layer::Norm(l.import(w, key)?),
+            Layer::Swish(l) => Layer::Swish(l.import(w, key)?),
+            Layer::Project(l) => Layer::Project(l.import(w, key)?),
+            Layer::DepthToSpace(l) => Layer::DepthToSpace(l),
+        })
+    }
+    fn export(&self, w: &mut WeightWriter, key: &str) {
+        match self {
+            Layer::Conv(l) => l.export(w, key),
+            Layer::Residual(l) => l.export(w, key),
+            Layer::Norm(l) => l.export(w, key),
+            Layer::Swish(l) => l.export(w, key),
+            Layer::Project(l) => l.export(w, key),
+            Layer::DepthToSpace(_) => {}
+        }
+    }
+}
+
+fn import_layers<B: Backend>(layers: Vec<Layer<B>>, w: &mut WeightMap, name: &str) -> Result<Vec<Layer<B>>> {
+    layers.into_iter().enumerate().map(|(i, l)| l.import(w, &format!("{name}.{i}"))).collect()
+}
+
+/// Fills a tokenizer built from `config` with the tensors of `w` (official key names, no prefix), strictly.
+pub fn import_tokenizer<B: Backend>(config: &TokenizerConfig, mut w: WeightMap, device: &B::Device) -> Result<VideoTokenizer<B>> {
+    let mut model = VideoTokenizer::<B>::new(config, device)?;
+    model.encoder.layers = import_layers(model.encoder.layers, &mut w, "encoder_layers")?;
+    model.decoder.layers = import_layers(model.decoder.layers, &mut w, "decoder_layers")?;
+    w.finish()?;
+    Ok(model)
+}
+
+/// Adds the tokenizer's tensors to `w` under the official key names, prefixed with `prefix`.
+pub fn export_tokenizer<B: Backend>(model: &VideoTokenizer<B>, w: &mut WeightWriter, prefix: &str) {
+    for (i, l) in model.encoder.layers.iter().enumerate() {
+        l.export(w, &format!("{prefix}encoder_layers.{i}"));
+    }
+    for (i, l) in model.decoder.layers.iter().enumerate() {
+        l.export(w, &format!("{prefix}decoder_layers.{i}"));
+    }
+}
+
+/// Selects the tokenizer tensors of a PyTorch file: official `.pt`, generator `.ckpt`, or bare state dict.
+pub fn select_official_tokenizer(w: WeightMap) -> Result<(WeightMap, TokenizerSource)> {
+    let has = |w: &WeightMap, p: &str| w.keys().any(|k| k.starts_with(p));
+    if has(&w, "model_state_dict.") {
+        let w = w.select_prefix("model_state_dict.");
+        let w = if w.keys().all(|k| k.starts_with("module.")) { w.select_prefix("module.") } else { w };
+        return Ok((w, TokenizerSource::OfficialTokenizer));
+    }
+    if has(&w, "state_dict.first_stage_model.") {
+        return Ok((w.select_prefix("state_dict.first_stage_model."), TokenizerSource::OfficialGenerator));
+    }
+    if has(&w, "state_dict.") {
+        return Err(Error::file(
+            w.path(),
+            "is a Lightning checkpoint without an embedded tokenizer (no 'first_stage_model.' keys): pass the \
+             tokenizer's own .pt file (magvit2_ucf.pt / magvit2_k600.pt)",
+        ));
+    }
+    if has(&w, "module.encoder_layers.") {
+        return Ok((w.select_prefix("module."), TokenizerSource::StateDict));
+    }
+    if has(&w, "encoder_layers.") {
+        return Ok((w, TokenizerSource::StateDict));
+    }
+    let first: Vec<&str> = w.keys().take(3).collect();
+    Err(Error::file(
+        w.path(),
+        format!(
+            "does not contain tokenizer weights (expected 'model_state_dict', 'state_dict.first_stage_model.' or \
+             'encoder_layers.' keys; found {first:?})"
+        ),
+    ))
+}
+
+/// Loads a tokenizer from an official PyTorch file or a project `.safetensors` file.
+///
+/// `config` is the architecture for PyTorch files (default: the `official` preset); project files carry their
+/// own configuration, and a different `config` is an error.
+pub fn load_tokenizer<B: Backend>(
+    path: impl AsRef<Path>,
+    config: Option<&TokenizerConfig>,
+    device: &B::Device,
+) -> Result<(VideoTokenizer<B>, TokenizerSource)> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Err(Error::file(path, "tokenizer checkpoint not found"));
+    }
+    let is_safetensors = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    if is_safetensors {
+        let (w, meta) = WeightMap::read_safetensors(path)?;
+        let kind = meta.get(KIND_KEY).map(String::as_str);
+        if kind != Some(TOKENIZER_KIND) {
+            return Err(Error::file(path, format!("is not an nbp tokenizer file (nbp.kind = {kind:?})")));
+        }
+        let stored: TokenizerConfig = meta
+            .get(CONFIG_KEY)
+            .ok_or_else(|| Error::file(path, "has no 'nbp.config' metadata"))
+            .and_then(|c| serde_json::from_str(c).map_err(|e| Error::file(path, format!("bad 'nbp.config' metadata: {e}"))))?;
+        stored.validate().map_err(|e| Error::file(path, e.to_string()))?;
+        if let Some(c) = config.filter(|c| **c != stored) {
+            return Err(Error::file(
+                path,
+                format!("stores its own tokenizer config {stored:?}, which differs from the requested {c:?}"),
+            ));
+        }
+        return Ok((import_tokenizer(&stored, w, device)?, TokenizerSource::Native));
+    }
+    let config = config.cloned().unwrap_or_else(TokenizerConfig::official);
+    let (w, source) = select_official_tokenizer(WeightMap::read_pytorch(path)?)?;
+    Ok((import_tokenizer(&config, w, device)?, source))
+}
+
+/// Saves a tokenizer in the project's own format (`.safetensors` with the official key names and the config
+/// as JSON metadata), atomically.
+pub fn save_tokenizer<B: Backend>(model: &VideoTokenizer<B>, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
+        return Err(Error::invalid(format!("{}: tokenizer files are saved as .safetensors", path.display())));
+    }
+    let mut w = WeightWriter::new();
+    w.metadata(KIND_KEY, TOKENIZER_KIND);
+    w.metadata(CONFIG_KEY, serde_json::to_string(model.config()).expect("config serialises"));
+    export_tokenizer(model, &mut w, "");
+    w.write(path)
+}

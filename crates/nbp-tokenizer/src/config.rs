@@ -1,0 +1,138 @@
+//! Tokenizer configuration and presets.
+
+use burn::prelude::*;
+
+use nbp_core::{Error, Result};
+
+/// Architecture of a [`VideoTokenizer`](crate::VideoTokenizer): the official MAGVIT-v2 reproduction,
+/// generalised with widths and depths so that small models share its exact structure.
+///
+/// Encoder: a 3×3×3 causal conv `3 → c0`; stage `i = 0..4` has `encoder_res_blocks[i]` residual units, the first
+/// mapping `c_{i−1} → c_i` (`c_{−1} = c0`); stages 0, 1, 2 end with a strided causal conv of stride (1,2,2),
+/// (2,2,2), (2,2,2); then GroupNorm, Swish and a 1×1×1 conv `c3 → D` (`D` = number of FSQ levels).
+/// Decoder, with `d_j = channels[3 − j]`: a causal conv `D → d0`; stage `j` has `decoder_res_blocks[j]` units
+/// (the first maps `d_{j−1} → d_j`); stages 0, 1, 2 end with a causal conv to `d_j·f` channels and a
+/// depth-to-space of factors (2,2,2), (2,2,2), (1,2,2); then GroupNorm, Swish and a causal conv `d3 → 3`.
+/// Overall: `T = 1 + 4n` frames of `H × W` pixels ↔ `1 + n` latent frames of `H/8 × W/8` codes.
+#[derive(Config, Debug, PartialEq)]
+pub struct TokenizerConfig {
+    /// Channel widths `[c0, c1, c2, c3]` (official `[128, 256, 256, 512]`).
+    pub channels: Vec<usize>,
+    /// Residual units per encoder stage (official `[4, 4, 4, 8]`).
+    pub encoder_res_blocks: Vec<usize>,
+    /// Residual units per decoder stage (official `[8, 4, 4, 4]`).
+    pub decoder_res_blocks: Vec<usize>,
+    /// Groups of every GroupNorm (official 32).
+    #[config(default = 32)]
+    pub norm_groups: usize,
+    /// FSQ levels per code dimension (official `[8, 8, 8, 5, 5, 5]`, 64 000 codes).
+    #[config(default = "vec![8, 8, 8, 5, 5, 5]")]
+    pub fsq_levels: Vec<usize>,
+}
+
+/// Strides of the encoder's downsampling convs after stages 0, 1, 2 (`[time, height, width]`).
+pub const DOWN_STRIDES: [[usize; 3]; 3] = [[1, 2, 2], [2, 2, 2], [2, 2, 2]];
+/// Factors of the decoder's depth-to-space after stages 0, 1, 2.
+pub const UP_FACTORS: [[usize; 3]; 3] = [[2, 2, 2], [2, 2, 2], [1, 2, 2]];
+/// Spatial downsampling factor between pixels and latent codes.
+pub const SPATIAL_FACTOR: usize = 8;
+/// Temporal downsampling factor: `T = 1 + 4n` frames → `1 + n` latent frames.
+pub const TEMPORAL_FACTOR: usize = 4;
+
+/// Names of the presets accepted by [`TokenizerConfig::preset`].
+pub const PRESETS: [&str; 3] = ["official", "small", "tiny"];
+
+impl TokenizerConfig {
+    /// The official tokenizer (≈370 M parameters), as in `magvit2_ucf.pt` / `magvit2_k600.pt`.
+    pub fn official() -> Self {
+        Self::new(vec![128, 256, 256, 512], vec![4, 4, 4, 8], vec![8, 4, 4, 4])
+    }
+
+    /// A small model with the same structure (for demos and quick training on a CPU).
+    pub fn small() -> Self {
+        Self::new(vec![32, 64, 64, 64], vec![1, 1, 1, 2], vec![2, 1, 1, 1])
+    }
+
+    /// The smallest model with the same structure (tests and parity fixtures).
+    pub fn tiny() -> Self {
+        Self::new(vec![8, 16, 16, 16], vec![1, 1, 1, 1], vec![1, 1, 1, 1]).with_norm_groups(4)
+    }
+
+    /// A preset by name (`official`, `small`, `tiny`).
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "official" => Ok(Self::official()),
+            "small" => Ok(Self::small()),
+            "tiny" => Ok(Self::tiny()),
+            other => Err(Error::invalid(format!(
+                "unknown tokenizer preset '{other}' (known: {})",
+                PRESETS.join(", ")
+            ))),
+        }
+    }
+
+    /// A preset name, or the path of a JSON config file.
+    pub fn from_name_or_file(spec: &str) -> Result<Self> {
+        if PRESETS.contains(&spec) {
+            return Self::preset(spec);
+        }
+        let path = std::path::Path::new(spec);
+        if !path.exists() {
+            return Err(Error::invalid(format!(
+                "'{spec}' is neither a tokenizer preset ({}) nor an existing JSON config file",
+                PRESETS.join(", ")
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let config: Self =
+            serde_json::from_str(&text).map_err(|e| Error::file(path, format!("not a valid tokenizer config: {e}")))?;
+        config.validate().map_err(|e| Error::file(path, e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Checks that the configuration describes a buildable network.
+    pub fn validate(&self) -> Result<()> {
+        let four = |name: &str, v: &[usize]| {
+            if v.len() != 4 {
+                return Err(Error::invalid(format!("tokenizer config: '{name}' needs 4 entries, got {v:?}")));
+            }
+            Ok(())
+        };
+        four("channels", &self.channels)?;
+        four("encoder_res_blocks", &self.encoder_res_blocks)?;
+        four("decoder_res_blocks", &self.decoder_res_blocks)?;
+        if self.norm_groups == 0 || self.channels.iter().any(|&c| c == 0 || c % self.norm_groups != 0) {
+            return Err(Error::invalid(format!(
+                "tokenizer config: every channel width {:?} must be a positive multiple of norm_groups = {}",
+                self.channels, self.norm_groups
+            )));
+        }
+        if self.fsq_levels.is_empty() || self.fsq_levels.iter().any(|&l| l < 2) {
+            return Err(Error::invalid(format!("tokenizer config: FSQ levels must be ≥ 2, got {:?}", self.fsq_levels)));
+        }
+        if self.fsq_levels.iter().map(|&l| l as u64).product::<u64>() > i32::MAX as u64 {
+            return Err(Error::invalid("tokenizer config: the FSQ codebook is larger than 2^31"));
+        }
+        Ok(())
+    }
+
+    /// Number of codes (`∏ fsq_levels`).
+    pub fn codebook_size(&self) -> usize {
+        self.fsq_levels.iter().product()
+    }
+
+    /// Latent grid `[T', H', W']` of a clip of `[frames, height, width]`, or an error naming the rule.
+    pub fn latent_shape(&self, frames: usize, height: usize, width: usize) -> Result<[usize; 3]> {
+        if frames == 0 || (frames - 1) % TEMPORAL_FACTOR != 0 {
+            return Err(Error::invalid(format!(
+                "the tokenizer needs 1 + 4n frames (1, 5, 9, 13, 17, …), got {frames}"
+            )));
+        }
+        if height == 0 || width == 0 || height % SPATIAL_FACTOR != 0 || width % SPATIAL_FACTOR != 0 {
+            return Err(Error::invalid(format!(
+                "the tokenizer needs a height and width that are multiples of 8, got {height}x{width}"
+            )));
+        }
+        Ok([1 + (frames - 1) / TEMPORAL_FACTOR, height / SPATIAL_FACTOR, width / SPATIAL_FACTOR])
+    }
+}

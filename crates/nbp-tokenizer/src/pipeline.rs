@@ -1,0 +1,168 @@
+//! File-level tokenizer operations behind `nbp-cli tokenizer …` and `nbp-cli bench tokenizer`: read videos,
+//! encode, decode, reconstruct, measure.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::prelude::*;
+
+use nbp_core::npy::NpyArray;
+use nbp_core::progress::{NoProgress, Progress};
+use nbp_core::video::{ReadOptions, ReadReport, Video, read_video, tensor_to_videos, videos_to_tensor};
+use nbp_core::{Error, Result, metrics};
+
+use crate::config::TokenizerConfig;
+use crate::tokenizer::{VideoTokenizer, check_indices};
+
+/// Reads a clip for the tokenizer, checking that its frame count and size suit the tokenizer.
+pub fn read_clip<B: Backend>(tokenizer: &VideoTokenizer<B>, path: &Path, opts: &ReadOptions) -> Result<ReadReport> {
+    let report = read_video(path, opts)?;
+    let v = &report.video;
+    tokenizer
+        .config()
+        .latent_shape(v.frames, v.height, v.width)
+        .map_err(|e| Error::file(path, format!("{e} (use --frames 17 and --resolution 128, or any 1 + 4n frames and multiples of 8)")))?;
+    Ok(report)
+}
+
+/// Token ids of a token tensor as an `int32` `.npy` array `[B, T', H', W']`.
+pub fn indices_to_npy<B: Backend>(indices: Tensor<B, 4, Int>) -> NpyArray {
+    let dims = indices.dims().to_vec();
+    let values: Vec<i32> = indices.into_data().convert::<i32>().into_vec::<i32>().expect("int data");
+    NpyArray::i32(dims, values)
+}
+
+/// A token tensor from a `.npy` array of shape `[T', H', W']` or `[B, T', H', W']`, with every id checked.
+pub fn npy_to_indices<B: Backend>(array: &NpyArray, codebook_size: usize, device: &B::Device) -> Result<Tensor<B, 4, Int>> {
+    let shape: [usize; 4] = match array.shape.as_slice() {
+        [t, h, w] => [1, *t, *h, *w],
+        [b, t, h, w] => [*b, *t, *h, *w],
+        s => {
+            return Err(Error::invalid(format!(
+                "token arrays must be shaped [T', H', W'] or [batch, T', H', W'], got {s:?}"
+            )));
+        }
+    };
+    let ids = array.to_i64()?;
+    check_indices(&ids, codebook_size)?;
+    let ids: Vec<i32> = ids.into_iter().map(|v| v as i32).collect();
+    Ok(Tensor::from_data(TensorData::new(ids, shape), device))
+}
+
+/// Result of [`reconstruct`].
+#[derive(Debug, Clone)]
+pub struct Reconstruction {
+    pub input: Vec<Video>,
+    pub output: Vec<Video>,
+    pub indices: NpyArray,
+    /// Mean PSNR (dB) over the clips.
+    pub psnr: f64,
+    /// Mean SSIM over the clips.
+    pub ssim: f64,
+    pub encode_seconds: f64,
+    pub decode_seconds: f64,
+}
+
+/// Encodes and decodes clips and measures the reconstruction.
+pub fn reconstruct<B: Backend>(tokenizer: &VideoTokenizer<B>, clips: Vec<Video>, progress: &dyn Progress) -> Result<Reconstruction> {
+    let device = tokenizer_device(tokenizer);
+    let x = videos_to_tensor::<B>(&clips, &device)?;
+    let t0 = Instant::now();
+    let indices = tokenizer.encode_with(x, progress)?;
+    let indices_npy = indices_to_npy(indices.clone());
+    let t1 = Instant::now();
+    let output = tensor_to_videos(tokenizer.decode_with(indices, progress))?;
+    let t2 = Instant::now();
+    let n = clips.len() as f64;
+    let mut psnr = 0.0;
+    let mut ssim = 0.0;
+    for (a, b) in clips.iter().zip(&output) {
+        psnr += metrics::psnr(a, b)? / n;
+        ssim += if a.height >= 11 && a.width >= 11 { metrics::ssim(a, b)? / n } else { f64::NAN };
+    }
+    Ok(Reconstruction {
+        input: clips,
+        output,
+        indices: indices_npy,
+        psnr,
+        ssim,
+        encode_seconds: (t1 - t0).as_secs_f64(),
+        decode_seconds: (t2 - t1).as_secs_f64(),
+    })
+}
+
+/// The device the tokenizer's weights live on.
+pub fn tokenizer_device<B: Backend>(tokenizer: &VideoTokenizer<B>) -> B::Device {
+    tokenizer.devices().into_iter().next().unwrap_or_default()
+}
+
+/// Timings of [`bench`].
+#[derive(Debug, Clone)]
+pub struct TokenizerBench {
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+    pub batch: usize,
+    /// Seconds per encode of the batch (best of the repeats).
+    pub encode_seconds: f64,
+    /// Seconds per decode of the batch (best of the repeats).
+    pub decode_seconds: f64,
+    pub all_encode: Vec<f64>,
+    pub all_decode: Vec<f64>,
+}
+
+impl TokenizerBench {
+    /// Frames encoded per second.
+    pub fn encode_fps(&self) -> f64 {
+        (self.frames * self.batch) as f64 / self.encode_seconds
+    }
+    /// Frames decoded per second.
+    pub fn decode_fps(&self) -> f64 {
+        (self.frames * self.batch) as f64 / self.decode_seconds
+    }
+}
+
+/// Times encoding and decoding of a random clip batch with a tokenizer of `config` (random weights: the cost
+/// does not depend on them). `warmup` untimed runs precede `repeats` timed ones; results are synchronised with
+/// the device before the clock stops.
+pub fn bench<B: Backend>(
+    config: &TokenizerConfig,
+    [batch, frames, height, width]: [usize; 4],
+    warmup: usize,
+    repeats: usize,
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<TokenizerBench> {
+    let tokenizer = VideoTokenizer::<B>::new(config, device)?;
+    tokenizer.check_video([batch, 3, frames, height, width])?;
+    let video = Tensor::<B, 5>::random([batch, 3, frames, height, width], burn::tensor::Distribution::Uniform(0.0, 1.0), device);
+    let mut enc = vec![];
+    let mut dec = vec![];
+    progress.start("benchmark runs", warmup + repeats.max(1));
+    for run in 0..warmup + repeats.max(1) {
+        let t0 = Instant::now();
+        let ids = tokenizer.encode_with(video.clone(), &NoProgress)?;
+        let ids: Tensor<B, 4, Int> = Tensor::from_data(ids.into_data(), device); // synchronise
+        let t1 = Instant::now();
+        let out = tokenizer.decode_with(ids, &NoProgress);
+        let _ = out.into_data(); // synchronise
+        let t2 = Instant::now();
+        if run >= warmup {
+            enc.push((t1 - t0).as_secs_f64());
+            dec.push((t2 - t1).as_secs_f64());
+        }
+        progress.advance(1);
+    }
+    progress.finish();
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok(TokenizerBench {
+        frames,
+        height,
+        width,
+        batch,
+        encode_seconds: best(&enc),
+        decode_seconds: best(&dec),
+        all_encode: enc,
+        all_decode: dec,
+    })
+}

@@ -1,0 +1,120 @@
+//! The video tokenizer: encoder, FSQ and decoder (reference §1).
+
+use burn::prelude::*;
+
+use nbp_core::progress::{NoProgress, Progress};
+use nbp_core::{Error, Result};
+
+use crate::config::TokenizerConfig;
+use crate::decoder::Decoder;
+use crate::encoder::Encoder;
+use crate::fsq::Fsq;
+
+/// MAGVIT-v2-style video tokenizer: a causal 3D CNN encoder, finite scalar quantisation, and a causal 3D CNN
+/// decoder. Videos are `[batch, 3, 1 + 4n, H, W]` with values in `[0, 1]`; token grids are
+/// `[batch, 1 + n, H/8, W/8]` of code indices in `0..codebook_size`.
+#[derive(Module, Debug)]
+pub struct VideoTokenizer<B: Backend> {
+    pub encoder: Encoder<B>,
+    pub fsq: Fsq,
+    pub decoder: Decoder<B>,
+    #[module(skip)]
+    config: TokenizerConfig,
+}
+
+impl<B: Backend> VideoTokenizer<B> {
+    /// A tokenizer with fresh weights (PyTorch-default initialisation).
+    pub fn new(config: &TokenizerConfig, device: &B::Device) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            encoder: Encoder::new(config, device),
+            fsq: Fsq::new(config.fsq_levels.clone()),
+            decoder: Decoder::new(config, device),
+            config: config.clone(),
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &TokenizerConfig {
+        &self.config
+    }
+
+    /// Number of codes.
+    pub fn codebook_size(&self) -> usize {
+        self.fsq.codebook_size()
+    }
+
+    /// Checks a video shape `[B, 3, T, H, W]` and returns the latent grid `[T', H', W']`.
+    pub fn check_video(&self, dims: [usize; 5]) -> Result<[usize; 3]> {
+        let [b, c, t, h, w] = dims;
+        if b == 0 || c != 3 {
+            return Err(Error::invalid(format!(
+                "the tokenizer takes videos shaped [batch ≥ 1, 3, frames, height, width], got {dims:?}"
+            )));
+        }
+        self.config.latent_shape(t, h, w)
+    }
+
+    /// Pre-quantisation encoder output `[B, D, T', H/8, W/8]` of a video `[B, 3, T, H, W]` in `[0, 1]`.
+    pub fn encode_latents(&self, video: Tensor<B, 5>, progress: &dyn Progress) -> Result<Tensor<B, 5>> {
+        self.check_video(video.dims())?;
+        progress.start("encoding", self.encoder.layers.len());
+        let z = self.encoder.forward_observed(video, &mut |_, _| progress.advance(1));
+        progress.finish();
+        Ok(z)
+    }
+
+    /// Token indices `[B, T', H/8, W/8]` of a video `[B, 3, T, H, W]` in `[0, 1]` (`T = 1 + 4n`, `H` and `W`
+    /// multiples of 8).
+    pub fn encode(&self, video: Tensor<B, 5>) -> Result<Tensor<B, 4, Int>> {
+        self.encode_with(video, &NoProgress)
+    }
+
+    /// [`encode`](Self::encode), reporting progress per layer.
+    pub fn encode_with(&self, video: Tensor<B, 5>, progress: &dyn Progress) -> Result<Tensor<B, 4, Int>> {
+        let z = self.encode_latents(video, progress)?;
+        Ok(self.fsq.quantize(z).1)
+    }
+
+    /// Decoder output `[B, 3, T, 8h, 8w]` of FSQ codes `[B, D, T', h, w]`, not clamped.
+    pub fn decode_codes(&self, codes: Tensor<B, 5>, progress: &dyn Progress) -> Tensor<B, 5> {
+        progress.start("decoding", self.decoder.layers.len());
+        let x = self.decoder.forward_observed(codes, &mut |_, _| progress.advance(1));
+        progress.finish();
+        x
+    }
+
+    /// Decodes token indices `[B, T', h, w]` (each in `0..codebook_size`) into a video `[B, 3, T, 8h, 8w]`,
+    /// clamped to `[0, 1]` as the official API does.
+    pub fn decode(&self, indices: Tensor<B, 4, Int>) -> Tensor<B, 5> {
+        self.decode_with(indices, &NoProgress)
+    }
+
+    /// [`decode`](Self::decode), reporting progress per layer.
+    pub fn decode_with(&self, indices: Tensor<B, 4, Int>, progress: &dyn Progress) -> Tensor<B, 5> {
+        let codes = self.fsq.indices_to_codes(indices);
+        self.decode_codes(codes, progress).clamp(0.0, 1.0)
+    }
+
+    /// Encodes and decodes a video: `(indices, reconstruction in [0, 1])`.
+    pub fn reconstruct(&self, video: Tensor<B, 5>, progress: &dyn Progress) -> Result<(Tensor<B, 4, Int>, Tensor<B, 5>)> {
+        let indices = self.encode_with(video, progress)?;
+        let recon = self.decode_with(indices.clone(), progress);
+        Ok((indices, recon))
+    }
+
+    /// Number of parameters.
+    pub fn parameter_count(&self) -> usize {
+        self.num_params()
+    }
+}
+
+/// Checks that every index lies in `0..codebook_size`, naming the first one that does not.
+pub fn check_indices(indices: &[i64], codebook_size: usize) -> Result<()> {
+    if let Some((i, v)) = indices.iter().enumerate().find(|(_, v)| **v < 0 || **v >= codebook_size as i64) {
+        return Err(Error::invalid(format!(
+            "token index {v} at position {i} is outside the codebook 0..{codebook_size}"
+        )));
+    }
+    Ok(())
+}

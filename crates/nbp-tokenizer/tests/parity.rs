@@ -1,0 +1,158 @@
+//! Numerical parity with the PyTorch program `scripts/fixtures/tokenizer_fixtures.py`, which builds the official
+//! architecture from the reference with a reduced width, saves a random-weight checkpoint in the official key
+//! layout (`tiny_magvit2.pt`, and the Lightning layout `tiny_generator.ckpt`), an input clip and its outputs.
+
+use std::path::PathBuf;
+
+use burn::backend::Flex;
+use burn::prelude::*;
+use nbp_core::npy::read_npy;
+use nbp_core::progress::NoProgress;
+use nbp_tokenizer::checkpoint::TokenizerSource;
+use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, load_tokenizer, save_tokenizer};
+
+type B = Flex;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tokenizer").join(name)
+}
+
+fn config() -> TokenizerConfig {
+    TokenizerConfig::from_name_or_file(fixture("config.json").to_str().unwrap()).unwrap()
+}
+
+fn tensor5(name: &str) -> Tensor<B, 5> {
+    let a = read_npy(fixture(name)).unwrap();
+    let shape: [usize; 5] = a.shape.clone().try_into().unwrap();
+    Tensor::from_data(TensorData::new(a.to_f32(), shape), &Default::default())
+}
+
+fn values(t: Tensor<B, 5>) -> Vec<f32> {
+    t.into_data().into_vec::<f32>().unwrap()
+}
+
+/// max |a − b| / max |b|.
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let scale = b.iter().map(|y| y.abs()).fold(0.0, f32::max);
+    diff / scale
+}
+
+fn load(name: &str) -> (VideoTokenizer<B>, TokenizerSource) {
+    load_tokenizer::<B>(fixture(name), Some(&config()), &Default::default()).unwrap()
+}
+
+#[test]
+fn fixture_config_is_the_tiny_preset() {
+    assert_eq!(config(), TokenizerConfig::tiny());
+}
+
+#[test]
+fn official_pt_import_matches_pytorch() {
+    let (tok, source) = load("tiny_magvit2.pt");
+    assert_eq!(source, TokenizerSource::OfficialTokenizer);
+    let clip = tensor5("clip.npy");
+    let z = tok.encode_latents(clip.clone(), &NoProgress).unwrap();
+    let err = rel_err(&values(z.clone()), &values(tensor5("encoder_out.npy")));
+    eprintln!("encoder output relative error: {err:e}");
+    assert!(err < 1e-4, "encoder output relative error {err}");
+
+    let bound = tok.fsq.bound(z.clone());
+    let err_b = rel_err(&values(bound.clone()), &values(tensor5("bound.npy")));
+    eprintln!("FSQ bound relative error: {err_b:e}");
+    assert!(err_b < 1e-4);
+
+    // Indices: exact, except where PyTorch's bound lies within 1e-4 of a rounding tie (none in this fixture).
+    let ids = tok.encode(clip).unwrap().into_data().into_vec::<i32>().unwrap();
+    let expected = read_npy(fixture("indices.npy")).unwrap().to_i64().unwrap();
+    let torch_bound = values(tensor5("bound.npy"));
+    let positions = ids.len();
+    let mut mismatches = 0;
+    for (p, (a, b)) in ids.iter().zip(&expected).enumerate() {
+        if *a as i64 != *b {
+            mismatches += 1;
+            let near_tie = (0..6).any(|d| {
+                let v = torch_bound[d * positions + p];
+                (v - v.floor() - 0.5).abs() < 1e-4
+            });
+            assert!(near_tie, "index mismatch at token {p}: ours {a}, PyTorch {b}, not near a rounding tie");
+        }
+    }
+    assert_eq!(mismatches, 0, "this fixture has no value near a rounding tie");
+    let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert!(distinct.len() > 40, "fixture indices should be varied, got {}", distinct.len());
+
+    // Codes and decoder.
+    let codes = tok.fsq.quantize(z).0;
+    assert_eq!(values(codes), values(tensor5("codes.npy")));
+    let decoded = tok.decode_codes(tensor5("codes.npy"), &NoProgress);
+    let err_d = rel_err(&values(decoded), &values(tensor5("decoded.npy")));
+    eprintln!("decoder output relative error: {err_d:e}");
+    assert!(err_d < 1e-4, "decoder output relative error {err_d}");
+}
+
+#[test]
+fn generator_ckpt_embedded_tokenizer_and_native_format_give_the_same_model() {
+    let (a, _) = load("tiny_magvit2.pt");
+    let (b, source) = load("tiny_generator.ckpt");
+    assert_eq!(source, TokenizerSource::OfficialGenerator);
+    let clip = tensor5("clip.npy");
+    let za = values(a.encode_latents(clip.clone(), &NoProgress).unwrap());
+    let zb = values(b.encode_latents(clip.clone(), &NoProgress).unwrap());
+    assert_eq!(za, zb);
+
+    let dir = std::env::temp_dir().join(format!("nbp-tok-native-{}", std::process::id()));
+    let path = dir.join("tiny.safetensors");
+    save_tokenizer(&a, &path).unwrap();
+    let (c, source) = load_tokenizer::<B>(&path, None, &Default::default()).unwrap();
+    assert_eq!(source, TokenizerSource::Native);
+    assert_eq!(c.config(), a.config());
+    assert_eq!(values(c.encode_latents(clip, &NoProgress).unwrap()), za);
+    let codes = tensor5("codes.npy");
+    assert_eq!(values(c.decode_codes(codes.clone(), &NoProgress)), values(a.decode_codes(codes, &NoProgress)));
+    // A native file refuses a different architecture.
+    let err = load_tokenizer::<B>(&path, Some(&TokenizerConfig::small()), &Default::default()).unwrap_err();
+    assert!(err.to_string().contains("differs from the requested"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn import_is_strict_about_shapes_missing_and_unused_tensors() {
+    let dev = Default::default();
+    // Wider last stage: shape mismatch, named with both shapes.
+    let wrong = TokenizerConfig::new(vec![8, 16, 16, 32], vec![1, 1, 1, 1], vec![1, 1, 1, 1]).with_norm_groups(4);
+    let err = load_tokenizer::<B>(fixture("tiny_magvit2.pt"), Some(&wrong), &dev).unwrap_err().to_string();
+    assert!(err.contains("tiny_magvit2.pt"), "{err}");
+    assert!(err.contains("module.encoder_layers.7.fn.2.conv.weight") && err.contains("[16, 16, 3, 3, 3]") && err.contains("[32, 16, 3, 3, 3]"), "{err}");
+    // One more residual unit in stage 0: the layer numbering shifts and a conv is taken where a unit is stored.
+    let more = TokenizerConfig::new(vec![8, 16, 16, 16], vec![2, 1, 1, 1], vec![1, 1, 1, 1]).with_norm_groups(4);
+    let err = load_tokenizer::<B>(fixture("tiny_magvit2.pt"), Some(&more), &dev).unwrap_err().to_string();
+    assert!(err.contains("missing tensor 'module.encoder_layers.2.fn.0.weight'"), "{err}");
+    // The official preset is much larger: the very first missing/mismatching key is reported.
+    let err = load_tokenizer::<B>(fixture("tiny_magvit2.pt"), None, &dev).unwrap_err().to_string();
+    assert!(err.contains("encoder_layers.0.conv.weight") && err.contains("[128, 3, 3, 3, 3]"), "{err}");
+    // Fewer decoder units than stored: the decoder's own keys are used up and extra tensors remain.
+    let fewer = TokenizerConfig::new(vec![8, 16, 16, 16], vec![1, 1, 1, 1], vec![0, 1, 1, 1]).with_norm_groups(4);
+    let err = load_tokenizer::<B>(fixture("tiny_magvit2.pt"), Some(&fewer), &dev).unwrap_err().to_string();
+    assert!(err.contains("decoder_layers"), "{err}");
+}
+
+#[test]
+fn missing_and_corrupt_checkpoints_are_clear_errors() {
+    let dev = Default::default();
+    let err = load_tokenizer::<B>("/nonexistent/tok.pt", None, &dev).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/tok.pt") && err.contains("not found"), "{err}");
+    let dir = std::env::temp_dir().join(format!("nbp-tok-corrupt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes = std::fs::read(fixture("tiny_magvit2.pt")).unwrap();
+    let truncated = dir.join("truncated.pt");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let err = load_tokenizer::<B>(&truncated, Some(&config()), &dev).unwrap_err().to_string();
+    assert!(err.contains("truncated.pt"), "{err}");
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, b"this is not a checkpoint").unwrap();
+    let err = load_tokenizer::<B>(&garbage, None, &dev).unwrap_err().to_string();
+    assert!(err.contains("garbage.safetensors") && err.contains("safetensors"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
