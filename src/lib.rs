@@ -1,1 +1,2 @@
-pub use nbp_core as core; pub use nbp_tokenizer as tokenizer;
+pub use nbp_core as core;
+pub use nbp_tokenizer as tokenizer;

@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use burn::backend::wgpu::{Wgpu, WgpuDevice};
 use burn::backend::Flex;
+use burn::backend::wgpu::{Wgpu, WgpuDevice};
 use burn::prelude::*;
 use nbp::core::npy::read_npy;
 use nbp::core::progress::NoProgress;

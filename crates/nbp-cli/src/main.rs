@@ -223,7 +223,10 @@ fn print_clip(path: &Path, report: &nbp_core::video::ReadReport) {
         v.frames,
         v.height,
         v.width,
-        report.native_fps.map(|f| format!(" (native {f:.2} fps, {} frames after resampling)", report.available_frames)).unwrap_or_default()
+        report
+            .native_fps
+            .map(|f| format!(" (native {f:.2} fps, {} frames after resampling)", report.available_frames))
+            .unwrap_or_default()
     );
     if report.padded_frames > 0 {
         eprintln!(
@@ -251,13 +254,15 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
         TokenizerCommand::Decode { input, output, fps, model, .. } => {
             let tok = load::<B>(&model, &device)?;
             let array = read_npy(&input)?;
-            let ids = npy_to_indices::<B>(&array, tok.codebook_size(), &device).with_context(|| format!("{}", input.display()))?;
+            let ids = npy_to_indices::<B>(&array, tok.codebook_size(), &device)
+                .with_context(|| format!("{}", input.display()))?;
             let t0 = std::time::Instant::now();
             let video = tok.decode_with(ids, &bar);
             let is_npy = output.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
             if is_npy {
                 let dims = video.dims().to_vec();
-                let values = video.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let values =
+                    video.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 write_npy(&output, &NpyArray::f32(dims.clone(), values))?;
                 println!("wrote {} (pixels {dims:?}) in {:.2} s", output.display(), t0.elapsed().as_secs_f64());
             } else {
@@ -328,9 +333,19 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--batch must be at least 1");
             }
             let dims = [batch, frames, resolution.0, resolution.1];
-            let r = with_backend!(run.device, |B, dev| pipeline::bench::<B>(&config, dims, warmup, repeats, &dev, &Bar::default())
-                .map_err(anyhow::Error::from))?;
-            println!("tokenizer benchmark: preset {preset}, {batch}x{frames}x{}x{} on {}", resolution.0, resolution.1, run.device);
+            let r = with_backend!(run.device, |B, dev| pipeline::bench::<B>(
+                &config,
+                dims,
+                warmup,
+                repeats,
+                &dev,
+                &Bar::default()
+            )
+            .map_err(anyhow::Error::from))?;
+            println!(
+                "tokenizer benchmark: preset {preset}, {batch}x{frames}x{}x{} on {}",
+                resolution.0, resolution.1, run.device
+            );
             println!("machine: {}", nbp_core::system::machine_description());
             println!("encode: {:.2} s ({:.2} frames/s)  runs {:?}", r.encode_seconds, r.encode_fps(), r.all_encode);
             println!("decode: {:.2} s ({:.2} frames/s)  runs {:?}", r.decode_seconds, r.decode_fps(), r.all_decode);

@@ -136,7 +136,9 @@ fn bad_inputs_give_clear_errors_without_panics() {
 fn help_explains_every_flag() {
     let o = cli(&["tokenizer", "encode", "--help"]);
     let out = text(&o);
-    for flag in ["--tokenizer ", "--tokenizer-config", "--frames", "--fps", "--resolution", "--clip", "--device", "--output"] {
+    for flag in
+        ["--tokenizer ", "--tokenizer-config", "--frames", "--fps", "--resolution", "--clip", "--device", "--output"]
+    {
         assert!(out.contains(flag), "{flag} missing in help:\n{out}");
     }
 }

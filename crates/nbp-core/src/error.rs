@@ -31,18 +31,12 @@ pub enum Error {
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        Self::Io { path: path.as_ref().to_path_buf(), source }
     }
 
     /// A content error in `path`.
     pub fn file(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
-        Self::File {
-            path: path.as_ref().to_path_buf(),
-            message: message.into(),
-        }
+        Self::File { path: path.as_ref().to_path_buf(), message: message.into() }
     }
 
     /// An invalid argument or value.
@@ -58,9 +52,7 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
+    let file_name = path.file_name().ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
     let tmp = path.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| {

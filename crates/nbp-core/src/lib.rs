@@ -6,9 +6,10 @@
 pub mod error;
 pub mod metrics;
 pub mod npy;
+pub mod pickle;
 pub mod progress;
 pub mod system;
-pub mod weights;
 pub mod video;
+pub mod weights;
 
 pub use error::{Error, Result};

@@ -87,10 +87,7 @@ impl NpyArray {
         };
         let shape = match self.shape.len() {
             1 => format!("({},)", self.shape[0]),
-            _ => format!(
-                "({})",
-                self.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-            ),
+            _ => format!("({})", self.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
         };
         let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
         // Magic (6) + version (2) + header length (2) + header + '\n' is padded to a multiple of 64 bytes.
@@ -121,9 +118,7 @@ impl NpyArray {
             }
             v => return Err(bad(&format!("unsupported format version {v}"))),
         };
-        let header = bytes
-            .get(start..start + header_len)
-            .ok_or_else(|| bad("truncated header"))?;
+        let header = bytes.get(start..start + header_len).ok_or_else(|| bad("truncated header"))?;
         let header = std::str::from_utf8(header).map_err(|_| bad("header is not text"))?;
         let field = |name: &str| -> Result<&str> {
             let key = format!("'{name}':");
@@ -131,18 +126,14 @@ impl NpyArray {
             Ok(header[at + key.len()..].trim_start())
         };
         let descr = field("descr")?;
-        let descr = descr
-            .strip_prefix('\'')
-            .and_then(|d| d.split('\'').next())
-            .ok_or_else(|| bad("unreadable 'descr'"))?;
+        let descr =
+            descr.strip_prefix('\'').and_then(|d| d.split('\'').next()).ok_or_else(|| bad("unreadable 'descr'"))?;
         if field("fortran_order")?.starts_with("True") {
             return Err(bad("Fortran-ordered arrays are not supported; save with numpy.ascontiguousarray"));
         }
         let shape_text = field("shape")?;
-        let shape_text = shape_text
-            .strip_prefix('(')
-            .and_then(|s| s.split(')').next())
-            .ok_or_else(|| bad("unreadable 'shape'"))?;
+        let shape_text =
+            shape_text.strip_prefix('(').and_then(|s| s.split(')').next()).ok_or_else(|| bad("unreadable 'shape'"))?;
         let shape = shape_text
             .split(',')
             .map(str::trim)
@@ -161,10 +152,18 @@ impl NpyArray {
             })
         };
         let data = match descr {
-            "<f4" => NpyData::F32(take(4)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-            "<f8" => NpyData::F64(take(8)?.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()),
-            "<i4" => NpyData::I32(take(4)?.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()),
-            "<i8" => NpyData::I64(take(8)?.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
+            "<f4" => {
+                NpyData::F32(take(4)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+            }
+            "<f8" => {
+                NpyData::F64(take(8)?.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect())
+            }
+            "<i4" => {
+                NpyData::I32(take(4)?.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect())
+            }
+            "<i8" => {
+                NpyData::I64(take(8)?.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect())
+            }
             "|u1" | "<u1" => NpyData::U8(take(1)?.to_vec()),
             "|b1" => NpyData::U8(take(1)?.to_vec()),
             other => {

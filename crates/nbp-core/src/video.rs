@@ -252,7 +252,14 @@ fn ffmpeg_missing(tool: &str) -> Error {
 /// Native size and frame rate of the first video stream, from ffprobe.
 fn probe(path: &Path) -> Result<(u32, u32, f64)> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height,avg_frame_rate,r_frame_rate",
+        ])
         .args(["-of", "default=noprint_wrappers=1"])
         .arg(path)
         .output()
@@ -294,10 +301,8 @@ fn decode_with_ffmpeg(path: &Path, size: Option<(usize, usize)>) -> Result<(Vec<
     child.stderr.take().expect("piped").read_to_string(&mut err).ok();
     let status = child.wait().map_err(|e| Error::io(path, e))?;
     let frame_bytes = (w * h * 3) as usize;
-    let frames: Vec<RgbImage> = raw
-        .chunks_exact(frame_bytes)
-        .map(|c| RgbImage::from_raw(w, h, c.to_vec()).expect("frame size"))
-        .collect();
+    let frames: Vec<RgbImage> =
+        raw.chunks_exact(frame_bytes).map(|c| RgbImage::from_raw(w, h, c.to_vec()).expect("frame size")).collect();
     if frames.is_empty() {
         let msg = err.lines().last().unwrap_or("no frame could be decoded").to_string();
         return Err(Error::file(path, format!("cannot be decoded as a video: {msg}")));
@@ -325,10 +330,16 @@ fn grid_frame(videos: &[Video], t: usize) -> RgbImage {
     let (rows, cols) = grid_dims(videos.len());
     let (h, w) = (videos[0].height as u32, videos[0].width as u32);
     let gap = if videos.len() > 1 { 2 } else { 0 };
-    let mut img = RgbImage::from_pixel(cols as u32 * (w + gap) - gap, rows as u32 * (h + gap) - gap, Rgb([255, 255, 255]));
+    let mut img =
+        RgbImage::from_pixel(cols as u32 * (w + gap) - gap, rows as u32 * (h + gap) - gap, Rgb([255, 255, 255]));
     for (i, v) in videos.iter().enumerate() {
         let (r, c) = ((i / cols) as u32, (i % cols) as u32);
-        image::imageops::replace(&mut img, &v.frame_rgb8(t.min(v.frames - 1)), (c * (w + gap)) as i64, (r * (h + gap)) as i64);
+        image::imageops::replace(
+            &mut img,
+            &v.frame_rgb8(t.min(v.frames - 1)),
+            (c * (w + gap)) as i64,
+            (r * (h + gap)) as i64,
+        );
     }
     img
 }
@@ -385,10 +396,19 @@ pub fn write_videos(path: impl AsRef<Path>, videos: &[Video], fps: f64) -> Resul
         VideoFormat::Gif => write_gif(path, (0..frames).map(|t| grid_frame(videos, t)), fps),
         VideoFormat::PngGrid => {
             let (h, w) = (first.height as u32, first.width as u32);
-            let mut img = RgbImage::from_pixel(frames as u32 * (w + 2) - 2, videos.len() as u32 * (h + 2) - 2, Rgb([255, 255, 255]));
+            let mut img = RgbImage::from_pixel(
+                frames as u32 * (w + 2) - 2,
+                videos.len() as u32 * (h + 2) - 2,
+                Rgb([255, 255, 255]),
+            );
             for (r, v) in videos.iter().enumerate() {
                 for t in 0..v.frames {
-                    image::imageops::replace(&mut img, &v.frame_rgb8(t), (t as u32 * (w + 2)) as i64, (r as u32 * (h + 2)) as i64);
+                    image::imageops::replace(
+                        &mut img,
+                        &v.frame_rgb8(t),
+                        (t as u32 * (w + 2)) as i64,
+                        (r as u32 * (h + 2)) as i64,
+                    );
                 }
             }
             img.save(path).map_err(|e| Error::file(path, format!("cannot write PNG: {e}")))
@@ -440,7 +460,8 @@ fn write_ffmpeg(path: &Path, frames: Vec<RgbImage>, fps: f64) -> Result<()> {
     } else {
         cmd.args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18"]);
     }
-    let mut child = cmd.arg(path).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|_| ffmpeg_missing("ffmpeg"))?;
+    let mut child =
+        cmd.arg(path).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|_| ffmpeg_missing("ffmpeg"))?;
     {
         let mut stdin = child.stdin.take().expect("piped");
         for f in &frames {
@@ -511,7 +532,8 @@ mod tests {
         let v = ramp(4, 8, 8);
         let gif = dir.join("a.gif");
         write_videos(&gif, &[v.clone(), v.clone()], 8.0).unwrap();
-        let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&gif).unwrap())).unwrap();
+        let decoder =
+            image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&gif).unwrap())).unwrap();
         use image::AnimationDecoder;
         let frames = decoder.into_frames().collect_frames().unwrap();
         assert_eq!(frames.len(), 4);
@@ -544,7 +566,10 @@ mod tests {
 }
 
 /// Stacks clips of equal shape into a tensor `[batch, 3, T, H, W]`.
-pub fn videos_to_tensor<B: burn::prelude::Backend>(videos: &[Video], device: &B::Device) -> Result<burn::prelude::Tensor<B, 5>> {
+pub fn videos_to_tensor<B: burn::prelude::Backend>(
+    videos: &[Video],
+    device: &B::Device,
+) -> Result<burn::prelude::Tensor<B, 5>> {
     let first = videos.first().ok_or_else(|| Error::invalid("no video given"))?;
     let (t, h, w) = (first.frames, first.height, first.width);
     if videos.iter().any(|v| (v.frames, v.height, v.width) != (t, h, w)) {

@@ -11,20 +11,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::tensor::DType;
-use burn_store::TensorSnapshot;
-use burn_store::pytorch::PytorchReader;
+use std::rc::Rc;
 
 use crate::error::{Error, Result, write_atomic};
+use crate::pickle::{TensorRef, TorchFile};
 
 enum Source {
-    Snapshot(TensorSnapshot),
+    Torch(Rc<TensorRef>),
     Data(TensorData),
 }
 
 struct Entry {
     shape: Vec<usize>,
-    dtype: DType,
     source: Source,
 }
 
@@ -33,6 +31,7 @@ pub struct WeightMap {
     path: PathBuf,
     entries: BTreeMap<String, Entry>,
     taken: BTreeSet<String>,
+    torch: Option<Rc<TorchFile>>,
     /// Prefix that was stripped from the file's keys (only used to name keys as they appear in the file).
     prefix: String,
 }
@@ -52,17 +51,18 @@ impl WeightMap {
         if !path.exists() {
             return Err(Error::file(path, "file not found"));
         }
-        let reader = PytorchReader::new(path)
-            .map_err(|e| Error::file(path, format!("cannot be read as a PyTorch checkpoint: {e}")))?;
-        let entries = reader
-            .into_tensors()
+        let file = Rc::new(TorchFile::open(path)?);
+        let entries = file
+            .tensors()
             .into_iter()
-            .map(|(k, s)| {
-                let entry = Entry { shape: s.shape.to_vec(), dtype: s.dtype, source: Source::Snapshot(s) };
-                (k, entry)
-            })
+            .map(|(k, t)| (k, Entry { shape: t.shape.clone(), source: Source::Torch(t) }))
             .collect();
-        Ok(Self { path: path.to_path_buf(), entries, taken: BTreeSet::new(), prefix: String::new() })
+        Ok(Self { path: path.to_path_buf(), entries, taken: BTreeSet::new(), torch: Some(file), prefix: String::new() })
+    }
+
+    /// The unpickled PyTorch file (for reading configuration such as Lightning's `hyper_parameters`).
+    pub fn torch_file(&self) -> Option<&TorchFile> {
+        self.torch.as_deref()
     }
 
     /// Reads a `.safetensors` file and its string metadata.
@@ -77,22 +77,25 @@ impl WeightMap {
             let shape = view.shape().to_vec();
             let raw = view.data();
             let values: Vec<f32> = match view.dtype() {
-                safetensors::Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-                safetensors::Dtype::F16 => raw
-                    .chunks_exact(2)
-                    .map(|c| burn::tensor::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-                safetensors::Dtype::BF16 => raw
-                    .chunks_exact(2)
-                    .map(|c| burn::tensor::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
+                safetensors::Dtype::F32 => {
+                    raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+                }
+                safetensors::Dtype::F16 => {
+                    raw.chunks_exact(2).map(|c| burn::tensor::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+                }
+                safetensors::Dtype::BF16 => {
+                    raw.chunks_exact(2).map(|c| burn::tensor::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+                }
                 other => return Err(Error::file(path, format!("tensor '{name}' has unsupported dtype {other:?}"))),
             };
             let data = TensorData::new(values, shape.clone());
-            entries.insert(name, Entry { shape, dtype: DType::F32, source: Source::Data(data) });
+            entries.insert(name, Entry { shape, source: Source::Data(data) });
         }
         let metadata = meta.metadata().clone().unwrap_or_default();
-        Ok((Self { path: path.to_path_buf(), entries, taken: BTreeSet::new(), prefix: String::new() }, metadata))
+        Ok((
+            Self { path: path.to_path_buf(), entries, taken: BTreeSet::new(), torch: None, prefix: String::new() },
+            metadata,
+        ))
     }
 
     /// The file the tensors come from.
@@ -143,17 +146,31 @@ impl WeightMap {
     /// Takes the tensor `key` as `f32` values, checking that its shape is `shape`.
     pub fn take_data(&mut self, key: &str, shape: &[usize]) -> Result<TensorData> {
         let Some(entry) = self.entries.get(key) else {
-            let near: Vec<&str> = self
-                .entries
-                .keys()
-                .filter(|k| !self.taken.contains(*k))
-                .take(3)
-                .map(String::as_str)
-                .collect();
+            // Show what the file holds where the key was expected (same layer), else its first unused keys.
+            let unused = |k: &&String| !self.taken.contains(*k);
+            let parts: Vec<&str> = key.split('.').collect();
+            let mut near: Vec<String> = vec![];
+            for n in (2..parts.len()).rev() {
+                let stem = format!("{}.", parts[..n].join("."));
+                near = self
+                    .entries
+                    .keys()
+                    .filter(unused)
+                    .filter(|k| k.starts_with(&stem))
+                    .take(3)
+                    .map(|k| self.key_in_file(k))
+                    .collect();
+                if !near.is_empty() {
+                    break;
+                }
+            }
+            if near.is_empty() {
+                near = self.entries.keys().filter(unused).take(3).map(|k| self.key_in_file(k)).collect();
+            }
             return Err(Error::file(
                 &self.path,
                 format!(
-                    "missing tensor '{}' (expected shape {shape:?}); unused keys of the file start with {near:?}. \
+                    "missing tensor '{}' (expected shape {shape:?}); the file has {near:?} there. \
                      Is this the right checkpoint, and does its configuration match?",
                     self.key_in_file(key)
                 ),
@@ -172,18 +189,22 @@ impl WeightMap {
         }
         let data = match &entry.source {
             Source::Data(d) => d.clone(),
-            Source::Snapshot(s) => s
-                .to_data()
-                .map_err(|e| Error::file(&self.path, format!("cannot read tensor '{}': {e:?}", self.key_in_file(key))))?,
+            Source::Torch(t) => {
+                let file = self.torch.as_ref().expect("torch entries come with their file");
+                TensorData::new(file.read_f32(t)?, entry.shape.clone())
+            }
         };
-        let data = if data.dtype == DType::F32 { data } else { data.convert::<f32>() };
-        let _ = entry.dtype;
         self.taken.insert(key.to_string());
         Ok(data)
     }
 
     /// Takes the tensor `key` onto `device`, checking that its shape is `shape`.
-    pub fn take<B: Backend, const D: usize>(&mut self, key: &str, shape: [usize; D], device: &B::Device) -> Result<Tensor<B, D>> {
+    pub fn take<B: Backend, const D: usize>(
+        &mut self,
+        key: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>> {
         let data = self.take_data(key, &shape)?;
         Ok(Tensor::from_data(data, device))
     }

@@ -44,11 +44,10 @@ impl<B: Backend> CausalConv3d<B> {
     /// `[batch, c_in, time, height, width]` → `[batch, c_out, time', height', width']`.
     pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
         let [kt, kh, kw] = self.kernel;
-        let x = if kt > 1 || kh > 1 || kw > 1 {
-            x.pad([(2 * (kt / 2), 0), (kh / 2, kh / 2), (kw / 2, kw / 2)], PadMode::Edge)
-        } else {
-            x
-        };
+        if self.kernel == [1, 1, 1] && self.conv.stride == [1, 1, 1] {
+            return pointwise_conv3d(&self.conv, x);
+        }
+        let x = x.pad([(2 * (kt / 2), 0), (kh / 2, kh / 2), (kw / 2, kw / 2)], PadMode::Edge);
         self.conv.forward(x)
     }
 
@@ -56,4 +55,20 @@ impl<B: Backend> CausalConv3d<B> {
     pub fn kernel(&self) -> [usize; 3] {
         self.kernel
     }
+}
+
+/// A 1×1×1 convolution with stride 1, computed as one matrix product over all positions.
+///
+/// `[batch, c_in, T, H, W]` → `[batch, c_out, T, H, W]`. Equivalent to `conv.forward(x)`, but faster, and it
+/// avoids the CubeCL 0.10 direct-conv kernel that returns wrong values for some 1×1×1 shapes on wgpu.
+pub fn pointwise_conv3d<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    let [b, cin, t, h, w] = x.dims();
+    let [cout, ..] = conv.weight.dims();
+    let weight = conv.weight.val().reshape([1, cout, cin]);
+    let y = weight.matmul(x.reshape([b, cin, t * h * w]));
+    let y = match &conv.bias {
+        Some(bias) => y + bias.val().reshape([1, cout, 1]),
+        None => y,
+    };
+    y.reshape([b, cout, t, h, w])
 }

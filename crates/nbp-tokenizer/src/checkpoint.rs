@@ -47,7 +47,11 @@ pub enum TokenizerSource {
     Native,
 }
 
-fn param<B: Backend, const D: usize>(p: &Param<Tensor<B, D>>, w: &mut WeightMap, key: &str) -> Result<Param<Tensor<B, D>>> {
+fn param<B: Backend, const D: usize>(
+    p: &Param<Tensor<B, D>>,
+    w: &mut WeightMap,
+    key: &str,
+) -> Result<Param<Tensor<B, D>>> {
     let value = p.val();
     let t = w.take::<B, D>(key, value.dims(), &value.device())?;
     Ok(Param::from_tensor(t))
@@ -166,7 +170,11 @@ fn import_layers<B: Backend>(layers: Vec<Layer<B>>, w: &mut WeightMap, name: &st
 }
 
 /// Fills a tokenizer built from `config` with the tensors of `w` (official key names, no prefix), strictly.
-pub fn import_tokenizer<B: Backend>(config: &TokenizerConfig, mut w: WeightMap, device: &B::Device) -> Result<VideoTokenizer<B>> {
+pub fn import_tokenizer<B: Backend>(
+    config: &TokenizerConfig,
+    mut w: WeightMap,
+    device: &B::Device,
+) -> Result<VideoTokenizer<B>> {
     let mut model = VideoTokenizer::<B>::new(config, device)?;
     model.encoder.layers = import_layers(model.encoder.layers, &mut w, "encoder_layers")?;
     model.decoder.layers = import_layers(model.decoder.layers, &mut w, "decoder_layers")?;
@@ -238,10 +246,10 @@ pub fn load_tokenizer<B: Backend>(
         if kind != Some(TOKENIZER_KIND) {
             return Err(Error::file(path, format!("is not an nbp tokenizer file (nbp.kind = {kind:?})")));
         }
-        let stored: TokenizerConfig = meta
-            .get(CONFIG_KEY)
-            .ok_or_else(|| Error::file(path, "has no 'nbp.config' metadata"))
-            .and_then(|c| serde_json::from_str(c).map_err(|e| Error::file(path, format!("bad 'nbp.config' metadata: {e}"))))?;
+        let stored: TokenizerConfig =
+            meta.get(CONFIG_KEY).ok_or_else(|| Error::file(path, "has no 'nbp.config' metadata")).and_then(|c| {
+                serde_json::from_str(c).map_err(|e| Error::file(path, format!("bad 'nbp.config' metadata: {e}")))
+            })?;
         stored.validate().map_err(|e| Error::file(path, e.to_string()))?;
         if let Some(c) = config.filter(|c| **c != stored) {
             return Err(Error::file(

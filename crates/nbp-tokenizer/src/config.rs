@@ -64,10 +64,7 @@ impl TokenizerConfig {
             "official" => Ok(Self::official()),
             "small" => Ok(Self::small()),
             "tiny" => Ok(Self::tiny()),
-            other => Err(Error::invalid(format!(
-                "unknown tokenizer preset '{other}' (known: {})",
-                PRESETS.join(", ")
-            ))),
+            other => Err(Error::invalid(format!("unknown tokenizer preset '{other}' (known: {})", PRESETS.join(", ")))),
         }
     }
 

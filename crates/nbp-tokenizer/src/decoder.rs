@@ -26,7 +26,9 @@ impl<B: Backend> Decoder<B> {
         let mut cin = d[0];
         for stage in 0..4 {
             for _ in 0..config.decoder_res_blocks[stage] {
-                layers.push(Layer::Residual(ResidualUnitConfig::new([cin, d[stage]]).with_norm_groups(groups).init(device)));
+                layers.push(Layer::Residual(
+                    ResidualUnitConfig::new([cin, d[stage]]).with_norm_groups(groups).init(device),
+                ));
                 cin = d[stage];
             }
             if stage < 3 {

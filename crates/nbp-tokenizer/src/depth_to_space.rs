@@ -26,10 +26,13 @@ impl DepthToSpace3d {
         let [b, cin, t, h, w] = x.dims();
         let c = cin / (ft * fh * fw);
         assert_eq!(c * ft * fh * fw, cin, "DepthToSpace3d: {cin} channels are not divisible by {ft}·{fh}·{fw}");
-        let y = x
-            .reshape([b, ft, fh, fw, c, t, h, w])
-            .permute([0, 4, 5, 1, 6, 2, 7, 3])
-            .reshape([b, c, t * ft, h * fh, w * fw]);
+        let y = x.reshape([b, ft, fh, fw, c, t, h, w]).permute([0, 4, 5, 1, 6, 2, 7, 3]).reshape([
+            b,
+            c,
+            t * ft,
+            h * fh,
+            w * fw,
+        ]);
         if ft > 1 { y.slice([0..b, 0..c, ft - 1..t * ft, 0..h * fh, 0..w * fw]) } else { y }
     }
 }

@@ -26,7 +26,9 @@ impl<B: Backend> Encoder<B> {
         let mut cin = c[0];
         for stage in 0..4 {
             for _ in 0..config.encoder_res_blocks[stage] {
-                layers.push(Layer::Residual(ResidualUnitConfig::new([cin, c[stage]]).with_norm_groups(groups).init(device)));
+                layers.push(Layer::Residual(
+                    ResidualUnitConfig::new([cin, c[stage]]).with_norm_groups(groups).init(device),
+                ));
                 cin = c[stage];
             }
             if stage < 3 {

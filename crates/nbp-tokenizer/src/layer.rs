@@ -35,7 +35,7 @@ impl<B: Backend> Layer<B> {
             Layer::Residual(l) => l.forward(x),
             Layer::Norm(l) => l.forward(x),
             Layer::Swish(l) => l.forward(x),
-            Layer::Project(l) => l.forward(x),
+            Layer::Project(l) => crate::causal_conv3d::pointwise_conv3d(l, x),
             Layer::DepthToSpace(l) => l.forward(x),
         }
     }

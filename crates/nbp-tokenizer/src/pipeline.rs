@@ -18,10 +18,12 @@ use crate::tokenizer::{VideoTokenizer, check_indices};
 pub fn read_clip<B: Backend>(tokenizer: &VideoTokenizer<B>, path: &Path, opts: &ReadOptions) -> Result<ReadReport> {
     let report = read_video(path, opts)?;
     let v = &report.video;
-    tokenizer
-        .config()
-        .latent_shape(v.frames, v.height, v.width)
-        .map_err(|e| Error::file(path, format!("{e} (use --frames 17 and --resolution 128, or any 1 + 4n frames and multiples of 8)")))?;
+    tokenizer.config().latent_shape(v.frames, v.height, v.width).map_err(|e| {
+        Error::file(
+            path,
+            format!("{e} (use --frames 17 and --resolution 128, or any 1 + 4n frames and multiples of 8)"),
+        )
+    })?;
     Ok(report)
 }
 
@@ -33,7 +35,11 @@ pub fn indices_to_npy<B: Backend>(indices: Tensor<B, 4, Int>) -> NpyArray {
 }
 
 /// A token tensor from a `.npy` array of shape `[T', H', W']` or `[B, T', H', W']`, with every id checked.
-pub fn npy_to_indices<B: Backend>(array: &NpyArray, codebook_size: usize, device: &B::Device) -> Result<Tensor<B, 4, Int>> {
+pub fn npy_to_indices<B: Backend>(
+    array: &NpyArray,
+    codebook_size: usize,
+    device: &B::Device,
+) -> Result<Tensor<B, 4, Int>> {
     let shape: [usize; 4] = match array.shape.as_slice() {
         [t, h, w] => [1, *t, *h, *w],
         [b, t, h, w] => [*b, *t, *h, *w],
@@ -64,7 +70,11 @@ pub struct Reconstruction {
 }
 
 /// Encodes and decodes clips and measures the reconstruction.
-pub fn reconstruct<B: Backend>(tokenizer: &VideoTokenizer<B>, clips: Vec<Video>, progress: &dyn Progress) -> Result<Reconstruction> {
+pub fn reconstruct<B: Backend>(
+    tokenizer: &VideoTokenizer<B>,
+    clips: Vec<Video>,
+    progress: &dyn Progress,
+) -> Result<Reconstruction> {
     let device = tokenizer_device(tokenizer);
     let x = videos_to_tensor::<B>(&clips, &device)?;
     let t0 = Instant::now();
@@ -135,7 +145,11 @@ pub fn bench<B: Backend>(
 ) -> Result<TokenizerBench> {
     let tokenizer = VideoTokenizer::<B>::new(config, device)?;
     tokenizer.check_video([batch, 3, frames, height, width])?;
-    let video = Tensor::<B, 5>::random([batch, 3, frames, height, width], burn::tensor::Distribution::Uniform(0.0, 1.0), device);
+    let video = Tensor::<B, 5>::random(
+        [batch, 3, frames, height, width],
+        burn::tensor::Distribution::Uniform(0.0, 1.0),
+        device,
+    );
     let mut enc = vec![];
     let mut dec = vec![];
     progress.start("benchmark runs", warmup + repeats.max(1));

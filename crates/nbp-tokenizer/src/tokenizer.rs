@@ -97,7 +97,11 @@ impl<B: Backend> VideoTokenizer<B> {
     }
 
     /// Encodes and decodes a video: `(indices, reconstruction in [0, 1])`.
-    pub fn reconstruct(&self, video: Tensor<B, 5>, progress: &dyn Progress) -> Result<(Tensor<B, 4, Int>, Tensor<B, 5>)> {
+    pub fn reconstruct(
+        &self,
+        video: Tensor<B, 5>,
+        progress: &dyn Progress,
+    ) -> Result<(Tensor<B, 4, Int>, Tensor<B, 5>)> {
         let indices = self.encode_with(video, progress)?;
         let recon = self.decode_with(indices.clone(), progress);
         Ok((indices, recon))

@@ -124,11 +124,20 @@ fn import_is_strict_about_shapes_missing_and_unused_tensors() {
     let wrong = TokenizerConfig::new(vec![8, 16, 16, 32], vec![1, 1, 1, 1], vec![1, 1, 1, 1]).with_norm_groups(4);
     let err = load_tokenizer::<B>(fixture("tiny_magvit2.pt"), Some(&wrong), &dev).unwrap_err().to_string();
     assert!(err.contains("tiny_magvit2.pt"), "{err}");
-    assert!(err.contains("module.encoder_layers.7.fn.2.conv.weight") && err.contains("[16, 16, 3, 3, 3]") && err.contains("[32, 16, 3, 3, 3]"), "{err}");
+    assert!(
+        err.contains("module.encoder_layers.7.fn.2.conv.weight")
+            && err.contains("[16, 16, 3, 3, 3]")
+            && err.contains("[32, 16, 3, 3, 3]"),
+        "{err}"
+    );
     // One more residual unit in stage 0: the layer numbering shifts and a conv is taken where a unit is stored.
     let more = TokenizerConfig::new(vec![8, 16, 16, 16], vec![2, 1, 1, 1], vec![1, 1, 1, 1]).with_norm_groups(4);
     let err = load_tokenizer::<B>(fixture("tiny_magvit2.pt"), Some(&more), &dev).unwrap_err().to_string();
-    assert!(err.contains("missing tensor 'module.encoder_layers.2.fn.0.weight'"), "{err}");
+    assert!(err.contains("missing tensor 'model_state_dict.module.encoder_layers.2.fn.0.weight'"), "{err}");
+    assert!(
+        err.contains("model_state_dict.module.encoder_layers.2.conv.weight"),
+        "the hint shows what is stored: {err}"
+    );
     // The official preset is much larger: the very first missing/mismatching key is reported.
     let err = load_tokenizer::<B>(fixture("tiny_magvit2.pt"), None, &dev).unwrap_err().to_string();
     assert!(err.contains("encoder_layers.0.conv.weight") && err.contains("[128, 3, 3, 3, 3]"), "{err}");
