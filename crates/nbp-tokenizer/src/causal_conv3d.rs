@@ -2,7 +2,6 @@
 
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::prelude::*;
-use burn::tensor::ops::PadMode;
 
 /// Configuration of a [`CausalConv3d`].
 #[derive(Config, Debug)]
@@ -47,8 +46,7 @@ impl<B: Backend> CausalConv3d<B> {
         if self.kernel == [1, 1, 1] && self.conv.stride == [1, 1, 1] {
             return pointwise_conv3d(&self.conv, x);
         }
-        let x = x.pad([(2 * (kt / 2), 0), (kh / 2, kh / 2), (kw / 2, kw / 2)], PadMode::Edge);
-        self.conv.forward(x)
+        self.conv.forward(replicate_pad(x, [2 * (kt / 2), kh / 2, kw / 2]))
     }
 
     /// Kernel size `[time, height, width]`.
@@ -71,4 +69,44 @@ pub fn pointwise_conv3d<B: Backend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor
         None => y,
     };
     y.reshape([b, cout, t, h, w])
+}
+
+/// Replicate ("edge") padding of `[batch, c, T, H, W]`: `pad[0]` copies of the first frame in front (none at the
+/// back), `pad[1]` copies of the first/last row and `pad[2]` of the first/last column on each side.
+///
+/// Same result as `Tensor::pad(.., PadMode::Edge)`, built from one concatenation per axis, which is about three
+/// times faster on the CPU backend.
+pub fn replicate_pad<B: Backend>(x: Tensor<B, 5>, [pt, ph, pw]: [usize; 3]) -> Tensor<B, 5> {
+    let edges = |x: Tensor<B, 5>, dim: usize, before: usize, after: usize| -> Tensor<B, 5> {
+        if before == 0 && after == 0 {
+            return x;
+        }
+        let n = x.dims()[dim];
+        let first = x.clone().narrow(dim, 0, 1);
+        let last = x.clone().narrow(dim, n - 1, 1);
+        let mut parts = vec![first; before];
+        parts.push(x);
+        parts.extend(std::iter::repeat_n(last, after));
+        Tensor::cat(parts, dim)
+    };
+    let x = edges(x, 2, pt, 0);
+    let x = edges(x, 3, ph, ph);
+    edges(x, 4, pw, pw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::ops::PadMode;
+
+    #[test]
+    fn replicate_pad_equals_edge_padding() {
+        let dev = Default::default();
+        let x = Tensor::<Flex, 5>::random([2, 3, 4, 5, 6], burn::tensor::Distribution::Default, &dev);
+        let ours = replicate_pad(x.clone(), [2, 1, 1]);
+        let reference = x.pad([(2, 0), (1, 1), (1, 1)], PadMode::Edge);
+        assert_eq!(ours.dims(), [2, 3, 6, 7, 8]);
+        assert_eq!(ours.into_data().into_vec::<f32>().unwrap(), reference.into_data().into_vec::<f32>().unwrap());
+    }
 }
