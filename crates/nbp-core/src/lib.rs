@@ -1,15 +1,18 @@
-//! Core data types of `nbp`: errors, `.npy` arrays, video clips and their I/O, and image-quality metrics.
-//!
-//! Nothing here depends on a Burn backend: these are the plain-data building blocks that the tokenizer,
-//! the generator, the trainers and the CLI share.
+//! Core building blocks of `nbp` shared by the tokenizer, the generator, the trainers and the CLI: errors,
+//! `.npy` arrays, video clips and their I/O, image-quality metrics, PyTorch checkpoint reading, latent grids and
+//! blocks, the vocabulary layout, the attention-mask builder and the sampling filter.
 
+pub mod blocks;
 pub mod error;
+pub mod filter;
+pub mod mask;
 pub mod metrics;
 pub mod npy;
 pub mod pickle;
 pub mod progress;
 pub mod system;
 pub mod video;
+pub mod vocab;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -1,1 +1,16 @@
+//! The `nbp` block-causal generator: the official GPT-2-style layout, KV-cached sampling driven by block
+//! schedules (NBP, NTP, hybrid start), and checkpoint import/export.
 
+pub mod attention;
+pub mod block;
+pub mod checkpoint;
+pub mod config;
+pub mod gpt;
+pub mod kv_cache;
+pub mod sampling;
+pub mod schedule;
+
+pub use checkpoint::{GeneratorSettings, LoadedGenerator, Overrides, load_generator, save_generator};
+pub use config::GptConfig;
+pub use gpt::Gpt;
+pub use schedule::Schedule;

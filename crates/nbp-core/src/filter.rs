@@ -1,0 +1,80 @@
+//! Temperature, top-k and top-p filtering of next-token logits, on the device, for all positions of a block at
+//! once (reference §3.5).
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+/// How logits are turned into a sampling distribution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingFilter {
+    /// Divides the logits (1 = unchanged).
+    pub temperature: f64,
+    /// Keep the `k` largest logits (ties with the `k`-th are kept). `None` keeps all.
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of most likely tokens whose probability reaches `p` (the first token crossing the
+    /// threshold is kept, and so is the most likely token). `None` or `1.0` keeps all.
+    pub top_p: Option<f64>,
+}
+
+impl Default for SamplingFilter {
+    /// The official evaluation settings: temperature 1, top-k 16000, top-p 0.9.
+    fn default() -> Self {
+        Self { temperature: 1.0, top_k: Some(16000), top_p: Some(0.9) }
+    }
+}
+
+impl SamplingFilter {
+    /// Applies temperature, then top-k, then top-p to `logits: [rows, vocab]`; removed entries become `−∞`.
+    ///
+    /// Like the official code, top-p is applied to the softmax of the top-k-filtered logits. Everything runs on
+    /// the device; no value is read back to the host.
+    pub fn apply<B: Backend>(&self, logits: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [_, vocab] = logits.dims();
+        let mut logits = if self.temperature != 1.0 { logits.div_scalar(self.temperature) } else { logits };
+        if let Some(k) = self.top_k.map(|k| k.clamp(1, vocab)).filter(|&k| k < vocab) {
+            let kth = logits.clone().topk(k, 1).narrow(1, k - 1, 1); // [rows, 1]
+            logits = logits.clone().mask_fill(logits.lower(kth), f32::NEG_INFINITY);
+        }
+        if let Some(p) = self.top_p.filter(|&p| p < 1.0) {
+            let (sorted, _) = logits.clone().sort_descending_with_indices(1);
+            let probs = softmax(sorted.clone(), 1);
+            // Mass strictly before each sorted position; a token is kept while that mass has not exceeded p.
+            let before = probs.clone().cumsum(1) - probs;
+            let kept = before.lower_equal_elem(p).int().sum_dim(1).clamp_min(1); // [rows, 1], ≥ 1
+            let threshold = sorted.gather(1, kept.sub_scalar(1));
+            logits = logits.clone().mask_fill(logits.lower(threshold), f32::NEG_INFINITY);
+        }
+        logits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    fn kept(filter: SamplingFilter, logits: Vec<f32>, v: usize) -> Vec<bool> {
+        let rows = logits.len() / v;
+        let t = Tensor::<Flex, 2>::from_data(TensorData::new(logits, [rows, v]), &Default::default());
+        filter.apply(t).into_data().into_vec::<f32>().unwrap().iter().map(|x| x.is_finite()).collect()
+    }
+
+    #[test]
+    fn top_k_keeps_ties_with_the_kth_value() {
+        let f = SamplingFilter { temperature: 1.0, top_k: Some(2), top_p: None };
+        assert_eq!(kept(f, vec![1.0, 3.0, 2.0, 2.0, 0.0], 5), vec![false, true, true, true, false]);
+        let all = SamplingFilter { temperature: 1.0, top_k: Some(10), top_p: None };
+        assert_eq!(kept(all, vec![1.0, 3.0], 2), vec![true, true]);
+    }
+
+    #[test]
+    fn top_p_keeps_the_first_token_above_the_threshold() {
+        // Probabilities 0.5, 0.3, 0.2 (as logits of their logs): p = 0.6 keeps the first two (0.5 < 0.6, then 0.8).
+        let logits: Vec<f32> = [0.5f32, 0.2, 0.3].iter().map(|p| p.ln()).collect();
+        let f = SamplingFilter { temperature: 1.0, top_k: None, top_p: Some(0.6) };
+        assert_eq!(kept(f, logits.clone(), 3), vec![true, false, true]);
+        // p below the top probability keeps only the most likely token.
+        let f = SamplingFilter { temperature: 1.0, top_k: None, top_p: Some(0.1) };
+        assert_eq!(kept(f, logits, 3), vec![true, false, false]);
+    }
+}

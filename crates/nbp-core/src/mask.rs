@@ -1,0 +1,114 @@
+//! The one attention-mask builder of the generator (reference §2.7).
+//!
+//! Sequences are `[condition (P tokens) | video part]`. With **block-causal** attention a video token sees every
+//! visible condition token and every token of its own or an earlier block (blocks of `block` tokens counted from
+//! position `P`): bidirectional inside a block, causal across blocks. The **hybrid** variant (official UCF model)
+//! is strictly causal up to `P + block` (BOV and the first `block − 1` video tokens, generated token by token) and
+//! block-causal from there on. Block size 1 is ordinary causal attention.
+
+use std::ops::Range;
+
+use burn::prelude::*;
+
+/// What the mask of a sequence looks like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskSpec {
+    /// Block size (`token_number_per_step`).
+    pub block: usize,
+    /// Hybrid start: causal up to `prefix + block`, then block-causal.
+    pub hybrid: bool,
+    /// One entry per condition token: whether other tokens may attend to it. The official hybrid model sees all
+    /// condition tokens, padding included (its pad detection never fires, reference §7.5).
+    pub condition_visible: Vec<bool>,
+}
+
+impl MaskSpec {
+    /// A mask with `prefix` fully visible condition tokens.
+    pub fn new(block: usize, hybrid: bool, prefix: usize) -> Self {
+        Self { block: block.max(1), hybrid, condition_visible: vec![true; prefix] }
+    }
+
+    /// Number of condition tokens `P`.
+    pub fn prefix(&self) -> usize {
+        self.condition_visible.len()
+    }
+
+    /// True if query position `r` may attend to key position `c`.
+    pub fn allows(&self, r: usize, c: usize) -> bool {
+        let p = self.prefix();
+        if c < p {
+            // Condition columns: visible to all rows, or (hidden padding) to nobody but causal hybrid rows.
+            return self.condition_visible[c] || (self.hybrid && c <= r);
+        }
+        if self.hybrid {
+            if c <= r {
+                return true;
+            }
+            let start = p + self.block;
+            return r >= start && c >= start && (c - start) / self.block == (r - start) / self.block;
+        }
+        r >= p && (c - p) / self.block <= (r - p) / self.block
+    }
+
+    /// Rows `rows` of the mask over keys `0..kv_len`, row-major, `true` = may attend.
+    pub fn allowed(&self, rows: Range<usize>, kv_len: usize) -> Vec<bool> {
+        rows.flat_map(|r| (0..kv_len).map(move |c| self.allows(r, c))).collect()
+    }
+
+    /// The mask as Burn's attention expects it: `[1, 1, rows, kv_len]`, `true` = masked out.
+    pub fn tensor<B: Backend>(&self, rows: Range<usize>, kv_len: usize, device: &B::Device) -> Tensor<B, 4, Bool> {
+        let n = rows.len();
+        let masked: Vec<bool> = self.allowed(rows, kv_len).into_iter().map(|a| !a).collect();
+        Tensor::from_data(TensorData::new(masked, [1, 1, n, kv_len]), device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(spec: &MaskSpec, s: usize) -> Vec<String> {
+        (0..s).map(|r| (0..s).map(|c| if spec.allows(r, c) { '1' } else { '0' }).collect()).collect()
+    }
+
+    #[test]
+    fn hybrid_matches_the_reference_example() {
+        // Reference §2.7: P = 1, tps = 2, S = 7: c0 b z0 | z1 m1 | z2 z3.
+        let spec = MaskSpec::new(2, true, 1);
+        assert_eq!(render(&spec, 7), ["1000000", "1100000", "1110000", "1111100", "1111100", "1111111", "1111111"]);
+    }
+
+    #[test]
+    fn block_causal_and_ntp() {
+        let spec = MaskSpec::new(2, false, 1);
+        assert_eq!(render(&spec, 5), ["10000", "11100", "11100", "11111", "11111"]);
+        let ntp = MaskSpec::new(1, false, 0);
+        assert_eq!(render(&ntp, 3), ["100", "110", "111"]);
+    }
+
+    #[test]
+    fn official_spot_checks() {
+        // UCF hybrid, S = 1288, P = 8, tps = 16: row 23 sees 0..=23, row 24 sees 0..=39, row 40 sees 0..=55.
+        let ucf = MaskSpec::new(16, true, 8);
+        let last_seen = |spec: &MaskSpec, r: usize, s: usize| {
+            let row = spec.allowed(r..r + 1, s);
+            assert!(row.iter().take_while(|a| **a).count() == row.iter().filter(|a| **a).count(), "row {r} has holes");
+            row.iter().filter(|a| **a).count() - 1
+        };
+        assert_eq!(last_seen(&ucf, 23, 1288), 23);
+        assert_eq!(last_seen(&ucf, 24, 1288), 39);
+        assert_eq!(last_seen(&ucf, 40, 1288), 55);
+        assert_eq!(last_seen(&ucf, 1287, 1288), 1287);
+        // K600, S = 1264, P = 0: row 0 sees 0..=15.
+        let k600 = MaskSpec::new(16, false, 0);
+        assert_eq!(last_seen(&k600, 0, 1264), 15);
+        assert_eq!(last_seen(&k600, 1263, 1264), 1263);
+    }
+
+    #[test]
+    fn hidden_condition_tokens_are_not_attended() {
+        let mut spec = MaskSpec::new(2, false, 2);
+        spec.condition_visible[1] = false;
+        assert_eq!(render(&spec, 4), ["1000", "1000", "1011", "1011"]);
+    }
+}

@@ -1,0 +1,61 @@
+//! Multi-head self-attention with an explicit boolean mask and an optional KV cache (reference §2.2, §3.1).
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::module::attention as fused_attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::kv_cache::KvCache;
+
+/// Configuration of [`SelfAttention`].
+#[derive(Config, Debug)]
+pub struct SelfAttentionConfig {
+    pub n_embd: usize,
+    pub n_head: usize,
+}
+
+impl SelfAttentionConfig {
+    /// Linear layers with GPT-2 initialisation (weights N(0, 0.02), biases 0).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> SelfAttention<B> {
+        let lin = || {
+            LinearConfig::new(self.n_embd, self.n_embd)
+                .with_initializer(burn::nn::Initializer::Normal { mean: 0.0, std: 0.02 })
+                .init(device)
+        };
+        SelfAttention { key: lin(), query: lin(), value: lin(), proj: lin(), n_head: self.n_head }
+    }
+}
+
+/// `softmax(q·kᵀ/√d_h + mask)·v` over `n_head` heads, with separate biased key/query/value/proj layers.
+/// Channel `h·d_h + j` belongs to head `h`.
+#[derive(Module, Debug)]
+pub struct SelfAttention<B: Backend> {
+    pub key: Linear<B>,
+    pub query: Linear<B>,
+    pub value: Linear<B>,
+    pub proj: Linear<B>,
+    n_head: usize,
+}
+
+impl<B: Backend> SelfAttention<B> {
+    /// `x: [batch, new, d]` → `[batch, new, d]`.
+    ///
+    /// `mask: [1, 1, new, keys]` (`true` = masked out) covers the keys the new tokens see: with a cache, the
+    /// cached tokens followed by the new ones; the new keys and values are appended to the cache.
+    pub fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 4, Bool>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        let [b, n, d] = x.dims();
+        let hs = d / self.n_head;
+        let heads = |t: Tensor<B, 3>| t.reshape([b, n, self.n_head, hs]).swap_dims(1, 2); // [b, h, n, hs]
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        let v = heads(self.value.forward(x));
+        let (k, v) = match cache {
+            Some(c) => c.append(k, v),
+            None => (k, v),
+        };
+        let keys = k.dims()[2];
+        let mask = mask.expand([b, self.n_head, n, keys]);
+        let y = fused_attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+        self.proj.forward(y.swap_dims(1, 2).reshape([b, n, d]))
+    }
+}

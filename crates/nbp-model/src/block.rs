@@ -1,0 +1,59 @@
+//! One pre-LN transformer block (reference §2.2).
+
+use burn::nn::{Dropout, DropoutConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+
+use crate::attention::{SelfAttention, SelfAttentionConfig};
+use crate::kv_cache::KvCache;
+
+/// Configuration of a [`Block`].
+#[derive(Config, Debug)]
+pub struct BlockConfig {
+    pub n_embd: usize,
+    pub n_head: usize,
+    #[config(default = 0.1)]
+    pub dropout: f64,
+}
+
+impl BlockConfig {
+    /// A block with GPT-2 initialisation.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Block<B> {
+        let d = self.n_embd;
+        let lin = |i, o| {
+            LinearConfig::new(i, o)
+                .with_initializer(burn::nn::Initializer::Normal { mean: 0.0, std: 0.02 })
+                .init(device)
+        };
+        Block {
+            ln1: LayerNormConfig::new(d).init(device),
+            attn: SelfAttentionConfig::new(d, self.n_head).init(device),
+            ln2: LayerNormConfig::new(d).init(device),
+            fc: lin(d, 4 * d),
+            gelu: Gelu::new(),
+            fc_out: lin(4 * d, d),
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+}
+
+/// `x + drop(attn(ln1(x)))`, then `x + drop(fc_out(gelu(fc(ln2(x)))))` with the exact (erf) GELU.
+/// Official keys: `ln1`, `attn.{key,query,value,proj}`, `ln2`, `mlp.0` (= `fc`), `mlp.2` (= `fc_out`).
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub ln1: LayerNorm<B>,
+    pub attn: SelfAttention<B>,
+    pub ln2: LayerNorm<B>,
+    pub fc: Linear<B>,
+    pub gelu: Gelu,
+    pub fc_out: Linear<B>,
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> Block<B> {
+    /// `x: [batch, new, d]` → same; see [`SelfAttention::forward`] for `mask` and `cache`.
+    pub fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 4, Bool>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        let x = x.clone() + self.dropout.forward(self.attn.forward(self.ln1.forward(x), mask, cache));
+        let h = self.fc_out.forward(self.gelu.forward(self.fc.forward(self.ln2.forward(x.clone()))));
+        x + self.dropout.forward(h)
+    }
+}

@@ -1,0 +1,224 @@
+//! Loading and saving generator weights: official Lightning `.ckpt` files (`state_dict.transformer.*`, with the
+//! architecture in the pickled `hyper_parameters.args`) and the project's own `.safetensors` files (official key
+//! names plus JSON metadata). Imports are strict (see `nbp_core::weights`).
+
+use std::path::Path;
+
+use burn::module::Param;
+use burn::nn::{LayerNorm, Linear};
+use burn::prelude::*;
+
+use nbp_core::pickle::Value;
+use nbp_core::weights::{WeightMap, WeightWriter};
+use nbp_core::{Error, Result};
+
+use crate::config::GptConfig;
+use crate::gpt::Gpt;
+
+/// Metadata key of the file kind in the project's own format.
+pub const KIND_KEY: &str = "nbp.kind";
+/// Metadata key of the JSON model configuration.
+pub const CONFIG_KEY: &str = "nbp.config";
+/// Metadata key of the JSON generation settings ([`GeneratorSettings`]).
+pub const SETTINGS_KEY: &str = "nbp.settings";
+
+/// How a checkpoint's model builds and reads sequences (from the official `hyper_parameters.args`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GeneratorSettings {
+    /// Block size (`token_number_per_step`).
+    pub block: usize,
+    /// Hybrid start (NTP for the first block, then the middle-bos block, then NBP).
+    pub hybrid: bool,
+    /// No condition.
+    pub unconditional: bool,
+    /// Condition tokens per sequence (`cond_token_num`).
+    pub cond_tokens: usize,
+}
+
+/// Command-line overrides and fallbacks for values a checkpoint may not carry.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub n_head: Option<usize>,
+    pub block: Option<usize>,
+    pub hybrid: Option<bool>,
+    pub unconditional: Option<bool>,
+}
+
+fn arg(args: Option<&Value>, name: &str) -> Option<Value> {
+    args.and_then(|a| a.get(name))
+}
+
+fn linear<B: Backend>(l: &Linear<B>, w: &mut WeightMap, key: &str) -> Result<Linear<B>> {
+    let weight = l.weight.val();
+    let [din, dout] = weight.dims();
+    let device = weight.device();
+    // PyTorch stores [out, in]; Burn's Linear is [in, out].
+    let wt = w.take::<B, 2>(&format!("{key}.weight"), [dout, din], &device)?.transpose();
+    let bias = match &l.bias {
+        Some(b) => Some(Param::from_tensor(w.take::<B, 1>(&format!("{key}.bias"), b.val().dims(), &device)?)),
+        None => None,
+    };
+    let mut out = l.clone();
+    out.weight = Param::from_tensor(wt);
+    out.bias = bias;
+    Ok(out)
+}
+
+fn layer_norm<B: Backend>(l: &LayerNorm<B>, w: &mut WeightMap, key: &str) -> Result<LayerNorm<B>> {
+    let mut l = l.clone();
+    let g = l.gamma.val();
+    l.gamma = Param::from_tensor(w.take::<B, 1>(&format!("{key}.weight"), g.dims(), &g.device())?);
+    if let Some(b) = &l.beta {
+        l.beta = Some(Param::from_tensor(w.take::<B, 1>(&format!("{key}.bias"), b.val().dims(), &g.device())?));
+    }
+    Ok(l)
+}
+
+/// Fills a model built from `config` with the tensors of `w` (official names without the `transformer.`
+/// prefix), strictly.
+pub fn import_gpt<B: Backend>(config: &GptConfig, mut w: WeightMap, device: &B::Device) -> Result<Gpt<B>> {
+    let mut m = Gpt::<B>::new(config, device)?;
+    let (v, d, bs, c) = (config.vocab_size, config.n_embd, config.block_size, config.cond_tokens);
+    m.tok_emb.weight = Param::from_tensor(w.take::<B, 2>("tok_emb.weight", [v, d], device)?);
+    m.pos_emb = Param::from_tensor(w.take::<B, 3>("pos_emb", [1, bs, d], device)?);
+    m.uncond_embedding = Param::from_tensor(w.take::<B, 2>("uncond_embedding", [c, d], device)?);
+    let blocks = std::mem::take(&mut m.blocks);
+    for (i, mut b) in blocks.into_iter().enumerate() {
+        let p = format!("blocks.{i}");
+        b.ln1 = layer_norm(&b.ln1, &mut w, &format!("{p}.ln1"))?;
+        b.ln2 = layer_norm(&b.ln2, &mut w, &format!("{p}.ln2"))?;
+        b.attn.key = linear(&b.attn.key, &mut w, &format!("{p}.attn.key"))?;
+        b.attn.query = linear(&b.attn.query, &mut w, &format!("{p}.attn.query"))?;
+        b.attn.value = linear(&b.attn.value, &mut w, &format!("{p}.attn.value"))?;
+        b.attn.proj = linear(&b.attn.proj, &mut w, &format!("{p}.attn.proj"))?;
+        b.fc = linear(&b.fc, &mut w, &format!("{p}.mlp.0"))?;
+        b.fc_out = linear(&b.fc_out, &mut w, &format!("{p}.mlp.2"))?;
+        m.blocks.push(b);
+    }
+    m.ln_f = layer_norm(&m.ln_f, &mut w, "ln_f")?;
+    m.head = linear(&m.head, &mut w, "head")?;
+    w.finish()?;
+    Ok(m)
+}
+
+/// Adds the model's tensors to `w` under the official names, prefixed with `prefix`.
+pub fn export_gpt<B: Backend>(m: &Gpt<B>, w: &mut WeightWriter, prefix: &str) {
+    let lin = |w: &mut WeightWriter, l: &Linear<B>, key: String| {
+        w.put(format!("{key}.weight"), &l.weight.val().transpose());
+        if let Some(b) = &l.bias {
+            w.put(format!("{key}.bias"), &b.val());
+        }
+    };
+    let ln = |w: &mut WeightWriter, l: &LayerNorm<B>, key: String| {
+        w.put(format!("{key}.weight"), &l.gamma.val());
+        if let Some(b) = &l.beta {
+            w.put(format!("{key}.bias"), &b.val());
+        }
+    };
+    w.put(format!("{prefix}tok_emb.weight"), &m.tok_emb.weight.val());
+    w.put(format!("{prefix}pos_emb"), &m.pos_emb.val());
+    w.put(format!("{prefix}uncond_embedding"), &m.uncond_embedding.val());
+    for (i, b) in m.blocks.iter().enumerate() {
+        let p = format!("{prefix}blocks.{i}");
+        ln(w, &b.ln1, format!("{p}.ln1"));
+        ln(w, &b.ln2, format!("{p}.ln2"));
+        lin(w, &b.attn.key, format!("{p}.attn.key"));
+        lin(w, &b.attn.query, format!("{p}.attn.query"));
+        lin(w, &b.attn.value, format!("{p}.attn.value"));
+        lin(w, &b.attn.proj, format!("{p}.attn.proj"));
+        lin(w, &b.fc, format!("{p}.mlp.0"));
+        lin(w, &b.fc_out, format!("{p}.mlp.2"));
+    }
+    ln(w, &m.ln_f, format!("{prefix}ln_f"));
+    lin(w, &m.head, format!("{prefix}head"));
+}
+
+/// A loaded generator with what is needed to sample from it.
+#[derive(Debug)]
+pub struct LoadedGenerator<B: Backend> {
+    pub model: Gpt<B>,
+    pub settings: GeneratorSettings,
+}
+
+/// Loads a generator from an official Lightning `.ckpt` or a project `.safetensors` file.
+///
+/// For `.ckpt` files the architecture is inferred from the tensor shapes (`V`, `d`, layers, positions) and the
+/// pickled `hyper_parameters.args` (heads, block size, hybrid, unconditional, condition length); `overrides`
+/// take precedence, and a value that can be found nowhere is an error that names the flag to pass.
+pub fn load_generator<B: Backend>(
+    path: impl AsRef<Path>,
+    overrides: &Overrides,
+    device: &B::Device,
+) -> Result<LoadedGenerator<B>> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Err(Error::file(path, "generator checkpoint not found"));
+    }
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
+        let (w, meta) = WeightMap::read_safetensors(path)?;
+        if meta.get(KIND_KEY).map(String::as_str) != Some("generator") {
+            return Err(Error::file(path, "is not an nbp generator file (nbp.kind is not 'generator')"));
+        }
+        let parse = |key: &str| -> Result<&String> {
+            meta.get(key).ok_or_else(|| Error::file(path, format!("has no '{key}' metadata")))
+        };
+        let config: GptConfig =
+            serde_json::from_str(parse(CONFIG_KEY)?).map_err(|e| Error::file(path, format!("bad config: {e}")))?;
+        let settings: GeneratorSettings =
+            serde_json::from_str(parse(SETTINGS_KEY)?).map_err(|e| Error::file(path, format!("bad settings: {e}")))?;
+        let model = import_gpt(&config, w, device)?;
+        return Ok(LoadedGenerator { model, settings });
+    }
+    let all = WeightMap::read_pytorch(path)?;
+    if !all.keys().any(|k| k.starts_with("state_dict.transformer.")) {
+        return Err(Error::file(
+            path,
+            "has no 'state_dict.transformer.*' tensors: not an official generator checkpoint",
+        ));
+    }
+    let args = all.torch_file().and_then(|f| f.root().get("hyper_parameters")).and_then(|h| h.get("args").or(Some(h)));
+    let w = all.select_prefix("state_dict.transformer.");
+    let shape = |k: &str| w.shape(k).map(<[usize]>::to_vec);
+    let [v, d] = shape("tok_emb.weight")
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| Error::file(path, "tok_emb.weight is missing or not 2-D"))?;
+    let block_size =
+        shape("pos_emb").and_then(|s| s.get(1).copied()).ok_or_else(|| Error::file(path, "pos_emb is missing"))?;
+    let cond_tokens = shape("uncond_embedding").map(|s| s[0]).unwrap_or(0);
+    let n_layer = (0..).take_while(|i| w.contains(&format!("blocks.{i}.ln1.weight"))).count();
+    let n_head = overrides
+        .n_head
+        .or_else(|| arg(args.as_ref(), "n_head").and_then(|v| v.as_i64()).map(|v| v as usize))
+        .ok_or_else(|| Error::file(path, "the number of attention heads cannot be inferred from the weights and the file has no hyper_parameters.args.n_head: pass --n-head (16 for base, 32 for xl and 3b)"))?;
+    let block = overrides
+        .block
+        .or_else(|| arg(args.as_ref(), "token_number_per_step").and_then(|v| v.as_i64()).map(|v| v as usize))
+        .ok_or_else(|| {
+            Error::file(
+                path,
+                "the block size is not recorded in the file: pass --block-size (16 for the official models)",
+            )
+        })?;
+    let hybrid = overrides.hybrid.or_else(|| arg(args.as_ref(), "hybrid").and_then(|v| v.as_bool())).unwrap_or(false);
+    let unconditional = overrides
+        .unconditional
+        .or_else(|| arg(args.as_ref(), "unconditional").and_then(|v| v.as_bool()))
+        .unwrap_or(cond_tokens == 0);
+    let config = GptConfig::new(v, n_layer, n_head, d)
+        .with_block_size(block_size)
+        .with_cond_tokens(cond_tokens)
+        .with_dropout(0.0);
+    let model = import_gpt(&config, w, device)?;
+    let settings = GeneratorSettings { block, hybrid, unconditional, cond_tokens };
+    Ok(LoadedGenerator { model, settings })
+}
+
+/// Saves a generator in the project's own format (atomically).
+pub fn save_generator<B: Backend>(m: &Gpt<B>, settings: &GeneratorSettings, path: impl AsRef<Path>) -> Result<()> {
+    let mut w = WeightWriter::new();
+    w.metadata(KIND_KEY, "generator");
+    w.metadata(CONFIG_KEY, serde_json::to_string(m.config()).expect("config serialises"));
+    w.metadata(SETTINGS_KEY, serde_json::to_string(settings).expect("settings serialise"));
+    export_gpt(m, &mut w, "");
+    w.write(path)
+}

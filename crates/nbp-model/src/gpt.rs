@@ -1,0 +1,109 @@
+//! The block-causal GPT generator (reference §2.2): token and learned position embeddings, pre-LN blocks,
+//! final LayerNorm and an untied, bias-free head.
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+
+use nbp_core::{Error, Result};
+
+use crate::block::{Block, BlockConfig};
+use crate::config::GptConfig;
+use crate::kv_cache::KvCache;
+
+/// Decoder-only transformer that predicts a whole block of tokens per step: which tokens see which is decided
+/// entirely by the attention mask (`nbp_core::mask`).
+#[derive(Module, Debug)]
+pub struct Gpt<B: Backend> {
+    pub tok_emb: Embedding<B>,
+    /// Learned absolute positions `[1, block_size, d]`.
+    pub pos_emb: Param<Tensor<B, 3>>,
+    /// Null-condition embedding `[cond_tokens, d]`, prepended instead of the condition for classifier-free
+    /// guidance.
+    pub uncond_embedding: Param<Tensor<B, 2>>,
+    pub drop: Dropout,
+    pub blocks: Vec<Block<B>>,
+    pub ln_f: LayerNorm<B>,
+    pub head: Linear<B>,
+    #[module(skip)]
+    config: GptConfig,
+}
+
+impl<B: Backend> Gpt<B> {
+    /// A model with GPT-2 initialisation (linear and embedding weights N(0, 0.02), positions 0, null condition
+    /// N(0, 1)/√d).
+    pub fn new(config: &GptConfig, device: &B::Device) -> Result<Self> {
+        config.validate()?;
+        let d = config.n_embd;
+        let normal = burn::nn::Initializer::Normal { mean: 0.0, std: 0.02 };
+        Ok(Self {
+            tok_emb: EmbeddingConfig::new(config.vocab_size, d).with_initializer(normal.clone()).init(device),
+            pos_emb: Param::from_tensor(Tensor::zeros([1, config.block_size, d], device)),
+            uncond_embedding: Param::from_tensor(
+                Tensor::random([config.cond_tokens, d], burn::tensor::Distribution::Normal(0.0, 1.0), device)
+                    .div_scalar((d as f64).sqrt()),
+            ),
+            drop: DropoutConfig::new(config.dropout).init(),
+            blocks: (0..config.n_layer)
+                .map(|_| BlockConfig::new(d, config.n_head).with_dropout(config.dropout).init(device))
+                .collect(),
+            ln_f: LayerNormConfig::new(d).init(device),
+            head: LinearConfig::new(d, config.vocab_size).with_bias(false).with_initializer(normal).init(device),
+            config: config.clone(),
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &GptConfig {
+        &self.config
+    }
+
+    /// Embeddings of `ids: [batch, new]` at positions `start..start + new`, optionally after `prefix`
+    /// embeddings `[batch, p, d]` (the null condition of CFG), which then occupy the first positions.
+    pub fn embed(&self, ids: Tensor<B, 2, Int>, prefix: Option<Tensor<B, 3>>, start: usize) -> Result<Tensor<B, 3>> {
+        let tok = self.tok_emb.forward(ids);
+        let x = match prefix {
+            Some(p) => Tensor::cat(vec![p, tok], 1),
+            None => tok,
+        };
+        let [_, n, d] = x.dims();
+        if start + n > self.config.block_size {
+            return Err(Error::invalid(format!(
+                "sequence of {} tokens exceeds the model's {} positions",
+                start + n,
+                self.config.block_size
+            )));
+        }
+        let pos = self.pos_emb.val().slice([0..1, start..start + n, 0..d]);
+        Ok(self.drop.forward(x + pos))
+    }
+
+    /// Runs the blocks on embeddings `x: [batch, new, d]` and returns logits `[batch, new, V]`.
+    ///
+    /// `mask: [1, 1, new, keys]` (`true` = masked out); with `caches` (one per layer) the new keys/values are
+    /// appended and the mask covers cached + new tokens.
+    pub fn forward_embeddings(
+        &self,
+        mut x: Tensor<B, 3>,
+        mask: Tensor<B, 4, Bool>,
+        mut caches: Option<&mut [KvCache<B>]>,
+    ) -> Tensor<B, 3> {
+        for (i, block) in self.blocks.iter().enumerate() {
+            let cache = caches.as_deref_mut().map(|c| &mut c[i]);
+            x = block.forward(x, mask.clone(), cache);
+        }
+        self.head.forward(self.ln_f.forward(x))
+    }
+
+    /// Logits `[batch, S, V]` of a whole sequence `ids: [batch, S]` under `mask: [1, 1, S, S]`.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 4, Bool>) -> Result<Tensor<B, 3>> {
+        let x = self.embed(ids, None, 0)?;
+        Ok(self.forward_embeddings(x, mask, None))
+    }
+
+    /// Empty KV caches (one per layer) for `capacity` tokens.
+    pub fn new_caches(&self, batch: usize, capacity: usize, device: &B::Device) -> Vec<KvCache<B>> {
+        let hs = self.config.n_embd / self.config.n_head;
+        (0..self.config.n_layer).map(|_| KvCache::new(batch, self.config.n_head, capacity, hs, device)).collect()
+    }
+}

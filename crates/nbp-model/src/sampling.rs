@@ -1,0 +1,97 @@
+//! The one sampling loop: KV-cached, driven by a [`Schedule`], with filtering and sampling on the device.
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+use nbp_core::filter::SamplingFilter;
+use nbp_core::progress::Progress;
+use nbp_core::{Error, Result};
+
+use crate::gpt::Gpt;
+use crate::schedule::{Schedule, Slot};
+
+/// How tokens are drawn from the logits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleOptions {
+    pub filter: SamplingFilter,
+    /// Take the most likely token instead of sampling.
+    pub greedy: bool,
+}
+
+/// Generates `schedule.generated` tokens for `batch` sequences and returns their ids `[batch, generated]` in the
+/// generator vocabulary. `on_logits` receives, per step, the logits the tokens were drawn from (after the
+/// temperature, before filtering), `[batch · predict, V]`.
+pub fn sample<B: Backend>(
+    model: &Gpt<B>,
+    schedule: &Schedule,
+    batch: usize,
+    options: &SampleOptions,
+    progress: &dyn Progress,
+    on_logits: &mut dyn FnMut(&Tensor<B, 2>),
+) -> Result<Tensor<B, 2, Int>> {
+    let device = model.devices().into_iter().next().unwrap_or_default();
+    if schedule.total_len > model.config().block_size {
+        return Err(Error::invalid(format!(
+            "generation needs {} positions but the model has {}",
+            schedule.total_len,
+            model.config().block_size
+        )));
+    }
+    let vocab = model.config().vocab_size;
+    let mut caches = model.new_caches(batch, schedule.total_len, &device);
+    let mut generated = Tensor::<B, 2, Int>::zeros([batch, schedule.generated.max(1)], &device);
+    let mut done = 0;
+    progress.start("sampling", schedule.len());
+    for step in &schedule.steps {
+        let ids = chunk_ids(&step.chunk, &generated, batch, &device);
+        let len = step.chunk.len();
+        let start = caches[0].len();
+        let x = model.embed(ids, None, start)?;
+        let mask = schedule.mask.tensor::<B>(start..start + len, start + len, &device);
+        let logits = model.forward_embeddings(x, mask, Some(&mut caches));
+        let last = logits.slice([0..batch, len - step.predict..len, 0..vocab]).reshape([batch * step.predict, vocab]);
+        let last = if options.filter.temperature != 1.0 { last.div_scalar(options.filter.temperature) } else { last };
+        on_logits(&last);
+        let next = if options.greedy {
+            last.argmax(1)
+        } else {
+            let filter = SamplingFilter { temperature: 1.0, ..options.filter };
+            softmax(filter.apply(last), 1).categorical(1)
+        };
+        let next = next.reshape([batch, step.predict]);
+        generated.inplace(|g| g.slice_assign([0..batch, done..done + step.predict], next));
+        done += step.predict;
+        progress.advance(1);
+    }
+    progress.finish();
+    Ok(generated.slice([0..batch, 0..schedule.generated]))
+}
+
+/// Ids `[batch, len]` of a chunk: runs of known ids and of already generated columns, concatenated.
+fn chunk_ids<B: Backend>(
+    chunk: &[Slot],
+    generated: &Tensor<B, 2, Int>,
+    batch: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    let mut parts: Vec<Tensor<B, 2, Int>> = vec![];
+    let mut i = 0;
+    while i < chunk.len() {
+        match chunk[i] {
+            Slot::Known(_) => {
+                let run: Vec<i64> =
+                    chunk[i..].iter().map_while(|s| if let Slot::Known(v) = s { Some(*v) } else { None }).collect();
+                i += run.len();
+                let n = run.len();
+                let data: Vec<i64> = (0..batch).flat_map(|_| run.iter().copied()).collect();
+                parts.push(Tensor::from_data(TensorData::new(data, [batch, n]), device));
+            }
+            Slot::Generated(first) => {
+                let n = chunk[i..].iter().enumerate().take_while(|(k, s)| **s == Slot::Generated(first + k)).count();
+                i += n;
+                parts.push(generated.clone().slice([0..batch, first..first + n]));
+            }
+        }
+    }
+    Tensor::cat(parts, 1)
+}

@@ -1,0 +1,131 @@
+//! Parity with the PyTorch program `scripts/fixtures/generator_fixtures.py`: a tiny GPT in the official layout,
+//! saved as Lightning `.ckpt` files, with full-forward logits, losses and greedy KV-cached samples for NBP,
+//! NTP and the hybrid start.
+
+use std::path::PathBuf;
+
+use burn::backend::Flex;
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use nbp_core::filter::SamplingFilter;
+use nbp_core::mask::MaskSpec;
+use nbp_core::npy::read_npy;
+use nbp_core::progress::NoProgress;
+use nbp_core::vocab::{Conditioning, Vocabulary};
+use nbp_model::sampling::{SampleOptions, sample};
+use nbp_model::{GeneratorSettings, Overrides, Schedule, load_generator, save_generator};
+
+type B = Flex;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/generator").join(name)
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    d / b.iter().map(|y| y.abs()).fold(0.0, f32::max)
+}
+
+fn ids(name: &str) -> Vec<i64> {
+    read_npy(fixture(name)).unwrap().to_i64().unwrap()
+}
+
+fn load(case: &str) -> nbp_model::LoadedGenerator<B> {
+    load_generator::<B>(fixture(&format!("{case}.ckpt")), &Overrides::default(), &Default::default()).unwrap()
+}
+
+#[test]
+fn settings_come_from_the_pickled_hyper_parameters() {
+    assert_eq!(
+        load("nbp_uncond").settings,
+        GeneratorSettings { block: 4, hybrid: false, unconditional: true, cond_tokens: 0 }
+    );
+    assert_eq!(
+        load("hybrid_text").settings,
+        GeneratorSettings { block: 4, hybrid: true, unconditional: false, cond_tokens: 3 }
+    );
+    assert_eq!(
+        load("ntp_uncond").settings,
+        GeneratorSettings { block: 1, hybrid: false, unconditional: true, cond_tokens: 0 }
+    );
+    let g = load("hybrid_text");
+    assert_eq!((g.model.config().vocab_size, g.model.config().n_head, g.model.config().n_layer), (78, 2, 2));
+}
+
+#[test]
+fn full_forward_logits_and_loss_match_pytorch() {
+    let dev = Default::default();
+    for (case, cut) in [("nbp_uncond", 0), ("hybrid_text", 3), ("ntp_uncond", 0)] {
+        let g = load(case);
+        let s = &g.settings;
+        let input = ids(&format!("{case}_input_ids.npy"));
+        let n = input.len();
+        let x = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [1, n]), &dev);
+        let mask = MaskSpec::new(s.block, s.hybrid, s.cond_tokens).tensor::<B>(0..n, n, &dev);
+        let logits = g.model.forward(x, mask).unwrap();
+        let v = logits.dims()[2];
+        let ours = logits.clone().into_data().into_vec::<f32>().unwrap();
+        let expected = read_npy(fixture(&format!("{case}_logits.npy"))).unwrap().to_f32();
+        let err = rel_err(&ours, &expected);
+        eprintln!("{case}: logits relative error {err:e}");
+        assert!(err < 1e-4, "{case}: {err}");
+        // Cross-entropy of the rows that predict targets.
+        let targets = ids(&format!("{case}_targets.npy"));
+        let rows = logits.slice([0..1, cut..n, 0..v]).reshape([n - cut, v]);
+        let t = Tensor::<B, 2, Int>::from_data(TensorData::new(targets.clone(), [targets.len(), 1]), &dev);
+        let loss = -log_softmax(rows, 1).gather(1, t).mean().into_scalar();
+        let expected = read_npy(fixture(&format!("{case}_loss.npy"))).unwrap().to_f32()[0];
+        assert!((loss - expected).abs() < 1e-4, "{case}: loss {loss} vs {expected}");
+    }
+}
+
+fn greedy(case: &str, schedule: &Schedule) -> (Vec<i64>, Vec<f32>) {
+    let g = load(case);
+    let mut logits = vec![];
+    let opts = SampleOptions { filter: SamplingFilter::default(), greedy: true };
+    let out = sample(&g.model, schedule, 1, &opts, &NoProgress, &mut |l| {
+        logits.extend(l.clone().into_data().into_vec::<f32>().unwrap())
+    })
+    .unwrap();
+    (out.into_data().convert::<i64>().into_vec::<i64>().unwrap(), logits)
+}
+
+#[test]
+fn greedy_kv_cached_sampling_matches_the_official_samplers() {
+    let z = ids("z.npy");
+    // NBP, blocks of 4 (one latent row), frame prediction from the first 2 latent frames (32 tokens).
+    let (out, logits) = greedy("nbp_uncond", &Schedule::blocks(&[], None, &z[..32], 16, 4));
+    assert_eq!(out, ids("nbp_uncond_greedy.npy"));
+    let e = rel_err(&logits, &read_npy(fixture("nbp_uncond_step_logits.npy")).unwrap().to_f32());
+    assert!(e < 1e-4, "nbp step logits {e}");
+    // NTP.
+    let (out, logits) = greedy("ntp_uncond", &Schedule::blocks(&[], None, &z[..16], 8, 1));
+    assert_eq!(out, ids("ntp_uncond_greedy.npy"));
+    assert!(rel_err(&logits, &read_npy(fixture("ntp_uncond_step_logits.npy")).unwrap().to_f32()) < 1e-4);
+    // Hybrid: text condition [1, 5, 2] shifted by the block size, BOV, 4 NTP steps, middle-bos block, NBP.
+    let vocab = Vocabulary::new(64, Conditioning::Text { vocab: 10, tokens: 3 }, true, 4).unwrap();
+    assert_eq!(vocab.size(), 78);
+    let cond: Vec<i64> = [1i64, 5, 2].iter().map(|c| c + vocab.condition_offset() as i64).collect();
+    let schedule = Schedule::hybrid(&cond, &vocab, 24);
+    assert_eq!(schedule.len(), 9);
+    let (out, logits) = greedy("hybrid_text", &schedule);
+    assert_eq!(out, ids("hybrid_text_greedy.npy"));
+    assert!(rel_err(&logits, &read_npy(fixture("hybrid_text_step_logits.npy")).unwrap().to_f32()) < 1e-4);
+}
+
+#[test]
+fn native_format_round_trips() {
+    let g = load("hybrid_text");
+    let path = std::env::temp_dir().join(format!("nbp-gen-{}.safetensors", std::process::id()));
+    save_generator(&g.model, &g.settings, &path).unwrap();
+    let h = load_generator::<B>(&path, &Overrides::default(), &Default::default()).unwrap();
+    assert_eq!(h.settings, g.settings);
+    let dev = Default::default();
+    let x = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![5i64, 9, 6, 0, 20], [1, 5]), &dev);
+    let mask = MaskSpec::new(4, true, 3).tensor::<B>(0..5, 5, &dev);
+    let a = g.model.forward(x.clone(), mask.clone()).unwrap().into_data().into_vec::<f32>().unwrap();
+    let b = h.model.forward(x, mask).unwrap().into_data().into_vec::<f32>().unwrap();
+    assert_eq!(a, b);
+    std::fs::remove_file(&path).ok();
+}
