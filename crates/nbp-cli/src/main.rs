@@ -31,6 +31,8 @@ enum Command {
     /// Video tokenizer: encode videos to token ids, decode ids to videos, reconstruct, convert checkpoints.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
+    /// Generate videos with a block-causal generator (NBP, NTP or hybrid start), KV-cached.
+    Sample(Box<SampleArgs>),
     /// Benchmarks that anyone can rerun (timings are printed with the machine they ran on).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -103,8 +105,121 @@ enum TokenizerCommand {
     },
 }
 
+/// Arguments of `nbp-cli sample`.
+#[derive(Args, Debug)]
+struct SampleArgs {
+    /// Generator checkpoint: an official Lightning .ckpt or the project's .safetensors.
+    #[arg(long)]
+    generator: PathBuf,
+    /// Attention heads, for checkpoints that do not record them (16 for official-base, 32 for xl and 3b).
+    #[arg(long)]
+    n_head: Option<usize>,
+    /// Block size, for checkpoints that do not record it (16 for the official models).
+    #[arg(long)]
+    block_size: Option<usize>,
+    /// Tokenizer for decoding and for --condition-video (default: the tokenizer embedded in an official .ckpt).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Architecture of a PyTorch tokenizer checkpoint: a preset (official, small, tiny) or a JSON file.
+    #[arg(long)]
+    tokenizer_config: Option<String>,
+    /// Generation scheme; it must be the one the model was trained for (checked).
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// UCF-101 class for the official text-conditional UCF model: ApplyEyeMakeup, "apply eye makeup" or 0.
+    #[arg(long = "class", conflicts_with = "condition_ids")]
+    class: Option<String>,
+    /// Raw condition token ids, comma separated (unshifted).
+    #[arg(long, value_delimiter = ',')]
+    condition_ids: Option<Vec<i64>>,
+    /// Frame prediction: continue the first --condition-frames frames of this video (any format ffmpeg reads,
+    /// or a folder of frames).
+    #[arg(long, conflicts_with = "prefix_tokens")]
+    condition_video: Option<PathBuf>,
+    /// Frames of --condition-video to keep (1 + 4n; 5 frames = 2 latent frames, as K600).
+    #[arg(long, default_value_t = 5)]
+    condition_frames: usize,
+    /// Frame rate --condition-video is resampled to.
+    #[arg(long, default_value_t = 8.0)]
+    condition_fps: f64,
+    /// Continue these token ids (.npy of codes shaped [T', H', W'] or [1, T', H', W'], whole latent frames).
+    #[arg(long)]
+    prefix_tokens: Option<PathBuf>,
+    /// Latent grid TxHxW of a generated video (5x16x16 = 17 frames of 128x128).
+    #[arg(long, default_value = "5x16x16")]
+    latent_grid: String,
+    /// Block shape TxHxW; its size must be the model's block size (default: 1x1xL, rows of L tokens).
+    #[arg(long)]
+    block_shape: Option<String>,
+    /// Videos to generate (one batch).
+    #[arg(long, default_value_t = 1)]
+    num_samples: usize,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Keep the k most likely tokens per position (0 = all).
+    #[arg(long, default_value_t = 16000)]
+    top_k: usize,
+    /// Keep the most likely tokens up to this probability mass (1 = all).
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f64,
+    /// Always take the most likely token (deterministic).
+    #[arg(long)]
+    greedy: bool,
+    /// Random seed (runs with the same seed on the same backend give the same video).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output video: .gif, .mp4/.webm, .png (grid) or a folder.
+    #[arg(short, long, default_value = "sample.gif")]
+    out: PathBuf,
+    /// Frame rate of the output video.
+    #[arg(long, default_value_t = 8.0)]
+    fps: f64,
+    /// Also save the generated token ids (codes, [N, T', H', W'], int32) to this .npy file.
+    #[arg(long)]
+    save_tokens: Option<PathBuf>,
+    /// Stop at token ids (no tokenizer needed); use with --save-tokens.
+    #[arg(long)]
+    no_decode: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    Nbp,
+    Ntp,
+    Hybrid,
+}
+
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Time KV-cached generation with random weights (the cost does not depend on them).
+    Sample {
+        /// Model size: official-base, official-xl, official-3b, small, tiny.
+        #[arg(long, default_value = "official-base")]
+        preset: String,
+        /// Block size: 16 = NBP with rows, 1 = NTP.
+        #[arg(long, default_value_t = 16)]
+        block: usize,
+        /// Known tokens before generation (512 = 2 latent frames, K600 frame prediction).
+        #[arg(long, default_value_t = 512)]
+        prefix: usize,
+        /// Tokens to generate (768 = 3 latent frames).
+        #[arg(long, default_value_t = 768)]
+        tokens: usize,
+        /// Vocabulary size (64000 = K600).
+        #[arg(long, default_value_t = 64000)]
+        vocab: usize,
+        /// Sequences per batch.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Tokens per latent frame, to report frames/s (16x16 = 256; 4 pixel frames per latent frame).
+        #[arg(long, default_value_t = 256)]
+        tokens_per_frame: usize,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Time encoding and decoding of one clip (random weights and pixels).
     Tokenizer {
         /// Architecture: official, small, tiny, or a JSON config file.
@@ -308,8 +423,165 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
     Ok(())
 }
 
+fn parse_grid(s: &str) -> Result<nbp_core::blocks::LatentGrid> {
+    let b = nbp_core::blocks::BlockShape::parse(s).context("--latent-grid")?;
+    Ok(nbp_core::blocks::LatentGrid::new(b.t, b.h, b.w))
+}
+
+fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
+    use nbp_model::generate::{Condition, Mode, Request, generate};
+    B::seed(&device, a.seed);
+    let bar = Bar::default();
+    let overrides = nbp_model::Overrides { n_head: a.n_head, block: a.block_size, ..Default::default() };
+    let g = nbp_model::load_generator::<B>(&a.generator, &overrides, &device)?;
+    let mode = Mode::of(&g.settings);
+    eprintln!(
+        "loaded generator {} ({:.1} M parameters, {:?}, block {}, {} condition tokens)",
+        a.generator.display(),
+        g.model.num_params() as f64 / 1e6,
+        mode,
+        g.settings.block,
+        g.settings.cond_tokens
+    );
+    if let Some(m) = a.mode {
+        let want = match m {
+            ModeArg::Nbp => Mode::Nbp,
+            ModeArg::Ntp => Mode::Ntp,
+            ModeArg::Hybrid => Mode::Hybrid,
+        };
+        if want != mode {
+            bail!("--mode {m:?} does not match the model, which was trained for {mode:?} (block size {})", g.settings.block);
+        }
+    }
+    let grid = parse_grid(&a.latent_grid)?;
+    let block_shape = match &a.block_shape {
+        Some(s) => nbp_core::blocks::BlockShape::parse(s)?,
+        None if grid.w % g.settings.block == 0 => nbp_core::blocks::BlockShape::new(1, 1, g.settings.block),
+        None => bail!("blocks of {} tokens do not fit rows of {}: pass --block-shape", g.settings.block, grid.w),
+    };
+    let condition = match (&a.class, &a.condition_ids) {
+        (Some(c), _) => {
+            let class = nbp_model::classes::find_ucf101_class(c)?;
+            eprintln!("condition: class {} \"{}\" → ids {:?}", class.name, class.text, class.token_ids);
+            Condition::Tokens(class.token_ids)
+        }
+        (None, Some(ids)) => Condition::Tokens(ids.clone()),
+        (None, None) => Condition::None,
+    };
+    let needs_tokenizer = !a.no_decode || a.condition_video.is_some();
+    let tokenizer = if needs_tokenizer {
+        let path = a.tokenizer.clone().unwrap_or_else(|| a.generator.clone());
+        let args = TokenizerArgs { tokenizer: path, tokenizer_config: a.tokenizer_config.clone() };
+        Some(load::<B>(&args, &device).context("loading the tokenizer (pass --tokenizer, or --no-decode to stop at token ids)")?)
+    } else {
+        None
+    };
+    let prefix: Vec<i64> = if let Some(video) = &a.condition_video {
+        let tok = tokenizer.as_ref().expect("loaded above");
+        let size = (grid.h * 8, grid.w * 8);
+        let opts = ReadOptions { frames: a.condition_frames, fps: (a.condition_fps > 0.0).then_some(a.condition_fps), size: Some(size), start: ClipStart::Start };
+        let report = pipeline::read_clip(tok, video, &opts)?;
+        print_clip(video, &report);
+        let x = nbp_core::video::videos_to_tensor::<B>(&[report.video], &device)?;
+        let ids = indices_to_npy(tok.encode(x)?);
+        ids.to_i64()?
+    } else if let Some(p) = &a.prefix_tokens {
+        let arr = read_npy(p)?;
+        let n: usize = arr.shape.iter().product();
+        if n % (grid.h * grid.w) != 0 {
+            bail!("{}: {n} tokens are not whole latent frames of {}x{}", p.display(), grid.h, grid.w);
+        }
+        arr.to_i64()?
+    } else {
+        vec![]
+    };
+    let filter = nbp_core::filter::SamplingFilter {
+        temperature: a.temperature,
+        top_k: (a.top_k > 0).then_some(a.top_k),
+        top_p: (a.top_p < 1.0).then_some(a.top_p),
+    };
+    if !(a.temperature > 0.0) {
+        bail!("--temperature must be positive (use --greedy for deterministic decoding)");
+    }
+    let request = Request {
+        condition,
+        prefix,
+        grid,
+        block_shape,
+        samples: a.num_samples.max(1),
+        options: nbp_model::sampling::SampleOptions { filter, greedy: a.greedy },
+    };
+    let out = generate(&g.model, &g.settings, &request, &bar)?;
+    let n = request.samples;
+    let frames_per_latent = 4.0;
+    let new_frames = out.new_tokens as f64 / (grid.h * grid.w) as f64 * frames_per_latent * n as f64;
+    println!(
+        "generator: {} steps, {} tokens in {:.2} s ({:.1} tokens/s, {:.2} frames/s)",
+        out.steps,
+        out.new_tokens * n,
+        out.seconds,
+        (out.new_tokens * n) as f64 / out.seconds,
+        new_frames / out.seconds
+    );
+    if out.clamped > 0 {
+        eprintln!("warning: {} sampled ids were not video codes and were clamped (as the official sampler does)", out.clamped);
+    }
+    let flat: Vec<i32> = out.codes.iter().flatten().map(|&c| c as i32).collect();
+    let tokens = NpyArray::i32(vec![n, grid.t, grid.h, grid.w], flat);
+    if let Some(p) = &a.save_tokens {
+        write_npy(p, &tokens)?;
+        println!("wrote {}", p.display());
+    }
+    if let Some(tok) = tokenizer.filter(|_| !a.no_decode) {
+        let t0 = std::time::Instant::now();
+        let ids = npy_to_indices::<B>(&tokens, tok.codebook_size(), &device)?;
+        let videos = tensor_to_videos(tok.decode_with(ids, &bar))?;
+        let secs = t0.elapsed().as_secs_f64();
+        write_videos(&a.out, &videos, a.fps)?;
+        let frames = videos.len() * videos[0].frames;
+        println!("decoder: {frames} frames in {secs:.2} s ({:.2} frames/s)", frames as f64 / secs);
+        println!("wrote {}", a.out.display());
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Sample(args) => {
+            let device = args.run.device;
+            with_backend!(device, |B, dev| sample_command::<B>(*args, dev))?;
+        }
+        Command::Bench(BenchCommand::Sample { preset, block, prefix, tokens, vocab, batch, tokens_per_frame, run }) => {
+            if block == 0 || prefix < block || prefix % block != 0 {
+                bail!("--prefix must be a positive multiple of --block");
+            }
+            let r = with_backend!(run.device, |B, dev| {
+                B::seed(&dev, 0);
+                let config = nbp_model::GptConfig::preset(&preset, vocab, 0)?.with_block_size(prefix + tokens).with_dropout(0.0);
+                eprintln!("building {preset} with random weights ({} layers, width {})", config.n_layer, config.n_embd);
+                let model = nbp_model::Gpt::<B>::new(&config, &dev)?;
+                let ids: Vec<i64> = (0..prefix as i64).map(|i| i % vocab as i64).collect();
+                let schedule = nbp_model::Schedule::blocks(&[], None, &ids, tokens, block);
+                let opts = nbp_model::sampling::SampleOptions { filter: Default::default(), greedy: false };
+                let t0 = std::time::Instant::now();
+                let out = nbp_model::sampling::sample(&model, &schedule, batch, &opts, &Bar::default(), &mut |_| {})?;
+                let _ = out.into_data();
+                Ok::<_, anyhow::Error>((schedule.len(), t0.elapsed().as_secs_f64(), model.num_params()))
+            })?;
+            let (steps, secs, params) = r;
+            println!(
+                "sample benchmark: preset {preset} ({:.1} M parameters), block {block}, prefix {prefix}, {tokens} new tokens x {batch} on {}",
+                params as f64 / 1e6,
+                run.device
+            );
+            println!("machine: {}", nbp_core::system::machine_description());
+            println!(
+                "{steps} steps in {secs:.2} s: {:.1} tokens/s, {:.3} frames/s ({:.3} s/step)",
+                (tokens * batch) as f64 / secs,
+                (tokens * batch) as f64 / tokens_per_frame as f64 * 4.0 / secs,
+                secs / steps as f64
+            );
+        }
         Command::Tokenizer(TokenizerCommand::Convert { input, output, tokenizer_config }) => {
             type B = burn::backend::Flex;
             let config = TokenizerConfig::from_name_or_file(&tokenizer_config)?;

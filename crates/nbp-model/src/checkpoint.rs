@@ -33,6 +33,10 @@ pub struct GeneratorSettings {
     pub unconditional: bool,
     /// Condition tokens per sequence (`cond_token_num`).
     pub cond_tokens: usize,
+    /// Size of the condition vocabulary (32000 LLaMA-2 ids for the official UCF model; classes for label
+    /// conditioning; 0 without a condition).
+    #[serde(default)]
+    pub cond_vocab: usize,
 }
 
 /// Command-line overrides and fallbacks for values a checkpoint may not carry.
@@ -204,12 +208,26 @@ pub fn load_generator<B: Backend>(
         .unconditional
         .or_else(|| arg(args.as_ref(), "unconditional").and_then(|v| v.as_bool()))
         .unwrap_or(cond_tokens == 0);
+    let cond_vocab = if unconditional {
+        0
+    } else {
+        match arg(args.as_ref(), "cond_stage_vocab_size").and_then(|v| v.as_i64()) {
+            Some(n) => n as usize,
+            None if arg(args.as_ref(), "cond_stage_key").as_ref().and_then(|v| v.as_str().map(str::to_string)).as_deref()
+                == Some("label") =>
+            {
+                return Err(Error::file(path, "a label-conditional checkpoint must record cond_stage_vocab_size"));
+            }
+            // The official text-conditional model embeds LLaMA-2 token ids (32 000).
+            None => 32000,
+        }
+    };
     let config = GptConfig::new(v, n_layer, n_head, d)
         .with_block_size(block_size)
         .with_cond_tokens(cond_tokens)
         .with_dropout(0.0);
     let model = import_gpt(&config, w, device)?;
-    let settings = GeneratorSettings { block, hybrid, unconditional, cond_tokens };
+    let settings = GeneratorSettings { block, hybrid, unconditional, cond_tokens, cond_vocab };
     Ok(LoadedGenerator { model, settings })
 }
 

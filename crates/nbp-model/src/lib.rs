@@ -4,7 +4,9 @@
 pub mod attention;
 pub mod block;
 pub mod checkpoint;
+pub mod classes;
 pub mod config;
+pub mod generate;
 pub mod gpt;
 pub mod kv_cache;
 pub mod sampling;

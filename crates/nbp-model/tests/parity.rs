@@ -39,15 +39,15 @@ fn load(case: &str) -> nbp_model::LoadedGenerator<B> {
 fn settings_come_from_the_pickled_hyper_parameters() {
     assert_eq!(
         load("nbp_uncond").settings,
-        GeneratorSettings { block: 4, hybrid: false, unconditional: true, cond_tokens: 0 }
+        GeneratorSettings { block: 4, hybrid: false, unconditional: true, cond_tokens: 0, cond_vocab: 0 }
     );
     assert_eq!(
         load("hybrid_text").settings,
-        GeneratorSettings { block: 4, hybrid: true, unconditional: false, cond_tokens: 3 }
+        GeneratorSettings { block: 4, hybrid: true, unconditional: false, cond_tokens: 3, cond_vocab: 10 }
     );
     assert_eq!(
         load("ntp_uncond").settings,
-        GeneratorSettings { block: 1, hybrid: false, unconditional: true, cond_tokens: 0 }
+        GeneratorSettings { block: 1, hybrid: false, unconditional: true, cond_tokens: 0, cond_vocab: 0 }
     );
     let g = load("hybrid_text");
     assert_eq!((g.model.config().vocab_size, g.model.config().n_head, g.model.config().n_layer), (78, 2, 2));

@@ -1,0 +1,197 @@
+//! From a request (condition, prefix, sizes) to video token grids: vocabulary, block layout, schedule, sampling,
+//! and the mapping back to tokenizer codes. Used by `nbp-cli sample` and `nbp-cli bench sample`.
+
+use std::time::Instant;
+
+use burn::prelude::*;
+
+use nbp_core::blocks::{BlockLayout, BlockShape, LatentGrid};
+use nbp_core::progress::Progress;
+use nbp_core::vocab::{Conditioning, Vocabulary};
+use nbp_core::{Error, Result};
+
+use crate::checkpoint::GeneratorSettings;
+use crate::gpt::Gpt;
+use crate::sampling::{SampleOptions, sample};
+use crate::schedule::Schedule;
+
+/// The generation schemes of the paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Next-block prediction: one block per step.
+    Nbp,
+    /// Next-token prediction: one token per step (block size 1).
+    Ntp,
+    /// Official UCF start: NTP for the first block, then the middle-bos block, then NBP.
+    Hybrid,
+}
+
+impl Mode {
+    /// The mode a model was trained for.
+    pub fn of(settings: &GeneratorSettings) -> Self {
+        if settings.hybrid {
+            Self::Hybrid
+        } else if settings.block == 1 {
+            Self::Ntp
+        } else {
+            Self::Nbp
+        }
+    }
+}
+
+/// The condition of a generation, as unshifted ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    None,
+    /// Condition token ids (e.g. the 8 LLaMA-2 ids of a UCF class name).
+    Tokens(Vec<i64>),
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub condition: Condition,
+    /// Known video codes in raster order (the first latent frames for frame prediction), one list for all samples.
+    pub prefix: Vec<i64>,
+    pub grid: LatentGrid,
+    pub block_shape: BlockShape,
+    pub samples: usize,
+    pub options: SampleOptions,
+}
+
+/// Generated token grids and how long it took.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// Video codes `[samples][T·H·W]` in raster order (prefix included).
+    pub codes: Vec<Vec<i64>>,
+    /// Forward calls.
+    pub steps: usize,
+    /// Tokens generated per sample.
+    pub new_tokens: usize,
+    /// Generated ids that were not video codes and were clamped (as the official sampler does).
+    pub clamped: usize,
+    pub seconds: f64,
+}
+
+/// The vocabulary layout of a model.
+pub fn vocabulary(settings: &GeneratorSettings, vocab_size: usize) -> Result<Vocabulary> {
+    let conditioning = if settings.unconditional {
+        Conditioning::Unconditional
+    } else {
+        Conditioning::Text { vocab: settings.cond_vocab, tokens: settings.cond_tokens }
+    };
+    let probe = Vocabulary::new(1, conditioning, settings.hybrid, settings.block)?;
+    let codebook = vocab_size.checked_sub(probe.video_offset()).filter(|&c| c > 0).ok_or_else(|| {
+        Error::invalid(format!("vocabulary of {vocab_size} ids is too small for the condition layout {settings:?}"))
+    })?;
+    Vocabulary::new(codebook, conditioning, settings.hybrid, settings.block)
+}
+
+/// Runs a generation.
+pub fn generate<B: Backend>(
+    model: &Gpt<B>,
+    settings: &GeneratorSettings,
+    request: &Request,
+    progress: &dyn Progress,
+) -> Result<Generated> {
+    let vocab = vocabulary(settings, model.config().vocab_size)?;
+    if request.block_shape.size() != settings.block {
+        return Err(Error::invalid(format!(
+            "block shape {} has {} tokens but the model predicts blocks of {}",
+            request.block_shape,
+            request.block_shape.size(),
+            settings.block
+        )));
+    }
+    let layout = BlockLayout::new(request.grid, request.block_shape)?;
+    let total = request.grid.len();
+    if request.prefix.len() >= total {
+        return Err(Error::invalid(format!(
+            "the prefix has {} tokens but the latent grid only {total}: nothing left to generate",
+            request.prefix.len()
+        )));
+    }
+    if let Some(bad) = request.prefix.iter().find(|&&c| c < 0 || c as usize >= vocab.codebook) {
+        return Err(Error::invalid(format!("prefix token {bad} is outside the codebook 0..{}", vocab.codebook)));
+    }
+    if request.prefix.len() % layout.block_size() != 0 {
+        return Err(Error::invalid(format!(
+            "the prefix ({} tokens) must be a whole number of blocks of {}",
+            request.prefix.len(),
+            layout.block_size()
+        )));
+    }
+    // The prefix is given in raster order and the model reads blocks: the first prefix positions in block order
+    // must be exactly the raster positions 0..P (true for whole latent frames when blocks do not span more frames
+    // than the prefix has).
+    let p = request.prefix.len();
+    let mut first: Vec<usize> = layout.order()[..p].to_vec();
+    first.sort_unstable();
+    if first.iter().enumerate().any(|(i, &r)| i != r) {
+        return Err(Error::invalid(format!(
+            "a prefix of {p} tokens does not end on a block boundary of block shape {}: give whole latent frames that \
+             the blocks do not cross",
+            request.block_shape
+        )));
+    }
+    let mut padded = request.prefix.clone();
+    padded.resize(total, 0);
+    let prefix_blocks: Vec<i64> = layout.to_blocks(&padded)[..p].to_vec();
+    let condition: Vec<i64> = match &request.condition {
+        Condition::None => vec![],
+        Condition::Tokens(t) => {
+            if settings.unconditional {
+                return Err(Error::invalid("this model is unconditional: it takes no class, label or text"));
+            }
+            if t.len() != settings.cond_tokens {
+                return Err(Error::invalid(format!(
+                    "the model expects {} condition tokens, got {}",
+                    settings.cond_tokens,
+                    t.len()
+                )));
+            }
+            t.iter().map(|&c| c + vocab.condition_offset() as i64).collect()
+        }
+    };
+    if !settings.unconditional && condition.is_empty() {
+        return Err(Error::invalid("this model is conditional: give a class (--class) or condition ids"));
+    }
+    let prefix_ids: Vec<i64> = prefix_blocks.iter().map(|&c| vocab.video_id(c as usize) as i64).collect();
+    let new_tokens = total - request.prefix.len();
+    let schedule = match Mode::of(settings) {
+        Mode::Hybrid => {
+            if !request.prefix.is_empty() {
+                return Err(Error::invalid("the hybrid start generates from the condition; it takes no prefix tokens"));
+            }
+            Schedule::hybrid(&condition, &vocab, new_tokens)
+        }
+        Mode::Nbp | Mode::Ntp => {
+            let bov = vocab.bov().map(|b| b as i64);
+            if prefix_ids.is_empty() && bov.is_none() {
+                return Err(Error::invalid(
+                    "an unconditional model continues given frames: pass --condition-video or --prefix-tokens",
+                ));
+            }
+            let bov = if prefix_ids.is_empty() { bov } else { None };
+            Schedule::blocks(&condition, bov, &prefix_ids, new_tokens, settings.block)
+        }
+    };
+    let t0 = Instant::now();
+    let ids = sample(model, &schedule, request.samples, &request.options, progress, &mut |_| {})?;
+    let ids = ids.into_data().convert::<i64>().into_vec::<i64>().map_err(|e| Error::invalid(format!("{e:?}")))?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let mut clamped = 0;
+    let codes = ids
+        .chunks_exact(new_tokens)
+        .map(|row| {
+            let mut blocks = prefix_blocks.clone();
+            blocks.extend(row.iter().map(|&id| {
+                let (c, ok) = vocab.code_of(id.max(0) as usize);
+                clamped += !ok as usize;
+                c as i64
+            }));
+            layout.to_raster(&blocks)
+        })
+        .collect();
+    Ok(Generated { codes, steps: schedule.len(), new_tokens, clamped, seconds })
+}
