@@ -166,6 +166,12 @@ struct SampleArgs {
     /// Always take the most likely token (deterministic).
     #[arg(long)]
     greedy: bool,
+    /// Classifier-free guidance scale s: logits (1 + s)·conditional − s·unconditional (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    cfg_scale: f64,
+    /// Let the guidance scale grow linearly with the step (s·step, as the official scale_cfg option).
+    #[arg(long)]
+    cfg_growing: bool,
     /// Random seed (runs with the same seed on the same backend give the same video).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -453,6 +459,13 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
             bail!("--mode {m:?} does not match the model, which was trained for {mode:?} (block size {})", g.settings.block);
         }
     }
+    let official = !a.generator.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    if a.cfg_scale != 0.0 && official {
+        eprintln!(
+            "warning: official checkpoints carry an untrained, random null-condition embedding (they were trained \
+             without condition dropout), so classifier-free guidance will not behave as intended with them"
+        );
+    }
     let grid = parse_grid(&a.latent_grid)?;
     let block_shape = match &a.block_shape {
         Some(s) => nbp_core::blocks::BlockShape::parse(s)?,
@@ -509,7 +522,11 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         grid,
         block_shape,
         samples: a.num_samples.max(1),
-        options: nbp_model::sampling::SampleOptions { filter, greedy: a.greedy },
+        options: nbp_model::sampling::SampleOptions {
+            filter,
+            greedy: a.greedy,
+            cfg: (a.cfg_scale != 0.0).then_some(nbp_model::sampling::Guidance { scale: a.cfg_scale, growing: a.cfg_growing }),
+        },
     };
     let out = generate(&g.model, &g.settings, &request, &bar)?;
     let n = request.samples;
@@ -562,7 +579,7 @@ fn run(cli: Cli) -> Result<()> {
                 let model = nbp_model::Gpt::<B>::new(&config, &dev)?;
                 let ids: Vec<i64> = (0..prefix as i64).map(|i| i % vocab as i64).collect();
                 let schedule = nbp_model::Schedule::blocks(&[], None, &ids, tokens, block);
-                let opts = nbp_model::sampling::SampleOptions { filter: Default::default(), greedy: false };
+                let opts = nbp_model::sampling::SampleOptions { filter: Default::default(), greedy: false, cfg: None };
                 let t0 = std::time::Instant::now();
                 let out = nbp_model::sampling::sample(&model, &schedule, batch, &opts, &Bar::default(), &mut |_| {})?;
                 let _ = out.into_data();

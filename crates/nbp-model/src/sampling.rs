@@ -16,6 +16,19 @@ pub struct SampleOptions {
     pub filter: SamplingFilter,
     /// Take the most likely token instead of sampling.
     pub greedy: bool,
+    /// Classifier-free guidance (conditional models only).
+    pub cfg: Option<Guidance>,
+}
+
+/// Classifier-free guidance: logits `(1 + s)·ℓ_cond − s·ℓ_uncond`, where the unconditional stream replaces the
+/// condition tokens by the model's null-condition embedding and has its own KV cache.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guidance {
+    /// Guidance scale `s`.
+    pub scale: f64,
+    /// Let the scale grow linearly with the step index (`s·n`, 0 at the first step), as the official
+    /// `scale_cfg` option; otherwise constant.
+    pub growing: bool,
 }
 
 /// Generates `schedule.generated` tokens for `batch` sequences and returns their ids `[batch, generated]` in the
@@ -39,17 +52,44 @@ pub fn sample<B: Backend>(
     }
     let vocab = model.config().vocab_size;
     let mut caches = model.new_caches(batch, schedule.total_len, &device);
+    let cond_len = schedule.mask.prefix();
+    let mut guided = match options.cfg {
+        Some(g) if g.scale != 0.0 => {
+            if cond_len == 0 || model.config().cond_tokens != cond_len {
+                return Err(Error::invalid(format!(
+                    "classifier-free guidance needs a conditional model whose null embedding has one row per \
+                     condition token ({cond_len} condition tokens, {} null-embedding rows)",
+                    model.config().cond_tokens
+                )));
+            }
+            Some((g, model.new_caches(batch, schedule.total_len, &device)))
+        }
+        _ => None,
+    };
     let mut generated = Tensor::<B, 2, Int>::zeros([batch, schedule.generated.max(1)], &device);
     let mut done = 0;
     progress.start("sampling", schedule.len());
-    for step in &schedule.steps {
+    for (step_index, step) in schedule.steps.iter().enumerate() {
         let ids = chunk_ids(&step.chunk, &generated, batch, &device);
         let len = step.chunk.len();
         let start = caches[0].len();
-        let x = model.embed(ids, None, start)?;
         let mask = schedule.mask.tensor::<B>(start..start + len, start + len, &device);
-        let logits = model.forward_embeddings(x, mask, Some(&mut caches));
-        let last = logits.slice([0..batch, len - step.predict..len, 0..vocab]).reshape([batch * step.predict, vocab]);
+        let x = model.embed(ids.clone(), None, start)?;
+        let logits = model.forward_embeddings(x, mask.clone(), Some(&mut caches));
+        let rows = |l: Tensor<B, 3>| l.slice([0..batch, len - step.predict..len, 0..vocab]).reshape([batch * step.predict, vocab]);
+        let mut last = rows(logits);
+        if let Some((g, ucaches)) = guided.as_mut() {
+            // The unconditional stream: the null embedding takes the place of the condition tokens.
+            let x = if start == 0 {
+                let null = model.uncond_embedding.val().unsqueeze_dim::<3>(0).repeat_dim(0, batch);
+                model.embed(ids.slice([0..batch, cond_len..len]), Some(null), 0)?
+            } else {
+                model.embed(ids, None, start)?
+            };
+            let uncond = rows(model.forward_embeddings(x, mask, Some(ucaches)));
+            let s = if g.growing { g.scale * step_index as f64 } else { g.scale };
+            last = last.mul_scalar(1.0 + s) - uncond.mul_scalar(s);
+        }
         let last = if options.filter.temperature != 1.0 { last.div_scalar(options.filter.temperature) } else { last };
         on_logits(&last);
         let next = if options.greedy {

@@ -83,7 +83,7 @@ fn full_forward_logits_and_loss_match_pytorch() {
 fn greedy(case: &str, schedule: &Schedule) -> (Vec<i64>, Vec<f32>) {
     let g = load(case);
     let mut logits = vec![];
-    let opts = SampleOptions { filter: SamplingFilter::default(), greedy: true };
+    let opts = SampleOptions { filter: SamplingFilter::default(), greedy: true, cfg: None };
     let out = sample(&g.model, schedule, 1, &opts, &NoProgress, &mut |l| {
         logits.extend(l.clone().into_data().into_vec::<f32>().unwrap())
     })

@@ -1,0 +1,80 @@
+//! Generation through `generate`: block shapes other than rows, prefixes, conditions and errors.
+
+use burn::backend::Flex;
+use burn::prelude::*;
+use nbp_core::blocks::{BlockShape, LatentGrid};
+use nbp_core::filter::SamplingFilter;
+use nbp_core::progress::NoProgress;
+use nbp_model::generate::{Condition, Request, generate, vocabulary};
+use nbp_model::sampling::SampleOptions;
+use nbp_model::{GeneratorSettings, Gpt, GptConfig};
+
+type B = Flex;
+
+fn model(settings: &GeneratorSettings, codebook: usize) -> Gpt<B> {
+    let dev = Default::default();
+    B::seed(&dev, 11);
+    let probe = vocabulary(&GeneratorSettings { ..settings.clone() }, 10_000).unwrap();
+    let v = probe.video_offset() + codebook;
+    Gpt::new(&GptConfig::new(v, 1, 2, 16).with_block_size(300).with_cond_tokens(settings.cond_tokens).with_dropout(0.0), &dev).unwrap()
+}
+
+fn request(prefix: Vec<i64>, grid: LatentGrid, block: BlockShape) -> Request {
+    Request {
+        condition: Condition::None,
+        prefix,
+        grid,
+        block_shape: block,
+        samples: 2,
+        options: SampleOptions { filter: SamplingFilter::default(), greedy: false, cfg: None },
+    }
+}
+
+#[test]
+fn block_shapes_other_than_rows_keep_the_prefix_in_place() {
+    let grid = LatentGrid::new(4, 8, 8);
+    let prefix: Vec<i64> = (0..128).map(|i| (i * 7 % 50) as i64).collect(); // 2 latent frames
+    for (shape, steps) in [("1x1x8", 16), ("1x4x4", 8), ("2x1x8", 8), ("2x2x2", 16)] {
+        let block = BlockShape::parse(shape).unwrap();
+        let settings = GeneratorSettings { block: block.size(), hybrid: false, unconditional: true, cond_tokens: 0, cond_vocab: 0 };
+        let m = model(&settings, 50);
+        let out = generate(&m, &settings, &request(prefix.clone(), grid, block), &NoProgress).unwrap();
+        assert_eq!(out.steps, steps, "{shape}");
+        assert_eq!(out.new_tokens, 128);
+        for codes in &out.codes {
+            assert_eq!(codes.len(), 256);
+            assert_eq!(&codes[..128], &prefix[..], "{shape}: the prefix frames stay where they were");
+            assert!(codes.iter().all(|&c| (0..50).contains(&c)));
+        }
+        assert_ne!(out.codes[0][128..], out.codes[1][128..], "{shape}: samples differ");
+    }
+}
+
+#[test]
+fn bad_requests_are_clear_errors() {
+    let grid = LatentGrid::new(4, 8, 8);
+    let settings = GeneratorSettings { block: 8, hybrid: false, unconditional: true, cond_tokens: 0, cond_vocab: 0 };
+    let m = model(&settings, 50);
+    let err = |r: Request| generate(&m, &settings, &r, &NoProgress).unwrap_err().to_string();
+    assert!(err(request(vec![], grid, BlockShape::new(1, 1, 8))).contains("--condition-video or --prefix-tokens"));
+    assert!(err(request(vec![0; 64], grid, BlockShape::new(1, 2, 2))).contains("blocks of 8"));
+    assert!(err(request(vec![0; 64], grid, BlockShape::new(2, 2, 2))).contains("block boundary"));
+    assert!(err(request(vec![99; 64], grid, BlockShape::new(1, 1, 8))).contains("outside the codebook"));
+    let mut r = request(vec![0; 64], grid, BlockShape::new(1, 1, 8));
+    r.condition = Condition::Tokens(vec![1]);
+    assert!(err(r).contains("unconditional"));
+}
+
+#[test]
+fn hybrid_generation_from_a_condition() {
+    let settings = GeneratorSettings { block: 4, hybrid: true, unconditional: false, cond_tokens: 3, cond_vocab: 10 };
+    let m = model(&settings, 64);
+    let mut r = request(vec![], LatentGrid::new(3, 4, 4), BlockShape::new(1, 1, 4));
+    r.condition = Condition::Tokens(vec![1, 5, 2]);
+    let out = generate(&m, &settings, &r, &NoProgress).unwrap();
+    // 4 NTP steps, then (48 − 4)/4 = 11 block steps.
+    assert_eq!((out.steps, out.new_tokens), (15, 48));
+    r.options.cfg = Some(nbp_model::sampling::Guidance { scale: 1.5, growing: true });
+    let guided = generate(&m, &settings, &r, &NoProgress).unwrap();
+    assert_eq!(guided.codes.len(), 2);
+}

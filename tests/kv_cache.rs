@@ -1,0 +1,76 @@
+//! KV-cache equivalence: the logits of every incremental sampling step equal the rows of one full forward with
+//! the block mask over the same sequence (NBP, NTP, hybrid start), on flex and on wgpu (software Vulkan).
+
+use burn::backend::Flex;
+use burn::prelude::*;
+use nbp::core::filter::SamplingFilter;
+use nbp::core::progress::NoProgress;
+use nbp::core::vocab::{Conditioning, Vocabulary};
+use nbp::model::sampling::{SampleOptions, sample};
+use nbp::model::schedule::Slot;
+use nbp::model::{Gpt, GptConfig, Schedule};
+
+/// `small`: few steps, for backends that compile a kernel per new shape (wgpu on a software driver).
+fn check<B: Backend>(device: &B::Device, tolerance: f32, small: bool) {
+    B::seed(device, 3);
+    let vocab = Vocabulary::new(40, Conditioning::Text { vocab: 6, tokens: 2 }, true, 4).unwrap();
+    let config = GptConfig::new(vocab.size(), 2, 2, 16).with_block_size(64).with_cond_tokens(2).with_dropout(0.0);
+    let mut model = Gpt::<B>::new(&config, device).unwrap();
+    // Non-zero positions so that a position mix-up shows.
+    model.pos_emb = burn::module::Param::from_tensor(Tensor::random([1, 64, 16], burn::tensor::Distribution::Normal(0.0, 0.5), device));
+    let prefix: Vec<i64> = (0..8).map(|i| vocab.video_id(i * 3) as i64).collect();
+    let cond: Vec<i64> = vec![vocab.condition_offset() as i64 + 1, vocab.condition_offset() as i64 + 4];
+    let cases = if small {
+        vec![("nbp", Schedule::blocks(&[], None, &prefix[..4], 8, 4)), ("hybrid", Schedule::hybrid(&cond, &vocab, 6))]
+    } else {
+        vec![
+            ("nbp", Schedule::blocks(&[], None, &prefix, 12, 4)),
+            ("ntp", Schedule::blocks(&[], None, &prefix[..4], 6, 1)),
+            ("hybrid", Schedule::hybrid(&cond, &vocab, 16)),
+        ]
+    };
+    for (name, schedule) in cases {
+        let mut step_logits = vec![];
+        let opts = SampleOptions { filter: SamplingFilter { temperature: 1.0, top_k: None, top_p: None }, greedy: false, cfg: None };
+        let generated = sample(&model, &schedule, 2, &opts, &NoProgress, &mut |l| step_logits.push(l.clone())).unwrap();
+        let generated = generated.into_data().convert::<i64>().into_vec::<i64>().unwrap();
+        let n_gen = schedule.generated;
+        for b in 0..2 {
+            // The sequence that was fed, step by step.
+            let seq: Vec<i64> = schedule
+                .steps
+                .iter()
+                .flat_map(|s| s.chunk.iter())
+                .map(|slot| match *slot {
+                    Slot::Known(v) => v,
+                    Slot::Generated(i) => generated[b * n_gen + i],
+                })
+                .collect();
+            let s = seq.len();
+            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(seq, [1, s]), device);
+            let full = model.forward(ids, schedule.mask.tensor::<B>(0..s, s, device)).unwrap();
+            let v = full.dims()[2];
+            let full = full.reshape([s, v]).into_data().into_vec::<f32>().unwrap();
+            let mut end = 0;
+            for (step, logits) in schedule.steps.iter().zip(&step_logits) {
+                end += step.chunk.len();
+                let ours = logits.clone().reshape([2, step.predict, v]).slice([b..b + 1, 0..step.predict, 0..v]);
+                let ours = ours.into_data().into_vec::<f32>().unwrap();
+                let reference = &full[(end - step.predict) * v..end * v];
+                let err = ours.iter().zip(reference).map(|(a, r)| (a - r).abs()).fold(0.0, f32::max);
+                assert!(err < tolerance, "{name}: step ending at {end}, sample {b}: max difference {err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn kv_cache_steps_equal_full_forward_on_flex() {
+    check::<Flex>(&Default::default(), 1e-4, false);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn kv_cache_steps_equal_full_forward_on_wgpu() {
+    check::<burn::backend::Wgpu>(&burn::backend::wgpu::WgpuDevice::DefaultDevice, 1e-4, true);
+}
