@@ -1,11 +1,11 @@
 //! Multi-head self-attention with an explicit boolean mask and an optional KV cache (reference §2.2, §3.1).
 
-use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::module::attention as fused_attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::kv_cache::KvCache;
+use crate::linear::{Linear, LinearConfig};
 
 /// Configuration of [`SelfAttention`].
 #[derive(Config, Debug)]
@@ -17,11 +17,7 @@ pub struct SelfAttentionConfig {
 impl SelfAttentionConfig {
     /// Linear layers with GPT-2 initialisation (weights N(0, 0.02), biases 0).
     pub fn init<B: Backend>(&self, device: &B::Device) -> SelfAttention<B> {
-        let lin = || {
-            LinearConfig::new(self.n_embd, self.n_embd)
-                .with_initializer(burn::nn::Initializer::Normal { mean: 0.0, std: 0.02 })
-                .init(device)
-        };
+        let lin = || LinearConfig::new(self.n_embd, self.n_embd).init(device);
         SelfAttention { key: lin(), query: lin(), value: lin(), proj: lin(), n_head: self.n_head }
     }
 }

@@ -1,10 +1,11 @@
 //! One pre-LN transformer block (reference §2.2).
 
-use burn::nn::{Dropout, DropoutConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, Gelu, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 
 use crate::attention::{SelfAttention, SelfAttentionConfig};
 use crate::kv_cache::KvCache;
+use crate::linear::{Linear, LinearConfig};
 
 /// Configuration of a [`Block`].
 #[derive(Config, Debug)]
@@ -19,11 +20,7 @@ impl BlockConfig {
     /// A block with GPT-2 initialisation.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Block<B> {
         let d = self.n_embd;
-        let lin = |i, o| {
-            LinearConfig::new(i, o)
-                .with_initializer(burn::nn::Initializer::Normal { mean: 0.0, std: 0.02 })
-                .init(device)
-        };
+        let lin = |i, o| LinearConfig::new(i, o).init(device);
         Block {
             ln1: LayerNormConfig::new(d).init(device),
             attn: SelfAttentionConfig::new(d, self.n_head).init(device),

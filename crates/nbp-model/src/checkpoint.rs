@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::LayerNorm;
 use burn::prelude::*;
 
 use nbp_core::pickle::Value;
@@ -14,6 +14,7 @@ use nbp_core::{Error, Result};
 
 use crate::config::GptConfig;
 use crate::gpt::Gpt;
+use crate::linear::Linear;
 
 /// Metadata key of the file kind in the project's own format.
 pub const KIND_KEY: &str = "nbp.kind";
@@ -54,10 +55,9 @@ fn arg(args: Option<&Value>, name: &str) -> Option<Value> {
 
 fn linear<B: Backend>(l: &Linear<B>, w: &mut WeightMap, key: &str) -> Result<Linear<B>> {
     let weight = l.weight.val();
-    let [din, dout] = weight.dims();
     let device = weight.device();
-    // PyTorch stores [out, in]; Burn's Linear is [in, out].
-    let wt = w.take::<B, 2>(&format!("{key}.weight"), [dout, din], &device)?.transpose();
+    // Same [out, in] layout as PyTorch.
+    let wt = w.take::<B, 2>(&format!("{key}.weight"), weight.dims(), &device)?;
     let bias = match &l.bias {
         Some(b) => Some(Param::from_tensor(w.take::<B, 1>(&format!("{key}.bias"), b.val().dims(), &device)?)),
         None => None,
@@ -108,7 +108,7 @@ pub fn import_gpt<B: Backend>(config: &GptConfig, mut w: WeightMap, device: &B::
 /// Adds the model's tensors to `w` under the official names, prefixed with `prefix`.
 pub fn export_gpt<B: Backend>(m: &Gpt<B>, w: &mut WeightWriter, prefix: &str) {
     let lin = |w: &mut WeightWriter, l: &Linear<B>, key: String| {
-        w.put(format!("{key}.weight"), &l.weight.val().transpose());
+        w.put(format!("{key}.weight"), &l.weight.val());
         if let Some(b) = &l.bias {
             w.put(format!("{key}.bias"), &b.val());
         }

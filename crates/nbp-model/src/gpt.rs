@@ -2,7 +2,7 @@
 //! final LayerNorm and an untied, bias-free head.
 
 use burn::module::Param;
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 
 use nbp_core::{Error, Result};
@@ -10,6 +10,7 @@ use nbp_core::{Error, Result};
 use crate::block::{Block, BlockConfig};
 use crate::config::GptConfig;
 use crate::kv_cache::KvCache;
+use crate::linear::{Linear, LinearConfig};
 
 /// Decoder-only transformer that predicts a whole block of tokens per step: which tokens see which is decided
 /// entirely by the attention mask (`nbp_core::mask`).
@@ -37,7 +38,7 @@ impl<B: Backend> Gpt<B> {
         let d = config.n_embd;
         let normal = burn::nn::Initializer::Normal { mean: 0.0, std: 0.02 };
         Ok(Self {
-            tok_emb: EmbeddingConfig::new(config.vocab_size, d).with_initializer(normal.clone()).init(device),
+            tok_emb: EmbeddingConfig::new(config.vocab_size, d).with_initializer(normal).init(device),
             pos_emb: Param::from_tensor(Tensor::zeros([1, config.block_size, d], device)),
             uncond_embedding: Param::from_tensor(
                 Tensor::random([config.cond_tokens, d], burn::tensor::Distribution::Normal(0.0, 1.0), device)
@@ -48,7 +49,7 @@ impl<B: Backend> Gpt<B> {
                 .map(|_| BlockConfig::new(d, config.n_head).with_dropout(config.dropout).init(device))
                 .collect(),
             ln_f: LayerNormConfig::new(d).init(device),
-            head: LinearConfig::new(d, config.vocab_size).with_bias(false).with_initializer(normal).init(device),
+            head: LinearConfig::new(d, config.vocab_size).with_bias(false).init(device),
             config: config.clone(),
         })
     }

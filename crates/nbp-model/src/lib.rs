@@ -9,6 +9,7 @@ pub mod config;
 pub mod generate;
 pub mod gpt;
 pub mod kv_cache;
+pub mod linear;
 pub mod sampling;
 pub mod schedule;
 
