@@ -17,7 +17,11 @@ fn check<B: Backend>(device: &B::Device, tolerance: f32, small: bool) {
     let config = GptConfig::new(vocab.size(), 2, 2, 16).with_block_size(64).with_cond_tokens(2).with_dropout(0.0);
     let mut model = Gpt::<B>::new(&config, device).unwrap();
     // Non-zero positions so that a position mix-up shows.
-    model.pos_emb = burn::module::Param::from_tensor(Tensor::random([1, 64, 16], burn::tensor::Distribution::Normal(0.0, 0.5), device));
+    model.pos_emb = burn::module::Param::from_tensor(Tensor::random(
+        [1, 64, 16],
+        burn::tensor::Distribution::Normal(0.0, 0.5),
+        device,
+    ));
     let prefix: Vec<i64> = (0..8).map(|i| vocab.video_id(i * 3) as i64).collect();
     let cond: Vec<i64> = vec![vocab.condition_offset() as i64 + 1, vocab.condition_offset() as i64 + 4];
     let cases = if small {
@@ -31,7 +35,11 @@ fn check<B: Backend>(device: &B::Device, tolerance: f32, small: bool) {
     };
     for (name, schedule) in cases {
         let mut step_logits = vec![];
-        let opts = SampleOptions { filter: SamplingFilter { temperature: 1.0, top_k: None, top_p: None }, greedy: false, cfg: None };
+        let opts = SampleOptions {
+            filter: SamplingFilter { temperature: 1.0, top_k: None, top_p: None },
+            greedy: false,
+            cfg: None,
+        };
         let generated = sample(&model, &schedule, 2, &opts, &NoProgress, &mut |l| step_logits.push(l.clone())).unwrap();
         let generated = generated.into_data().convert::<i64>().into_vec::<i64>().unwrap();
         let n_gen = schedule.generated;

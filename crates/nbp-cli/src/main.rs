@@ -436,7 +436,6 @@ fn parse_grid(s: &str) -> Result<nbp_core::blocks::LatentGrid> {
 
 fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     use nbp_model::generate::{Condition, Mode, Request, generate};
-    B::seed(&device, a.seed);
     let bar = Bar::default();
     let overrides = nbp_model::Overrides { n_head: a.n_head, block: a.block_size, ..Default::default() };
     let g = nbp_model::load_generator::<B>(&a.generator, &overrides, &device)?;
@@ -456,7 +455,10 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
             ModeArg::Hybrid => Mode::Hybrid,
         };
         if want != mode {
-            bail!("--mode {m:?} does not match the model, which was trained for {mode:?} (block size {})", g.settings.block);
+            bail!(
+                "--mode {m:?} does not match the model, which was trained for {mode:?} (block size {})",
+                g.settings.block
+            );
         }
     }
     let official = !a.generator.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
@@ -485,14 +487,22 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     let tokenizer = if needs_tokenizer {
         let path = a.tokenizer.clone().unwrap_or_else(|| a.generator.clone());
         let args = TokenizerArgs { tokenizer: path, tokenizer_config: a.tokenizer_config.clone() };
-        Some(load::<B>(&args, &device).context("loading the tokenizer (pass --tokenizer, or --no-decode to stop at token ids)")?)
+        Some(
+            load::<B>(&args, &device)
+                .context("loading the tokenizer (pass --tokenizer, or --no-decode to stop at token ids)")?,
+        )
     } else {
         None
     };
     let prefix: Vec<i64> = if let Some(video) = &a.condition_video {
         let tok = tokenizer.as_ref().expect("loaded above");
         let size = (grid.h * 8, grid.w * 8);
-        let opts = ReadOptions { frames: a.condition_frames, fps: (a.condition_fps > 0.0).then_some(a.condition_fps), size: Some(size), start: ClipStart::Start };
+        let opts = ReadOptions {
+            frames: a.condition_frames,
+            fps: (a.condition_fps > 0.0).then_some(a.condition_fps),
+            size: Some(size),
+            start: ClipStart::Start,
+        };
         let report = pipeline::read_clip(tok, video, &opts)?;
         print_clip(video, &report);
         let x = nbp_core::video::videos_to_tensor::<B>(&[report.video], &device)?;
@@ -525,9 +535,12 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         options: nbp_model::sampling::SampleOptions {
             filter,
             greedy: a.greedy,
-            cfg: (a.cfg_scale != 0.0).then_some(nbp_model::sampling::Guidance { scale: a.cfg_scale, growing: a.cfg_growing }),
+            cfg: (a.cfg_scale != 0.0)
+                .then_some(nbp_model::sampling::Guidance { scale: a.cfg_scale, growing: a.cfg_growing }),
         },
     };
+    // Seed right before sampling: loading models draws random initial weights.
+    B::seed(&device, a.seed);
     let out = generate(&g.model, &g.settings, &request, &bar)?;
     let n = request.samples;
     let frames_per_latent = 4.0;
@@ -541,7 +554,10 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         new_frames / out.seconds
     );
     if out.clamped > 0 {
-        eprintln!("warning: {} sampled ids were not video codes and were clamped (as the official sampler does)", out.clamped);
+        eprintln!(
+            "warning: {} sampled ids were not video codes and were clamped (as the official sampler does)",
+            out.clamped
+        );
     }
     let flat: Vec<i32> = out.codes.iter().flatten().map(|&c| c as i32).collect();
     let tokens = NpyArray::i32(vec![n, grid.t, grid.h, grid.w], flat);
@@ -574,7 +590,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             let r = with_backend!(run.device, |B, dev| {
                 B::seed(&dev, 0);
-                let config = nbp_model::GptConfig::preset(&preset, vocab, 0)?.with_block_size(prefix + tokens).with_dropout(0.0);
+                let config =
+                    nbp_model::GptConfig::preset(&preset, vocab, 0)?.with_block_size(prefix + tokens).with_dropout(0.0);
                 eprintln!("building {preset} with random weights ({} layers, width {})", config.n_layer, config.n_embd);
                 let model = nbp_model::Gpt::<B>::new(&config, &dev)?;
                 let ids: Vec<i64> = (0..prefix as i64).map(|i| i % vocab as i64).collect();

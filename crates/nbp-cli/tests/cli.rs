@@ -142,3 +142,130 @@ fn help_explains_every_flag() {
         assert!(out.contains(flag), "{flag} missing in help:\n{out}");
     }
 }
+
+fn gen_fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/generator").join(name).display().to_string()
+}
+
+#[test]
+fn sample_reproduces_the_official_greedy_hybrid_ids() {
+    let dir = workdir("sample-hybrid");
+    let out = dir.join("ids.npy");
+    let o = cli(&[
+        "sample",
+        "--generator",
+        &gen_fixture("hybrid_text.ckpt"),
+        "--condition-ids",
+        "1,5,2",
+        "--latent-grid",
+        "3x4x4",
+        "--greedy",
+        "--no-decode",
+        "--save-tokens",
+        out.to_str().unwrap(),
+        "--mode",
+        "hybrid",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("generator: 15 steps, 48 tokens"), "{}", text(&o));
+    // The official sampler's greedy ids (shifted vocabulary), mapped to codes with the official clamp.
+    let expected: Vec<i64> = nbp_core::npy::read_npy(gen_fixture("hybrid_text_greedy.npy"))
+        .unwrap()
+        .to_i64()
+        .unwrap()
+        .iter()
+        .map(|&id| (id - 14).clamp(0, 63))
+        .collect();
+    let ours = nbp_core::npy::read_npy(&out).unwrap();
+    assert_eq!(ours.shape, vec![1, 3, 4, 4]);
+    assert_eq!(&ours.to_i64().unwrap()[..24], &expected[..]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sample_continues_a_video_and_decodes_it() {
+    let dir = workdir("sample-video");
+    let video = make_video(&dir);
+    // The fixture generator knows 64 codes, the tiny tokenizer 64000: encoding a real video gives codes the
+    // generator cannot read, and that is a clear error.
+    let o = cli(&[
+        "sample",
+        "--generator",
+        &gen_fixture("nbp_uncond.ckpt"),
+        "--tokenizer-config",
+        "tiny",
+        "--condition-video",
+        video.to_str().unwrap(),
+        "--latent-grid",
+        "3x4x4",
+    ]);
+    assert!(!o.status.success() && text(&o).contains("outside the generator's codebook"), "{}", text(&o));
+    // Token-level frame prediction: continue 2 given latent frames, decode with the embedded tokenizer.
+    let prefix = dir.join("prefix.npy");
+    let first: Vec<i32> = (0..32).map(|i| (i * 5 % 64) as i32).collect();
+    nbp_core::npy::write_npy(&prefix, &nbp_core::npy::NpyArray::i32(vec![2, 4, 4], first.clone())).unwrap();
+    let gif = dir.join("sample.gif");
+    let ids = dir.join("ids.npy");
+    let args = |out_ids: &Path, decode: bool| {
+        let mut a: Vec<String> =
+            ["sample", "--generator", &gen_fixture("nbp_uncond.ckpt"), "--tokenizer-config", "tiny"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        a.extend(
+            ["--prefix-tokens", prefix.to_str().unwrap(), "--latent-grid", "3x4x4", "--num-samples", "2"]
+                .map(String::from),
+        );
+        a.extend(
+            ["--out", gif.to_str().unwrap(), "--save-tokens", out_ids.to_str().unwrap(), "--seed", "7"]
+                .map(String::from),
+        );
+        if !decode {
+            a.push("--no-decode".into());
+        }
+        a
+    };
+    let a = args(&ids, true);
+    let o = cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("generator: 4 steps, 32 tokens") && out.contains("decoder: 18 frames"), "{out}");
+    assert!(std::fs::metadata(&gif).unwrap().len() > 500);
+    let tokens = nbp_core::npy::read_npy(&ids).unwrap();
+    assert_eq!(tokens.shape, vec![2, 3, 4, 4]);
+    let t = tokens.to_i64().unwrap();
+    // Both samples keep the given frames and differ after them.
+    let first: Vec<i64> = first.iter().map(|&v| v as i64).collect();
+    assert_eq!(t[..32], first[..]);
+    assert_eq!(t[48..80], first[..]);
+    assert_ne!(t[32..48], t[80..96]);
+    // Same seed, same tokens.
+    let ids2 = dir.join("ids2.npy");
+    let a = args(&ids2, false);
+    let o = cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(nbp_core::npy::read_npy(&ids2).unwrap().to_i64().unwrap(), t);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sample_errors_name_the_fix() {
+    let check = |args: &[&str], needle: &str| {
+        let o = cli(args);
+        let out = text(&o);
+        assert!(!o.status.success() && out.contains(needle) && !out.contains("panicked"), "{args:?}\n{out}");
+    };
+    let g = gen_fixture("nbp_uncond.ckpt");
+    check(
+        &["sample", "--generator", &g, "--latent-grid", "3x4x4", "--no-decode"],
+        "--condition-video or --prefix-tokens",
+    );
+    check(&["sample", "--generator", &g, "--mode", "ntp", "--no-decode"], "does not match the model");
+    check(&["sample", "--generator", "/no/such.ckpt"], "not found");
+    let h = gen_fixture("hybrid_text.ckpt");
+    check(&["sample", "--generator", &h, "--class", "NotAClass", "--no-decode"], "not a UCF-101 class");
+    check(
+        &["sample", "--generator", &h, "--condition-ids", "1,2", "--latent-grid", "3x4x4", "--no-decode"],
+        "expects 3 condition tokens",
+    );
+}

@@ -213,7 +213,10 @@ pub fn load_generator<B: Backend>(
     } else {
         match arg(args.as_ref(), "cond_stage_vocab_size").and_then(|v| v.as_i64()) {
             Some(n) => n as usize,
-            None if arg(args.as_ref(), "cond_stage_key").as_ref().and_then(|v| v.as_str().map(str::to_string)).as_deref()
+            None if arg(args.as_ref(), "cond_stage_key")
+                .as_ref()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .as_deref()
                 == Some("label") =>
             {
                 return Err(Error::file(path, "a label-conditional checkpoint must record cond_stage_vocab_size"));

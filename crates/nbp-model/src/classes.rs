@@ -40,7 +40,9 @@ pub fn find_ucf101_class(query: &str) -> Result<UcfClass> {
     let squash = |s: &str| s.to_lowercase().replace([' ', '_', '-'], "");
     classes
         .iter()
-        .find(|c| c.name.to_lowercase() == q || c.text == q || c.label.to_string() == q || squash(&c.name) == squash(&q))
+        .find(|c| {
+            c.name.to_lowercase() == q || c.text == q || c.label.to_string() == q || squash(&c.name) == squash(&q)
+        })
         .cloned()
         .ok_or_else(|| {
             let near: Vec<&str> = classes

@@ -112,7 +112,11 @@ pub fn generate<B: Backend>(
         )));
     }
     if let Some(bad) = request.prefix.iter().find(|&&c| c < 0 || c as usize >= vocab.codebook) {
-        return Err(Error::invalid(format!("prefix token {bad} is outside the codebook 0..{}", vocab.codebook)));
+        return Err(Error::invalid(format!(
+            "prefix token {bad} is outside the generator's codebook 0..{} (was the prefix made with the tokenizer this \
+             generator was trained with?)",
+            vocab.codebook
+        )));
     }
     if request.prefix.len() % layout.block_size() != 0 {
         return Err(Error::invalid(format!(

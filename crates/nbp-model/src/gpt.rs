@@ -85,6 +85,16 @@ impl<B: Backend> Gpt<B> {
     /// appended and the mask covers cached + new tokens.
     pub fn forward_embeddings(
         &self,
+        x: Tensor<B, 3>,
+        mask: Tensor<B, 4, Bool>,
+        caches: Option<&mut [KvCache<B>]>,
+    ) -> Tensor<B, 3> {
+        self.head.forward(self.hidden(x, mask, caches))
+    }
+
+    /// The blocks and the final LayerNorm: hidden states `[batch, new, d]` before the head.
+    pub fn hidden(
+        &self,
         mut x: Tensor<B, 3>,
         mask: Tensor<B, 4, Bool>,
         mut caches: Option<&mut [KvCache<B>]>,
@@ -93,7 +103,7 @@ impl<B: Backend> Gpt<B> {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
             x = block.forward(x, mask.clone(), cache);
         }
-        self.head.forward(self.ln_f.forward(x))
+        self.ln_f.forward(x)
     }
 
     /// Logits `[batch, S, V]` of a whole sequence `ids: [batch, S]` under `mask: [1, 1, S, S]`.

@@ -12,6 +12,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod sampling;
 pub mod schedule;
+pub mod training;
 
 pub use checkpoint::{GeneratorSettings, LoadedGenerator, Overrides, load_generator, save_generator};
 pub use config::GptConfig;

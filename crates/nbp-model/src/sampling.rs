@@ -76,7 +76,9 @@ pub fn sample<B: Backend>(
         let mask = schedule.mask.tensor::<B>(start..start + len, start + len, &device);
         let x = model.embed(ids.clone(), None, start)?;
         let logits = model.forward_embeddings(x, mask.clone(), Some(&mut caches));
-        let rows = |l: Tensor<B, 3>| l.slice([0..batch, len - step.predict..len, 0..vocab]).reshape([batch * step.predict, vocab]);
+        let rows = |l: Tensor<B, 3>| {
+            l.slice([0..batch, len - step.predict..len, 0..vocab]).reshape([batch * step.predict, vocab])
+        };
         let mut last = rows(logits);
         if let Some((g, ucaches)) = guided.as_mut() {
             // The unconditional stream: the null embedding takes the place of the condition tokens.

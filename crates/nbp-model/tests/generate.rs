@@ -16,7 +16,11 @@ fn model(settings: &GeneratorSettings, codebook: usize) -> Gpt<B> {
     B::seed(&dev, 11);
     let probe = vocabulary(&GeneratorSettings { ..settings.clone() }, 10_000).unwrap();
     let v = probe.video_offset() + codebook;
-    Gpt::new(&GptConfig::new(v, 1, 2, 16).with_block_size(300).with_cond_tokens(settings.cond_tokens).with_dropout(0.0), &dev).unwrap()
+    Gpt::new(
+        &GptConfig::new(v, 1, 2, 16).with_block_size(300).with_cond_tokens(settings.cond_tokens).with_dropout(0.0),
+        &dev,
+    )
+    .unwrap()
 }
 
 fn request(prefix: Vec<i64>, grid: LatentGrid, block: BlockShape) -> Request {
@@ -36,7 +40,13 @@ fn block_shapes_other_than_rows_keep_the_prefix_in_place() {
     let prefix: Vec<i64> = (0..128).map(|i| (i * 7 % 50) as i64).collect(); // 2 latent frames
     for (shape, steps) in [("1x1x8", 16), ("1x4x4", 8), ("2x1x8", 8), ("2x2x2", 16)] {
         let block = BlockShape::parse(shape).unwrap();
-        let settings = GeneratorSettings { block: block.size(), hybrid: false, unconditional: true, cond_tokens: 0, cond_vocab: 0 };
+        let settings = GeneratorSettings {
+            block: block.size(),
+            hybrid: false,
+            unconditional: true,
+            cond_tokens: 0,
+            cond_vocab: 0,
+        };
         let m = model(&settings, 50);
         let out = generate(&m, &settings, &request(prefix.clone(), grid, block), &NoProgress).unwrap();
         assert_eq!(out.steps, steps, "{shape}");
@@ -59,7 +69,7 @@ fn bad_requests_are_clear_errors() {
     assert!(err(request(vec![], grid, BlockShape::new(1, 1, 8))).contains("--condition-video or --prefix-tokens"));
     assert!(err(request(vec![0; 64], grid, BlockShape::new(1, 2, 2))).contains("blocks of 8"));
     assert!(err(request(vec![0; 64], grid, BlockShape::new(2, 2, 2))).contains("block boundary"));
-    assert!(err(request(vec![99; 64], grid, BlockShape::new(1, 1, 8))).contains("outside the codebook"));
+    assert!(err(request(vec![99; 64], grid, BlockShape::new(1, 1, 8))).contains("outside the generator's codebook"));
     let mut r = request(vec![0; 64], grid, BlockShape::new(1, 1, 8));
     r.condition = Condition::Tokens(vec![1]);
     assert!(err(r).contains("unconditional"));

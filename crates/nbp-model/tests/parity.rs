@@ -129,3 +129,34 @@ fn native_format_round_trips() {
     assert_eq!(a, b);
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+fn training_sequences_and_chunked_loss_match_pytorch() {
+    use nbp_model::training::{chunked_cross_entropy, training_hidden, training_mask, training_sequence};
+    let dev = Default::default();
+    let z = ids("z.npy");
+    for (case, vocab, cond) in [
+        ("nbp_uncond", Vocabulary::new(64, Conditioning::Unconditional, false, 4).unwrap(), vec![]),
+        (
+            "hybrid_text",
+            Vocabulary::new(64, Conditioning::Text { vocab: 10, tokens: 3 }, true, 4).unwrap(),
+            vec![1, 5, 2],
+        ),
+        ("ntp_uncond", Vocabulary::new(64, Conditioning::Unconditional, false, 1).unwrap(), vec![]),
+    ] {
+        let seq = training_sequence(&vocab, &cond, &z).unwrap();
+        assert_eq!(seq.input, ids(&format!("{case}_input_ids.npy")), "{case}: input ids");
+        assert_eq!(seq.targets, ids(&format!("{case}_targets.npy")), "{case}: targets");
+        let g = load(case);
+        let n = seq.input.len();
+        let input = Tensor::<B, 2, Int>::from_data(TensorData::new(seq.input.clone(), [1, n]), &dev);
+        let targets =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(seq.targets.clone(), [1, seq.targets.len()]), &dev);
+        let hidden = training_hidden(&g.model, input, &training_mask(&vocab), false).unwrap();
+        let expected = read_npy(fixture(&format!("{case}_loss.npy"))).unwrap().to_f32()[0];
+        for chunk in [1, 7, 1000] {
+            let loss = chunked_cross_entropy(&g.model, hidden.clone(), targets.clone(), seq.cut, chunk).into_scalar();
+            assert!((loss - expected).abs() < 1e-4, "{case}, chunk {chunk}: {loss} vs {expected}");
+        }
+    }
+}

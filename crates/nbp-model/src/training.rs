@@ -1,0 +1,118 @@
+//! Training sequences and the loss (reference §2.6, §2.9): N-to-N targets, where token `j` of block `i` predicts
+//! token `j` of block `i + 1`.
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+use nbp_core::mask::MaskSpec;
+use nbp_core::vocab::Vocabulary;
+use nbp_core::{Error, Result};
+
+use crate::gpt::Gpt;
+
+/// One assembled training sequence (ids in the generator vocabulary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainingSequence {
+    /// Model input, `cut + targets.len()` ids.
+    pub input: Vec<i64>,
+    /// Target ids; logits row `cut + i` predicts `targets[i]`.
+    pub targets: Vec<i64>,
+    /// First logits row with a target (= the number of condition tokens).
+    pub cut: usize,
+}
+
+/// Builds the training sequence of video codes `codes` (block order) and condition ids `condition` (unshifted):
+/// - unconditional: input `z[..N−L]`, targets `z[L..]`;
+/// - conditional: `[c | BOV×L | z]` without its last block, targets all of `z` (the official code repeats BOV `L`
+///   times here and then cuts the logits inconsistently, reference §7.8; this is the consistent form);
+/// - hybrid: `[c | BOV | z₀…z_{L−1} | middle-bos₁…₍L−1₎ | z_L…]` without its last `L` ids, targets all of `z`.
+pub fn training_sequence(vocab: &Vocabulary, condition: &[i64], codes: &[i64]) -> Result<TrainingSequence> {
+    let l = vocab.block;
+    let n = codes.len();
+    if n <= l || n % l != 0 {
+        return Err(Error::invalid(format!(
+            "a training sequence needs a whole number (≥ 2) of blocks of {l}, got {n} tokens"
+        )));
+    }
+    if condition.len() != vocab.conditioning.tokens() {
+        return Err(Error::invalid(format!(
+            "expected {} condition tokens, got {}",
+            vocab.conditioning.tokens(),
+            condition.len()
+        )));
+    }
+    let z: Vec<i64> = codes.iter().map(|&c| vocab.video_id(c as usize) as i64).collect();
+    let c: Vec<i64> = condition.iter().map(|&c| c + vocab.condition_offset() as i64).collect();
+    let mut seq = c.clone();
+    match vocab.bov() {
+        None => {
+            return Ok(TrainingSequence { input: z[..n - l].to_vec(), targets: z[l..].to_vec(), cut: 0 });
+        }
+        Some(bov) if vocab.hybrid => {
+            seq.push(bov as i64);
+            seq.extend_from_slice(&z[..l]);
+            seq.extend((1..l).map(|j| vocab.middle_bos(j) as i64));
+            seq.extend_from_slice(&z[l..]);
+        }
+        Some(bov) => {
+            seq.extend(std::iter::repeat_n(bov as i64, l));
+            seq.extend_from_slice(&z);
+        }
+    }
+    seq.truncate(seq.len() - l);
+    Ok(TrainingSequence { input: seq, targets: z, cut: c.len() })
+}
+
+/// The mask of training sequences of `vocab` with `condition_tokens` condition tokens.
+pub fn training_mask(vocab: &Vocabulary) -> MaskSpec {
+    MaskSpec::new(vocab.block, vocab.hybrid, vocab.conditioning.tokens())
+}
+
+/// Mean cross-entropy of the logits rows `cut..` of `hidden: [batch, S, d]` (after the final LayerNorm) against
+/// `targets: [batch, S − cut]`, computing the head `chunk` positions at a time so that a 64K-vocabulary step never
+/// holds more than `batch · chunk · V` logits.
+pub fn chunked_cross_entropy<B: Backend>(
+    model: &Gpt<B>,
+    hidden: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    cut: usize,
+    chunk: usize,
+) -> Tensor<B, 1> {
+    let [b, s, d] = hidden.dims();
+    let n = s - cut;
+    let chunk = chunk.max(1);
+    let mut total: Option<Tensor<B, 1>> = None;
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let h = hidden.clone().slice([0..b, cut + start..cut + start + len, 0..d]);
+        let logits = model.head.forward(h).reshape([b * len, model.config().vocab_size]);
+        let t = targets.clone().slice([0..b, start..start + len]).reshape([b * len, 1]);
+        let nll = -log_softmax(logits, 1).gather(1, t).sum();
+        total = Some(match total {
+            Some(acc) => acc + nll,
+            None => nll,
+        });
+    }
+    total.expect("at least one target").div_scalar((b * n) as f64)
+}
+
+/// Hidden states of a batch of training inputs `[batch, S]`; with `drop_condition` the condition tokens are
+/// replaced by the null-condition embedding (condition dropout for classifier-free guidance; the mask still
+/// comes from the real condition, as in the official code).
+pub fn training_hidden<B: Backend>(
+    model: &Gpt<B>,
+    input: Tensor<B, 2, Int>,
+    mask: &MaskSpec,
+    drop_condition: bool,
+) -> Result<Tensor<B, 3>> {
+    let [b, s] = input.dims();
+    let device = input.device();
+    let p = mask.prefix();
+    let x = if drop_condition && p > 0 {
+        let null = model.uncond_embedding.val().unsqueeze_dim::<3>(0).repeat_dim(0, b);
+        model.embed(input.slice([0..b, p..s]), Some(null), 0)?
+    } else {
+        model.embed(input, None, 0)?
+    };
+    Ok(model.hidden(x, mask.tensor::<B>(0..s, s, &device), None))
+}
