@@ -511,7 +511,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     } else if let Some(p) = &a.prefix_tokens {
         let arr = read_npy(p)?;
         let n: usize = arr.shape.iter().product();
-        if n % (grid.h * grid.w) != 0 {
+        if !n.is_multiple_of(grid.h * grid.w) {
             bail!("{}: {n} tokens are not whole latent frames of {}x{}", p.display(), grid.h, grid.w);
         }
         arr.to_i64()?
@@ -523,7 +523,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         top_k: (a.top_k > 0).then_some(a.top_k),
         top_p: (a.top_p < 1.0).then_some(a.top_p),
     };
-    if !(a.temperature > 0.0) {
+    if a.temperature.is_nan() || a.temperature <= 0.0 {
         bail!("--temperature must be positive (use --greedy for deterministic decoding)");
     }
     let request = Request {

@@ -202,7 +202,7 @@ fn sample_continues_a_video_and_decodes_it() {
     assert!(!o.status.success() && text(&o).contains("outside the generator's codebook"), "{}", text(&o));
     // Token-level frame prediction: continue 2 given latent frames, decode with the embedded tokenizer.
     let prefix = dir.join("prefix.npy");
-    let first: Vec<i32> = (0..32).map(|i| (i * 5 % 64) as i32).collect();
+    let first: Vec<i32> = (0..32).map(|i| i * 5 % 64).collect();
     nbp_core::npy::write_npy(&prefix, &nbp_core::npy::NpyArray::i32(vec![2, 4, 4], first.clone())).unwrap();
     let gif = dir.join("sample.gif");
     let ids = dir.join("ids.npy");

@@ -82,7 +82,11 @@ pub struct BlockLayout {
 impl BlockLayout {
     /// Tiles `grid` with `block`; an error if the block does not divide the grid.
     pub fn new(grid: LatentGrid, block: BlockShape) -> Result<Self> {
-        if block.size() == 0 || grid.t % block.t != 0 || grid.h % block.h != 0 || grid.w % block.w != 0 {
+        if block.size() == 0
+            || !grid.t.is_multiple_of(block.t)
+            || !grid.h.is_multiple_of(block.h)
+            || !grid.w.is_multiple_of(block.w)
+        {
             return Err(Error::invalid(format!(
                 "block shape {block} does not tile the latent grid {}x{}x{}: each block side must divide the grid side",
                 grid.t, grid.h, grid.w

@@ -385,7 +385,7 @@ pub fn write_videos(path: impl AsRef<Path>, videos: &[Video], fps: f64) -> Resul
     if videos.iter().any(|v| (v.height, v.width) != (first.height, first.width)) {
         return Err(Error::invalid("all videos written together must have the same frame size"));
     }
-    if !(fps > 0.0) {
+    if fps.is_nan() || fps <= 0.0 {
         return Err(Error::invalid(format!("frame rate must be positive, got {fps}")));
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -476,6 +476,33 @@ fn write_ffmpeg(path: &Path, frames: Vec<RgbImage>, fps: f64) -> Result<()> {
     Ok(())
 }
 
+/// Stacks clips of equal shape into a tensor `[batch, 3, T, H, W]`.
+pub fn videos_to_tensor<B: burn::prelude::Backend>(
+    videos: &[Video],
+    device: &B::Device,
+) -> Result<burn::prelude::Tensor<B, 5>> {
+    let first = videos.first().ok_or_else(|| Error::invalid("no video given"))?;
+    let (t, h, w) = (first.frames, first.height, first.width);
+    if videos.iter().any(|v| (v.frames, v.height, v.width) != (t, h, w)) {
+        return Err(Error::invalid("all videos of a batch must have the same number of frames and size"));
+    }
+    let data: Vec<f32> = videos.iter().flat_map(|v| v.data.iter().copied()).collect();
+    let data = burn::tensor::TensorData::new(data, [videos.len(), 3, t, h, w]);
+    Ok(burn::prelude::Tensor::from_data(data, device))
+}
+
+/// Splits a tensor `[batch, 3, T, H, W]` into clips (values are copied as they are, not clamped).
+pub fn tensor_to_videos<B: burn::prelude::Backend>(tensor: burn::prelude::Tensor<B, 5>) -> Result<Vec<Video>> {
+    let [b, c, t, h, w] = tensor.dims();
+    if c != 3 {
+        return Err(Error::invalid(format!("expected a video tensor [batch, 3, T, H, W], got {:?}", [b, c, t, h, w])));
+    }
+    let data = tensor.into_data().convert::<f32>();
+    let values = data.as_slice::<f32>().map_err(|e| Error::invalid(format!("cannot read video tensor: {e:?}")))?;
+    let n = 3 * t * h * w;
+    values.chunks_exact(n).map(|chunk| Video::new(t, h, w, chunk.to_vec())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,12 +566,12 @@ mod tests {
         assert_eq!(frames.len(), 4);
         assert_eq!(frames[0].buffer().width(), 8 * 2 + 2);
         let png = dir.join("grid.png");
-        write_videos(&png, &[v.clone()], 8.0).unwrap();
+        write_videos(&png, std::slice::from_ref(&v), 8.0).unwrap();
         let img = image::open(&png).unwrap().to_rgb8();
         assert_eq!((img.width(), img.height()), (4 * 8 + 3 * 2, 8));
         assert_eq!(img.get_pixel(8 + 2, 0), v.frame_rgb8(1).get_pixel(0, 0));
         let folder = dir.join("frames");
-        write_videos(&folder, &[v.clone()], 8.0).unwrap();
+        write_videos(&folder, std::slice::from_ref(&v), 8.0).unwrap();
         let opts = ReadOptions { frames: 4, fps: None, size: None, start: ClipStart::Start };
         let back = read_video(&folder, &opts).unwrap();
         assert_eq!(back.video, v);
@@ -556,38 +583,11 @@ mod tests {
     fn short_folders_are_padded_with_black_frames() {
         let dir = std::env::temp_dir().join(format!("nbp-video-pad-{}", std::process::id()));
         let v = ramp(2, 8, 8);
-        write_videos(&dir, &[v.clone()], 8.0).unwrap();
+        write_videos(&dir, std::slice::from_ref(&v), 8.0).unwrap();
         let opts = ReadOptions { frames: 5, fps: None, size: Some((4, 4)), start: ClipStart::Center };
         let r = read_video(&dir, &opts).unwrap();
         assert_eq!((r.video.frames, r.video.height, r.video.width, r.padded_frames), (5, 4, 4, 3));
         assert!(r.video.frames_range(2, 3).unwrap().data.iter().all(|&x| x == 0.0));
         std::fs::remove_dir_all(&dir).ok();
     }
-}
-
-/// Stacks clips of equal shape into a tensor `[batch, 3, T, H, W]`.
-pub fn videos_to_tensor<B: burn::prelude::Backend>(
-    videos: &[Video],
-    device: &B::Device,
-) -> Result<burn::prelude::Tensor<B, 5>> {
-    let first = videos.first().ok_or_else(|| Error::invalid("no video given"))?;
-    let (t, h, w) = (first.frames, first.height, first.width);
-    if videos.iter().any(|v| (v.frames, v.height, v.width) != (t, h, w)) {
-        return Err(Error::invalid("all videos of a batch must have the same number of frames and size"));
-    }
-    let data: Vec<f32> = videos.iter().flat_map(|v| v.data.iter().copied()).collect();
-    let data = burn::tensor::TensorData::new(data, [videos.len(), 3, t, h, w]);
-    Ok(burn::prelude::Tensor::from_data(data, device))
-}
-
-/// Splits a tensor `[batch, 3, T, H, W]` into clips (values are copied as they are, not clamped).
-pub fn tensor_to_videos<B: burn::prelude::Backend>(tensor: burn::prelude::Tensor<B, 5>) -> Result<Vec<Video>> {
-    let [b, c, t, h, w] = tensor.dims();
-    if c != 3 {
-        return Err(Error::invalid(format!("expected a video tensor [batch, 3, T, H, W], got {:?}", [b, c, t, h, w])));
-    }
-    let data = tensor.into_data().convert::<f32>();
-    let values = data.as_slice::<f32>().map_err(|e| Error::invalid(format!("cannot read video tensor: {e:?}")))?;
-    let n = 3 * t * h * w;
-    values.chunks_exact(n).map(|chunk| Video::new(t, h, w, chunk.to_vec())).collect()
 }

@@ -53,7 +53,7 @@ impl GptConfig {
         if self.vocab_size == 0 || self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 || self.block_size == 0 {
             return Err(Error::invalid(format!("generator config has a zero size: {self:?}")));
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(Error::invalid(format!(
                 "generator width {} is not divisible by {} heads",
                 self.n_embd, self.n_head

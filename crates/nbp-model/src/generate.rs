@@ -118,7 +118,7 @@ pub fn generate<B: Backend>(
             vocab.codebook
         )));
     }
-    if request.prefix.len() % layout.block_size() != 0 {
+    if !request.prefix.len().is_multiple_of(layout.block_size()) {
         return Err(Error::invalid(format!(
             "the prefix ({} tokens) must be a whole number of blocks of {}",
             request.prefix.len(),

@@ -29,7 +29,7 @@ pub struct TrainingSequence {
 pub fn training_sequence(vocab: &Vocabulary, condition: &[i64], codes: &[i64]) -> Result<TrainingSequence> {
     let l = vocab.block;
     let n = codes.len();
-    if n <= l || n % l != 0 {
+    if n <= l || !n.is_multiple_of(l) {
         return Err(Error::invalid(format!(
             "a training sequence needs a whole number (≥ 2) of blocks of {l}, got {n} tokens"
         )));

@@ -120,12 +120,13 @@ impl TokenizerConfig {
 
     /// Latent grid `[T', H', W']` of a clip of `[frames, height, width]`, or an error naming the rule.
     pub fn latent_shape(&self, frames: usize, height: usize, width: usize) -> Result<[usize; 3]> {
-        if frames == 0 || (frames - 1) % TEMPORAL_FACTOR != 0 {
+        if frames == 0 || !(frames - 1).is_multiple_of(TEMPORAL_FACTOR) {
             return Err(Error::invalid(format!(
                 "the tokenizer needs 1 + 4n frames (1, 5, 9, 13, 17, …), got {frames}"
             )));
         }
-        if height == 0 || width == 0 || height % SPATIAL_FACTOR != 0 || width % SPATIAL_FACTOR != 0 {
+        if height == 0 || width == 0 || !height.is_multiple_of(SPATIAL_FACTOR) || !width.is_multiple_of(SPATIAL_FACTOR)
+        {
             return Err(Error::invalid(format!(
                 "the tokenizer needs a height and width that are multiples of 8, got {height}x{width}"
             )));

@@ -19,7 +19,7 @@ impl GroupNorm3dConfig {
     /// Initialises the affine parameters to the identity (`gamma = 1`, `beta = 0`).
     pub fn init<B: Backend>(&self, device: &B::Device) -> GroupNorm3d<B> {
         assert!(
-            self.groups > 0 && self.channels % self.groups == 0,
+            self.groups > 0 && self.channels.is_multiple_of(self.groups),
             "GroupNorm3d: {} channels are not divisible into {} groups",
             self.channels,
             self.groups

@@ -12,6 +12,7 @@ use crate::swish::Swish;
 /// A layer of the encoder or decoder. Keeping the official flat order makes layer `i` correspond to the
 /// checkpoint keys `{encoder,decoder}_layers.i.*`.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // a few dozen layers per model: boxing would buy nothing
 pub enum Layer<B: Backend> {
     /// Causal convolution (`i.conv.*`).
     Conv(CausalConv3d<B>),
