@@ -31,6 +31,9 @@ enum Command {
     /// Video tokenizer: encode videos to token ids, decode ids to videos, reconstruct, convert checkpoints.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
+    /// Generator checkpoints: convert an official Lightning .ckpt into the project's .safetensors format.
+    #[command(subcommand)]
+    Generator(GeneratorCommand),
     /// Generate videos with a block-causal generator (NBP, NTP or hybrid start), KV-cached.
     Sample(Box<SampleArgs>),
     /// Benchmarks that anyone can rerun (timings are printed with the machine they ran on).
@@ -102,6 +105,25 @@ enum TokenizerCommand {
     Info {
         #[command(flatten)]
         model: TokenizerArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GeneratorCommand {
+    /// Convert a generator checkpoint (official .ckpt) into .safetensors (official key names, config and
+    /// generation settings as metadata). The embedded tokenizer is not copied: convert it with
+    /// `nbp-cli tokenizer convert`.
+    Convert {
+        /// Checkpoint to read.
+        input: PathBuf,
+        /// .safetensors file to write.
+        output: PathBuf,
+        /// Attention heads, for checkpoints that do not record them.
+        #[arg(long)]
+        n_head: Option<usize>,
+        /// Block size, for checkpoints that do not record it.
+        #[arg(long)]
+        block_size: Option<usize>,
     },
 }
 
@@ -580,6 +602,16 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Generator(GeneratorCommand::Convert { input, output, n_head, block_size }) => {
+            type B = burn::backend::Flex;
+            if !output.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
+                bail!("{}: generator files are saved as .safetensors", output.display());
+            }
+            let overrides = nbp_model::Overrides { n_head, block: block_size, ..Default::default() };
+            let g = nbp_model::load_generator::<B>(&input, &overrides, &Default::default())?;
+            nbp_model::save_generator(&g.model, &g.settings, &output)?;
+            println!("converted {} ({:?}) → {}", input.display(), g.settings, output.display());
+        }
         Command::Sample(args) => {
             let device = args.run.device;
             with_backend!(device, |B, dev| sample_command::<B>(*args, dev))?;

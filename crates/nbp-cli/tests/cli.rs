@@ -249,6 +249,37 @@ fn sample_continues_a_video_and_decodes_it() {
 }
 
 #[test]
+fn converted_generators_sample_the_same_tokens() {
+    let dir = workdir("convert");
+    let st = dir.join("hybrid.safetensors");
+    let o = cli(&["generator", "convert", &gen_fixture("hybrid_text.ckpt"), st.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let run = |g: &str, out: &Path| {
+        let o = cli(&[
+            "sample",
+            "--generator",
+            g,
+            "--condition-ids",
+            "1,5,2",
+            "--latent-grid",
+            "3x4x4",
+            "--no-decode",
+            "--save-tokens",
+            out.to_str().unwrap(),
+            "--seed",
+            "3",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        nbp_core::npy::read_npy(out).unwrap().to_i64().unwrap()
+    };
+    assert_eq!(
+        run(&gen_fixture("hybrid_text.ckpt"), &dir.join("a.npy")),
+        run(st.to_str().unwrap(), &dir.join("b.npy"))
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn sample_errors_name_the_fix() {
     let check = |args: &[&str], needle: &str| {
         let o = cli(args);
