@@ -160,3 +160,16 @@ fn training_sequences_and_chunked_loss_match_pytorch() {
         }
     }
 }
+
+#[test]
+fn bf16_checkpoints_load_as_the_rounded_fp32_weights() {
+    let a = load("hybrid_text");
+    let b = load_generator::<B>(fixture("hybrid_text_bf16.ckpt"), &Overrides::default(), &Default::default()).unwrap();
+    let round = |v: f32| burn::tensor::bf16::from_f32(v).to_f32();
+    let fp32 = a.model.tok_emb.weight.val().into_data().into_vec::<f32>().unwrap();
+    let bf16 = b.model.tok_emb.weight.val().into_data().into_vec::<f32>().unwrap();
+    assert_eq!(bf16, fp32.iter().map(|&v| round(v)).collect::<Vec<_>>());
+    let w32 = a.model.blocks[1].attn.proj.weight.val().into_data().into_vec::<f32>().unwrap();
+    let w16 = b.model.blocks[1].attn.proj.weight.val().into_data().into_vec::<f32>().unwrap();
+    assert_eq!(w16, w32.iter().map(|&v| round(v)).collect::<Vec<_>>());
+}
