@@ -6,7 +6,7 @@ use crate::causal_conv3d::CausalConv3dConfig;
 use crate::config::{TokenizerConfig, UP_FACTORS};
 use crate::depth_to_space::DepthToSpace3d;
 use crate::group_norm3d::GroupNorm3dConfig;
-use crate::layer::Layer;
+use crate::layer::{Layer, run_layers};
 use crate::residual_unit::ResidualUnitConfig;
 use crate::swish::SwishConfig;
 
@@ -44,12 +44,8 @@ impl<B: Backend> Decoder<B> {
     }
 
     /// `[B, D, T', h, w]` → `[B, 3, T, 8h, 8w]`; `on_layer(i, n)` is called after layer `i` of `n`.
-    pub fn forward_observed(&self, mut x: Tensor<B, 5>, on_layer: &mut dyn FnMut(usize, usize)) -> Tensor<B, 5> {
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
-            on_layer(i, self.layers.len());
-        }
-        x
+    pub fn forward_observed(&self, x: Tensor<B, 5>, on_layer: &mut dyn FnMut(usize, usize)) -> Tensor<B, 5> {
+        run_layers(&self.layers, x, on_layer)
     }
 
     /// `[B, D, T', h, w]` → `[B, 3, T, 8h, 8w]`.

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use crate::causal_conv3d::CausalConv3dConfig;
 use crate::config::{DOWN_STRIDES, TokenizerConfig};
 use crate::group_norm3d::GroupNorm3dConfig;
-use crate::layer::Layer;
+use crate::layer::{Layer, run_layers};
 use crate::residual_unit::ResidualUnitConfig;
 use crate::swish::SwishConfig;
 
@@ -43,12 +43,8 @@ impl<B: Backend> Encoder<B> {
     }
 
     /// `[B, 3, T, H, W]` → `[B, D, T', H/8, W/8]`; `on_layer(i, n)` is called after layer `i` of `n`.
-    pub fn forward_observed(&self, mut x: Tensor<B, 5>, on_layer: &mut dyn FnMut(usize, usize)) -> Tensor<B, 5> {
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
-            on_layer(i, self.layers.len());
-        }
-        x
+    pub fn forward_observed(&self, x: Tensor<B, 5>, on_layer: &mut dyn FnMut(usize, usize)) -> Tensor<B, 5> {
+        run_layers(&self.layers, x, on_layer)
     }
 
     /// `[B, 3, T, H, W]` → `[B, D, T', H/8, W/8]`.

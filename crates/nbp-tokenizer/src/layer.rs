@@ -41,3 +41,16 @@ impl<B: Backend> Layer<B> {
         }
     }
 }
+
+/// Applies `layers` in order to `x`, calling `on_layer(i, n)` after layer `i` of `n` (for progress reports).
+pub fn run_layers<B: Backend>(
+    layers: &[Layer<B>],
+    mut x: Tensor<B, 5>,
+    on_layer: &mut dyn FnMut(usize, usize),
+) -> Tensor<B, 5> {
+    for (i, layer) in layers.iter().enumerate() {
+        x = layer.forward(x);
+        on_layer(i, layers.len());
+    }
+    x
+}
