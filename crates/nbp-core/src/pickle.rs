@@ -564,8 +564,8 @@ impl TorchFile {
             ));
         }
         let bytes = Rc::new(bytes);
-        // Only storages shared by several tensors benefit from the cache; keep it small.
-        if Rc::strong_count(&bytes) > 0 && s.numel * s.dtype.size() < (64 << 20) {
+        // Storages shared by several tensors are read once; large ones are not kept (memory).
+        if s.numel * s.dtype.size() < (64 << 20) {
             self.cache.borrow_mut().insert(s.key.clone(), bytes.clone());
         }
         Ok(bytes)

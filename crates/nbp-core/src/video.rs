@@ -192,8 +192,7 @@ pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadRepo
             Some(target) => resample_indices(frames.len(), fps, target),
             None => (0..frames.len()).collect(),
         };
-        let mut frames = frames.into_iter().map(Some).collect::<Vec<_>>();
-        (keep.iter().map(|&i| frames[i].take().unwrap_or_else(|| unreachable!())).collect(), Some(fps))
+        (keep.iter().map(|&i| frames[i].clone()).collect(), Some(fps))
     };
     let frames: Vec<RgbImage> = frames;
     let available = frames.len();

@@ -107,7 +107,7 @@ impl Vocabulary {
     }
 
     /// Video code of a generated id; ids outside the video range are clamped to the nearest code, as the
-    /// official sampler does (`None` tells the caller that this happened).
+    /// official sampler does; the flag is false when that happened.
     pub fn code_of(&self, id: usize) -> (usize, bool) {
         let off = self.video_offset();
         if id < off {
