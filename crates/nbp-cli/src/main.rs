@@ -36,6 +36,9 @@ enum Command {
     Generator(GeneratorCommand),
     /// Generate videos with a block-causal generator (NBP, NTP or hybrid start), KV-cached.
     Sample(Box<SampleArgs>),
+    /// Datasets: preview the built-in procedural data.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
     /// Benchmarks that anyone can rerun (timings are printed with the machine they ran on).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -105,6 +108,32 @@ enum TokenizerCommand {
     Info {
         #[command(flatten)]
         model: TokenizerArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DatasetCommand {
+    /// Write clips of the built-in "moving shapes" dataset (one class per clip, cycling through the 16 classes
+    /// shape × motion) to a video or PNG grid.
+    MovingShapes {
+        /// Output: .gif/.mp4 (clips tiled), .png (one row per clip), or a folder.
+        #[arg(short, long, default_value = "moving_shapes.gif")]
+        out: PathBuf,
+        /// Number of clips.
+        #[arg(long, default_value_t = 16)]
+        count: usize,
+        /// Frames per clip.
+        #[arg(long, default_value_t = 17)]
+        frames: usize,
+        /// Frame size: N or HxW.
+        #[arg(long, default_value = "64", value_parser = parse_resolution)]
+        resolution: (usize, usize),
+        /// Dataset seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Index of the first clip.
+        #[arg(long, default_value_t = 0)]
+        start: usize,
     },
 }
 
@@ -602,6 +631,19 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Dataset(DatasetCommand::MovingShapes { out, count, frames, resolution, seed, start }) => {
+            use nbp_train::moving_shapes::{MovingShapes, class_name};
+            if count == 0 || frames == 0 {
+                bail!("--count and --frames must be at least 1");
+            }
+            VideoFormat::from_path(&out)?;
+            let ds = MovingShapes::new(frames, resolution.0, resolution.1, seed);
+            let clips: Vec<_> = (start..start + count).map(|i| ds.clip(i)).collect();
+            let names: Vec<String> = clips.iter().map(|(_, l)| class_name(*l)).collect();
+            let videos: Vec<_> = clips.into_iter().map(|(v, _)| v).collect();
+            write_videos(&out, &videos, 8.0)?;
+            println!("wrote {} ({count} clips: {})", out.display(), names.join(", "));
+        }
         Command::Generator(GeneratorCommand::Convert { input, output, n_head, block_size }) => {
             type B = burn::backend::Flex;
             if !output.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {

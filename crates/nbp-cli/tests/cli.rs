@@ -300,3 +300,26 @@ fn sample_errors_name_the_fix() {
         "expects 3 condition tokens",
     );
 }
+
+#[test]
+fn moving_shapes_preview_is_written() {
+    let dir = workdir("shapes");
+    let png = dir.join("shapes.png");
+    let o = cli(&[
+        "dataset",
+        "moving-shapes",
+        "--out",
+        png.to_str().unwrap(),
+        "--count",
+        "3",
+        "--frames",
+        "5",
+        "--resolution",
+        "16x24",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("circle-bounce, circle-orbit, circle-zigzag"), "{}", text(&o));
+    let (w, h) = image::image_dimensions(&png).unwrap();
+    assert_eq!((w, h), (5 * 24 + 4 * 2, 3 * 16 + 2 * 2));
+    std::fs::remove_dir_all(&dir).ok();
+}

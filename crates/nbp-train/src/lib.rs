@@ -1,1 +1,3 @@
+//! Datasets and (soon) training for `nbp`.
 
+pub mod moving_shapes;

@@ -1,0 +1,209 @@
+//! "Moving shapes": a procedural video dataset, deterministic from a seed, at any resolution and frame count.
+//!
+//! Every clip shows one *main* shape whose kind and motion define the class (`shape × motion`), plus up to two
+//! distractor shapes of other kinds that move independently and may pass in front of it (occlusion), on a plain
+//! or textured background. Speeds, sizes, colours and start positions vary from clip to clip, so a model has to
+//! learn motion, not memorise frames.
+
+use nbp_core::video::Video;
+
+/// Shape kinds.
+pub const SHAPES: [&str; 4] = ["circle", "square", "triangle", "ring"];
+/// Motion kinds.
+pub const MOTIONS: [&str; 4] = ["bounce", "orbit", "zigzag", "grow"];
+
+/// Number of classes (`SHAPES × MOTIONS`).
+pub const NUM_CLASSES: usize = SHAPES.len() * MOTIONS.len();
+
+/// Name of class `label`, e.g. `circle-bounce`.
+pub fn class_name(label: usize) -> String {
+    format!("{}-{}", SHAPES[label / MOTIONS.len()], MOTIONS[label % MOTIONS.len()])
+}
+
+/// A deterministic generator of clips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MovingShapes {
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+    pub seed: u64,
+}
+
+/// A small deterministic random source (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+struct Object {
+    shape: usize,
+    motion: usize,
+    color: [f32; 3],
+    size: f32,
+    x: f32,
+    y: f32,
+    vx: f32,
+    vy: f32,
+    phase: f32,
+}
+
+impl Object {
+    fn random(rng: &mut Rng, shape: usize, motion: usize, min_side: f32) -> Self {
+        let speed = rng.uniform(0.02, 0.06); // fraction of the frame per frame
+        let angle = rng.uniform(0.0, std::f32::consts::TAU);
+        let mut color = [rng.uniform(0.1, 1.0), rng.uniform(0.1, 1.0), rng.uniform(0.1, 1.0)];
+        color[rng.below(3)] = rng.uniform(0.8, 1.0); // saturated enough to stand out
+        Self {
+            shape,
+            motion,
+            color,
+            size: rng.uniform(0.12, 0.22) * min_side,
+            x: rng.uniform(0.25, 0.75),
+            y: rng.uniform(0.25, 0.75),
+            vx: speed * angle.cos(),
+            vy: speed * angle.sin(),
+            phase: rng.uniform(0.0, std::f32::consts::TAU),
+        }
+    }
+
+    /// Centre (fractions of the frame) and size (pixels) at frame `t`.
+    fn at(&self, t: f32) -> (f32, f32, f32) {
+        match self.motion {
+            // Straight line, reflected at the borders.
+            0 => (reflect(self.x + self.vx * t), reflect(self.y + self.vy * t), self.size),
+            // Circle around the start point.
+            1 => {
+                let a = self.phase + t * 0.35;
+                (0.5 + 0.25 * a.cos(), 0.5 + 0.25 * a.sin(), self.size)
+            }
+            // Horizontal drift with a vertical zigzag.
+            2 => {
+                let tri = ((t * 0.25 + self.phase).rem_euclid(2.0) - 1.0).abs();
+                (reflect(self.x + self.vx.abs().max(0.03) * t), 0.2 + 0.6 * tri, self.size)
+            }
+            // Pulsing size at a fixed place.
+            _ => (self.x, self.y, self.size * (1.0 + 0.5 * (self.phase + t * 0.6).sin())),
+        }
+    }
+
+    fn covers(&self, px: f32, py: f32, cx: f32, cy: f32, r: f32) -> bool {
+        let (dx, dy) = (px - cx, py - cy);
+        match self.shape {
+            0 => dx * dx + dy * dy <= r * r,
+            1 => dx.abs() <= r * 0.85 && dy.abs() <= r * 0.85,
+            2 => dy <= r * 0.7 && dy >= -r && dx.abs() <= (dy + r) * 0.6,
+            _ => {
+                let d = (dx * dx + dy * dy).sqrt();
+                d <= r && d >= r * 0.55
+            }
+        }
+    }
+}
+
+/// Position on a bouncing path: maps any real to [0.1, 0.9] as a triangle wave.
+fn reflect(v: f32) -> f32 {
+    let p = (v - 0.1).rem_euclid(1.6);
+    0.1 + if p <= 0.8 { p } else { 1.6 - p }
+}
+
+impl MovingShapes {
+    /// A dataset of clips of `frames × height × width`.
+    pub fn new(frames: usize, height: usize, width: usize, seed: u64) -> Self {
+        Self { frames, height, width, seed }
+    }
+
+    /// Class of clip `index` (classes cycle, so every class is equally frequent).
+    pub fn label(&self, index: usize) -> usize {
+        index % NUM_CLASSES
+    }
+
+    /// Clip `index` and its class label. The same `(seed, index)` always gives the same clip.
+    pub fn clip(&self, index: usize) -> (Video, usize) {
+        let label = self.label(index);
+        let mut rng = Rng(self.seed ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let (h, w) = (self.height, self.width);
+        let min_side = h.min(w) as f32;
+        let main = Object::random(&mut rng, label / MOTIONS.len(), label % MOTIONS.len(), min_side);
+        let mut objects = vec![main];
+        for _ in 0..rng.below(3) {
+            // Distractors: another shape kind, any motion, drawn in front half of the time (occlusion).
+            let shape = (objects[0].shape + 1 + rng.below(SHAPES.len() - 1)) % SHAPES.len();
+            let motion = rng.below(MOTIONS.len());
+            objects.push(Object::random(&mut rng, shape, motion, min_side * 0.8));
+        }
+        if objects.len() > 1 && rng.below(2) == 0 {
+            objects.rotate_left(1); // main shape drawn first: distractors may occlude it
+        }
+        let textured = rng.below(2) == 1;
+        let bg = [rng.uniform(0.0, 0.35), rng.uniform(0.0, 0.35), rng.uniform(0.0, 0.35)];
+        let stripes = rng.uniform(4.0, 10.0);
+        let mut v = Video::black(self.frames, h, w);
+        for t in 0..self.frames {
+            let placed: Vec<(f32, f32, f32)> = objects.iter().map(|o| o.at(t as f32)).collect();
+            for y in 0..h {
+                for x in 0..w {
+                    let mut color = bg;
+                    if textured {
+                        let s = 0.06 * (((x + y) as f32 / min_side * stripes).sin() > 0.0) as u8 as f32;
+                        color = color.map(|c| c + s);
+                    }
+                    for (o, &(cx, cy, r)) in objects.iter().zip(&placed) {
+                        if o.covers(x as f32 + 0.5, y as f32 + 0.5, cx * w as f32, cy * h as f32, r) {
+                            color = o.color;
+                        }
+                    }
+                    for (c, value) in color.iter().enumerate() {
+                        let i = v.index(c, t, y, x);
+                        v.data[i] = value.clamp(0.0, 1.0);
+                    }
+                }
+            }
+        }
+        (v, label)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clips_are_deterministic_and_differ_by_seed_and_index() {
+        let ds = MovingShapes::new(9, 32, 48, 1);
+        assert_eq!(ds.clip(3), ds.clip(3));
+        assert_ne!(ds.clip(3).0, ds.clip(4).0);
+        assert_ne!(ds.clip(3).0, MovingShapes::new(9, 32, 48, 2).clip(3).0);
+        let (v, label) = ds.clip(21);
+        assert_eq!((v.frames, v.height, v.width, label), (9, 32, 48, 21 % NUM_CLASSES));
+        assert!(v.data.iter().all(|x| (0.0..=1.0).contains(x)));
+    }
+
+    #[test]
+    fn every_class_moves_and_shows_its_shape() {
+        let ds = MovingShapes::new(9, 32, 32, 5);
+        assert_eq!(NUM_CLASSES, 16);
+        assert_eq!(class_name(5), "square-orbit");
+        for index in 0..NUM_CLASSES {
+            let (v, _) = ds.clip(index);
+            let first = v.frames_range(0, 1).unwrap();
+            let last = v.frames_range(8, 1).unwrap();
+            let changed = first.data.iter().zip(&last.data).filter(|(a, b)| (*a - *b).abs() > 0.05).count();
+            assert!(changed > 20, "class {} hardly moves ({changed} values changed)", class_name(index));
+            // The clip is not a flat background: some pixels are bright object pixels.
+            assert!(first.data.iter().filter(|&&x| x > 0.75).count() > 10, "class {}", class_name(index));
+        }
+    }
+}
