@@ -181,8 +181,11 @@ struct SampleArgs {
     #[arg(long = "class", conflicts_with = "condition_ids")]
     class: Option<String>,
     /// Raw condition token ids, comma separated (unshifted).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "label")]
     condition_ids: Option<Vec<i64>>,
+    /// Class label of a label-conditional model (one condition token).
+    #[arg(long, conflicts_with = "class")]
+    label: Option<i64>,
     /// Frame prediction: continue the first --condition-frames frames of this video (any format ffmpeg reads,
     /// or a folder of frames).
     #[arg(long, conflicts_with = "prefix_tokens")]
@@ -525,14 +528,15 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         None if grid.w % g.settings.block == 0 => nbp_core::blocks::BlockShape::new(1, 1, g.settings.block),
         None => bail!("blocks of {} tokens do not fit rows of {}: pass --block-shape", g.settings.block, grid.w),
     };
-    let condition = match (&a.class, &a.condition_ids) {
-        (Some(c), _) => {
+    let condition = match (&a.class, &a.condition_ids, a.label) {
+        (Some(c), _, _) => {
             let class = nbp_model::classes::find_ucf101_class(c)?;
             eprintln!("condition: class {} \"{}\" → ids {:?}", class.name, class.text, class.token_ids);
             Condition::Tokens(class.token_ids)
         }
-        (None, Some(ids)) => Condition::Tokens(ids.clone()),
-        (None, None) => Condition::None,
+        (None, Some(ids), _) => Condition::Tokens(ids.clone()),
+        (None, None, Some(label)) => Condition::Tokens(vec![label]),
+        (None, None, None) => Condition::None,
     };
     let needs_tokenizer = !a.no_decode || a.condition_video.is_some();
     let tokenizer = if needs_tokenizer {

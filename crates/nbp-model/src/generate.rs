@@ -154,6 +154,12 @@ pub fn generate<B: Backend>(
                     t.len()
                 )));
             }
+            if let Some(bad) = t.iter().find(|&&c| c < 0 || c as usize >= vocab.conditioning.vocab()) {
+                return Err(Error::invalid(format!(
+                    "condition id {bad} is outside the model's condition vocabulary 0..{}",
+                    vocab.conditioning.vocab()
+                )));
+            }
             t.iter().map(|&c| c + vocab.condition_offset() as i64).collect()
         }
     };
