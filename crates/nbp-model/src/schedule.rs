@@ -24,7 +24,7 @@ pub struct Schedule {
     pub mask: MaskSpec,
     /// Number of generated tokens.
     pub generated: usize,
-    /// Positions of the generated tokens that are video tokens (the middle-bos block is not generated, so all).
+    /// Length of the whole fed sequence (condition, specials, prefix and generated tokens): the KV-cache capacity.
     pub total_len: usize,
 }
 
