@@ -194,7 +194,6 @@ pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadRepo
         };
         (keep.iter().map(|&i| frames[i].clone()).collect(), Some(fps))
     };
-    let frames: Vec<RgbImage> = frames;
     let available = frames.len();
     if available == 0 {
         return Err(Error::file(path, "contains no frames"));

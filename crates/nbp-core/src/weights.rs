@@ -209,16 +209,6 @@ impl WeightMap {
         Ok(Tensor::from_data(data, device))
     }
 
-    /// Takes an optional tensor: `Ok(None)` when the key is absent.
-    pub fn take_optional<B: Backend, const D: usize>(
-        &mut self,
-        key: &str,
-        shape: [usize; D],
-        device: &B::Device,
-    ) -> Result<Option<Tensor<B, D>>> {
-        if self.contains(key) { self.take(key, shape, device).map(Some) } else { Ok(None) }
-    }
-
     /// Ends a strict import: every tensor of the (selected part of the) file must have been taken.
     pub fn finish(self) -> Result<()> {
         let unused: Vec<&String> = self.entries.keys().filter(|k| !self.taken.contains(*k)).collect();

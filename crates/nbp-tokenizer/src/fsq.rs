@@ -96,16 +96,6 @@ impl Fsq {
         (digits * basis).sum_dim(1).squeeze_dim::<4>(1)
     }
 
-    /// Straight-through quantisation for training: the forward value is the code, the gradient flows to `z`
-    /// through `bound` as if rounding were the identity.
-    pub fn quantize_straight_through<B: Backend>(&self, z: Tensor<B, 5>) -> Tensor<B, 5> {
-        let device = z.device();
-        let b = self.bound(z);
-        let rounded = b.clone().round().detach();
-        let q = b.clone() + (rounded - b.detach());
-        q / self.per_dim(|d| d.half_width as f32, &device)
-    }
-
     /// Codes `[B, D, T, H, W]` of indices `[B, T, H, W]` (the exact inverse of [`Fsq::quantize`]).
     /// Indices must lie in `0..codebook_size()`.
     pub fn indices_to_codes<B: Backend>(&self, indices: Tensor<B, 4, Int>) -> Tensor<B, 5> {
