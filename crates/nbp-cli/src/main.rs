@@ -3,6 +3,7 @@
 
 mod backend;
 mod progress;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,6 +40,12 @@ enum Command {
     /// Datasets: preview the built-in procedural data.
     #[command(subcommand)]
     Dataset(DatasetCommand),
+    /// Train a generator on a token cache with Burn's Learner (dashboard, checkpoints, --resume).
+    Train(Box<train::TrainArgs>),
+    /// Train a video tokenizer (L1/L2, optional LPIPS and PatchGAN; checkpoints, --resume).
+    TrainTokenizer(Box<train::TrainTokenizerArgs>),
+    /// Encode a dataset once with a tokenizer into a token cache for generator training.
+    TokenizeDataset(Box<train::TokenizeDatasetArgs>),
     /// Benchmarks that anyone can rerun (timings are printed with the machine they ran on).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -307,15 +314,15 @@ enum BenchCommand {
 
 /// Which tokenizer to load.
 #[derive(Args, Debug, Clone)]
-struct TokenizerArgs {
+pub(crate) struct TokenizerArgs {
     /// Tokenizer checkpoint: the project's .safetensors, an official magvit2_*.pt, or an official generator
     /// .ckpt (its embedded tokenizer is used).
     #[arg(long)]
-    tokenizer: PathBuf,
+    pub(crate) tokenizer: PathBuf,
     /// Architecture of PyTorch checkpoints: a preset (official, small, tiny) or a JSON config file.
     /// .safetensors files carry their own.
     #[arg(long)]
-    tokenizer_config: Option<String>,
+    pub(crate) tokenizer_config: Option<String>,
 }
 
 /// How a clip is cut from a video.
@@ -351,7 +358,7 @@ struct RunArgs {
     device: DeviceArg,
 }
 
-fn parse_resolution(s: &str) -> Result<(usize, usize), String> {
+pub(crate) fn parse_resolution(s: &str) -> Result<(usize, usize), String> {
     let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("'{s}' is not N or HxW"));
     let (h, w) = match s.split_once(['x', 'X']) {
         Some((h, w)) => (parse(h)?, parse(w)?),
@@ -377,7 +384,7 @@ impl ClipArgs {
     }
 }
 
-fn load<B: Backend>(args: &TokenizerArgs, device: &B::Device) -> Result<VideoTokenizer<B>> {
+pub(crate) fn load<B: Backend>(args: &TokenizerArgs, device: &B::Device) -> Result<VideoTokenizer<B>> {
     let config = args.tokenizer_config.as_deref().map(TokenizerConfig::from_name_or_file).transpose()?;
     let (model, source) = load_tokenizer::<B>(&args.tokenizer, config.as_ref(), device)?;
     eprintln!(
@@ -658,6 +665,9 @@ fn run(cli: Cli) -> Result<()> {
             nbp_model::save_generator(&g.model, &g.settings, &output)?;
             println!("converted {} ({:?}) → {}", input.display(), g.settings, output.display());
         }
+        Command::Train(args) => train::train(*args),
+        Command::TrainTokenizer(args) => train::train_tokenizer_cmd(*args),
+        Command::TokenizeDataset(args) => train::tokenize_dataset_cmd(*args),
         Command::Sample(args) => {
             let device = args.run.device;
             with_backend!(device, |B, dev| sample_command::<B>(*args, dev))?;

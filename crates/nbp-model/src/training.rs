@@ -78,22 +78,59 @@ pub fn chunked_cross_entropy<B: Backend>(
     cut: usize,
     chunk: usize,
 ) -> Tensor<B, 1> {
+    chunked_loss(model, hidden, targets, cut, chunk, false).loss
+}
+
+/// The loss of a batch and, when asked, how many targets were the model's first choice and among its first
+/// five (training metrics; the official trainer logs the same top-1/top-5 accuracies).
+#[derive(Debug, Clone)]
+pub struct ChunkedLoss<B: Backend> {
+    /// Mean cross-entropy, `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// Targets ranked first (ties counted in the target's favour), `[1]` (zero when not asked).
+    pub top1: Tensor<B, 1, Int>,
+    /// Targets ranked among the first five, `[1]` (zero when not asked).
+    pub top5: Tensor<B, 1, Int>,
+    /// Number of targets.
+    pub count: usize,
+}
+
+/// [`chunked_cross_entropy`] with optional top-1/top-5 counts (a target is in the top `k` when fewer than `k`
+/// logits are strictly larger than its own).
+pub fn chunked_loss<B: Backend>(
+    model: &Gpt<B>,
+    hidden: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    cut: usize,
+    chunk: usize,
+    accuracy: bool,
+) -> ChunkedLoss<B> {
     let [b, s, d] = hidden.dims();
+    let device = hidden.device();
     let n = s - cut;
     let chunk = chunk.max(1);
     let mut total: Option<Tensor<B, 1>> = None;
+    let mut top1 = Tensor::<B, 1, Int>::zeros([1], &device);
+    let mut top5 = Tensor::<B, 1, Int>::zeros([1], &device);
     for start in (0..n).step_by(chunk) {
         let len = chunk.min(n - start);
         let h = hidden.clone().slice([0..b, cut + start..cut + start + len, 0..d]);
         let logits = model.head.forward(h).reshape([b * len, model.config().vocab_size]);
         let t = targets.clone().slice([0..b, start..start + len]).reshape([b * len, 1]);
+        if accuracy {
+            let own = logits.clone().gather(1, t.clone()).expand([b * len, model.config().vocab_size]);
+            let above = logits.clone().greater(own).int().sum_dim(1).reshape([b * len]);
+            top1 = top1 + above.clone().lower_elem(1).int().sum();
+            top5 = top5 + above.lower_elem(5).int().sum();
+        }
         let nll = -log_softmax(logits, 1).gather(1, t).sum();
         total = Some(match total {
             Some(acc) => acc + nll,
             None => nll,
         });
     }
-    total.expect("at least one target").div_scalar((b * n) as f64)
+    let loss = total.expect("at least one target").div_scalar((b * n) as f64);
+    ChunkedLoss { loss, top1, top5, count: b * n }
 }
 
 /// Hidden states of a batch of training inputs `[batch, S]`; with `drop_condition` the condition tokens are

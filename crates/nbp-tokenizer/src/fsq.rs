@@ -86,6 +86,16 @@ impl Fsq {
         (codes, indices)
     }
 
+    /// Training form of [`Fsq::quantize`]: the same codes, with the straight-through estimator (the gradient of
+    /// the rounding is taken as 1, so the encoder learns through the quantiser; official `round_ste`).
+    pub fn quantize_straight_through<B: Backend>(&self, z: Tensor<B, 5>) -> Tensor<B, 5> {
+        let device = z.device();
+        let bounded = self.bound(z);
+        let rounded = bounded.clone().round();
+        let codes = bounded.clone() + (rounded - bounded).detach();
+        codes / self.per_dim(|d| d.half_width as f32, &device)
+    }
+
     /// Indices `[B, T, H, W]` of codes `[B, D, T, H, W]` that lie on the code grid:
     /// `Σ_i (ẑ_i·⌊L_i/2⌋ + ⌊L_i/2⌋)·basis_i`.
     pub fn codes_to_indices<B: Backend>(&self, codes: Tensor<B, 5>) -> Tensor<B, 4, Int> {

@@ -9,6 +9,7 @@ use crate::config::TokenizerConfig;
 use crate::decoder::Decoder;
 use crate::encoder::Encoder;
 use crate::fsq::Fsq;
+use crate::layer::{Layer, run_layers};
 
 /// MAGVIT-v2-style video tokenizer: a causal 3D CNN encoder, finite scalar quantisation, and a causal 3D CNN
 /// decoder. Videos are `[batch, 3, 1 + 4n, H, W]` with values in `[0, 1]`; token grids are
@@ -107,6 +108,24 @@ impl<B: Backend> VideoTokenizer<B> {
         Ok((indices, recon))
     }
 
+    /// Training forward pass of a video `[B, 3, T, H, W]` in `[0, 1]`: the FSQ codes (straight-through
+    /// gradients), the input of the decoder's last layer, and the reconstruction (not clamped). The last layer is
+    /// split off so that a trainer can weigh losses by their gradients at it (the adaptive GAN weight).
+    pub fn forward_train(&self, video: Tensor<B, 5>) -> Result<TrainForward<B>> {
+        self.check_video(video.dims())?;
+        let z = self.encoder.forward(video);
+        let codes = self.fsq.quantize_straight_through(z);
+        let n = self.decoder.layers.len();
+        let before_last = run_layers(&self.decoder.layers[..n - 1], codes.clone(), &mut |_, _| {});
+        let reconstruction = self.decoder.layers[n - 1].forward(before_last.clone());
+        Ok(TrainForward { codes, before_last, reconstruction })
+    }
+
+    /// The decoder's last layer (whose weight gradients the adaptive GAN weight compares).
+    pub fn last_layer(&self) -> &Layer<B> {
+        self.decoder.layers.last().expect("the decoder has layers")
+    }
+
     /// Number of parameters.
     pub fn parameter_count(&self) -> usize {
         self.num_params()
@@ -121,4 +140,15 @@ pub fn check_indices(indices: &[i64], codebook_size: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// What [`VideoTokenizer::forward_train`] returns.
+#[derive(Debug, Clone)]
+pub struct TrainForward<B: Backend> {
+    /// FSQ codes `[B, D, T', h, w]`.
+    pub codes: Tensor<B, 5>,
+    /// Input of the decoder's last layer.
+    pub before_last: Tensor<B, 5>,
+    /// Decoder output `[B, 3, T, H, W]`, not clamped.
+    pub reconstruction: Tensor<B, 5>,
 }

@@ -1,0 +1,386 @@
+//! `nbp-cli train`, `train-tokenizer` and `tokenize-dataset`: argument parsing; the work is in `nbp-train`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use burn::tensor::backend::AutodiffBackend;
+use clap::Args;
+
+use nbp_train::data::{ClipOptions, DatasetSpec, SkipLog, Skipping, Split};
+use nbp_train::generator_training::{GeneratorTrainConfig, train_generator};
+use nbp_train::run::load_toml;
+use nbp_train::token_cache::{TokenCacheInfo, tokenize_dataset};
+use nbp_train::tokenizer_training::{TokenizerTrainConfig, train_tokenizer};
+
+use crate::backend::{DeviceArg, with_backend};
+use crate::progress::Bar;
+
+/// Train a block-causal generator on a token cache (see `tokenize-dataset`) with Burn's Learner: terminal
+/// dashboard (plain lines when not in a terminal, also written to <out>/train.log), checkpoints every
+/// --checkpoint-every steps and on Ctrl-C, --resume to continue.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// TOML run config (every field below overrides it; see assets/demo/generator.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Token cache made by `nbp-cli tokenize-dataset`.
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// Run directory (checkpoints, log, effective config, the final generator.safetensors).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Model preset: tiny, small, official-base, official-xl, official-3b.
+    #[arg(long)]
+    preset: Option<String>,
+    #[arg(long)]
+    n_layer: Option<usize>,
+    #[arg(long)]
+    n_head: Option<usize>,
+    #[arg(long)]
+    n_embd: Option<usize>,
+    /// Dropout on embeddings and residual branches (official 0.1).
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Block shape TxHxW in latent tokens, or `row` (1×1×W, the paper's default).
+    #[arg(long)]
+    block_shape: Option<String>,
+    /// nbp, ntp (block size 1) or hybrid (NTP for the first block, then NBP).
+    #[arg(long)]
+    mode: Option<String>,
+    /// label (one condition token per class) or none.
+    #[arg(long)]
+    condition: Option<String>,
+    /// Probability per batch of training with the null condition (for classifier-free guidance).
+    #[arg(long)]
+    p_drop_cond: Option<f64>,
+    /// Probability of keeping each input token (others are replaced by random codes); 1 disables.
+    #[arg(long)]
+    pkeep: Option<f64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Micro-batches per optimiser step.
+    #[arg(long)]
+    grad_accumulation: Option<usize>,
+    /// Optimiser steps (also the cosine length).
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Clips held out from the end of the cache for validation.
+    #[arg(long)]
+    valid_clips: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    /// Weight decay of linear weights (official 0.01).
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Global gradient-norm limit (0 disables; official 1.0).
+    #[arg(long)]
+    grad_clip: Option<f64>,
+    /// Reproduce the official off-by-one of the schedule (update k uses lr(k−1)).
+    #[arg(long)]
+    official_lr_lag: bool,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Flex)]
+    device: DeviceArg,
+}
+
+macro_rules! set {
+    ($cfg:expr, $args:expr, $($field:ident),*) => { $( if let Some(v) = $args.$field.clone() { $cfg.$field = v; } )* };
+}
+
+impl TrainArgs {
+    fn config(&self) -> Result<GeneratorTrainConfig> {
+        let mut c: GeneratorTrainConfig = match &self.config {
+            Some(p) => load_toml(p)?,
+            None => GeneratorTrainConfig::default(),
+        };
+        set!(c, self, tokens, out, preset, dropout, block_shape, mode, condition, p_drop_cond, pkeep, batch_size);
+        set!(c, self, grad_accumulation, steps, checkpoint_every, valid_clips, seed);
+        if self.n_layer.is_some() {
+            c.n_layer = self.n_layer;
+        }
+        if self.n_head.is_some() {
+            c.n_head = self.n_head;
+        }
+        if self.n_embd.is_some() {
+            c.n_embd = self.n_embd;
+        }
+        if let Some(v) = self.lr {
+            c.schedule.lr = v;
+        }
+        if let Some(v) = self.warmup_steps {
+            c.schedule.warmup_steps = v;
+        }
+        if let Some(v) = self.weight_decay {
+            c.optimizer.weight_decay = v;
+        }
+        if let Some(v) = self.grad_clip {
+            c.optimizer.grad_clip = (v > 0.0).then_some(v);
+        }
+        if self.official_lr_lag {
+            c.schedule.official_lag = true;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// An interrupter stopped by Ctrl-C (the trainers then write a checkpoint and return).
+fn ctrl_c_interrupter() -> burn_train::Interrupter {
+    let interrupter = burn_train::Interrupter::new();
+    let handle = interrupter.clone();
+    let _ = ctrlc::set_handler(move || {
+        eprintln!("\nCtrl-C: stopping after this step and writing a checkpoint (press again to force quit)");
+        if handle.should_stop() {
+            std::process::exit(130);
+        }
+        handle.stop(Some("Ctrl-C"));
+    });
+    interrupter
+}
+
+fn generator<B: AutodiffBackend>(config: &GeneratorTrainConfig, resume: bool, device: B::Device) -> Result<()> {
+    let run = train_generator::<B>(config, resume, &device, ctrl_c_interrupter())?;
+    println!(
+        "{} after {} of {} steps; {:.1} s this session, {:.2} sequences/s ({:.0} tokens/s)",
+        if run.interrupted { "stopped" } else { "done" },
+        run.steps_done,
+        config.steps,
+        run.seconds,
+        run.sequences_per_second,
+        run.tokens_per_second
+    );
+    println!("generator: {}", run.model_path.display());
+    if run.interrupted {
+        println!("continue with the same command plus --resume");
+    }
+    Ok(())
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    let config = args.config()?;
+    with_backend!(args.device, |B, dev| generator::<burn::backend::Autodiff<B>>(&config, args.resume, dev))
+}
+
+/// Train a video tokenizer (reconstruction L1/L2, optional LPIPS and PatchGAN) on a dataset of clips.
+/// Checkpoints every --checkpoint-every steps and on Ctrl-C, --resume to continue.
+#[derive(Args, Debug)]
+pub struct TrainTokenizerArgs {
+    /// TOML run config (every field below overrides it; see assets/demo/tokenizer.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Dataset: moving-shapes[:count], folder:<dir>, csv:<file>, ucf:<root>[:<list>], k600:<root>:<list>.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Run directory (checkpoints, log, effective config, the final tokenizer.safetensors).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Architecture: tiny, small, official, or a JSON config file.
+    #[arg(long)]
+    preset: Option<String>,
+    /// FSQ levels, comma-separated (their product is the codebook size), e.g. 8,8,8,5,5,5.
+    #[arg(long, value_delimiter = ',')]
+    fsq_levels: Option<Vec<usize>>,
+    /// Frames per clip (1 + 4n).
+    #[arg(long)]
+    frames: Option<usize>,
+    /// Frame height and width (multiples of 8).
+    #[arg(long)]
+    height: Option<usize>,
+    #[arg(long)]
+    width: Option<usize>,
+    /// Frame rate videos are resampled to (dataset default when unset).
+    #[arg(long)]
+    fps: Option<f64>,
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Clips held out (the last of the dataset) for validation.
+    #[arg(long)]
+    valid_clips: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    #[arg(long)]
+    l1_weight: Option<f64>,
+    #[arg(long)]
+    l2_weight: Option<f64>,
+    /// torchvision vgg16 weights (.pth) for the LPIPS loss (with --lpips-lin).
+    #[arg(long)]
+    lpips_vgg: Option<PathBuf>,
+    /// LPIPS head weights (vgg.pth of richzhang/PerceptualSimilarity).
+    #[arg(long)]
+    lpips_lin: Option<PathBuf>,
+    #[arg(long)]
+    perceptual_weight: Option<f64>,
+    /// Step at which the PatchGAN discriminator starts (no GAN when unset).
+    #[arg(long)]
+    gan_start: Option<usize>,
+    #[arg(long)]
+    gan_weight: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Flex)]
+    device: DeviceArg,
+}
+
+impl TrainTokenizerArgs {
+    fn config(&self) -> Result<TokenizerTrainConfig> {
+        let mut c: TokenizerTrainConfig = match &self.config {
+            Some(p) => load_toml(p)?,
+            None => TokenizerTrainConfig::default(),
+        };
+        set!(c, self, dataset, out, preset, frames, height, width, steps, batch_size, checkpoint_every, valid_clips);
+        set!(c, self, l1_weight, l2_weight, perceptual_weight, gan_weight, seed);
+        if self.fsq_levels.is_some() {
+            c.fsq_levels = self.fsq_levels.clone();
+        }
+        if self.fps.is_some() {
+            c.fps = self.fps;
+        }
+        if self.lpips_vgg.is_some() {
+            c.lpips_vgg = self.lpips_vgg.clone();
+        }
+        if self.lpips_lin.is_some() {
+            c.lpips_lin = self.lpips_lin.clone();
+        }
+        if self.gan_start.is_some() {
+            c.gan_start = self.gan_start;
+        }
+        if let Some(v) = self.lr {
+            c.schedule.lr = v;
+        }
+        if let Some(v) = self.warmup_steps {
+            c.schedule.warmup_steps = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn tokenizer<B: AutodiffBackend>(config: &TokenizerTrainConfig, resume: bool, device: B::Device) -> Result<()> {
+    let run = train_tokenizer::<B>(config, resume, &device, ctrl_c_interrupter(), &mut |l| println!("{l}"))?;
+    println!(
+        "{} after {} of {} steps; {:.1} s this session, {:.2} clips/s",
+        if run.interrupted { "stopped" } else { "done" },
+        run.steps_done,
+        config.steps,
+        run.seconds,
+        run.clips_per_second
+    );
+    println!("tokenizer: {}", run.model_path.display());
+    Ok(())
+}
+
+pub fn train_tokenizer_cmd(args: TrainTokenizerArgs) -> Result<()> {
+    let config = args.config()?;
+    with_backend!(args.device, |B, dev| tokenizer::<burn::backend::Autodiff<B>>(&config, args.resume, dev))
+}
+
+/// Encode every clip of a dataset once with a tokenizer and store the token grids and classes, so that generator
+/// training reads tokens, not pixels.
+#[derive(Args, Debug)]
+pub struct TokenizeDatasetArgs {
+    /// Dataset: moving-shapes[:count], folder:<dir>, csv:<file>, ucf:<root>[:<list>], k600:<root>:<list>.
+    #[arg(long)]
+    dataset: String,
+    /// Tokenizer checkpoint (.safetensors, official .pt or generator .ckpt).
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Architecture of PyTorch checkpoints (preset or JSON file).
+    #[arg(long)]
+    tokenizer_config: Option<String>,
+    /// Output token cache.
+    #[arg(short, long, default_value = "tokens.safetensors")]
+    out: PathBuf,
+    /// Frames per clip (1 + 4n).
+    #[arg(long, default_value_t = 17)]
+    frames: usize,
+    /// Frame size: N or HxW (multiples of 8).
+    #[arg(long, default_value = "128", value_parser = crate::parse_resolution)]
+    resolution: (usize, usize),
+    /// Frame rate videos are resampled to (dataset default when unset).
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Take clips from the centre of each video (evaluation rule) instead of a random start (seeded).
+    #[arg(long)]
+    center: bool,
+    /// Clips per encoder batch.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Seed of the random clip starts (and of the moving-shapes data).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Flex)]
+    device: DeviceArg,
+}
+
+fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Device) -> Result<()> {
+    let spec: DatasetSpec = a.dataset.parse()?;
+    let opts = ClipOptions {
+        frames: a.frames,
+        height: a.resolution.0,
+        width: a.resolution.1,
+        fps: a.fps,
+        split: if a.center { Split::Eval } else { Split::Train },
+    };
+    let log = SkipLog::new();
+    let source = Skipping::with_log(spec.open(&opts, a.seed)?, log.clone());
+    println!("{}", nbp_train::data::ClipSource::describe(&source));
+    let model = crate::load::<B>(
+        &crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() },
+        &device,
+    )?;
+    let grid = model.config().latent_shape(a.frames, a.resolution.0, a.resolution.1)?;
+    let classes = nbp_train::data::ClipSource::class_names(&source);
+    let info = TokenCacheInfo {
+        grid,
+        codebook: model.codebook_size(),
+        class_texts: classes.iter().map(|c| nbp_train::data::class_text(c)).collect(),
+        classes,
+        dataset: a.dataset.clone(),
+        tokenizer: a.tokenizer.display().to_string(),
+        frames: a.frames,
+        height: a.resolution.0,
+        width: a.resolution.1,
+        fps: a.fps.or(spec.default_fps()),
+    };
+    let started = std::time::Instant::now();
+    let cache = tokenize_dataset(&source, &model, info, a.batch, a.seed, &device, &Bar::default())?;
+    cache.save(&a.out)?;
+    println!(
+        "{} clips → {} ({}×{}×{} tokens each) in {:.1} s",
+        cache.len(),
+        a.out.display(),
+        grid[0],
+        grid[1],
+        grid[2],
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(s) = log.summary() {
+        println!("{s}");
+    }
+    Ok(())
+}
+
+pub fn tokenize_dataset_cmd(a: TokenizeDatasetArgs) -> Result<()> {
+    with_backend!(a.device, |B, dev| tokenize::<B>(&a, dev))
+}

@@ -1,0 +1,137 @@
+//! [`DatasetSpec`]: a dataset named by a short string (CLI flag or TOML value), and how to open it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use nbp_core::{Error, Result};
+
+use super::files::VideoFileSource;
+use super::moving_shapes_source::MovingShapesSource;
+use super::{ClipOptions, ClipSource};
+
+/// Number of moving-shapes clips when the spec gives none.
+const DEFAULT_MOVING_SHAPES: usize = 10_000;
+
+/// The accepted forms, for error messages.
+const FORMS: &str = "moving-shapes[:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], \
+                     k600:<root>[:<annotation-file>]";
+
+/// Which dataset to use. Parsed from (and printed back to) these strings:
+///
+/// - `moving-shapes` or `moving-shapes:<count>` — the procedural dataset (10 000 clips by default; the seed is
+///   [`DatasetSpec::open`]'s);
+/// - `folder:<dir>` — every video file under `<dir>` (extensions in [`super::VIDEO_EXTENSIONS`]), the class
+///   being the parent folder relative to `<dir>`;
+/// - `csv:<file>` — a manifest with the header `path,label` or `path` (paths relative to the CSV's folder);
+/// - `ucf:<root>` or `ucf:<root>:<annotation-file>` — UCF-101, with an official annotation file
+///   (`path<TAB>label`) or a standard split file (`trainlist01.txt`, `testlist01.txt`), or every video under
+///   `<root>`; 8 fps by default;
+/// - `k600:<root>` or `k600:<root>:<annotation-file>` — Kinetics-600 frame prediction (one class, empty text);
+///   16 fps by default (the official training rate; the official evaluation script reads at 25 fps).
+///
+/// The root of `ucf:`/`k600:` is everything up to the next `:`, so it must not contain a colon.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatasetSpec {
+    /// Procedural moving shapes.
+    MovingShapes { count: usize },
+    /// Every video under a folder.
+    Folder { dir: PathBuf },
+    /// A CSV manifest.
+    Csv { file: PathBuf },
+    /// UCF-101.
+    Ucf { root: PathBuf, annotations: Option<PathBuf> },
+    /// Kinetics-600 frame prediction.
+    K600 { root: PathBuf, annotations: Option<PathBuf> },
+}
+
+impl DatasetSpec {
+    /// Frame rate clips are read at when [`ClipOptions::fps`] is `None`: 8 for UCF-101, 16 for Kinetics-600
+    /// (official training settings), `None` (native rate) otherwise.
+    pub fn default_fps(&self) -> Option<f64> {
+        match self {
+            Self::Ucf { .. } => Some(8.0),
+            Self::K600 { .. } => Some(16.0),
+            Self::MovingShapes { .. } | Self::Folder { .. } | Self::Csv { .. } => None,
+        }
+    }
+
+    /// Opens the dataset: lists its files (nothing is decoded yet) or sets up the generator (seeded with `seed`).
+    /// `opts.fps` of `None` means [`Self::default_fps`].
+    pub fn open(&self, opts: &ClipOptions, seed: u64) -> Result<Box<dyn ClipSource>> {
+        let mut opts = opts.clone();
+        opts.fps = opts.fps.or(self.default_fps());
+        opts.validate()?;
+        Ok(match self {
+            Self::MovingShapes { count } => Box::new(MovingShapesSource::new(*count, &opts, seed)?),
+            Self::Folder { dir } => Box::new(VideoFileSource::folder(dir, &opts)?),
+            Self::Csv { file } => Box::new(VideoFileSource::csv(file, &opts)?),
+            Self::Ucf { root, annotations } => Box::new(VideoFileSource::ucf(root, annotations.as_deref(), &opts)?),
+            Self::K600 { root, annotations } => Box::new(VideoFileSource::k600(root, annotations.as_deref(), &opts)?),
+        })
+    }
+}
+
+fn bad(s: &str, why: &str) -> Error {
+    Error::invalid(format!("invalid dataset '{s}': {why}; accepted forms: {FORMS}"))
+}
+
+fn path(s: &str, value: &str, what: &str) -> Result<PathBuf> {
+    if value.is_empty() { Err(bad(s, &format!("the {what} is missing"))) } else { Ok(PathBuf::from(value)) }
+}
+
+/// `<root>` or `<root>:<annotation-file>`.
+fn root_and_annotations(s: &str, rest: &str) -> Result<(PathBuf, Option<PathBuf>)> {
+    match rest.split_once(':') {
+        Some((root, ann)) => Ok((path(s, root, "root folder")?, Some(path(s, ann, "annotation file")?))),
+        None => Ok((path(s, rest, "root folder")?, None)),
+    }
+}
+
+impl FromStr for DatasetSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let t = s.trim();
+        let (kind, rest) = match t.split_once(':') {
+            Some((k, r)) => (k, Some(r)),
+            None => (t, None),
+        };
+        match (kind.to_ascii_lowercase().as_str(), rest) {
+            ("moving-shapes", None) => Ok(Self::MovingShapes { count: DEFAULT_MOVING_SHAPES }),
+            ("moving-shapes", Some(n)) => match n.trim().parse::<usize>() {
+                Ok(count) if count > 0 => Ok(Self::MovingShapes { count }),
+                _ => Err(bad(s, &format!("the clip count must be a positive integer, got '{n}'"))),
+            },
+            ("folder", Some(dir)) => Ok(Self::Folder { dir: path(s, dir, "folder")? }),
+            ("csv", Some(file)) => Ok(Self::Csv { file: path(s, file, "CSV file")? }),
+            ("ucf", Some(rest)) => {
+                let (root, annotations) = root_and_annotations(s, rest)?;
+                Ok(Self::Ucf { root, annotations })
+            }
+            ("k600", Some(rest)) => {
+                let (root, annotations) = root_and_annotations(s, rest)?;
+                Ok(Self::K600 { root, annotations })
+            }
+            ("folder" | "csv" | "ucf" | "k600", None) => Err(bad(s, &format!("'{kind}' needs a path after ':'"))),
+            _ => Err(bad(s, &format!("unknown dataset kind '{kind}'"))),
+        }
+    }
+}
+
+impl fmt::Display for DatasetSpec {
+    /// The string [`DatasetSpec::from_str`] parses back to the same spec.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let with_ann = |f: &mut fmt::Formatter<'_>, kind: &str, root: &Path, ann: &Option<PathBuf>| match ann {
+            Some(a) => write!(f, "{kind}:{}:{}", root.display(), a.display()),
+            None => write!(f, "{kind}:{}", root.display()),
+        };
+        match self {
+            Self::MovingShapes { count } => write!(f, "moving-shapes:{count}"),
+            Self::Folder { dir } => write!(f, "folder:{}", dir.display()),
+            Self::Csv { file } => write!(f, "csv:{}", file.display()),
+            Self::Ucf { root, annotations } => with_ann(f, "ucf", root, annotations),
+            Self::K600 { root, annotations } => with_ann(f, "k600", root, annotations),
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! What every training run shares: its directory (checkpoints, effective config, log), atomic checkpoint files,
+//! which checkpoints to keep, the progress display, and a small deterministic random source.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::Backend;
+use burn::record::{FileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder, RecorderError};
+use burn_train::checkpoint::{CheckpointingAction, CheckpointingStrategy};
+use burn_train::metric::MetricDefinition;
+use burn_train::metric::store::EventStoreClient;
+use burn_train::renderer::{
+    EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
+    MetricsRendererTraining, ProgressType, TrainingProgress,
+};
+use burn_train::{Interrupter, LearnerSummary};
+use serde::Serialize;
+
+use nbp_core::{Error, Result};
+
+/// A run directory: `checkpoint/{model,optim,scheduler}-<step>.mpk`, the effective config, `train.log`, and the
+/// exported model.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates the directory (and its parents).
+    pub fn create(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path.join("checkpoint")).map_err(|e| Error::io(path, e))?;
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Steps of the checkpoints whose files are all present.
+    pub fn checkpoints(&self, parts: &[&str]) -> Result<Vec<usize>> {
+        let dir = self.path.join("checkpoint");
+        let mut found: HashMap<usize, usize> = HashMap::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let name = entry.map_err(|e| Error::io(&dir, e))?.file_name().to_string_lossy().to_string();
+            let Some(stem) = name.strip_suffix(".mpk") else { continue };
+            for part in parts {
+                if let Some(n) = stem.strip_prefix(&format!("{part}-")).and_then(|n| n.parse::<usize>().ok()) {
+                    *found.entry(n).or_default() += 1;
+                }
+            }
+        }
+        let mut steps: Vec<usize> = found.into_iter().filter(|&(_, c)| c == parts.len()).map(|(s, _)| s).collect();
+        steps.sort_unstable();
+        Ok(steps)
+    }
+
+    /// The latest complete Learner checkpoint (model, optimiser and scheduler), by steps done.
+    pub fn latest_checkpoint(&self) -> Result<Option<usize>> {
+        Ok(self.checkpoints(&["model", "optim", "scheduler"])?.last().copied())
+    }
+
+    /// Errors when the directory already holds checkpoints (a new run would mix with an old one).
+    pub fn refuse_existing(&self) -> Result<Option<usize>> {
+        if let Some(step) = self.latest_checkpoint()? {
+            return Err(Error::file(
+                &self.path,
+                format!("already holds a run (checkpoint at step {step}): pass --resume to continue it, or choose another --out"),
+            ));
+        }
+        Ok(None)
+    }
+
+    /// Writes the effective config as TOML (atomically).
+    pub fn save_config<T: Serialize>(&self, name: &str, config: &T) -> Result<()> {
+        let text = toml::to_string_pretty(config).map_err(|e| Error::invalid(format!("config does not serialise: {e}")))?;
+        nbp_core::error::write_atomic(self.path.join(name), text.as_bytes())
+    }
+
+    /// Writes the class names, one per line (label `i` on line `i`).
+    pub fn save_classes(&self, classes: &[String]) -> Result<()> {
+        nbp_core::error::write_atomic(self.path.join("classes.txt"), (classes.join("\n") + "\n").as_bytes())
+    }
+
+    /// Appends a line to `train.log`.
+    pub fn log(&self, line: &str) {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(self.path.join("train.log")) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// Burn's named MessagePack recorder (full precision), writing to a temporary file that is renamed into place,
+/// so a crash never leaves a half-written checkpoint under the final name.
+#[derive(Debug, Clone, Default)]
+pub struct AtomicRecorder {
+    inner: NamedMpkFileRecorder<FullPrecisionSettings>,
+}
+
+impl<B: Backend> FileRecorder<B> for AtomicRecorder {
+    fn file_extension() -> &'static str {
+        "mpk"
+    }
+}
+
+impl<B: Backend> Recorder<B> for AtomicRecorder {
+    type Settings = FullPrecisionSettings;
+    type RecordArgs = PathBuf;
+    type RecordOutput = ();
+    type LoadArgs = PathBuf;
+
+    fn save_item<I: serde::Serialize>(&self, item: I, file: PathBuf) -> std::result::Result<(), RecorderError> {
+        let name = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let tmp = file.with_file_name(format!("{name}-partial"));
+        Recorder::<B>::save_item(&self.inner, item, tmp.clone())?;
+        let mut target = file;
+        target.set_extension("mpk");
+        std::fs::rename(tmp.with_extension("mpk"), &target).map_err(|e| RecorderError::Unknown(e.to_string()))
+    }
+
+    fn load_item<I: serde::de::DeserializeOwned>(&self, file: &mut PathBuf) -> std::result::Result<I, RecorderError> {
+        Recorder::<B>::load_item(&self.inner, file)
+    }
+}
+
+/// Keeps the latest `n` checkpoints (numbered by steps).
+#[derive(Debug, Clone)]
+pub struct KeepLast {
+    n: usize,
+    saved: Vec<usize>,
+}
+
+impl KeepLast {
+    pub fn new(n: usize) -> Self {
+        Self { n: n.max(1), saved: vec![] }
+    }
+}
+
+impl CheckpointingStrategy for KeepLast {
+    fn checkpointing(&mut self, step: usize, _store: &EventStoreClient) -> Vec<CheckpointingAction> {
+        let mut actions = vec![CheckpointingAction::Save];
+        self.saved.push(step);
+        while self.saved.len() > self.n {
+            actions.push(CheckpointingAction::Delete(self.saved.remove(0)));
+        }
+        actions
+    }
+}
+
+/// The progress display: Burn's terminal dashboard when stdout is a terminal, plain progress lines otherwise;
+/// the lines always go to `<run>/train.log` too.
+pub struct RunRenderer {
+    tui: Option<Box<dyn MetricsRenderer>>,
+    dir: RunDir,
+    print: bool,
+    steps: usize,
+    names: HashMap<String, String>,
+    train: Vec<(String, f64)>,
+    valid: Vec<(String, f64)>,
+    last: Option<Instant>,
+    started: Instant,
+}
+
+/// The renderer of a run of `steps` optimiser steps.
+pub fn renderer(dir: &RunDir, steps: usize, interrupter: &Interrupter, checkpoint: Option<usize>) -> RunRenderer {
+    let terminal = std::io::stdout().is_terminal() && std::env::var_os("NBP_PLAIN_PROGRESS").is_none();
+    let tui: Option<Box<dyn MetricsRenderer>> = if terminal {
+        Some(Box::new(burn_train::renderer::tui::TuiMetricsRendererWrapper::new(interrupter.clone(), checkpoint)))
+    } else {
+        None
+    };
+    RunRenderer {
+        tui,
+        dir: dir.clone(),
+        print: !terminal,
+        steps,
+        names: HashMap::new(),
+        train: vec![],
+        valid: vec![],
+        last: None,
+        started: Instant::now(),
+    }
+}
+
+fn set(values: &mut Vec<(String, f64)>, name: String, v: f64) {
+    match values.iter_mut().find(|(n, _)| *n == name) {
+        Some(e) => e.1 = v,
+        None => values.push((name, v)),
+    }
+}
+
+fn fmt_values(values: &[(String, f64)]) -> String {
+    values
+        .iter()
+        .map(|(n, v)| if v.abs() < 1e-2 && *v != 0.0 { format!("{n} {v:.3e}") } else { format!("{n} {v:.4}") })
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+impl RunRenderer {
+    fn record(&mut self, state: &MetricState, valid: bool) {
+        if let MetricState::Numeric(entry, value) = state {
+            let id = format!("{:?}", entry.metric_id);
+            let name = self.names.get(&id).cloned().unwrap_or(id);
+            set(if valid { &mut self.valid } else { &mut self.train }, name, value.current());
+        }
+    }
+
+    fn line(&self, line: &str) {
+        if self.print {
+            println!("{line}");
+        }
+        self.dir.log(line);
+    }
+}
+
+impl MetricsRendererTraining for RunRenderer {
+    fn update_train(&mut self, state: MetricState) {
+        self.record(&state, false);
+        if let Some(t) = self.tui.as_mut() {
+            t.update_train(state);
+        }
+    }
+
+    fn update_valid(&mut self, state: MetricState) {
+        self.record(&state, true);
+        if let Some(t) = self.tui.as_mut() {
+            t.update_valid(state);
+        }
+    }
+
+    fn render_train(&mut self, item: TrainingProgress, indicators: Vec<ProgressType>) {
+        let step = item.iteration.unwrap_or(0);
+        let due = self.last.is_none_or(|t| t.elapsed().as_secs_f64() >= 5.0) || step == self.steps;
+        if due {
+            self.last = Some(Instant::now());
+            let secs = self.started.elapsed().as_secs_f64();
+            self.line(&format!("step {step}/{}  {}  [{secs:.0} s]", self.steps, fmt_values(&self.train)));
+        }
+        if let Some(t) = self.tui.as_mut() {
+            t.render_train(item, indicators);
+        }
+    }
+
+    fn render_valid(&mut self, item: TrainingProgress, indicators: Vec<ProgressType>) {
+        if let Some(p) = &item.progress
+            && p.items_processed >= p.items_total
+        {
+            self.line(&format!("validation after epoch {}: {}", item.global_progress.items_processed, fmt_values(&self.valid)));
+        }
+        if let Some(t) = self.tui.as_mut() {
+            t.render_valid(item, indicators);
+        }
+    }
+
+    fn on_train_end(&mut self, summary: Option<LearnerSummary>) -> std::result::Result<(), Box<dyn std::error::Error>> {
+        match self.tui.as_mut() {
+            Some(t) => t.on_train_end(summary),
+            None => Ok(()),
+        }
+    }
+}
+
+impl MetricsRendererEvaluation for RunRenderer {
+    fn update_test(&mut self, name: EvaluationName, state: MetricState) {
+        if let Some(t) = self.tui.as_mut() {
+            t.update_test(name, state);
+        }
+    }
+
+    fn render_test(&mut self, item: EvaluationProgress, indicators: Vec<ProgressType>) {
+        if let Some(t) = self.tui.as_mut() {
+            t.render_test(item, indicators);
+        }
+    }
+}
+
+impl MetricsRenderer for RunRenderer {
+    fn manual_close(&mut self) {
+        if let Some(t) = self.tui.as_mut() {
+            t.manual_close();
+        }
+    }
+
+    fn register_metric(&mut self, definition: MetricDefinition) {
+        self.names.insert(format!("{:?}", definition.metric_id), definition.name.clone());
+        if let Some(t) = self.tui.as_mut() {
+            t.register_metric(definition);
+        }
+    }
+}
+
+/// SplitMix64: a small deterministic random source for data order, corruption and dropout decisions.
+#[derive(Debug, Clone)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        let mut s = Self(seed);
+        s.next_u64();
+        s
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.unit() * n as f64) as usize % n.max(1)
+    }
+
+    /// Fisher–Yates shuffle.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.below(i + 1);
+            v.swap(i, j);
+        }
+    }
+}
+
+/// Reads a TOML run config; unknown keys and bad values are errors naming the file.
+pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    toml::from_str(&text).map_err(|e| Error::file(path, format!("is not a valid run config: {e}")))
+}

@@ -1,0 +1,444 @@
+//! Tokenizer training (the official repository ships none, reference §1.9): reconstruction loss (L1 and/or L2),
+//! an optional LPIPS perceptual loss (VGG16 weights from user files), and an optional PatchGAN discriminator with
+//! hinge loss, started after a warm-up, weighted adaptively by the ratio of the gradient norms of the
+//! reconstruction and GAN losses at the decoder's last layer (VQGAN). Two optimisers (tokenizer, discriminator).
+//!
+//! Like generator training, the run is counted in steps, data come from a deterministic stream, checkpoints are
+//! written atomically every `checkpoint_every` steps, at the end and on Ctrl-C, and `--resume` continues exactly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::Recorder;
+use burn::tensor::backend::AutodiffBackend;
+use burn_train::Interrupter;
+use serde::{Deserialize, Serialize};
+
+use nbp_core::metrics::{psnr, ssim};
+use nbp_core::video::{Video, tensor_to_videos, videos_to_tensor};
+use nbp_core::{Error, Result};
+use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, save_tokenizer};
+
+use crate::data::{ClipOptions, ClipSource, DatasetSpec, SkipLog, Skipping, Split};
+use crate::gan::{Discriminator, DiscriminatorConfig, Lpips, adaptive_weight, generator_loss, hinge_d_loss};
+use crate::optim::{GroupedAdamW, OptimizerConfig};
+use crate::run::{AtomicRecorder, RunDir, SplitMix};
+use crate::schedule::{ScheduleConfig, WarmupCosine};
+use burn::lr_scheduler::LrScheduler;
+
+/// A tokenizer run; read from TOML (`nbp-cli train-tokenizer --config run.toml`), every field can be overridden
+/// on the command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenizerTrainConfig {
+    /// Training data (a dataset spec: `moving-shapes:<count>`, `folder:<dir>`, `csv:<file>`, `ucf:<root>[:list]`,
+    /// `k600:<root>:<list>`).
+    pub dataset: String,
+    /// Clip size: frames (`1 + 4n`), height and width (multiples of 8), and frame rate (dataset default if unset).
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+    pub fps: Option<f64>,
+    /// Architecture: a preset (`tiny`, `small`, `official`) or a JSON config file.
+    pub preset: String,
+    /// FSQ levels overriding the preset's (the product is the codebook size).
+    pub fsq_levels: Option<Vec<usize>>,
+    pub out: PathBuf,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub checkpoint_every: usize,
+    /// Clips held out (the last of the dataset) for validation.
+    pub valid_clips: usize,
+    pub seed: u64,
+    pub l1_weight: f64,
+    pub l2_weight: f64,
+    /// LPIPS: a torchvision `vgg16` state dict and the LPIPS head file (`vgg.pth`); skipped when unset.
+    pub lpips_vgg: Option<PathBuf>,
+    pub lpips_lin: Option<PathBuf>,
+    pub perceptual_weight: f64,
+    /// Step at which the discriminator starts; `None` trains without GAN.
+    pub gan_start: Option<usize>,
+    /// Weight of the (adaptively scaled) generator loss.
+    pub gan_weight: f64,
+    pub disc_channels: usize,
+    pub disc_layers: usize,
+    /// Discriminator learning rate (the tokenizer's when unset).
+    pub disc_lr: Option<f64>,
+    pub optimizer: OptimizerConfig,
+    pub schedule: ScheduleConfig,
+}
+
+impl Default for TokenizerTrainConfig {
+    fn default() -> Self {
+        Self {
+            dataset: "moving-shapes:20000".into(),
+            frames: 17,
+            height: 64,
+            width: 64,
+            fps: None,
+            preset: "tiny".into(),
+            fsq_levels: None,
+            out: PathBuf::from("runs/tokenizer"),
+            steps: 2000,
+            batch_size: 4,
+            checkpoint_every: 250,
+            valid_clips: 8,
+            seed: 1234,
+            l1_weight: 1.0,
+            l2_weight: 1.0,
+            lpips_vgg: None,
+            lpips_lin: None,
+            perceptual_weight: 1.0,
+            gan_start: None,
+            gan_weight: 0.1,
+            disc_channels: 64,
+            disc_layers: 3,
+            disc_lr: None,
+            optimizer: OptimizerConfig { beta1: 0.9, beta2: 0.99, weight_decay: 0.0, ..Default::default() },
+            schedule: ScheduleConfig { lr: 1e-3, warmup_steps: 100, ..Default::default() },
+        }
+    }
+}
+
+impl TokenizerTrainConfig {
+    /// The architecture the run trains.
+    pub fn tokenizer_config(&self) -> Result<TokenizerConfig> {
+        let mut c = TokenizerConfig::from_name_or_file(&self.preset)?;
+        if let Some(levels) = &self.fsq_levels {
+            c.fsq_levels = levels.clone();
+        }
+        c.validate()?;
+        c.latent_shape(self.frames, self.height, self.width)?;
+        Ok(c)
+    }
+
+    /// Checks values the run would otherwise trip over late.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.steps == 0 || self.checkpoint_every == 0 {
+            return Err(Error::invalid("batch_size, steps and checkpoint_every must be at least 1"));
+        }
+        if self.l1_weight < 0.0 || self.l2_weight < 0.0 || self.l1_weight + self.l2_weight == 0.0 {
+            return Err(Error::invalid("l1_weight and l2_weight must be ≥ 0 and not both 0"));
+        }
+        if self.lpips_vgg.is_some() != self.lpips_lin.is_some() {
+            return Err(Error::invalid(
+                "LPIPS needs both files: --lpips-vgg (torchvision vgg16 weights) and --lpips-lin (LPIPS vgg.pth)",
+            ));
+        }
+        if self.schedule.lr <= 0.0 {
+            return Err(Error::invalid(format!("the learning rate must be positive, got {}", self.schedule.lr)));
+        }
+        self.tokenizer_config().map(|_| ())
+    }
+
+    fn clip_options(&self, split: Split) -> ClipOptions {
+        ClipOptions { frames: self.frames, height: self.height, width: self.width, fps: self.fps, split }
+    }
+}
+
+/// A deterministic stream of training batches read ahead on a worker thread.
+struct ClipStream {
+    rx: mpsc::Receiver<Result<Vec<Video>>>,
+}
+
+impl ClipStream {
+    fn new(source: Arc<dyn ClipSource>, clips: usize, batch: usize, seed: u64, from_step: usize, steps: usize) -> Self {
+        let (tx, rx) = mpsc::sync_channel(2);
+        std::thread::spawn(move || {
+            let mut pass_order: Option<(usize, Vec<usize>)> = None;
+            for step in from_step..steps {
+                let mut videos = Vec::with_capacity(batch);
+                let mut failed = None;
+                for j in 0..batch {
+                    let k = step * batch + j;
+                    let (pass, pos) = (k / clips, k % clips);
+                    if pass_order.as_ref().is_none_or(|(p, _)| *p != pass) {
+                        let mut order: Vec<usize> = (0..clips).collect();
+                        SplitMix::new(seed ^ 0x5EED_0000 ^ pass as u64).shuffle(&mut order);
+                        pass_order = Some((pass, order));
+                    }
+                    let index = pass_order.as_ref().expect("set above").1[pos];
+                    match source.clip(index, seed ^ k as u64) {
+                        Ok(c) => videos.push(c.video),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                let item = match failed {
+                    Some(e) => Err(e),
+                    None => Ok(videos),
+                };
+                if tx.send(item).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { rx }
+    }
+
+    fn next(&self) -> Result<Vec<Video>> {
+        self.rx.recv().map_err(|_| Error::invalid("the data worker stopped"))?
+    }
+}
+
+/// Validation numbers of a tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reconstruction {
+    pub clips: usize,
+    /// Mean PSNR (dB) and SSIM of the reconstructions (clamped to `[0, 1]`) against the clips.
+    pub psnr: f64,
+    pub ssim: f64,
+    /// Mean absolute error.
+    pub l1: f64,
+    /// Fraction of the codebook used by the validation clips' tokens.
+    pub codebook_usage: f64,
+}
+
+/// Reconstructs `clips` and measures them.
+pub fn evaluate_reconstruction<B: Backend>(
+    model: &VideoTokenizer<B>,
+    clips: &[Video],
+    batch: usize,
+    device: &B::Device,
+) -> Result<Reconstruction> {
+    let mut used = vec![false; model.codebook_size()];
+    let (mut p, mut s, mut l1) = (0.0, 0.0, 0.0);
+    for chunk in clips.chunks(batch.max(1)) {
+        let x = videos_to_tensor::<B>(chunk, device)?;
+        let (indices, recon) = model.reconstruct(x, &nbp_core::progress::NoProgress)?;
+        for id in indices.into_data().convert::<i64>().to_vec::<i64>().expect("int data") {
+            used[id as usize] = true;
+        }
+        for (a, b) in chunk.iter().zip(tensor_to_videos(recon)?) {
+            p += psnr(a, &b)?;
+            s += ssim(a, &b)?;
+            l1 += a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs() as f64).sum::<f64>() / a.data.len() as f64;
+        }
+    }
+    let n = clips.len().max(1) as f64;
+    Ok(Reconstruction {
+        clips: clips.len(),
+        psnr: p / n,
+        ssim: s / n,
+        l1: l1 / n,
+        codebook_usage: used.iter().filter(|&&u| u).count() as f64 / used.len() as f64,
+    })
+}
+
+/// What a finished (or interrupted) tokenizer run reports.
+#[derive(Debug, Clone)]
+pub struct TokenizerRun {
+    pub steps_done: usize,
+    pub model_path: PathBuf,
+    pub seconds: f64,
+    pub clips_per_second: f64,
+    pub interrupted: bool,
+    pub validation: Option<Reconstruction>,
+    /// First training losses and last ones (for tests and the closing report).
+    pub losses: Vec<(usize, f64)>,
+}
+
+const PARTS: [&str; 2] = ["tokenizer", "tokenizer_optim"];
+const GAN_PARTS: [&str; 4] = ["tokenizer", "tokenizer_optim", "disc", "disc_optim"];
+
+/// Trains a tokenizer as `config` says (see the module docs). `report` receives the progress lines.
+pub fn train_tokenizer<B: AutodiffBackend>(
+    config: &TokenizerTrainConfig,
+    resume: bool,
+    device: &B::Device,
+    interrupter: Interrupter,
+    report: &mut dyn FnMut(&str),
+) -> Result<TokenizerRun> {
+    config.validate()?;
+    let tconfig = config.tokenizer_config()?;
+    let spec: DatasetSpec = config.dataset.parse()?;
+    let skipped = SkipLog::new();
+    let source: Arc<dyn ClipSource> =
+        Arc::new(Skipping::with_log(spec.open(&config.clip_options(Split::Train), config.seed)?, skipped.clone()));
+    let eval_source = Skipping::with_log(spec.open(&config.clip_options(Split::Eval), config.seed)?, skipped.clone());
+    if source.len() <= config.valid_clips {
+        return Err(Error::invalid(format!(
+            "{} has {} clips: too few to hold out {} for validation",
+            config.dataset,
+            source.len(),
+            config.valid_clips
+        )));
+    }
+    let n_train = source.len() - config.valid_clips;
+    let valid: Vec<Video> = (n_train..source.len())
+        .map(|i| eval_source.clip(i, config.seed).map(|c| c.video))
+        .collect::<Result<_>>()?;
+
+    let dir = RunDir::create(&config.out)?;
+    let gan = config.gan_start.is_some();
+    let parts: &[&str] = if gan { &GAN_PARTS } else { &PARTS };
+    let start = if resume { dir.checkpoints(parts)?.last().copied() } else { None };
+    if !resume && !dir.checkpoints(&PARTS)?.is_empty() {
+        return Err(Error::file(
+            dir.path(),
+            "already holds a tokenizer run: pass --resume to continue it, or choose another --out",
+        ));
+    }
+    dir.save_config("tokenizer.toml", config)?;
+    report(&format!("data: {} ({} training clips, {} held out)", source.describe(), n_train, valid.len()));
+
+    B::seed(device, config.seed);
+    let recorder = AtomicRecorder::default();
+    let ckpt = |name: &str, step: usize| dir.path().join("checkpoint").join(format!("{name}-{step}"));
+    let mut model = VideoTokenizer::<B>::new(&tconfig, device)?;
+    let mut optim = GroupedAdamW::new(&config.optimizer, &model, |_, _| true);
+    let disc_config = DiscriminatorConfig::new().with_channels(config.disc_channels).with_layers(config.disc_layers);
+    let mut disc: Option<Discriminator<B>> = gan.then(|| disc_config.init(device));
+    let disc_opt_config = OptimizerConfig { beta1: 0.5, beta2: 0.9, weight_decay: 0.0, ..config.optimizer.clone() };
+    let mut disc_optim = disc.as_ref().map(|d| GroupedAdamW::new(&disc_opt_config, d, |_, _| false));
+    let mut schedule = WarmupCosine::new(config.schedule.clone(), config.steps);
+    let lpips = match (&config.lpips_vgg, &config.lpips_lin) {
+        (Some(vgg), Some(lin)) => Some(Lpips::<B>::load(vgg, lin, device)?.no_grad()),
+        _ => {
+            report("perceptual loss: skipped (no LPIPS weights given; pass --lpips-vgg and --lpips-lin to use it)");
+            None
+        }
+    };
+    let load_err = |e: RecorderError| Error::file(dir.path(), format!("cannot read the checkpoint: {e}"));
+    use burn::record::RecorderError;
+    if let Some(step) = start {
+        model = model.load_record(Recorder::<B>::load(&recorder, ckpt("tokenizer", step), device).map_err(load_err)?);
+        optim = optim.load_record(Recorder::<B>::load(&recorder, ckpt("tokenizer_optim", step), device).map_err(load_err)?);
+        if let (Some(d), Some(o)) = (disc.take(), disc_optim.take()) {
+            disc = Some(d.load_record(Recorder::<B>::load(&recorder, ckpt("disc", step), device).map_err(load_err)?));
+            disc_optim =
+                Some(o.load_record(Recorder::<B>::load(&recorder, ckpt("disc_optim", step), device).map_err(load_err)?));
+        }
+        schedule = schedule.load_record::<B>(step);
+        report(&format!("resumed from step {step}"));
+    }
+    let first = start.unwrap_or(0);
+    let stream = ClipStream::new(source.clone(), n_train, config.batch_size, config.seed, first, config.steps);
+
+    let started = Instant::now();
+    let mut last_print: Option<Instant> = None;
+    let mut losses = vec![];
+    let mut validation = None;
+    let mut step = first;
+    let mut kept: Vec<usize> = vec![];
+    while step < config.steps {
+        let videos = stream.next()?;
+        let x = videos_to_tensor::<B>(&videos, device)?;
+        let lr = schedule.step();
+        let fwd = model.forward_train(x.clone())?;
+        let mut rec = rec_of(&fwd.reconstruction, &x, config);
+        if let Some(lp) = &lpips {
+            rec = rec + lp.forward_video(fwd.reconstruction.clone(), x.clone()).mul_scalar(config.perceptual_weight);
+        }
+        let rec_value = rec.clone().into_scalar().elem::<f64>();
+        let gan_on = config.gan_start.is_some_and(|s| step >= s);
+        let mut line = format!("rec {rec_value:.4}");
+        let loss = match (&disc, gan_on) {
+            (Some(d), true) => {
+                // Adaptive weight: gradient norms of both losses at the last layer, on a detached copy of its
+                // input so that only that layer (and the discriminator) is traversed.
+                let h = fwd.before_last.clone().detach();
+                let y = model.last_layer().forward(h);
+                let w = last_layer_weight(&model);
+                let rec_norm = grad_norm_at(rec_of(&y, &x, config), &w);
+                let gan_norm = grad_norm_at(generator_loss(d.forward(y)), &w);
+                let weight = adaptive_weight(rec_norm, gan_norm, 1e4) * config.gan_weight;
+                let g = generator_loss(d.forward(fwd.reconstruction.clone()));
+                line += &format!("  g {:.4}  w {weight:.3e}", g.clone().into_scalar().elem::<f64>());
+                rec + g.mul_scalar(weight)
+            }
+            _ => rec,
+        };
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(lr, model, grads);
+        if let (Some(d), Some(o), true) = (disc.take(), disc_optim.as_mut(), gan_on) {
+            let d_loss = hinge_d_loss(d.forward(x.clone()), d.forward(fwd.reconstruction.detach()));
+            line += &format!("  d {:.4}", d_loss.clone().into_scalar().elem::<f64>());
+            let grads = GradientsParams::from_grads(d_loss.backward(), &d);
+            disc = Some(o.step(config.disc_lr.unwrap_or(lr), d, grads));
+        } else if disc.is_none() && gan {
+            unreachable!("the discriminator is always put back");
+        }
+        step += 1;
+        losses.push((step, rec_value));
+        let stop = interrupter.should_stop();
+        if last_print.is_none_or(|t| t.elapsed().as_secs_f64() >= 5.0) || step == config.steps {
+            last_print = Some(Instant::now());
+            let l = format!("step {step}/{}  {line}  lr {lr:.3e}  [{:.0} s]", config.steps, started.elapsed().as_secs_f64());
+            report(&l);
+            dir.log(&l);
+        }
+        if step.is_multiple_of(config.checkpoint_every) || step == config.steps || stop {
+            let v = evaluate_reconstruction(&model.valid(), &valid, config.batch_size, device)?;
+            let l = format!(
+                "validation at step {step}: PSNR {:.2} dB  SSIM {:.4}  L1 {:.4}  codebook usage {:.1}%",
+                v.psnr,
+                v.ssim,
+                v.l1,
+                v.codebook_usage * 100.0
+            );
+            report(&l);
+            dir.log(&l);
+            validation = Some(v);
+            let save = |e: RecorderError| Error::file(dir.path(), format!("cannot write a checkpoint: {e}"));
+            Recorder::<B>::record(&recorder, model.clone().into_record(), ckpt("tokenizer", step)).map_err(save)?;
+            Recorder::<B>::record(&recorder, optim.to_record(), ckpt("tokenizer_optim", step)).map_err(save)?;
+            if let (Some(d), Some(o)) = (&disc, &disc_optim) {
+                Recorder::<B>::record(&recorder, d.clone().into_record(), ckpt("disc", step)).map_err(save)?;
+                Recorder::<B>::record(&recorder, o.to_record(), ckpt("disc_optim", step)).map_err(save)?;
+            }
+            save_tokenizer(&model.valid(), dir.path().join("tokenizer.safetensors"))?;
+            kept.push(step);
+            while kept.len() > 2 {
+                let old = kept.remove(0);
+                for part in parts {
+                    let _ = std::fs::remove_file(ckpt(part, old).with_extension("mpk"));
+                }
+            }
+        }
+        if stop {
+            break;
+        }
+    }
+    if let Some(summary) = skipped.summary() {
+        report(&summary);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let done = step - first;
+    Ok(TokenizerRun {
+        steps_done: step,
+        model_path: dir.path().join("tokenizer.safetensors"),
+        seconds,
+        clips_per_second: (done * config.batch_size) as f64 / seconds.max(1e-9),
+        interrupted: step < config.steps,
+        validation,
+        losses,
+    })
+}
+
+fn rec_of<B: Backend>(y: &Tensor<B, 5>, x: &Tensor<B, 5>, config: &TokenizerTrainConfig) -> Tensor<B, 1> {
+    let diff = y.clone() - x.clone();
+    let mut rec = diff.clone().abs().mean().mul_scalar(config.l1_weight);
+    if config.l2_weight > 0.0 {
+        rec = rec + diff.powi_scalar(2).mean().mul_scalar(config.l2_weight);
+    }
+    rec
+}
+
+fn last_layer_weight<B: Backend>(model: &VideoTokenizer<B>) -> burn::module::Param<Tensor<B, 5>> {
+    match model.last_layer() {
+        nbp_tokenizer::layer::Layer::Conv(c) => c.conv.weight.clone(),
+        _ => unreachable!("the decoder ends with a convolution"),
+    }
+}
+
+fn grad_norm_at<B: AutodiffBackend>(loss: Tensor<B, 1>, w: &burn::module::Param<Tensor<B, 5>>) -> f64 {
+    crate::gan::param_grad_norm(loss, w)
+}
