@@ -665,9 +665,9 @@ fn run(cli: Cli) -> Result<()> {
             nbp_model::save_generator(&g.model, &g.settings, &output)?;
             println!("converted {} ({:?}) → {}", input.display(), g.settings, output.display());
         }
-        Command::Train(args) => train::train(*args),
-        Command::TrainTokenizer(args) => train::train_tokenizer_cmd(*args),
-        Command::TokenizeDataset(args) => train::tokenize_dataset_cmd(*args),
+        Command::Train(args) => train::train(*args)?,
+        Command::TrainTokenizer(args) => train::train_tokenizer_cmd(*args)?,
+        Command::TokenizeDataset(args) => train::tokenize_dataset_cmd(*args)?,
         Command::Sample(args) => {
             let device = args.run.device;
             with_backend!(device, |B, dev| sample_command::<B>(*args, dev))?;

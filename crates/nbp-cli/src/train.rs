@@ -229,8 +229,18 @@ pub struct TrainTokenizerArgs {
     /// Step at which the PatchGAN discriminator starts (no GAN when unset).
     #[arg(long)]
     gan_start: Option<usize>,
+    /// Weight of the adaptively scaled generator (GAN) loss.
     #[arg(long)]
     gan_weight: Option<f64>,
+    /// Width of the discriminator's first convolution.
+    #[arg(long)]
+    disc_channels: Option<usize>,
+    /// Stride-2 convolutions of the discriminator (frames must be at least 3·2^n pixels).
+    #[arg(long)]
+    disc_layers: Option<usize>,
+    /// Discriminator learning rate (the tokenizer's when unset).
+    #[arg(long)]
+    disc_lr: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
     /// Continue the run in --out from its latest checkpoint.
@@ -248,7 +258,10 @@ impl TrainTokenizerArgs {
             None => TokenizerTrainConfig::default(),
         };
         set!(c, self, dataset, out, preset, frames, height, width, steps, batch_size, checkpoint_every, valid_clips);
-        set!(c, self, l1_weight, l2_weight, perceptual_weight, gan_weight, seed);
+        set!(c, self, l1_weight, l2_weight, perceptual_weight, gan_weight, disc_channels, disc_layers, seed);
+        if self.disc_lr.is_some() {
+            c.disc_lr = self.disc_lr;
+        }
         if self.fsq_levels.is_some() {
             c.fsq_levels = self.fsq_levels.clone();
         }

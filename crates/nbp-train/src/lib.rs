@@ -11,3 +11,4 @@ pub mod optim;
 pub mod run;
 pub mod schedule;
 pub mod token_cache;
+pub mod tokenizer_training;

@@ -25,7 +25,9 @@ use nbp_core::{Error, Result};
 use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, save_tokenizer};
 
 use crate::data::{ClipOptions, ClipSource, DatasetSpec, SkipLog, Skipping, Split};
-use crate::gan::{Discriminator, DiscriminatorConfig, Lpips, adaptive_weight, generator_loss, hinge_d_loss};
+use crate::gan::{
+    Lpips, PatchDiscriminator, PatchDiscriminatorConfig, adaptive_weight, generator_loss, hinge_d_loss, param_grad_norm,
+};
 use crate::optim::{GroupedAdamW, OptimizerConfig};
 use crate::run::{AtomicRecorder, RunDir, SplitMix};
 use crate::schedule::{ScheduleConfig, WarmupCosine};
@@ -132,6 +134,14 @@ impl TokenizerTrainConfig {
         }
         if self.schedule.lr <= 0.0 {
             return Err(Error::invalid(format!("the learning rate must be positive, got {}", self.schedule.lr)));
+        }
+        let min_side = 3 << self.disc_layers.min(16);
+        if self.gan_start.is_some() && self.height.min(self.width) < min_side {
+            return Err(Error::invalid(format!(
+                "a PatchGAN discriminator with {} stride-2 layers needs frames of at least {min_side}×{min_side}, got \
+                 {}×{}: lower --disc-layers or raise the resolution",
+                self.disc_layers, self.height, self.width
+            )));
         }
         self.tokenizer_config().map(|_| ())
     }
@@ -294,8 +304,8 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let ckpt = |name: &str, step: usize| dir.path().join("checkpoint").join(format!("{name}-{step}"));
     let mut model = VideoTokenizer::<B>::new(&tconfig, device)?;
     let mut optim = GroupedAdamW::new(&config.optimizer, &model, |_, _| true);
-    let disc_config = DiscriminatorConfig::new().with_channels(config.disc_channels).with_layers(config.disc_layers);
-    let mut disc: Option<Discriminator<B>> = gan.then(|| disc_config.init(device));
+    let disc_config = PatchDiscriminatorConfig::new().with_channels(config.disc_channels).with_layers(config.disc_layers);
+    let mut disc: Option<PatchDiscriminator<B>> = gan.then(|| disc_config.init(device));
     let disc_opt_config = OptimizerConfig { beta1: 0.5, beta2: 0.9, weight_decay: 0.0, ..config.optimizer.clone() };
     let mut disc_optim = disc.as_ref().map(|d| GroupedAdamW::new(&disc_opt_config, d, |_, _| false));
     let mut schedule = WarmupCosine::new(config.schedule.clone(), config.steps);
@@ -347,8 +357,8 @@ pub fn train_tokenizer<B: AutodiffBackend>(
                 let h = fwd.before_last.clone().detach();
                 let y = model.last_layer().forward(h);
                 let w = last_layer_weight(&model);
-                let rec_norm = grad_norm_at(rec_of(&y, &x, config), &w);
-                let gan_norm = grad_norm_at(generator_loss(d.forward(y)), &w);
+                let rec_norm = param_grad_norm(rec_of(&y, &x, config), &w);
+                let gan_norm = param_grad_norm(generator_loss(d.forward(y)), &w);
                 let weight = adaptive_weight(rec_norm, gan_norm, 1e4) * config.gan_weight;
                 let g = generator_loss(d.forward(fwd.reconstruction.clone()));
                 line += &format!("  g {:.4}  w {weight:.3e}", g.clone().into_scalar().elem::<f64>());
@@ -358,13 +368,11 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         };
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(lr, model, grads);
-        if let (Some(d), Some(o), true) = (disc.take(), disc_optim.as_mut(), gan_on) {
+        if gan_on && let (Some(d), Some(o)) = (disc.take(), disc_optim.as_mut()) {
             let d_loss = hinge_d_loss(d.forward(x.clone()), d.forward(fwd.reconstruction.detach()));
             line += &format!("  d {:.4}", d_loss.clone().into_scalar().elem::<f64>());
             let grads = GradientsParams::from_grads(d_loss.backward(), &d);
             disc = Some(o.step(config.disc_lr.unwrap_or(lr), d, grads));
-        } else if disc.is_none() && gan {
-            unreachable!("the discriminator is always put back");
         }
         step += 1;
         losses.push((step, rec_value));
@@ -439,6 +447,3 @@ fn last_layer_weight<B: Backend>(model: &VideoTokenizer<B>) -> burn::module::Par
     }
 }
 
-fn grad_norm_at<B: AutodiffBackend>(loss: Tensor<B, 1>, w: &burn::module::Param<Tensor<B, 5>>) -> f64 {
-    crate::gan::param_grad_norm(loss, w)
-}

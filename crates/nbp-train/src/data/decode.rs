@@ -69,7 +69,7 @@ fn probe_fps(path: &Path) -> Result<f64> {
     let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::trim));
     if get("width").and_then(|v| v.parse::<u32>().ok()).is_none() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let err = err.lines().last().unwrap_or("no video stream found");
+        let err = last_line(path, &err).unwrap_or("no video stream found");
         return Err(Error::file(path, format!("cannot be read as a video: {err}")));
     }
     let rate = |v: &str| -> Option<f64> {
@@ -109,7 +109,7 @@ fn decode_rgb24(path: &Path, h: usize, w: usize) -> Result<Vec<u8>> {
     let frame_bytes = 3 * h * w;
     raw.truncate(raw.len() / frame_bytes * frame_bytes);
     if raw.is_empty() {
-        let msg = err.lines().last().unwrap_or("no frame could be decoded");
+        let msg = last_line(path, &err).unwrap_or("no frame could be decoded");
         return Err(Error::file(path, format!("cannot be decoded as a video: {msg}")));
     }
     if !status.success() {
@@ -118,8 +118,15 @@ fn decode_rgb24(path: &Path, h: usize, w: usize) -> Result<Vec<u8>> {
             "warning: {}: ffmpeg reported an error after {} frames ({}); using the frames decoded so far",
             path.display(),
             raw.len() / frame_bytes,
-            err.lines().last().unwrap_or("unknown error")
+            last_line(path, &err).unwrap_or("unknown error")
         );
     }
     Ok(raw)
+}
+
+/// The last line ffmpeg printed, without the `<path>: ` it often starts with (our errors name the file already).
+fn last_line<'a>(path: &Path, stderr: &'a str) -> Option<&'a str> {
+    let line = stderr.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    let prefix = format!("{}: ", path.display());
+    Some(line.strip_prefix(prefix.as_str()).unwrap_or(line))
 }

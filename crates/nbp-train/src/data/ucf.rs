@@ -56,14 +56,14 @@ fn parent_name(path: &Path) -> String {
 
 /// The videos of a dataset root, each with its parent folder name: the files an annotation file lists (joined
 /// with `root`; missing ones left out with a warning) or, without one, every video under `root`.
-fn list(root: &Path, annotations: Option<&Path>) -> Result<(Vec<(PathBuf, String)>, Option<PathBuf>)> {
+fn list(root: &Path, annotations: Option<&Path>) -> Result<Vec<(PathBuf, String)>> {
     if !root.is_dir() {
         let what = if root.exists() { "is not a folder" } else { "no such folder" };
         return Err(Error::file(root, format!("{what} (the dataset root)")));
     }
     let Some(ann) = annotations else {
         let files = scan_videos(root)?;
-        return Ok((files.into_iter().map(|p| (p.clone(), parent_name(&p))).collect(), None));
+        return Ok(files.into_iter().map(|p| (p.clone(), parent_name(&p))).collect());
     };
     let text =
         std::fs::read_to_string(ann).map_err(|e| Error::file(ann, format!("cannot read the annotation file: {e}")))?;
@@ -71,32 +71,31 @@ fn list(root: &Path, annotations: Option<&Path>) -> Result<(Vec<(PathBuf, String
     if rel.is_empty() {
         return Err(Error::file(ann, "the annotation file lists no video"));
     }
-    Ok((rel.into_iter().map(|r| (root.join(&r), parent_name(&r))).collect(), Some(ann.to_path_buf())))
+    Ok(rel.into_iter().map(|r| (root.join(&r), parent_name(&r))).collect())
 }
 
 impl VideoFileSource {
     /// `ucf:<root>[:<annotation-file>]`: UCF-101. The classes are the sorted parent-folder names of the listed
     /// videos, the condition text is [`class_text`] of the class (`"apply eye makeup"`).
     pub fn ucf(root: &Path, annotations: Option<&Path>, opts: &ClipOptions) -> Result<Self> {
-        let (labelled, ann) = list(root, annotations)?;
-        let (items, classes) = index_classes(labelled, sorted_classes);
-        let items = match &ann {
+        let (items, classes) = index_classes(list(root, annotations)?, sorted_classes);
+        let items = match annotations {
             Some(ann) => keep_existing(items, ann, root)?,
             None => items,
         };
         let texts = classes.iter().map(|c| class_text(c)).collect();
-        Self::new("UCF-101", location(root, ann.as_deref()), items, classes, texts, opts.clone())
+        Self::new("UCF-101", location(root, annotations), items, classes, texts, opts.clone())
     }
 
     /// `k600:<root>[:<annotation-file>]`: Kinetics-600 frame prediction. One dummy class `""` with an empty
     /// condition text (the official clips all share the parent folder `train` or `val`).
     pub fn k600(root: &Path, annotations: Option<&Path>, opts: &ClipOptions) -> Result<Self> {
-        let (labelled, ann) = list(root, annotations)?;
+        let labelled = list(root, annotations)?;
         let mut items: Vec<VideoItem> = labelled.into_iter().map(|(path, _)| VideoItem { path, label: 0 }).collect();
-        if let Some(ann) = &ann {
+        if let Some(ann) = annotations {
             items = keep_existing(items, ann, root)?;
         }
-        let location = location(root, ann.as_deref());
+        let location = location(root, annotations);
         Self::new("Kinetics-600", location, items, vec![String::new()], vec![String::new()], opts.clone())
     }
 }

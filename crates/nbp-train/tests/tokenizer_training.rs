@@ -1,0 +1,100 @@
+//! Tokenizer training end to end on small moving-shapes clips (flex, tiny preset): the reconstruction loss
+//! falls, the GAN phase runs with the adaptive weight, and an interrupted run resumes exactly.
+
+use std::path::PathBuf;
+
+use burn::backend::{Autodiff, Flex};
+use burn_train::Interrupter;
+use nbp_train::schedule::ScheduleConfig;
+use nbp_train::tokenizer_training::{TokenizerTrainConfig, train_tokenizer};
+
+type B = Autodiff<Flex>;
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nbp-tok-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn config(out: PathBuf, steps: usize) -> TokenizerTrainConfig {
+    TokenizerTrainConfig {
+        dataset: "moving-shapes:64".into(),
+        frames: 5,
+        height: 16,
+        width: 16,
+        preset: "tiny".into(),
+        fsq_levels: Some(vec![5, 5, 5]),
+        out,
+        steps,
+        batch_size: 2,
+        checkpoint_every: 10,
+        valid_clips: 4,
+        schedule: ScheduleConfig { lr: 3e-3, warmup_steps: 2, ..Default::default() },
+        ..Default::default()
+    }
+}
+
+fn mean(v: &[(usize, f64)]) -> f64 {
+    v.iter().map(|x| x.1).sum::<f64>() / v.len() as f64
+}
+
+#[test]
+fn reconstruction_loss_falls_and_resume_is_exact() {
+    let device = Default::default();
+    let dir = temp("run");
+    let full = train_tokenizer::<B>(&config(dir.join("full"), 40), false, &device, Interrupter::new(), &mut |_| {})
+        .unwrap();
+    assert_eq!(full.steps_done, 40);
+    let (first, last) = (mean(&full.losses[..5]), mean(&full.losses[35..]));
+    assert!(last < 0.7 * first, "reconstruction loss should fall: first 5 steps {first:.4}, last 5 {last:.4}");
+    let v = full.validation.clone().unwrap();
+    assert!(v.psnr > 10.0 && v.psnr.is_finite(), "{v:?}");
+    assert!(v.codebook_usage > 0.0 && v.codebook_usage <= 1.0, "{v:?}");
+    assert!(full.model_path.exists());
+    // The exported tokenizer loads back and reproduces the validation numbers' codebook.
+    let loaded = nbp_tokenizer::load_tokenizer::<Flex>(&full.model_path, None, &device).unwrap().0;
+    assert_eq!(loaded.codebook_size(), 125);
+
+    // Stopped after one step (as Ctrl-C does), then resumed: the same losses as the uninterrupted run.
+    let cfg = config(dir.join("resumed"), 12);
+    let stop = Interrupter::new();
+    stop.stop(Some("test"));
+    let part = train_tokenizer::<B>(&cfg, false, &device, stop, &mut |_| {}).unwrap();
+    assert!(part.interrupted && part.steps_done == 1);
+    let err = train_tokenizer::<B>(&cfg, false, &device, Interrupter::new(), &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("--resume"), "{err}");
+    let rest = train_tokenizer::<B>(&cfg, true, &device, Interrupter::new(), &mut |_| {}).unwrap();
+    assert_eq!(rest.steps_done, 12);
+    let uninterrupted =
+        train_tokenizer::<B>(&config(dir.join("straight"), 12), false, &device, Interrupter::new(), &mut |_| {})
+            .unwrap();
+    assert_eq!(part.losses[0], uninterrupted.losses[0]);
+    for ((s1, a), (s2, b)) in rest.losses.iter().zip(&uninterrupted.losses[1..]) {
+        assert_eq!(s1, s2);
+        assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "step {s1}: resumed {a} vs uninterrupted {b}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_gan_phase_runs_with_an_adaptive_weight() {
+    let device = Default::default();
+    let dir = temp("gan");
+    let mut lines = vec![];
+    let too_deep = TokenizerTrainConfig { gan_start: Some(2), ..config(dir.clone(), 4) };
+    let err = train_tokenizer::<B>(&too_deep, false, &device, Interrupter::new(), &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("at least 24×24"), "{err}");
+    let cfg = TokenizerTrainConfig { gan_start: Some(2), disc_layers: 1, disc_channels: 8, ..config(dir.clone(), 4) };
+    let run = train_tokenizer::<B>(&cfg, false, &device, Interrupter::new(), &mut |l| lines.push(l.to_string()))
+        .unwrap();
+    assert_eq!(run.steps_done, 4);
+    let log = std::fs::read_to_string(dir.join("train.log")).unwrap();
+    let gan_lines: Vec<&str> = log.lines().filter(|l| l.contains(" g ") && l.contains(" d ")).collect();
+    assert!(!gan_lines.is_empty(), "GAN losses are reported once the discriminator starts:\n{log}");
+    // The adaptive weight is a finite positive number.
+    let w: f64 = gan_lines[0].split("  w ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(w.is_finite() && w > 0.0, "{w}");
+    // Discriminator checkpoints are written next to the tokenizer's.
+    assert!(dir.join("checkpoint/disc-4.mpk").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
