@@ -6,7 +6,7 @@ use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
-use nbp_train::data::{ClipOptions, DatasetSpec, SkipLog, Skipping, Split};
+use nbp_train::data::{ClipOptions, DatasetSpec, SkipLog, Split};
 use nbp_train::generator_training::{GeneratorTrainConfig, train_generator};
 use nbp_train::run::load_toml;
 use nbp_train::token_cache::{TokenCacheInfo, tokenize_dataset};
@@ -356,14 +356,15 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
         split: if a.center { Split::Eval } else { Split::Train },
     };
     let log = SkipLog::new();
-    let source = Skipping::with_log(spec.open(&opts, a.seed)?, log.clone());
-    println!("{}", nbp_train::data::ClipSource::describe(&source));
+    let source = spec.open(&opts, a.seed)?;
+    log.add_total(source.len());
+    println!("{}", source.describe());
     let model = crate::load::<B>(
         &crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() },
         &device,
     )?;
     let grid = model.config().latent_shape(a.frames, a.resolution.0, a.resolution.1)?;
-    let classes = nbp_train::data::ClipSource::class_names(&source);
+    let classes = source.class_names();
     let info = TokenCacheInfo {
         grid,
         codebook: model.codebook_size(),
@@ -377,7 +378,7 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
         fps: a.fps.or(spec.default_fps()),
     };
     let started = std::time::Instant::now();
-    let cache = tokenize_dataset(&source, &model, info, a.batch, a.seed, &device, &Bar::default())?;
+    let cache = tokenize_dataset(source.as_ref(), &log, &model, info, a.batch, a.seed, &device, &Bar::default())?;
     cache.save(&a.out)?;
     println!(
         "{} clips → {} ({}×{}×{} tokens each) in {:.1} s",

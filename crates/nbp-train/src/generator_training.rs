@@ -189,8 +189,9 @@ pub fn setup(config: &GeneratorTrainConfig, cache: &TokenCache) -> Result<Genera
         gpt.n_embd = v;
     }
     if !config.preset.starts_with("official") {
-        // Small models get exactly the positions they use.
-        gpt.block_size = probe.input.len();
+        // Small models get the positions they use: the training input plus the last block, which sampling
+        // feeds to the cache as well.
+        gpt.block_size = probe.input.len() + shape.size();
     }
     gpt.validate()?;
     Ok(GeneratorSetup { gpt, settings, vocab, layout, grid })

@@ -145,10 +145,12 @@ impl TokenCache {
     }
 }
 
-/// Encodes every clip of `source` with `tokenizer`, `batch` clips at a time, into a token cache. Clips that fail to
-/// decode are handled by the source (wrap it in [`crate::data::Skipping`] to skip and report them).
+/// Encodes every clip of `source` with `tokenizer`, `batch` clips at a time, into a token cache. Videos that
+/// cannot be read are left out, recorded in `skipped` and reported on stderr.
+#[allow(clippy::too_many_arguments)]
 pub fn tokenize_dataset<B: burn::prelude::Backend>(
     source: &dyn crate::data::ClipSource,
+    skipped: &crate::data::SkipLog,
     tokenizer: &nbp_tokenizer::VideoTokenizer<B>,
     info: TokenCacheInfo,
     batch: usize,
@@ -160,7 +162,27 @@ pub fn tokenize_dataset<B: burn::prelude::Backend>(
     progress.start("tokenizing", source.len());
     let indices: Vec<usize> = (0..source.len()).collect();
     for chunk in indices.chunks(batch.max(1)) {
-        let clips = chunk.iter().map(|&i| source.clip(i, seed)).collect::<Result<Vec<_>>>()?;
+        let mut clips = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            match source.clip(i, seed) {
+                Ok(c) => clips.push(c),
+                Err(Error::File { path, message }) => {
+                    if skipped.record(path.display().to_string(), message.clone()) {
+                        eprintln!("warning: skipped {}: {message}", path.display());
+                    }
+                }
+                Err(Error::Io { path, source }) => {
+                    if skipped.record(path.display().to_string(), source.to_string()) {
+                        eprintln!("warning: skipped {}: {source}", path.display());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        progress.advance(chunk.len());
+        if clips.is_empty() {
+            continue;
+        }
         let videos: Vec<_> = clips.iter().map(|c| c.video.clone()).collect();
         let x = nbp_core::video::videos_to_tensor::<B>(&videos, device)?;
         let ids = tokenizer.encode(x)?;
@@ -175,7 +197,9 @@ pub fn tokenize_dataset<B: burn::prelude::Backend>(
         for (clip, codes) in clips.iter().zip(ids.chunks(t * h * w)) {
             cache.push(codes, clip.label)?;
         }
-        progress.advance(chunk.len());
+    }
+    if cache.is_empty() {
+        return Err(Error::invalid("no clip of the dataset could be read"));
     }
     progress.finish();
     Ok(cache)

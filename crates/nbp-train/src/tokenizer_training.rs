@@ -272,7 +272,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let skipped = SkipLog::new();
     let source: Arc<dyn ClipSource> =
         Arc::new(Skipping::with_log(spec.open(&config.clip_options(Split::Train), config.seed)?, skipped.clone()));
-    let eval_source = Skipping::with_log(spec.open(&config.clip_options(Split::Eval), config.seed)?, skipped.clone());
+    let eval_source = Skipping::new(spec.open(&config.clip_options(Split::Eval), config.seed)?);
     if source.len() <= config.valid_clips {
         return Err(Error::invalid(format!(
             "{} has {} clips: too few to hold out {} for validation",

@@ -207,9 +207,8 @@ mod tests {
         let mut out = x.clone();
         for b in 0..n {
             for g in 0..groups {
-                let idx: Vec<usize> = (g * per..(g + 1) * per)
-                    .flat_map(|ch| (0..h * w).map(move |p| (b * c + ch) * h * w + p))
-                    .collect();
+                let idx: Vec<usize> =
+                    (g * per..(g + 1) * per).flat_map(|ch| (0..h * w).map(move |p| (b * c + ch) * h * w + p)).collect();
                 let mean = idx.iter().map(|&i| x.data[i]).sum::<f64>() / idx.len() as f64;
                 let var = idx.iter().map(|&i| (x.data[i] - mean).powi(2)).sum::<f64>() / idx.len() as f64;
                 for &i in &idx {

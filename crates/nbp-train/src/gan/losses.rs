@@ -10,7 +10,9 @@
 //! removes them), so two backward passes through one shared graph do not work, and a second backward through the
 //! whole tokenizer would in any case double the cost. Both norms only need the gradient at `W`, and that gradient
 //! depends only on the last layer's input `h` and on what comes after `W`. So re-run just the last layer on a
-//! detached copy of `h`, once per loss, and take each norm from its own small graph:
+//! detached copy of `h`, **once per loss**, and take each norm from its own small graph. Reusing one
+//! `y = last.forward(h_cut)` for both losses does not work: the first backward consumes `y`'s step, and the
+//! second finds no gradient at `W` ([`param_grad_norm`] panics rather than return a wrong 0):
 //!
 //! ```text
 //! let h = decoder.forward_until_last_layer(z);               // [b, c, t, h, w], part of the main graph
@@ -73,14 +75,27 @@ pub fn adaptive_weight(rec_grad_norm: f64, gan_grad_norm: f64, max: f64) -> f64 
 
 /// L2 norm of the gradient of the scalar `loss` (shape `[1]`) with respect to the parameter `param`.
 ///
-/// Runs `loss.backward()` (which consumes `loss`'s graph: build a fresh graph for every call) and reads
-/// `param.grad(&grads)`. Returns 0 when `loss` does not depend on `param` (no gradient is recorded).
+/// Runs `loss.backward()` and reads `param.grad(&grads)`. The backward pass consumes the steps of `loss`'s
+/// graph, so every call needs a graph of its own: two calls on losses that share an intermediate tensor (e.g.
+/// both computed from one `last.forward(h)`) leave the second without any gradient (see the module
+/// documentation).
+///
+/// # Panics
+///
+/// If no gradient reaches `param`: `loss` does not depend on it, `param` does not require gradients, or the
+/// part of the graph between them was already consumed by an earlier backward pass. Returning 0 instead would
+/// silently turn the adaptive weight into its maximum.
 pub fn param_grad_norm<B: AutodiffBackend, const D: usize>(loss: Tensor<B, 1>, param: &Param<Tensor<B, D>>) -> f64 {
     let grads = loss.backward();
-    match param.grad(&grads) {
-        Some(g) => g.square().sum().into_scalar().elem::<f64>().sqrt(),
-        None => 0.0,
-    }
+    let grad = param.grad(&grads).unwrap_or_else(|| {
+        panic!(
+            "param_grad_norm: no gradient reached the parameter (shape {:?}): the loss does not depend on it, it \
+             does not require gradients, or the graph between them was already consumed by an earlier backward \
+             pass (build a fresh graph, e.g. re-run the last layer, for every call)",
+            param.dims()
+        )
+    });
+    grad.square().sum().into_scalar().elem::<f64>().sqrt()
 }
 
 #[cfg(test)]
@@ -145,9 +160,27 @@ mod tests {
         close(param_grad_norm((w.val() * x).sum(), &w), 13.0);
         // d/dw sum(w²) = 2w, ‖2w‖ = 2·sqrt(1 + 4 + 0.25 + 9)
         close(param_grad_norm(w.val().square().sum(), &w), 2.0 * 14.25f64.sqrt());
-        // No dependence: 0.
+    }
+
+    #[test]
+    #[should_panic(expected = "no gradient reached the parameter")]
+    fn param_grad_norm_panics_without_a_gradient() {
+        let dev = Default::default();
+        let w = Param::from_tensor(Tensor::<A, 1>::from_floats([1.0, 2.0], &dev));
         let other = Param::from_tensor(Tensor::<A, 1>::from_floats([1.0], &dev));
-        close(param_grad_norm(w.val().sum(), &other), 0.0);
+        param_grad_norm(w.val().sum(), &other);
+    }
+
+    /// The Burn 0.21 behaviour the recipe works around: a backward pass consumes the graph steps it traverses,
+    /// so a second loss built on the same intermediate tensor no longer reaches the parameter.
+    #[test]
+    #[should_panic(expected = "no gradient reached the parameter")]
+    fn a_second_backward_through_a_shared_graph_finds_no_gradient() {
+        let dev = Default::default();
+        let w = Param::from_tensor(Tensor::<A, 1>::from_floats([2.0, 3.0], &dev));
+        let y = w.val() * Tensor::<A, 1>::from_floats([1.0, 4.0], &dev);
+        close(param_grad_norm(y.clone().sum(), &w), 17f64.sqrt());
+        param_grad_norm(y.mul_scalar(5.0).sum(), &w);
     }
 
     /// The recipe of the module documentation: both norms from small graphs that re-run only the last layer on

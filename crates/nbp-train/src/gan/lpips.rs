@@ -73,7 +73,8 @@ impl LpipsConfig {
     /// A frozen LPIPS with random weights (Burn's default initialisation): only useful for tests and shapes.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Lpips<B> {
         let vgg = Vgg16FeaturesConfig::new().with_widths(self.widths).init(device);
-        let lins = self.widths.iter().map(|&c| Conv2dConfig::new([c, 1], [1, 1]).with_bias(false).init(device)).collect();
+        let lins =
+            self.widths.iter().map(|&c| Conv2dConfig::new([c, 1], [1, 1]).with_bias(false).init(device)).collect();
         Lpips { vgg, lins }.no_grad()
     }
 
@@ -100,8 +101,7 @@ impl LpipsConfig {
     pub fn load_combined<B: Backend>(&self, path: impl AsRef<Path>, device: &B::Device) -> Result<Lpips<B>> {
         let path = path.as_ref();
         let all = read_weights(path)?;
-        if let Some(other) =
-            all.keys().find(|k| !["features.", "lin", "classifier."].iter().any(|p| k.starts_with(p)))
+        if let Some(other) = all.keys().find(|k| !["features.", "lin", "classifier."].iter().any(|p| k.starts_with(p)))
         {
             return Err(Error::file(
                 path,
@@ -122,7 +122,8 @@ impl LpipsConfig {
     /// The module with lazily initialised parameters (never materialised when every one is loaded).
     fn init_lazy<B: Backend>(&self, device: &B::Device) -> Lpips<B> {
         let vgg = Vgg16FeaturesConfig::new().with_widths(self.widths).init(device);
-        let lins = self.widths.iter().map(|&c| Conv2dConfig::new([c, 1], [1, 1]).with_bias(false).init(device)).collect();
+        let lins =
+            self.widths.iter().map(|&c| Conv2dConfig::new([c, 1], [1, 1]).with_bias(false).init(device)).collect();
         Lpips { vgg, lins }
     }
 }
@@ -271,7 +272,9 @@ mod tests {
     fn image<BB: Backend>(name: &str) -> Tensor<BB, 4> {
         let a = read_npy(fixture(name)).unwrap();
         let shape: [usize; 4] = a.shape.clone().try_into().unwrap();
-        Tensor::<BB, 4>::from_data(TensorData::new(a.to_f32(), shape), &Default::default()).div_scalar(127.5).sub_scalar(1.0)
+        Tensor::<BB, 4>::from_data(TensorData::new(a.to_f32(), shape), &Default::default())
+            .div_scalar(127.5)
+            .sub_scalar(1.0)
     }
 
     fn expected() -> Vec<f32> {
@@ -286,6 +289,7 @@ mod tests {
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(want) {
             let rel = (g - w).abs() / w.abs();
+            eprintln!("LPIPS {g} vs PyTorch {w}: relative error {rel:e}");
             assert!(rel < 1e-4, "got {got:?}, PyTorch {want:?} (relative error {rel:e})");
         }
     }
@@ -297,7 +301,8 @@ mod tests {
     #[test]
     fn identical_inputs_give_zero() {
         let lpips = config().init::<B>(&Default::default());
-        let x = Tensor::<B, 4>::random([2, 3, 32, 32], burn::tensor::Distribution::Uniform(-1.0, 1.0), &Default::default());
+        let x =
+            Tensor::<B, 4>::random([2, 3, 32, 32], burn::tensor::Distribution::Uniform(-1.0, 1.0), &Default::default());
         let d = values(lpips.forward(x.clone(), x));
         assert_eq!(d, [0.0, 0.0]);
     }
@@ -317,7 +322,8 @@ mod tests {
     fn video_helper_is_the_mean_over_frames() {
         let lpips = load::<B>();
         // One clip of two frames: frame t = image t of the fixture batch, pixels in [0, 1].
-        let video = |name: &str| image::<B>(name).add_scalar(1.0).div_scalar(2.0).permute([1, 0, 2, 3]).unsqueeze_dim(0);
+        let video =
+            |name: &str| image::<B>(name).add_scalar(1.0).div_scalar(2.0).permute([1, 0, 2, 3]).unsqueeze_dim(0);
         let d = values(lpips.forward_video(video("image0.npy"), video("image1.npy")));
         let want = expected();
         assert_close(&d, &[(want[0] + want[1]) / 2.0]);
