@@ -166,9 +166,10 @@ enum GeneratorCommand {
 /// Arguments of `nbp-cli sample`.
 #[derive(Args, Debug)]
 struct SampleArgs {
-    /// Generator checkpoint: an official Lightning .ckpt or the project's .safetensors.
+    /// Generator checkpoint: an official Lightning .ckpt or the project's .safetensors. Default: the bundled
+    /// moving-shapes demo model (assets/demo/generator.safetensors, with assets/demo/tokenizer.safetensors).
     #[arg(long)]
-    generator: PathBuf,
+    generator: Option<PathBuf>,
     /// Attention heads, for checkpoints that do not record them (16 for official-base, 32 for xl and 3b).
     #[arg(long)]
     n_head: Option<usize>,
@@ -184,7 +185,9 @@ struct SampleArgs {
     /// Generation scheme; it must be the one the model was trained for (checked).
     #[arg(long, value_enum)]
     mode: Option<ModeArg>,
-    /// UCF-101 class for the official text-conditional UCF model: ApplyEyeMakeup, "apply eye makeup" or 0.
+    /// Class to generate: a class name of a model trained by nbp (e.g. circle-bounce for the demo), or a UCF-101
+    /// class for the official UCF model (ApplyEyeMakeup, "apply eye makeup" or 0). Without any condition, a
+    /// class-conditional model generates a grid of 8 of its classes.
     #[arg(long = "class", conflicts_with = "condition_ids")]
     class: Option<String>,
     /// Raw condition token ids, comma separated (unshifted).
@@ -206,9 +209,10 @@ struct SampleArgs {
     /// Continue these token ids (.npy of codes shaped [T', H', W'] or [1, T', H', W'], whole latent frames).
     #[arg(long)]
     prefix_tokens: Option<PathBuf>,
-    /// Latent grid TxHxW of a generated video (5x16x16 = 17 frames of 128x128).
-    #[arg(long, default_value = "5x16x16")]
-    latent_grid: String,
+    /// Latent grid TxHxW of a generated video (default: the grid the model was trained on, else 5x16x16 = 17
+    /// frames of 128x128).
+    #[arg(long)]
+    latent_grid: Option<String>,
     /// Block shape TxHxW; its size must be the model's block size (default: 1x1xL, rows of L tokens).
     #[arg(long)]
     block_shape: Option<String>,
@@ -499,11 +503,17 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     use nbp_model::generate::{Condition, Mode, Request, generate};
     let bar = Bar::default();
     let overrides = nbp_model::Overrides { n_head: a.n_head, block: a.block_size, ..Default::default() };
-    let g = nbp_model::load_generator::<B>(&a.generator, &overrides, &device)?;
+    let demo = a.generator.is_none();
+    let generator = a.generator.clone().unwrap_or_else(|| demo_asset("generator.safetensors"));
+    let g = match nbp_model::load_generator::<B>(&generator, &overrides, &device) {
+        Ok(g) => g,
+        Err(e) if demo => bail!("{e}\nthe bundled demo model is missing: pass --generator, or see assets/README.md"),
+        Err(e) => return Err(e.into()),
+    };
     let mode = Mode::of(&g.settings);
     eprintln!(
         "loaded generator {} ({:.1} M parameters, {:?}, block {}, {} condition tokens)",
-        a.generator.display(),
+        generator.display(),
         g.model.num_params() as f64 / 1e6,
         mode,
         g.settings.block,
@@ -522,32 +532,60 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
             );
         }
     }
-    let official = !a.generator.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let official = !generator.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     if a.cfg_scale != 0.0 && official {
         eprintln!(
             "warning: official checkpoints carry an untrained, random null-condition embedding (they were trained \
              without condition dropout), so classifier-free guidance will not behave as intended with them"
         );
     }
-    let grid = parse_grid(&a.latent_grid)?;
+    let grid = match (&a.latent_grid, g.info.latent_grid) {
+        (Some(s), _) => parse_grid(s)?,
+        (None, Some([t, h, w])) => nbp_core::blocks::LatentGrid::new(t, h, w),
+        (None, None) => parse_grid("5x16x16")?,
+    };
     let block_shape = match &a.block_shape {
         Some(s) => nbp_core::blocks::BlockShape::parse(s)?,
         None if grid.w % g.settings.block == 0 => nbp_core::blocks::BlockShape::new(1, 1, g.settings.block),
         None => bail!("blocks of {} tokens do not fit rows of {}: pass --block-shape", g.settings.block, grid.w),
     };
-    let condition = match (&a.class, &a.condition_ids, a.label) {
+    let classes = &g.info.classes;
+    let class_index = |name: &str| {
+        let norm = |s: &str| s.to_lowercase().replace([' ', '_'], "-");
+        classes.iter().position(|c| norm(c) == norm(name)).or_else(|| name.parse::<usize>().ok().filter(|&i| i < classes.len()))
+    };
+    // One generation per condition: a class grid when a class-conditional model gets no condition.
+    let conditions: Vec<(Condition, String)> = match (&a.class, &a.condition_ids, a.label) {
+        (Some(c), _, _) if !classes.is_empty() => {
+            let i = class_index(c).with_context(|| {
+                format!("{}: no class '{c}' (classes: {})", generator.display(), classes.join(", "))
+            })?;
+            vec![(Condition::Tokens(vec![i as i64]), classes[i].clone())]
+        }
         (Some(c), _, _) => {
             let class = nbp_model::classes::find_ucf101_class(c)?;
             eprintln!("condition: class {} \"{}\" → ids {:?}", class.name, class.text, class.token_ids);
-            Condition::Tokens(class.token_ids)
+            vec![(Condition::Tokens(class.token_ids), class.name.to_string())]
         }
-        (None, Some(ids), _) => Condition::Tokens(ids.clone()),
-        (None, None, Some(label)) => Condition::Tokens(vec![label]),
-        (None, None, None) => Condition::None,
+        (None, Some(ids), _) => vec![(Condition::Tokens(ids.clone()), format!("{ids:?}"))],
+        (None, None, Some(label)) => {
+            let name = classes.get(label as usize).cloned().unwrap_or_else(|| format!("label {label}"));
+            vec![(Condition::Tokens(vec![label]), name)]
+        }
+        (None, None, None) if !g.settings.unconditional && g.settings.cond_tokens == 1 && !classes.is_empty() => {
+            // 8 classes with a stride coprime to most class counts, so shapes and motions both vary.
+            let n = classes.len();
+            let mut picked: Vec<usize> = (0..n.min(8)).map(|i| (i * 5) % n).collect();
+            picked.dedup();
+            picked.into_iter().map(|i| (Condition::Tokens(vec![i as i64]), classes[i].clone())).collect()
+        }
+        (None, None, None) => vec![(Condition::None, "unconditional".into())],
     };
     let needs_tokenizer = !a.no_decode || a.condition_video.is_some();
     let tokenizer = if needs_tokenizer {
-        let path = a.tokenizer.clone().unwrap_or_else(|| a.generator.clone());
+        let path = a.tokenizer.clone().unwrap_or_else(|| {
+            if demo { demo_asset("tokenizer.safetensors") } else { generator.clone() }
+        });
         let args = TokenizerArgs { tokenizer: path, tokenizer_config: a.tokenizer_config.clone() };
         Some(
             load::<B>(&args, &device)
@@ -588,40 +626,51 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     if a.temperature.is_nan() || a.temperature <= 0.0 {
         bail!("--temperature must be positive (use --greedy for deterministic decoding)");
     }
-    let request = Request {
-        condition,
-        prefix,
-        grid,
-        block_shape,
-        samples: a.num_samples.max(1),
-        options: nbp_model::sampling::SampleOptions {
-            filter,
-            greedy: a.greedy,
-            cfg: (a.cfg_scale != 0.0)
-                .then_some(nbp_model::sampling::Guidance { scale: a.cfg_scale, growing: a.cfg_growing }),
-        },
+    let options = nbp_model::sampling::SampleOptions {
+        filter,
+        greedy: a.greedy,
+        cfg: (a.cfg_scale != 0.0).then_some(nbp_model::sampling::Guidance { scale: a.cfg_scale, growing: a.cfg_growing }),
     };
+    let per_condition = a.num_samples.max(1);
     // Seed right before sampling: loading models draws random initial weights.
     B::seed(&device, a.seed);
-    let out = generate(&g.model, &g.settings, &request, &bar)?;
-    let n = request.samples;
-    let frames_per_latent = 4.0;
-    let new_frames = out.new_tokens as f64 / (grid.h * grid.w) as f64 * frames_per_latent * n as f64;
-    println!(
-        "generator: {} steps, {} tokens in {:.2} s ({:.1} tokens/s, {:.2} frames/s)",
-        out.steps,
-        out.new_tokens * n,
-        out.seconds,
-        (out.new_tokens * n) as f64 / out.seconds,
-        new_frames / out.seconds
-    );
-    if out.clamped > 0 {
-        eprintln!(
-            "warning: {} sampled ids were not video codes and were clamped (as the official sampler does)",
-            out.clamped
-        );
+    let (mut codes, mut steps, mut new_tokens, mut seconds, mut clamped) = (vec![], 0, 0, 0.0, 0);
+    for (condition, name) in &conditions {
+        let request = Request {
+            condition: condition.clone(),
+            prefix: prefix.clone(),
+            grid,
+            block_shape,
+            samples: per_condition,
+            options: options.clone(),
+        };
+        let out = generate(&g.model, &g.settings, &request, &bar)?;
+        if conditions.len() > 1 {
+            eprintln!("{name}: {} steps in {:.2} s", out.steps, out.seconds);
+        }
+        steps += out.steps;
+        new_tokens += out.new_tokens * per_condition;
+        seconds += out.seconds;
+        clamped += out.clamped;
+        codes.extend(out.codes);
     }
-    let flat: Vec<i32> = out.codes.iter().flatten().map(|&c| c as i32).collect();
+    let n = codes.len();
+    let frames_per_latent = 4.0;
+    let new_frames = new_tokens as f64 / (grid.h * grid.w) as f64 * frames_per_latent;
+    println!(
+        "generator: {} clips ({}), {} steps, {} tokens in {:.2} s ({:.1} tokens/s, {:.2} frames/s)",
+        n,
+        conditions.iter().map(|c| c.1.as_str()).collect::<Vec<_>>().join(", "),
+        steps,
+        new_tokens,
+        seconds,
+        new_tokens as f64 / seconds,
+        new_frames / seconds
+    );
+    if clamped > 0 {
+        eprintln!("warning: {clamped} sampled ids were not video codes and were clamped (as the official sampler does)");
+    }
+    let flat: Vec<i32> = codes.iter().flatten().map(|&c| c as i32).collect();
     let tokens = NpyArray::i32(vec![n, grid.t, grid.h, grid.w], flat);
     if let Some(p) = &a.save_tokens {
         write_npy(p, &tokens)?;
@@ -638,6 +687,15 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         println!("wrote {}", a.out.display());
     }
     Ok(())
+}
+
+/// A file of the bundled demo (`assets/demo/`), found from the working directory or the source tree.
+fn demo_asset(name: &str) -> PathBuf {
+    let local = Path::new("assets/demo").join(name);
+    if local.exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/demo").join(name)
 }
 
 fn run(cli: Cli) -> Result<()> {

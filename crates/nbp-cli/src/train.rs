@@ -201,6 +201,9 @@ pub struct TrainTokenizerArgs {
     /// Frame rate videos are resampled to (dataset default when unset).
     #[arg(long)]
     fps: Option<f64>,
+    /// Train on random square crops of this size (multiple of 8); validation uses whole frames.
+    #[arg(long)]
+    crop: Option<usize>,
     #[arg(long)]
     steps: Option<usize>,
     #[arg(long)]
@@ -267,6 +270,9 @@ impl TrainTokenizerArgs {
         }
         if self.fps.is_some() {
             c.fps = self.fps;
+        }
+        if self.crop.is_some() {
+            c.crop = self.crop;
         }
         if self.lpips_vgg.is_some() {
             c.lpips_vgg = self.lpips_vgg.clone();

@@ -22,6 +22,18 @@ pub const KIND_KEY: &str = "nbp.kind";
 pub const CONFIG_KEY: &str = "nbp.config";
 /// Metadata key of the JSON generation settings ([`GeneratorSettings`]).
 pub const SETTINGS_KEY: &str = "nbp.settings";
+/// Metadata key of the [`GeneratorInfo`] (JSON) of models trained by nbp.
+pub const INFO_KEY: &str = "nbp.info";
+
+/// What a model trained by nbp knows about its data: class names (label `i` is `classes[i]`) and the latent grid
+/// of its training clips. Official checkpoints carry neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GeneratorInfo {
+    #[serde(default)]
+    pub classes: Vec<String>,
+    #[serde(default)]
+    pub latent_grid: Option<[usize; 3]>,
+}
 
 /// How a checkpoint's model builds and reads sequences (from the official `hyper_parameters.args`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -142,6 +154,7 @@ pub fn export_gpt<B: Backend>(m: &Gpt<B>, w: &mut WeightWriter, prefix: &str) {
 pub struct LoadedGenerator<B: Backend> {
     pub model: Gpt<B>,
     pub settings: GeneratorSettings,
+    pub info: GeneratorInfo,
 }
 
 /// Loads a generator from an official Lightning `.ckpt` or a project `.safetensors` file.
@@ -170,8 +183,12 @@ pub fn load_generator<B: Backend>(
             serde_json::from_str(parse(CONFIG_KEY)?).map_err(|e| Error::file(path, format!("bad config: {e}")))?;
         let settings: GeneratorSettings =
             serde_json::from_str(parse(SETTINGS_KEY)?).map_err(|e| Error::file(path, format!("bad settings: {e}")))?;
+        let info: GeneratorInfo = match meta.get(INFO_KEY) {
+            Some(text) => serde_json::from_str(text).map_err(|e| Error::file(path, format!("bad info: {e}")))?,
+            None => GeneratorInfo::default(),
+        };
         let model = import_gpt(&config, w, device)?;
-        return Ok(LoadedGenerator { model, settings });
+        return Ok(LoadedGenerator { model, settings, info });
     }
     let all = WeightMap::read_pytorch(path)?;
     if !all.keys().any(|k| k.starts_with("state_dict.transformer.")) {
@@ -231,12 +248,25 @@ pub fn load_generator<B: Backend>(
         .with_dropout(0.0);
     let model = import_gpt(&config, w, device)?;
     let settings = GeneratorSettings { block, hybrid, unconditional, cond_tokens, cond_vocab };
-    Ok(LoadedGenerator { model, settings })
+    Ok(LoadedGenerator { model, settings, info: GeneratorInfo::default() })
 }
 
 /// Saves a generator in the project's own format (atomically).
 pub fn save_generator<B: Backend>(m: &Gpt<B>, settings: &GeneratorSettings, path: impl AsRef<Path>) -> Result<()> {
+    save_generator_with_info(m, settings, &GeneratorInfo::default(), path)
+}
+
+/// [`save_generator`] with class names and the training latent grid.
+pub fn save_generator_with_info<B: Backend>(
+    m: &Gpt<B>,
+    settings: &GeneratorSettings,
+    info: &GeneratorInfo,
+    path: impl AsRef<Path>,
+) -> Result<()> {
     let mut w = WeightWriter::new();
+    if *info != GeneratorInfo::default() {
+        w.metadata(INFO_KEY, serde_json::to_string(info).expect("info serialises"));
+    }
     w.metadata(KIND_KEY, "generator");
     w.metadata(CONFIG_KEY, serde_json::to_string(m.config()).expect("config serialises"));
     w.metadata(SETTINGS_KEY, serde_json::to_string(settings).expect("settings serialise"));

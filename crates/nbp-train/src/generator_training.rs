@@ -29,7 +29,7 @@ use nbp_core::blocks::{BlockLayout, BlockShape, LatentGrid};
 use nbp_core::mask::MaskSpec;
 use nbp_core::vocab::{Conditioning, Vocabulary};
 use nbp_core::{Error, Result};
-use nbp_model::checkpoint::{GeneratorSettings, save_generator};
+use nbp_model::checkpoint::{GeneratorInfo, GeneratorSettings, save_generator_with_info};
 use nbp_model::config::GptConfig;
 use nbp_model::gpt::Gpt;
 use nbp_model::training::{chunked_loss, training_hidden, training_mask, training_sequence};
@@ -582,7 +582,8 @@ pub fn train_generator<B: AutodiffBackend>(
     let seconds = started.elapsed().as_secs_f64();
     let steps_done = dir.latest_checkpoint()?.unwrap_or(0);
     let model_path = dir.path().join("generator.safetensors");
-    save_generator(&model.gpt, &setup.settings, &model_path)?;
+    let info = GeneratorInfo { classes: cache.info.classes.clone(), latent_grid: Some(cache.info.grid) };
+    save_generator_with_info(&model.gpt, &setup.settings, &info, &model_path)?;
     dir.save_classes(&cache.info.classes)?;
     let new_steps = steps_done.saturating_sub(start.unwrap_or(0));
     let sequences = (new_steps * per_step) as f64;

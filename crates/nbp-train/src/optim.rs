@@ -242,7 +242,7 @@ mod tests {
         blocks: Vec<Linear<B>>,
     }
 
-    fn net(device: &<B as Backend>::Device) -> Net<B> {
+    fn net(device: &burn::prelude::Device<B>) -> Net<B> {
         Net {
             emb: EmbeddingConfig::new(5, 3).init(device),
             fc: LinearConfig::new(3, 2).init(device),

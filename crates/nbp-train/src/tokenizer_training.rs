@@ -46,6 +46,9 @@ pub struct TokenizerTrainConfig {
     pub height: usize,
     pub width: usize,
     pub fps: Option<f64>,
+    /// Train on random square crops of this size (a multiple of 8) of every clip; the network is convolutional,
+    /// so it then runs on whole frames (validation always uses whole frames). Cuts the cost per step.
+    pub crop: Option<usize>,
     /// Architecture: a preset (`tiny`, `small`, `official`) or a JSON config file.
     pub preset: String,
     /// FSQ levels overriding the preset's (the product is the codebook size).
@@ -83,6 +86,7 @@ impl Default for TokenizerTrainConfig {
             height: 64,
             width: 64,
             fps: None,
+            crop: None,
             preset: "tiny".into(),
             fsq_levels: None,
             out: PathBuf::from("runs/tokenizer"),
@@ -135,8 +139,17 @@ impl TokenizerTrainConfig {
         if self.schedule.lr <= 0.0 {
             return Err(Error::invalid(format!("the learning rate must be positive, got {}", self.schedule.lr)));
         }
+        if let Some(c) = self.crop
+            && (c == 0 || !c.is_multiple_of(8) || c > self.height.min(self.width))
+        {
+            return Err(Error::invalid(format!(
+                "crop must be a positive multiple of 8 no larger than the frames ({}×{}), got {c}",
+                self.height, self.width
+            )));
+        }
+        let side = self.crop.unwrap_or(self.height.min(self.width));
         let min_side = 3 << self.disc_layers.min(16);
-        if self.gan_start.is_some() && self.height.min(self.width) < min_side {
+        if self.gan_start.is_some() && side < min_side {
             return Err(Error::invalid(format!(
                 "a PatchGAN discriminator with {} stride-2 layers needs frames of at least {min_side}×{min_side}, got \
                  {}×{}: lower --disc-layers or raise the resolution",
@@ -157,7 +170,14 @@ struct ClipStream {
 }
 
 impl ClipStream {
-    fn new(source: Arc<dyn ClipSource>, clips: usize, batch: usize, seed: u64, from_step: usize, steps: usize) -> Self {
+    fn new(
+        source: Arc<dyn ClipSource>,
+        clips: usize,
+        (batch, crop): (usize, Option<usize>),
+        seed: u64,
+        from_step: usize,
+        steps: usize,
+    ) -> Self {
         let (tx, rx) = mpsc::sync_channel(2);
         std::thread::spawn(move || {
             let mut pass_order: Option<(usize, Vec<usize>)> = None;
@@ -174,7 +194,10 @@ impl ClipStream {
                     }
                     let index = pass_order.as_ref().expect("set above").1[pos];
                     match source.clip(index, seed ^ k as u64) {
-                        Ok(c) => videos.push(c.video),
+                        Ok(c) => videos.push(match crop {
+                            Some(size) => random_crop(&c.video, size, &mut SplitMix::new(seed ^ 0xC80B ^ k as u64)),
+                            None => c.video,
+                        }),
                         Err(e) => {
                             failed = Some(e);
                             break;
@@ -196,6 +219,22 @@ impl ClipStream {
     fn next(&self) -> Result<Vec<Video>> {
         self.rx.recv().map_err(|_| Error::invalid("the data worker stopped"))?
     }
+}
+
+/// A `size × size` window of `video` at a random position.
+fn random_crop(video: &Video, size: usize, rng: &mut SplitMix) -> Video {
+    let y0 = rng.below(video.height - size + 1);
+    let x0 = rng.below(video.width - size + 1);
+    let mut data = Vec::with_capacity(3 * video.frames * size * size);
+    for c in 0..3 {
+        for t in 0..video.frames {
+            for y in y0..y0 + size {
+                let start = video.index(c, t, y, x0);
+                data.extend_from_slice(&video.data[start..start + size]);
+            }
+        }
+    }
+    Video::new(video.frames, size, size, data).expect("consistent crop")
 }
 
 /// Validation numbers of a tokenizer.
@@ -310,7 +349,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let mut disc_optim = disc.as_ref().map(|d| GroupedAdamW::new(&disc_opt_config, d, |_, _| false));
     let mut schedule = WarmupCosine::new(config.schedule.clone(), config.steps);
     let lpips = match (&config.lpips_vgg, &config.lpips_lin) {
-        (Some(vgg), Some(lin)) => Some(Lpips::<B>::load(vgg, lin, device)?.no_grad()),
+        (Some(vgg), Some(lin)) => Some(Lpips::<B>::load(vgg, lin, device)?),
         _ => {
             report("perceptual loss: skipped (no LPIPS weights given; pass --lpips-vgg and --lpips-lin to use it)");
             None
@@ -330,7 +369,8 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         report(&format!("resumed from step {step}"));
     }
     let first = start.unwrap_or(0);
-    let stream = ClipStream::new(source.clone(), n_train, config.batch_size, config.seed, first, config.steps);
+    let stream =
+        ClipStream::new(source.clone(), n_train, (config.batch_size, config.crop), config.seed, first, config.steps);
 
     let started = Instant::now();
     let mut last_print: Option<Instant> = None;
@@ -354,11 +394,12 @@ pub fn train_tokenizer<B: AutodiffBackend>(
             (Some(d), true) => {
                 // Adaptive weight: gradient norms of both losses at the last layer, on a detached copy of its
                 // input so that only that layer (and the discriminator) is traversed.
+                // Each loss gets its own copy of the last layer's output: a backward pass consumes the graph it
+                // walks, so two losses cannot share one.
                 let h = fwd.before_last.clone().detach();
-                let y = model.last_layer().forward(h);
                 let w = last_layer_weight(&model);
-                let rec_norm = param_grad_norm(rec_of(&y, &x, config), &w);
-                let gan_norm = param_grad_norm(generator_loss(d.forward(y)), &w);
+                let rec_norm = param_grad_norm(rec_of(&model.last_layer().forward(h.clone()), &x, config), &w);
+                let gan_norm = param_grad_norm(generator_loss(d.forward(model.last_layer().forward(h))), &w);
                 let weight = adaptive_weight(rec_norm, gan_norm, 1e4) * config.gan_weight;
                 let g = generator_loss(d.forward(fwd.reconstruction.clone()));
                 line += &format!("  g {:.4}  w {weight:.3e}", g.clone().into_scalar().elem::<f64>());

@@ -114,6 +114,12 @@ fn spec_display_round_trips() {
         assert_eq!(spec(&spec(s).to_string()), spec(s));
     }
     assert_eq!(spec("moving-shapes").to_string(), "moving-shapes:10000");
+    // Configs hold specs as strings.
+    let json = serde_json::to_string(&spec("ucf:/r:a.txt")).unwrap();
+    assert_eq!(json, r#""ucf:/r:a.txt""#);
+    assert_eq!(serde_json::from_str::<DatasetSpec>(&json).unwrap(), spec("ucf:/r:a.txt"));
+    let err = serde_json::from_str::<DatasetSpec>(r#""nope""#).unwrap_err().to_string();
+    assert!(err.contains("unknown dataset kind 'nope'"), "{err}");
 }
 
 #[test]

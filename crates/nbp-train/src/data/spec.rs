@@ -135,3 +135,18 @@ impl fmt::Display for DatasetSpec {
         }
     }
 }
+
+impl serde::Serialize for DatasetSpec {
+    /// Serialised as its spec string (`"ucf:/data:ucf_train.txt"`), so configs can hold a `DatasetSpec`.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DatasetSpec {
+    /// Parsed from a spec string, with the same errors as [`DatasetSpec::from_str`].
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}

@@ -72,10 +72,7 @@ pub struct LpipsConfig {
 impl LpipsConfig {
     /// A frozen LPIPS with random weights (Burn's default initialisation): only useful for tests and shapes.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Lpips<B> {
-        let vgg = Vgg16FeaturesConfig::new().with_widths(self.widths).init(device);
-        let lins =
-            self.widths.iter().map(|&c| Conv2dConfig::new([c, 1], [1, 1]).with_bias(false).init(device)).collect();
-        Lpips { vgg, lins }.no_grad()
+        self.init_lazy(device).no_grad()
     }
 
     /// Loads a frozen LPIPS from a torchvision `vgg16` state dict (`vgg_path`) and an LPIPS head file
@@ -91,7 +88,7 @@ impl LpipsConfig {
         let model = self.init_lazy::<B>(device);
         let vgg = import_vgg(model.vgg, read_weights(vgg_path.as_ref())?)?;
         let mut lin = read_weights(lin_path.as_ref())?;
-        let lins = import_lins(model.lins, &mut lin, "")?;
+        let lins = import_lins(model.lins, &mut lin, "lin")?;
         lin.finish()?;
         Ok(Lpips { vgg, lins }.no_grad())
     }
@@ -114,7 +111,7 @@ impl LpipsConfig {
         let model = self.init_lazy::<B>(device);
         let vgg = import_vgg(model.vgg, all)?;
         let mut lin = read_weights(path)?.select_prefix("lin");
-        let lins = import_lins(model.lins, &mut lin, "lin")?;
+        let lins = import_lins(model.lins, &mut lin, "")?;
         lin.finish()?;
         Ok(Lpips { vgg, lins }.no_grad())
     }
@@ -175,11 +172,10 @@ fn import_vgg<B: Backend>(mut vgg: Vgg16Features<B>, w: WeightMap) -> Result<Vgg
     Ok(vgg)
 }
 
-/// Fills the five heads from `{prefix_stripped}{k}.model.1.weight`; `stripped` is `"lin"` when the map was
-/// selected with that prefix and `""` otherwise.
-fn import_lins<B: Backend>(lins: Vec<Conv2d<B>>, w: &mut WeightMap, stripped: &str) -> Result<Vec<Conv2d<B>>> {
-    let name = if stripped.is_empty() { "lin" } else { "" };
-    lins.into_iter().enumerate().map(|(k, lin)| import_conv(lin, w, &format!("{name}{k}.model.1"))).collect()
+/// Fills the five heads from the tensors `{stem}{k}.model.1.weight` of `w`: `stem` is `"lin"` for a whole
+/// file and `""` for a map already selected with the prefix `lin`.
+fn import_lins<B: Backend>(lins: Vec<Conv2d<B>>, w: &mut WeightMap, stem: &str) -> Result<Vec<Conv2d<B>>> {
+    lins.into_iter().enumerate().map(|(k, lin)| import_conv(lin, w, &format!("{stem}{k}.model.1"))).collect()
 }
 
 /// Unit-normalises each pixel's channel vector: `f / (‖f‖₂ + 1e-10)`, `[n, c, h, w]` → same shape.
