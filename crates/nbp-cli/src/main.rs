@@ -46,6 +46,8 @@ enum Command {
     TrainTokenizer(Box<train::TrainTokenizerArgs>),
     /// Encode a dataset once with a tokenizer into a token cache for generator training.
     TokenizeDataset(Box<train::TokenizeDatasetArgs>),
+    /// Frame prediction on held-out clips against the copy-the-last-frame baseline (PSNR).
+    EvalFramePrediction(Box<train::EvalFramePredictionArgs>),
     /// Benchmarks that anyone can rerun (timings are printed with the machine they ran on).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -690,7 +692,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
 }
 
 /// A file of the bundled demo (`assets/demo/`), found from the working directory or the source tree.
-fn demo_asset(name: &str) -> PathBuf {
+pub(crate) fn demo_asset(name: &str) -> PathBuf {
     let local = Path::new("assets/demo").join(name);
     if local.exists() {
         return local;
@@ -726,6 +728,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::train(*args)?,
         Command::TrainTokenizer(args) => train::train_tokenizer_cmd(*args)?,
         Command::TokenizeDataset(args) => train::tokenize_dataset_cmd(*args)?,
+        Command::EvalFramePrediction(args) => train::eval_frame_prediction_cmd(*args)?,
         Command::Sample(args) => {
             let device = args.run.device;
             with_backend!(device, |B, dev| sample_command::<B>(*args, dev))?;

@@ -169,12 +169,7 @@ pub fn generate<B: Backend>(
     let prefix_ids: Vec<i64> = prefix_blocks.iter().map(|&c| vocab.video_id(c as usize) as i64).collect();
     let new_tokens = total - request.prefix.len();
     let schedule = match Mode::of(settings) {
-        Mode::Hybrid => {
-            if !request.prefix.is_empty() {
-                return Err(Error::invalid("the hybrid start generates from the condition; it takes no prefix tokens"));
-            }
-            Schedule::hybrid(&condition, &vocab, new_tokens)
-        }
+        Mode::Hybrid => Schedule::hybrid(&condition, &vocab, &prefix_ids, new_tokens),
         Mode::Nbp | Mode::Ntp => {
             let bov = vocab.bov().map(|b| b as i64);
             if prefix_ids.is_empty() && bov.is_none() {

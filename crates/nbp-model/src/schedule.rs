@@ -56,28 +56,41 @@ impl Schedule {
 
     /// The official hybrid start (UCF): `[condition | BOV]`, the first `block` video tokens one by one (NTP), then
     /// the block `[z_{L−1}, middle-bos_1 … middle-bos_{L−1}]`, then one block per step (NBP).
-    pub fn hybrid(condition: &[i64], vocab: &Vocabulary, new_tokens: usize) -> Self {
+    ///
+    /// With a `prefix` (known video ids, whole blocks: frame prediction with a hybrid model), the first step feeds
+    /// the sequence exactly as training lays it out, `[condition | BOV | z_0…z_{L−1} | middle-bos | z_L…z_{P−1}]`,
+    /// and the rest is NBP.
+    pub fn hybrid(condition: &[i64], vocab: &Vocabulary, prefix: &[i64], new_tokens: usize) -> Self {
         let l = vocab.block;
         let bov = vocab.bov().expect("hybrid layouts have a BOV") as i64;
+        let middle_bos = || (1..l).map(|j| Slot::Known(vocab.middle_bos(j) as i64));
         let mut steps = vec![];
         let mut chunk: Vec<Slot> = condition.iter().map(|&c| Slot::Known(c)).chain([Slot::Known(bov)]).collect();
-        let ntp = l.min(new_tokens);
-        for i in 0..ntp {
-            steps.push(Step { chunk: std::mem::take(&mut chunk), predict: 1 });
-            chunk = vec![Slot::Generated(i)];
-        }
-        let mut done = ntp;
-        if done < new_tokens {
-            chunk.extend((1..l).map(|j| Slot::Known(vocab.middle_bos(j) as i64)));
-            while done < new_tokens {
-                let n = l.min(new_tokens - done);
-                steps.push(Step { chunk: std::mem::take(&mut chunk), predict: n });
-                chunk = (done..done + n).map(Slot::Generated).collect();
-                done += n;
+        let mut done = 0;
+        if prefix.is_empty() {
+            let ntp = l.min(new_tokens);
+            for i in 0..ntp {
+                steps.push(Step { chunk: std::mem::take(&mut chunk), predict: 1 });
+                chunk = vec![Slot::Generated(i)];
             }
+            done = ntp;
+            if done < new_tokens {
+                chunk.extend(middle_bos());
+            }
+        } else {
+            assert!(prefix.len() >= l && prefix.len().is_multiple_of(l), "the prefix must be whole blocks");
+            chunk.extend(prefix[..l].iter().map(|&p| Slot::Known(p)));
+            chunk.extend(middle_bos());
+            chunk.extend(prefix[l..].iter().map(|&p| Slot::Known(p)));
+        }
+        while done < new_tokens {
+            let n = l.min(new_tokens - done);
+            steps.push(Step { chunk: std::mem::take(&mut chunk), predict: n });
+            chunk = (done..done + n).map(Slot::Generated).collect();
+            done += n;
         }
         let mask = MaskSpec::new(l, true, condition.len());
-        let total_len = condition.len() + 1 + new_tokens + l.saturating_sub(1);
+        let total_len = condition.len() + 1 + prefix.len() + new_tokens + l.saturating_sub(1);
         Self { steps, mask, generated: new_tokens, total_len }
     }
 
@@ -111,7 +124,7 @@ mod tests {
     #[test]
     fn ucf_hybrid_takes_95_steps() {
         let v = Vocabulary::new(64000, Conditioning::Text { vocab: 32000, tokens: 8 }, true, 16).unwrap();
-        let s = Schedule::hybrid(&[16; 8], &v, 1280);
+        let s = Schedule::hybrid(&[16; 8], &v, &[], 1280);
         assert_eq!(s.len(), 95);
         assert_eq!(s.steps[0].chunk.len(), 9);
         assert_eq!(s.steps[15].chunk, vec![Slot::Generated(14)]);
@@ -120,5 +133,38 @@ mod tests {
         assert_eq!(s.steps[16].chunk, mbos);
         assert_eq!(s.steps[16].predict, 16);
         assert_eq!(s.total_len, 8 + 1 + 1280 + 15);
+    }
+
+    #[test]
+    fn hybrid_with_a_prefix_feeds_the_training_layout() {
+        // Fed ids (generated slots replaced by the true tokens) must be the training input plus the last block,
+        // and every step must predict the tokens that training makes those rows predict.
+        let v = Vocabulary::new(100, Conditioning::Text { vocab: 10, tokens: 1 }, true, 4).unwrap();
+        let codes: Vec<i64> = (0..24).map(|i| (i * 7 % 100) as i64).collect();
+        let seq = crate::training::training_sequence(&v, &[3], &codes).unwrap();
+        let z: Vec<i64> = codes.iter().map(|&c| v.video_id(c as usize) as i64).collect();
+        for p in [4, 8, 12] {
+            let s = Schedule::hybrid(&[3 + v.condition_offset() as i64], &v, &z[..p], 24 - p);
+            let fed: Vec<i64> = s
+                .steps
+                .iter()
+                .flat_map(|st| st.chunk.iter().map(|slot| match *slot {
+                    Slot::Known(id) => id,
+                    Slot::Generated(i) => z[p + i],
+                }))
+                .collect();
+            let mut expected = seq.input.clone();
+            expected.extend_from_slice(&z[24 - 4..]);
+            assert_eq!(fed[..expected.len() - 4], expected[..expected.len() - 4], "prefix {p}");
+            assert_eq!(s.total_len, expected.len(), "prefix {p}");
+            // The first step predicts the tokens right after the prefix from its last 4 rows.
+            let first = &s.steps[0];
+            let rows_end = first.chunk.len();
+            let target_of_row = |row: usize| seq.targets[row - seq.cut];
+            for j in 0..first.predict {
+                assert_eq!(target_of_row(rows_end - first.predict + j), z[p + j], "prefix {p}, token {j}");
+            }
+            assert_eq!(s.generated, 24 - p);
+        }
     }
 }

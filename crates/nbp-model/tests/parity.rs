@@ -107,7 +107,7 @@ fn greedy_kv_cached_sampling_matches_the_official_samplers() {
     let vocab = Vocabulary::new(64, Conditioning::Text { vocab: 10, tokens: 3 }, true, 4).unwrap();
     assert_eq!(vocab.size(), 78);
     let cond: Vec<i64> = [1i64, 5, 2].iter().map(|c| c + vocab.condition_offset() as i64).collect();
-    let schedule = Schedule::hybrid(&cond, &vocab, 24);
+    let schedule = Schedule::hybrid(&cond, &vocab, &[], 24);
     assert_eq!(schedule.len(), 9);
     let (out, logits) = greedy("hybrid_text", &schedule);
     assert_eq!(out, ids("hybrid_text_greedy.npy"));

@@ -3,6 +3,7 @@
 //! schedule, run directories and checkpoints).
 
 pub mod data;
+pub mod evaluate;
 pub mod gan;
 pub mod generator_training;
 pub mod metrics;
