@@ -25,7 +25,10 @@ fn check<B: Backend>(device: &B::Device, tolerance: f32, small: bool) {
     let prefix: Vec<i64> = (0..8).map(|i| vocab.video_id(i * 3) as i64).collect();
     let cond: Vec<i64> = vec![vocab.condition_offset() as i64 + 1, vocab.condition_offset() as i64 + 4];
     let cases = if small {
-        vec![("nbp", Schedule::blocks(&[], None, &prefix[..4], 8, 4)), ("hybrid", Schedule::hybrid(&cond, &vocab, &[], 6))]
+        vec![
+            ("nbp", Schedule::blocks(&[], None, &prefix[..4], 8, 4)),
+            ("hybrid", Schedule::hybrid(&cond, &vocab, &[], 6)),
+        ]
     } else {
         vec![
             ("nbp", Schedule::blocks(&[], None, &prefix, 12, 4)),

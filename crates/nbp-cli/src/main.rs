@@ -554,7 +554,10 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     let classes = &g.info.classes;
     let class_index = |name: &str| {
         let norm = |s: &str| s.to_lowercase().replace([' ', '_'], "-");
-        classes.iter().position(|c| norm(c) == norm(name)).or_else(|| name.parse::<usize>().ok().filter(|&i| i < classes.len()))
+        classes
+            .iter()
+            .position(|c| norm(c) == norm(name))
+            .or_else(|| name.parse::<usize>().ok().filter(|&i| i < classes.len()))
     };
     // One generation per condition: a class grid when a class-conditional model gets no condition.
     let conditions: Vec<(Condition, String)> = match (&a.class, &a.condition_ids, a.label) {
@@ -585,9 +588,10 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     };
     let needs_tokenizer = !a.no_decode || a.condition_video.is_some();
     let tokenizer = if needs_tokenizer {
-        let path = a.tokenizer.clone().unwrap_or_else(|| {
-            if demo { demo_asset("tokenizer.safetensors") } else { generator.clone() }
-        });
+        let path = a
+            .tokenizer
+            .clone()
+            .unwrap_or_else(|| if demo { demo_asset("tokenizer.safetensors") } else { generator.clone() });
         let args = TokenizerArgs { tokenizer: path, tokenizer_config: a.tokenizer_config.clone() };
         Some(
             load::<B>(&args, &device)
@@ -631,7 +635,8 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     let options = nbp_model::sampling::SampleOptions {
         filter,
         greedy: a.greedy,
-        cfg: (a.cfg_scale != 0.0).then_some(nbp_model::sampling::Guidance { scale: a.cfg_scale, growing: a.cfg_growing }),
+        cfg: (a.cfg_scale != 0.0)
+            .then_some(nbp_model::sampling::Guidance { scale: a.cfg_scale, growing: a.cfg_growing }),
     };
     let per_condition = a.num_samples.max(1);
     // Seed right before sampling: loading models draws random initial weights.
@@ -644,7 +649,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
             grid,
             block_shape,
             samples: per_condition,
-            options: options.clone(),
+            options,
         };
         let out = generate(&g.model, &g.settings, &request, &bar)?;
         if conditions.len() > 1 {
@@ -670,7 +675,9 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         new_frames / seconds
     );
     if clamped > 0 {
-        eprintln!("warning: {clamped} sampled ids were not video codes and were clamped (as the official sampler does)");
+        eprintln!(
+            "warning: {clamped} sampled ids were not video codes and were clamped (as the official sampler does)"
+        );
     }
     let flat: Vec<i32> = codes.iter().flatten().map(|&c| c as i32).collect();
     let tokens = NpyArray::i32(vec![n, grid.t, grid.h, grid.w], flat);

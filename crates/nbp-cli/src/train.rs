@@ -449,7 +449,8 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     let g = nbp_model::load_generator::<B>(&generator, &Default::default(), &device)?;
     let tok = crate::load::<B>(&crate::TokenizerArgs { tokenizer, tokenizer_config: None }, &device)?;
     let spec: DatasetSpec = a.dataset.parse()?;
-    let opts = ClipOptions { frames: a.frames, height: a.resolution.0, width: a.resolution.1, fps: None, split: Split::Eval };
+    let opts =
+        ClipOptions { frames: a.frames, height: a.resolution.0, width: a.resolution.1, fps: None, split: Split::Eval };
     let source = spec.open(&opts, a.data_seed)?;
     let n = source.len();
     let clips = (n.saturating_sub(a.clips)..n)
@@ -461,7 +462,8 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
         cfg: None,
     };
     let started = std::time::Instant::now();
-    let r = nbp_train::evaluate::evaluate_frame_prediction(&g, &tok, &clips, a.given_frames, &options, a.seed, &device)?;
+    let r =
+        nbp_train::evaluate::evaluate_frame_prediction(&g, &tok, &clips, a.given_frames, &options, a.seed, &device)?;
     println!(
         "frame prediction on {} clips ({} given frames, {}): model {:.2} dB, copy last frame {:.2} dB (margin {:+.2} dB), \
          tokenizer reconstruction {:.2} dB [{:.1} s]",

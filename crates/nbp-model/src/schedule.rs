@@ -148,10 +148,12 @@ mod tests {
             let fed: Vec<i64> = s
                 .steps
                 .iter()
-                .flat_map(|st| st.chunk.iter().map(|slot| match *slot {
-                    Slot::Known(id) => id,
-                    Slot::Generated(i) => z[p + i],
-                }))
+                .flat_map(|st| {
+                    st.chunk.iter().map(|slot| match *slot {
+                        Slot::Known(id) => id,
+                        Slot::Generated(i) => z[p + i],
+                    })
+                })
                 .collect();
             let mut expected = seq.input.clone();
             expected.extend_from_slice(&z[24 - 4..]);

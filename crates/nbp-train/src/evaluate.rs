@@ -71,7 +71,7 @@ pub fn evaluate_frame_prediction<B: Backend>(
         } else {
             Condition::Tokens(vec![*label as i64; generator.settings.cond_tokens])
         };
-        let request = Request { condition, prefix, grid, block_shape, samples: 1, options: options.clone() };
+        let request = Request { condition, prefix, grid, block_shape, samples: 1, options: *options };
         B::seed(device, seed.wrapping_add(i as u64));
         let out = generate(&generator.model, &generator.settings, &request, &NoProgress)?;
         let decode = |codes: &[i64]| -> Result<Video> {

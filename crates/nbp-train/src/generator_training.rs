@@ -19,9 +19,9 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn_train::metric::{ItemLazy, LearningRateMetric};
 use burn_train::{
-    EventProcessorTraining, InferenceStep, Interrupter, Learner, LearnerEvent, LearningComponentsTypes,
-    LearningResult, SupervisedLearningStrategy, SupervisedTraining, SupervisedTrainingEventProcessor, TrainLoader,
-    TrainOutput, TrainStep, TrainingComponents, TrainingItem, TrainingModel, TrainingStrategy, ValidLoader,
+    EventProcessorTraining, InferenceStep, Interrupter, Learner, LearnerEvent, LearningComponentsTypes, LearningResult,
+    SupervisedLearningStrategy, SupervisedTraining, SupervisedTrainingEventProcessor, TrainLoader, TrainOutput,
+    TrainStep, TrainingComponents, TrainingItem, TrainingModel, TrainingStrategy, ValidLoader,
 };
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +119,10 @@ impl GeneratorTrainConfig {
             return bad("batch_size, grad_accumulation, steps and checkpoint_every must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&self.p_drop_cond) || !(0.0..=1.0).contains(&self.pkeep) || self.pkeep == 0.0 {
-            return bad(format!("p_drop_cond must be in [0, 1] and pkeep in (0, 1], got {} and {}", self.p_drop_cond, self.pkeep));
+            return bad(format!(
+                "p_drop_cond must be in [0, 1] and pkeep in (0, 1], got {} and {}",
+                self.p_drop_cond, self.pkeep
+            ));
         }
         if !["nbp", "ntp", "hybrid"].contains(&self.mode.as_str()) {
             return bad(format!("unknown mode '{}' (use nbp, ntp or hybrid)", self.mode));
@@ -166,8 +169,11 @@ pub fn setup(config: &GeneratorTrainConfig, cache: &TokenCache) -> Result<Genera
     let shape = config.block_shape_for(grid)?;
     let layout = BlockLayout::new(grid, shape)?;
     let classes = cache.info.classes.len().max(1);
-    let conditioning =
-        if config.condition == "label" { Conditioning::Text { vocab: classes, tokens: 1 } } else { Conditioning::Unconditional };
+    let conditioning = if config.condition == "label" {
+        Conditioning::Text { vocab: classes, tokens: 1 }
+    } else {
+        Conditioning::Unconditional
+    };
     let hybrid = config.mode == "hybrid";
     let vocab = Vocabulary::new(cache.info.codebook, conditioning, hybrid, shape.size())?;
     let settings = GeneratorSettings {
@@ -433,9 +439,7 @@ where
         let start = starting_epoch - 1;
         learner.fork(&self.device);
         let per_step = self.batch_size * self.grad_accumulation;
-        let train = dataloader_train
-            .slice(start * per_step, dataloader_train.num_items())
-            .to_device(&self.device);
+        let train = dataloader_train.slice(start * per_step, dataloader_train.num_items()).to_device(&self.device);
         let valid = dataloader_valid.to_device(&self.device);
         let mut batches = train.iter();
         let epochs = self.steps.div_ceil(self.checkpoint_every);
@@ -454,7 +458,10 @@ where
                 let epoch = step / self.checkpoint_every + 1;
                 let item = TrainingItem::new(
                     out.item,
-                    Progress { items_processed: step + 1 - (epoch - 1) * self.checkpoint_every, items_total: self.checkpoint_every.min(self.steps - (epoch - 1) * self.checkpoint_every) },
+                    Progress {
+                        items_processed: step + 1 - (epoch - 1) * self.checkpoint_every,
+                        items_total: self.checkpoint_every.min(self.steps - (epoch - 1) * self.checkpoint_every),
+                    },
                     Progress { items_processed: epoch, items_total: epochs },
                     Some(step + 1),
                     Some(lr),
@@ -539,9 +546,8 @@ pub fn train_generator<B: AutodiffBackend>(
         TokenStream::new(cache.clone(), &train_clips, config.steps * per_step, true, &setup, config, true);
     let valid_stream = TokenStream::new(cache.clone(), &valid_clips, valid_clips.len(), false, &setup, config, false);
     let dl_train = DataLoaderBuilder::<B, _, _>::new(TokenBatcher).batch_size(config.batch_size).build(train_stream);
-    let dl_valid = DataLoaderBuilder::<B::InnerBackend, _, _>::new(TokenBatcher)
-        .batch_size(config.batch_size)
-        .build(valid_stream);
+    let dl_valid =
+        DataLoaderBuilder::<B::InnerBackend, _, _>::new(TokenBatcher).batch_size(config.batch_size).build(valid_stream);
 
     B::seed(device, config.seed);
     let gpt = Gpt::<B>::new(&setup.gpt, device)?;

@@ -271,7 +271,8 @@ mod tests {
         assert!((norm - 86f64.sqrt()).abs() < 1e-5, "{norm}");
         let coef = 1.0 / (86f64.sqrt() + 1e-6);
         let w: Vec<f32> = grads.get::<Flex, 2>(n.fc.weight.id).unwrap().into_data().to_vec().unwrap();
-        let b: Vec<f32> = grads.get::<Flex, 1>(n.blocks[0].bias.as_ref().unwrap().id).unwrap().into_data().to_vec().unwrap();
+        let b: Vec<f32> =
+            grads.get::<Flex, 1>(n.blocks[0].bias.as_ref().unwrap().id).unwrap().into_data().to_vec().unwrap();
         assert!(w.iter().all(|&x| ((x as f64) - 3.0 * coef).abs() < 1e-6), "{w:?}");
         assert!(b.iter().all(|&x| ((x as f64) - 4.0 * coef).abs() < 1e-6), "{b:?}");
         let after = global_grad_norm::<B, _>(&n, &mut grads);

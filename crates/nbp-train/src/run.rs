@@ -66,7 +66,9 @@ impl RunDir {
         if let Some(step) = self.latest_checkpoint()? {
             return Err(Error::file(
                 &self.path,
-                format!("already holds a run (checkpoint at step {step}): pass --resume to continue it, or choose another --out"),
+                format!(
+                    "already holds a run (checkpoint at step {step}): pass --resume to continue it, or choose another --out"
+                ),
             ));
         }
         Ok(None)
@@ -74,7 +76,8 @@ impl RunDir {
 
     /// Writes the effective config as TOML (atomically).
     pub fn save_config<T: Serialize>(&self, name: &str, config: &T) -> Result<()> {
-        let text = toml::to_string_pretty(config).map_err(|e| Error::invalid(format!("config does not serialise: {e}")))?;
+        let text =
+            toml::to_string_pretty(config).map_err(|e| Error::invalid(format!("config does not serialise: {e}")))?;
         nbp_core::error::write_atomic(self.path.join(name), text.as_bytes())
     }
 
@@ -247,7 +250,11 @@ impl MetricsRendererTraining for RunRenderer {
         if let Some(p) = &item.progress
             && p.items_processed >= p.items_total
         {
-            self.line(&format!("validation after epoch {}: {}", item.global_progress.items_processed, fmt_values(&self.valid)));
+            self.line(&format!(
+                "validation after epoch {}: {}",
+                item.global_progress.items_processed,
+                fmt_values(&self.valid)
+            ));
         }
         if let Some(t) = self.tui.as_mut() {
             t.render_valid(item, indicators);

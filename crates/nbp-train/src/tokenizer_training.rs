@@ -321,9 +321,8 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         )));
     }
     let n_train = source.len() - config.valid_clips;
-    let valid: Vec<Video> = (n_train..source.len())
-        .map(|i| eval_source.clip(i, config.seed).map(|c| c.video))
-        .collect::<Result<_>>()?;
+    let valid: Vec<Video> =
+        (n_train..source.len()).map(|i| eval_source.clip(i, config.seed).map(|c| c.video)).collect::<Result<_>>()?;
 
     let dir = RunDir::create(&config.out)?;
     let gan = config.gan_start.is_some();
@@ -343,7 +342,8 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let ckpt = |name: &str, step: usize| dir.path().join("checkpoint").join(format!("{name}-{step}"));
     let mut model = VideoTokenizer::<B>::new(&tconfig, device)?;
     let mut optim = GroupedAdamW::new(&config.optimizer, &model, |_, _| true);
-    let disc_config = PatchDiscriminatorConfig::new().with_channels(config.disc_channels).with_layers(config.disc_layers);
+    let disc_config =
+        PatchDiscriminatorConfig::new().with_channels(config.disc_channels).with_layers(config.disc_layers);
     let mut disc: Option<PatchDiscriminator<B>> = gan.then(|| disc_config.init(device));
     let disc_opt_config = OptimizerConfig { beta1: 0.5, beta2: 0.9, weight_decay: 0.0, ..config.optimizer.clone() };
     let mut disc_optim = disc.as_ref().map(|d| GroupedAdamW::new(&disc_opt_config, d, |_, _| false));
@@ -359,11 +359,13 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     use burn::record::RecorderError;
     if let Some(step) = start {
         model = model.load_record(Recorder::<B>::load(&recorder, ckpt("tokenizer", step), device).map_err(load_err)?);
-        optim = optim.load_record(Recorder::<B>::load(&recorder, ckpt("tokenizer_optim", step), device).map_err(load_err)?);
+        optim =
+            optim.load_record(Recorder::<B>::load(&recorder, ckpt("tokenizer_optim", step), device).map_err(load_err)?);
         if let (Some(d), Some(o)) = (disc.take(), disc_optim.take()) {
             disc = Some(d.load_record(Recorder::<B>::load(&recorder, ckpt("disc", step), device).map_err(load_err)?));
-            disc_optim =
-                Some(o.load_record(Recorder::<B>::load(&recorder, ckpt("disc_optim", step), device).map_err(load_err)?));
+            disc_optim = Some(
+                o.load_record(Recorder::<B>::load(&recorder, ckpt("disc_optim", step), device).map_err(load_err)?),
+            );
         }
         schedule = schedule.load_record::<B>(step);
         report(&format!("resumed from step {step}"));
@@ -420,7 +422,11 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         let stop = interrupter.should_stop();
         if last_print.is_none_or(|t| t.elapsed().as_secs_f64() >= 5.0) || step == config.steps {
             last_print = Some(Instant::now());
-            let l = format!("step {step}/{}  {line}  lr {lr:.3e}  [{:.0} s]", config.steps, started.elapsed().as_secs_f64());
+            let l = format!(
+                "step {step}/{}  {line}  lr {lr:.3e}  [{:.0} s]",
+                config.steps,
+                started.elapsed().as_secs_f64()
+            );
             report(&l);
             dir.log(&l);
         }
@@ -487,4 +493,3 @@ fn last_layer_weight<B: Backend>(model: &VideoTokenizer<B>) -> burn::module::Par
         _ => unreachable!("the decoder ends with a convolution"),
     }
 }
-

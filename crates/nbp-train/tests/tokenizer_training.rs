@@ -42,8 +42,8 @@ fn mean(v: &[(usize, f64)]) -> f64 {
 fn reconstruction_loss_falls_and_resume_is_exact() {
     let device = Default::default();
     let dir = temp("run");
-    let full = train_tokenizer::<B>(&config(dir.join("full"), 40), false, &device, Interrupter::new(), &mut |_| {})
-        .unwrap();
+    let full =
+        train_tokenizer::<B>(&config(dir.join("full"), 40), false, &device, Interrupter::new(), &mut |_| {}).unwrap();
     assert_eq!(full.steps_done, 40);
     let (first, last) = (mean(&full.losses[..5]), mean(&full.losses[35..]));
     assert!(last < 0.7 * first, "reconstruction loss should fall: first 5 steps {first:.4}, last 5 {last:.4}");
@@ -85,8 +85,8 @@ fn the_gan_phase_runs_with_an_adaptive_weight() {
     let err = train_tokenizer::<B>(&too_deep, false, &device, Interrupter::new(), &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("at least 24×24"), "{err}");
     let cfg = TokenizerTrainConfig { gan_start: Some(2), disc_layers: 1, disc_channels: 8, ..config(dir.clone(), 4) };
-    let run = train_tokenizer::<B>(&cfg, false, &device, Interrupter::new(), &mut |l| lines.push(l.to_string()))
-        .unwrap();
+    let run =
+        train_tokenizer::<B>(&cfg, false, &device, Interrupter::new(), &mut |l| lines.push(l.to_string())).unwrap();
     assert_eq!(run.steps_done, 4);
     let log = std::fs::read_to_string(dir.join("train.log")).unwrap();
     let gan_lines: Vec<&str> = log.lines().filter(|l| l.contains(" g ") && l.contains(" d ")).collect();
