@@ -323,3 +323,164 @@ fn moving_shapes_preview_is_written() {
     assert_eq!((w, h), (5 * 24 + 4 * 2, 3 * 16 + 2 * 2));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Two classes of short real videos (ffmpeg sources) and one truncated file.
+fn make_video_folder(dir: &Path) -> PathBuf {
+    let root = dir.join("videos");
+    for (class, source) in [("pattern", "testsrc"), ("fractal", "mandelbrot")] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..2 {
+            let path = root.join(class).join(format!("{class}{i}.mp4"));
+            let st = Command::new("ffmpeg")
+                .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+                .arg(format!("{source}=size=48x32:rate=8"))
+                .args(["-ss", &i.to_string(), "-t", "1", "-pix_fmt", "yuv420p"])
+                .arg(&path)
+                .status()
+                .expect("ffmpeg must be installed to run the CLI tests (apt-get install ffmpeg)");
+            assert!(st.success());
+        }
+    }
+    let good = std::fs::read(root.join("pattern/pattern0.mp4")).unwrap();
+    std::fs::write(root.join("pattern/truncated.mp4"), &good[..good.len().min(1500)]).unwrap();
+    root
+}
+
+#[test]
+fn train_both_models_on_real_videos_resume_and_sample() {
+    let dir = workdir("train");
+    let videos = make_video_folder(&dir);
+    let data = format!("folder:{}", videos.display());
+    let p = |name: &str| dir.join(name).display().to_string();
+    let run = |args: &[&str]| {
+        let o = cli(args);
+        let out = text(&o);
+        assert!(o.status.success(), "{args:?}\n{out}");
+        out
+    };
+    let tok_args = [
+        "train-tokenizer",
+        "--dataset",
+        &data,
+        "--frames",
+        "5",
+        "--height",
+        "16",
+        "--width",
+        "16",
+        "--preset",
+        "tiny",
+        "--fsq-levels",
+        "5,5,5",
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--valid-clips",
+        "1",
+    ];
+    let mut args = tok_args.to_vec();
+    let tok_out = p("tok");
+    args.extend(["--out", &tok_out]);
+    let out = run(&args);
+    assert!(out.contains("skipped") && out.contains("truncated.mp4"), "{out}");
+    assert!(out.contains("validation at step 4: PSNR") && out.contains("done after 4 of 4 steps"), "{out}");
+    let tokenizer = p("tok/tokenizer.safetensors");
+
+    let tokens = p("tokens.safetensors");
+    let out = run(&[
+        "tokenize-dataset",
+        "--dataset",
+        &data,
+        "--tokenizer",
+        &tokenizer,
+        "--frames",
+        "5",
+        "--resolution",
+        "16",
+        "--out",
+        &tokens,
+    ]);
+    assert!(out.contains("4 clips") && out.contains("2×2×2 tokens each"), "{out}");
+
+    let gen_out = p("gen");
+    let gen_args = |steps: &'static str| {
+        vec![
+            "train",
+            "--tokens",
+            tokens.as_str(),
+            "--out",
+            gen_out.as_str(),
+            "--preset",
+            "tiny",
+            "--mode",
+            "hybrid",
+            "--block-shape",
+            "1x1x2",
+            "--steps",
+            steps,
+            "--batch-size",
+            "2",
+            "--checkpoint-every",
+            "2",
+            "--valid-clips",
+            "1",
+            "--warmup-steps",
+            "1",
+        ]
+    };
+    let out = run(&gen_args("4"));
+    assert!(out.contains("done after 4 of 4 steps") && out.contains("Loss"), "{out}");
+    // A second run into the same directory must be asked to resume; resuming continues the step count.
+    let o = cli(&gen_args("6"));
+    assert!(!o.status.success() && text(&o).contains("--resume"), "{}", text(&o));
+    let mut resume = gen_args("6");
+    resume.push("--resume");
+    let out = run(&resume);
+    assert!(out.contains("done after 6 of 6 steps"), "{out}");
+    assert!(std::fs::read_to_string(dir.join("gen/train.log")).unwrap().contains("step 6/6"));
+
+    // The trained models sample a class grid (one clip per class) and a named class.
+    let gif = p("grid.gif");
+    let out =
+        run(&["sample", "--generator", &p("gen/generator.safetensors"), "--tokenizer", &tokenizer, "--out", &gif]);
+    assert!(out.contains("2 clips (fractal, pattern)"), "{out}");
+    let out = run(&[
+        "sample",
+        "--generator",
+        &p("gen/generator.safetensors"),
+        "--tokenizer",
+        &tokenizer,
+        "--class",
+        "pattern",
+        "--out",
+        &gif,
+    ]);
+    assert!(out.contains("1 clips (pattern)"), "{out}");
+
+    // A config file with a typo names the file and the key.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "stepz = 3\n").unwrap();
+    let o = cli(&["train", "--config", bad.to_str().unwrap()]);
+    let out = text(&o);
+    assert!(
+        !o.status.success() && out.contains("bad.toml") && out.contains("stepz") && !out.contains("panicked"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn training_help_explains_the_flags() {
+    let out = text(&cli(&["train", "--help"]));
+    for flag in ["--config", "--tokens", "--block-shape", "--mode", "--p-drop-cond", "--grad-accumulation", "--resume"]
+    {
+        assert!(out.contains(flag), "{flag} missing in help:\n{out}");
+    }
+    let out = text(&cli(&["train-tokenizer", "--help"]));
+    for flag in ["--dataset", "--lpips-vgg", "--gan-start", "--crop", "--fsq-levels", "--resume"] {
+        assert!(out.contains(flag), "{flag} missing in help:\n{out}");
+    }
+}
