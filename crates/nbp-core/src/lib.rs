@@ -9,6 +9,7 @@ pub mod mask;
 pub mod metrics;
 pub mod npy;
 pub mod pickle;
+pub mod plot;
 pub mod progress;
 pub mod system;
 pub mod video;

@@ -36,7 +36,7 @@ use nbp_model::training::{chunked_loss, training_hidden, training_mask, training
 
 use crate::metrics::{ScalarMetric, Stats};
 use crate::optim::{GroupedAdamW, OptimizerConfig, decay_linear_weights};
-use crate::run::{self, RunDir, SplitMix};
+use crate::run::{self, LossHistory, RunDir, SplitMix};
 use crate::schedule::{ScheduleConfig, WarmupCosine};
 use crate::token_cache::TokenCache;
 
@@ -409,6 +409,9 @@ pub struct StepStrategy<B: AutodiffBackend> {
     pub seed: u64,
     /// Training loss of every micro-batch, by step (read after the run).
     pub losses: Arc<std::sync::Mutex<Vec<(usize, f64)>>>,
+    /// Where `losses.csv` and `loss.svg` go, and the history before this session.
+    pub dir: RunDir,
+    pub history: Arc<std::sync::Mutex<LossHistory>>,
 }
 
 /// A step output that knows its loss (read back for the run's loss log).
@@ -426,6 +429,7 @@ impl<LC> SupervisedLearningStrategy<LC> for StepStrategy<LC::Backend>
 where
     LC: LearningComponentsTypes,
     <LC::TrainingModel as TrainStep>::Output: StepLoss,
+    <LC::InferenceModel as InferenceStep>::Output: StepLoss,
 {
     fn fit(
         &self,
@@ -454,6 +458,7 @@ where
                 let out = learner.train_step(batch);
                 let loss = out.item.loss_value();
                 self.losses.lock().expect("loss log").push((step + 1, loss));
+                self.history.lock().expect("loss log").push("training loss", step + 1, loss);
                 accumulator.accumulate(&learner.model(), out.grads);
                 let epoch = step / self.checkpoint_every + 1;
                 let item = TrainingItem::new(
@@ -477,9 +482,11 @@ where
                 let model = learner.model().valid();
                 let mut it = valid.iter();
                 let mut i = 0;
+                let mut valid_loss = 0.0;
                 while let Some(batch) = it.next() {
                     i += 1;
                     let out = InferenceStep::step(&model, batch);
+                    valid_loss += out.loss_value();
                     let item = TrainingItem::new(
                         out,
                         it.progress(),
@@ -490,6 +497,18 @@ where
                     event_processor.process_valid(LearnerEvent::ProcessedItem(item));
                 }
                 event_processor.process_valid(LearnerEvent::EndEpoch(epoch));
+                let mut history = self.history.lock().expect("loss log");
+                if i > 0 {
+                    history.push("validation loss", step, valid_loss / i as f64);
+                }
+                let plot = [(
+                    "loss.svg",
+                    "generator training: cross-entropy",
+                    &[("training loss", 20), ("validation loss", 1)][..],
+                )];
+                if let Err(e) = history.write(&self.dir, &plot) {
+                    eprintln!("warning: cannot write the loss curves: {e}");
+                }
                 if let Some(c) = checkpointer.as_mut() {
                     c.checkpoint(&learner, step, &event_store);
                 }
@@ -563,6 +582,8 @@ pub fn train_generator<B: AutodiffBackend>(
         batch_size: config.batch_size,
         seed: config.seed,
         losses: Default::default(),
+        dir: dir.clone(),
+        history: Arc::new(std::sync::Mutex::new(LossHistory::read(&dir, start.unwrap_or(0)))),
     };
     let losses = strategy.losses.clone();
     let mut training = SupervisedTraining::new(dir.path(), dl_train, dl_valid)

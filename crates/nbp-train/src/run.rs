@@ -341,3 +341,60 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     toml::from_str(&text).map_err(|e| Error::file(path, format!("is not a valid run config: {e}")))
 }
+
+/// Loss history of a run, kept in `<run>/losses.csv` (`step,series,value`) and drawn as SVG curves.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LossHistory {
+    /// `(series, step, value)` rows.
+    pub rows: Vec<(String, usize, f64)>,
+}
+
+impl LossHistory {
+    /// The history of `dir` up to step `until` (later rows belong to an abandoned future of a resumed run).
+    pub fn read(dir: &RunDir, until: usize) -> Self {
+        let text = std::fs::read_to_string(dir.path().join("losses.csv")).unwrap_or_default();
+        let rows = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut f = l.split(',');
+                let step = f.next()?.parse().ok()?;
+                let series = f.next()?.to_string();
+                let value = f.next()?.parse().ok()?;
+                (step <= until).then_some((series, step, value))
+            })
+            .collect();
+        Self { rows }
+    }
+
+    pub fn push(&mut self, series: &str, step: usize, value: f64) {
+        self.rows.push((series.to_string(), step, value));
+    }
+
+    /// Points of one series.
+    pub fn series(&self, name: &str) -> Vec<(f64, f64)> {
+        self.rows.iter().filter(|r| r.0 == name).map(|r| (r.1 as f64, r.2)).collect()
+    }
+
+    /// Writes `losses.csv` and one SVG per `(file, title, [(series, smoothing window)])` plot.
+    pub fn write(&self, dir: &RunDir, plots: &[(&str, &str, &[(&str, usize)])]) -> Result<()> {
+        let mut csv = String::from("step,series,value\n");
+        for (s, step, v) in &self.rows {
+            csv.push_str(&format!("{step},{s},{v}\n"));
+        }
+        nbp_core::error::write_atomic(dir.path().join("losses.csv"), csv.as_bytes())?;
+        for (file, title, names) in plots {
+            let series: Vec<nbp_core::plot::Series> = names
+                .iter()
+                .map(|&(name, window)| {
+                    let pts = self.series(name);
+                    let pts = if window > 1 { nbp_core::plot::moving_average(&pts, window) } else { pts };
+                    let label = if window > 1 { format!("{name} (mean of {window})") } else { name.to_string() };
+                    nbp_core::plot::Series { name: label, points: pts }
+                })
+                .collect();
+            nbp_core::plot::write_line_plot(dir.path().join(file), title, "step", &series)?;
+        }
+        Ok(())
+    }
+}

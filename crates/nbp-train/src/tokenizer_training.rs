@@ -29,7 +29,7 @@ use crate::gan::{
     Lpips, PatchDiscriminator, PatchDiscriminatorConfig, adaptive_weight, generator_loss, hinge_d_loss, param_grad_norm,
 };
 use crate::optim::{GroupedAdamW, OptimizerConfig};
-use crate::run::{AtomicRecorder, RunDir, SplitMix};
+use crate::run::{AtomicRecorder, LossHistory, RunDir, SplitMix};
 use crate::schedule::{ScheduleConfig, WarmupCosine};
 use burn::lr_scheduler::LrScheduler;
 
@@ -371,6 +371,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         report(&format!("resumed from step {step}"));
     }
     let first = start.unwrap_or(0);
+    let mut history = LossHistory::read(&dir, first);
     let stream =
         ClipStream::new(source.clone(), n_train, (config.batch_size, config.crop), config.seed, first, config.steps);
 
@@ -419,6 +420,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         }
         step += 1;
         losses.push((step, rec_value));
+        history.push("reconstruction loss", step, rec_value);
         let stop = interrupter.should_stop();
         if last_print.is_none_or(|t| t.elapsed().as_secs_f64() >= 5.0) || step == config.steps {
             last_print = Some(Instant::now());
@@ -441,6 +443,19 @@ pub fn train_tokenizer<B: AutodiffBackend>(
             );
             report(&l);
             dir.log(&l);
+            history.push("validation PSNR (dB)", step, v.psnr);
+            history.push("validation L1", step, v.l1);
+            history.write(
+                &dir,
+                &[
+                    (
+                        "loss.svg",
+                        "tokenizer training: reconstruction loss",
+                        &[("reconstruction loss", 20), ("validation L1", 1)],
+                    ),
+                    ("psnr.svg", "tokenizer: validation PSNR (dB)", &[("validation PSNR (dB)", 1)]),
+                ],
+            )?;
             validation = Some(v);
             let save = |e: RecorderError| Error::file(dir.path(), format!("cannot write a checkpoint: {e}"));
             Recorder::<B>::record(&recorder, model.clone().into_record(), ckpt("tokenizer", step)).map_err(save)?;

@@ -84,6 +84,11 @@ fn a_short_run_lowers_the_loss_and_resume_is_exact() {
     let last = mean(&full.losses[55..]);
     assert!(last < 0.7 * first, "loss should fall: first 5 steps {first:.3}, last 5 {last:.3}");
     assert!(full.model_path.exists());
+    // The loss history and its curves are written next to the checkpoints.
+    let csv = std::fs::read_to_string(dir.join("full/losses.csv")).unwrap();
+    assert_eq!(csv.lines().filter(|l| l.contains(",training loss,")).count(), 60);
+    assert_eq!(csv.lines().filter(|l| l.contains(",validation loss,")).count(), 12);
+    assert!(std::fs::read_to_string(dir.join("full/loss.svg")).unwrap().contains("<polyline"));
 
     // The same run stopped after its first step (as Ctrl-C does), then resumed.
     let cfg = config(tokens.clone(), dir.join("resumed"), 60);
