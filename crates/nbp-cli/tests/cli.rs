@@ -167,7 +167,7 @@ fn sample_reproduces_the_official_greedy_hybrid_ids() {
         "hybrid",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("generator: 15 steps, 48 tokens"), "{}", text(&o));
+    assert!(text(&o).contains("1 clips ([1, 5, 2]), 15 steps, 48 tokens"), "{}", text(&o));
     // The official sampler's greedy ids (shifted vocabulary), mapped to codes with the official clamp.
     let expected: Vec<i64> = nbp_core::npy::read_npy(gen_fixture("hybrid_text_greedy.npy"))
         .unwrap()
@@ -229,7 +229,7 @@ fn sample_continues_a_video_and_decodes_it() {
     let o = cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
-    assert!(out.contains("generator: 4 steps, 32 tokens") && out.contains("decoder: 18 frames"), "{out}");
+    assert!(out.contains("2 clips (unconditional), 4 steps, 32 tokens") && out.contains("decoder: 18 frames"), "{out}");
     assert!(std::fs::metadata(&gif).unwrap().len() > 500);
     let tokens = nbp_core::npy::read_npy(&ids).unwrap();
     assert_eq!(tokens.shape, vec![2, 3, 4, 4]);
