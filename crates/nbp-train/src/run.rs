@@ -342,6 +342,9 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     toml::from_str(&text).map_err(|e| Error::file(path, format!("is not a valid run config: {e}")))
 }
 
+/// One SVG plot of a [`LossHistory`]: file name, title, and the series drawn (name, moving-average window).
+pub type Plot<'a> = (&'a str, &'a str, &'a [(&'a str, usize)]);
+
 /// Loss history of a run, kept in `<run>/losses.csv` (`step,series,value`) and drawn as SVG curves.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LossHistory {
@@ -377,7 +380,7 @@ impl LossHistory {
     }
 
     /// Writes `losses.csv` and one SVG per `(file, title, [(series, smoothing window)])` plot.
-    pub fn write(&self, dir: &RunDir, plots: &[(&str, &str, &[(&str, usize)])]) -> Result<()> {
+    pub fn write(&self, dir: &RunDir, plots: &[Plot<'_>]) -> Result<()> {
         let mut csv = String::from("step,series,value\n");
         for (s, step, v) in &self.rows {
             csv.push_str(&format!("{step},{s},{v}\n"));
