@@ -509,7 +509,9 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     let generator = a.generator.clone().unwrap_or_else(|| demo_asset("generator.safetensors"));
     let g = match nbp_model::load_generator::<B>(&generator, &overrides, &device) {
         Ok(g) => g,
-        Err(e) if demo => bail!("{e}\nthe bundled demo model is missing: pass --generator, or see assets/README.md"),
+        Err(e) if demo => bail!(
+            "{e}\nno bundled demo model yet: pass --generator (an official .ckpt or a model trained with `nbp-cli train`, see the README section Training)"
+        ),
         Err(e) => return Err(e.into()),
     };
     let mode = Mode::of(&g.settings);
