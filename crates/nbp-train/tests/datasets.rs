@@ -63,8 +63,10 @@ fn spec(s: &str) -> DatasetSpec {
 
 #[test]
 fn spec_parses_every_form() {
-    assert_eq!(spec("moving-shapes"), DatasetSpec::MovingShapes { count: 10_000 });
-    assert_eq!(spec("moving-shapes:250"), DatasetSpec::MovingShapes { count: 250 });
+    assert_eq!(spec("moving-shapes"), DatasetSpec::MovingShapes { count: 10_000, plain: false });
+    assert_eq!(spec("moving-shapes:250"), DatasetSpec::MovingShapes { count: 250, plain: false });
+    assert_eq!(spec("moving-shapes-plain:40"), DatasetSpec::MovingShapes { count: 40, plain: true });
+    assert_eq!(spec("moving-shapes-plain:40").to_string(), "moving-shapes-plain:40");
     assert_eq!(spec("folder:/data/clips"), DatasetSpec::Folder { dir: "/data/clips".into() });
     assert_eq!(spec("csv:lists/train.csv"), DatasetSpec::Csv { file: "lists/train.csv".into() });
     assert_eq!(spec("ucf:/data/UCF-101"), DatasetSpec::Ucf { root: "/data/UCF-101".into(), annotations: None });

@@ -14,7 +14,7 @@ use super::{ClipOptions, ClipSource};
 const DEFAULT_MOVING_SHAPES: usize = 10_000;
 
 /// The accepted forms, for error messages.
-const FORMS: &str = "moving-shapes[:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], \
+const FORMS: &str = "moving-shapes[:<count>], moving-shapes-plain[:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], \
                      k600:<root>[:<annotation-file>]";
 
 /// Which dataset to use. Parsed from (and printed back to) these strings:
@@ -34,7 +34,7 @@ const FORMS: &str = "moving-shapes[:<count>], folder:<dir>, csv:<file>, ucf:<roo
 #[derive(Debug, Clone, PartialEq)]
 pub enum DatasetSpec {
     /// Procedural moving shapes.
-    MovingShapes { count: usize },
+    MovingShapes { count: usize, plain: bool },
     /// Every video under a folder.
     Folder { dir: PathBuf },
     /// A CSV manifest.
@@ -63,7 +63,11 @@ impl DatasetSpec {
         opts.fps = opts.fps.or(self.default_fps());
         opts.validate()?;
         Ok(match self {
-            Self::MovingShapes { count } => Box::new(MovingShapesSource::new(*count, &opts, seed)?),
+            Self::MovingShapes { count, plain } => {
+                let mut source = MovingShapesSource::new(*count, &opts, seed)?;
+                source.shapes.plain = *plain;
+                Box::new(source)
+            }
             Self::Folder { dir } => Box::new(VideoFileSource::folder(dir, &opts)?),
             Self::Csv { file } => Box::new(VideoFileSource::csv(file, &opts)?),
             Self::Ucf { root, annotations } => Box::new(VideoFileSource::ucf(root, annotations.as_deref(), &opts)?),
@@ -98,9 +102,11 @@ impl FromStr for DatasetSpec {
             None => (t, None),
         };
         match (kind.to_ascii_lowercase().as_str(), rest) {
-            ("moving-shapes", None) => Ok(Self::MovingShapes { count: DEFAULT_MOVING_SHAPES }),
-            ("moving-shapes", Some(n)) => match n.trim().parse::<usize>() {
-                Ok(count) if count > 0 => Ok(Self::MovingShapes { count }),
+            (k @ ("moving-shapes" | "moving-shapes-plain"), None) => {
+                Ok(Self::MovingShapes { count: DEFAULT_MOVING_SHAPES, plain: k.ends_with("plain") })
+            }
+            (k @ ("moving-shapes" | "moving-shapes-plain"), Some(n)) => match n.trim().parse::<usize>() {
+                Ok(count) if count > 0 => Ok(Self::MovingShapes { count, plain: k.ends_with("plain") }),
                 _ => Err(bad(s, &format!("the clip count must be a positive integer, got '{n}'"))),
             },
             ("folder", Some(dir)) => Ok(Self::Folder { dir: path(s, dir, "folder")? }),
@@ -127,7 +133,8 @@ impl fmt::Display for DatasetSpec {
             None => write!(f, "{kind}:{}", root.display()),
         };
         match self {
-            Self::MovingShapes { count } => write!(f, "moving-shapes:{count}"),
+            Self::MovingShapes { count, plain: false } => write!(f, "moving-shapes:{count}"),
+            Self::MovingShapes { count, plain: true } => write!(f, "moving-shapes-plain:{count}"),
             Self::Folder { dir } => write!(f, "folder:{}", dir.display()),
             Self::Csv { file } => write!(f, "csv:{}", file.display()),
             Self::Ucf { root, annotations } => with_ann(f, "ucf", root, annotations),
