@@ -64,8 +64,9 @@ impl<B: Backend> ModuleVisitor<B> for DecaySelector {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        // The innermost entry is the parameter's own field; its module is the one before.
-        let container = if self.containers.len() >= 2 { &self.containers[self.containers.len() - 2] } else { "" };
+        // `enter_module(field, container)` names the struct that holds the field: the last entry is the module
+        // that owns this parameter (e.g. path `["fc", "weight"]`, containers `["Struct:Net", "Struct:Linear"]`).
+        let container = self.containers.last().map(String::as_str).unwrap_or("");
         if (self.rule)(&self.path, container) {
             self.selected.push(param.id);
         }
@@ -308,5 +309,20 @@ mod tests {
         assert_eq!(rec.len(), 2);
         let opt2 = GroupedAdamW::new(&cfg, &n2, decay_linear_weights).load_record(rec);
         assert_eq!(opt2.to_record().len(), 2);
+    }
+
+    #[test]
+    fn the_gpt_decays_exactly_its_linear_weights() {
+        // Official rule: every nn.Linear weight (q/k/v/proj, both MLP layers, head); not biases, LayerNorms,
+        // the token and position embeddings or the null-condition embedding.
+        let device = Default::default();
+        let config = nbp_model::config::GptConfig::preset("tiny", 50, 1).unwrap();
+        let gpt = nbp_model::gpt::Gpt::<B>::new(&config, &device).unwrap();
+        let (sel, all) = select_params::<B, _>(&gpt, decay_linear_weights);
+        assert_eq!(sel.len(), 6 * config.n_layer + 1);
+        assert!(sel.contains(&gpt.head.weight.id));
+        assert!(!sel.contains(&gpt.tok_emb.weight.id) && !sel.contains(&gpt.pos_emb.id));
+        assert!(!sel.contains(&gpt.uncond_embedding.id));
+        assert!(all.len() > sel.len());
     }
 }
