@@ -571,7 +571,7 @@ pub fn train_generator<B: AutodiffBackend>(
     B::seed(device, config.seed);
     let gpt = Gpt::<B>::new(&setup.gpt, device)?;
     let model = GptTrainer::new(gpt, &setup.vocab, config.loss_chunk, config.grad_accumulation);
-    let optim = GroupedAdamW::new(&config.optimizer, &model, decay_linear_weights);
+    let optim = GroupedAdamW::new(&config.optimizer, decay_linear_weights);
     let scheduler = WarmupCosine::new(config.schedule.clone(), config.steps);
 
     let strategy = StepStrategy::<B> {

@@ -341,12 +341,12 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let recorder = AtomicRecorder::default();
     let ckpt = |name: &str, step: usize| dir.path().join("checkpoint").join(format!("{name}-{step}"));
     let mut model = VideoTokenizer::<B>::new(&tconfig, device)?;
-    let mut optim = GroupedAdamW::new(&config.optimizer, &model, |_, _| true);
+    let mut optim = GroupedAdamW::new(&config.optimizer, |_, _| true);
     let disc_config =
         PatchDiscriminatorConfig::new().with_channels(config.disc_channels).with_layers(config.disc_layers);
     let mut disc: Option<PatchDiscriminator<B>> = gan.then(|| disc_config.init(device));
     let disc_opt_config = OptimizerConfig { beta1: 0.5, beta2: 0.9, weight_decay: 0.0, ..config.optimizer.clone() };
-    let mut disc_optim = disc.as_ref().map(|d| GroupedAdamW::new(&disc_opt_config, d, |_, _| false));
+    let mut disc_optim = disc.as_ref().map(|_| GroupedAdamW::new(&disc_opt_config, |_, _| false));
     let mut schedule = WarmupCosine::new(config.schedule.clone(), config.steps);
     let lpips = match (&config.lpips_vgg, &config.lpips_lin) {
         (Some(vgg), Some(lin)) => Some(Lpips::<B>::load(vgg, lin, device)?),

@@ -103,7 +103,7 @@ fn spec_errors_name_the_accepted_forms() {
         assert!(msg.contains(why), "{s}: {msg}");
         assert!(msg.contains(&format!("invalid dataset '{s}'")), "{msg}");
         assert!(
-            msg.contains("moving-shapes[:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], k600:"),
+            msg.contains("moving-shapes[:<count>], moving-shapes-plain[:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], k600:"),
             "{msg}"
         );
     }
