@@ -32,10 +32,13 @@ pub struct TrainArgs {
     /// Model preset: tiny, small, official-base, official-xl, official-3b.
     #[arg(long)]
     preset: Option<String>,
+    /// Transformer blocks (overrides the preset).
     #[arg(long)]
     n_layer: Option<usize>,
+    /// Attention heads (overrides the preset).
     #[arg(long)]
     n_head: Option<usize>,
+    /// Model width (overrides the preset).
     #[arg(long)]
     n_embd: Option<usize>,
     /// Dropout on embeddings and residual branches (official 0.1).
@@ -56,6 +59,7 @@ pub struct TrainArgs {
     /// Probability of keeping each input token (others are replaced by random codes); 1 disables.
     #[arg(long)]
     pkeep: Option<f64>,
+    /// Sequences per micro-batch.
     #[arg(long)]
     batch_size: Option<usize>,
     /// Micro-batches per optimiser step.
@@ -64,6 +68,7 @@ pub struct TrainArgs {
     /// Optimiser steps (also the cosine length).
     #[arg(long)]
     steps: Option<usize>,
+    /// Steps between checkpoints and validation passes.
     #[arg(long)]
     checkpoint_every: Option<usize>,
     /// Clips held out from the end of the cache for validation.
@@ -72,6 +77,7 @@ pub struct TrainArgs {
     /// Peak learning rate.
     #[arg(long)]
     lr: Option<f64>,
+    /// Linear warm-up steps before the cosine decay.
     #[arg(long)]
     warmup_steps: Option<usize>,
     /// Weight decay of linear weights (official 0.01).
@@ -83,6 +89,7 @@ pub struct TrainArgs {
     /// Reproduce the official off-by-one of the schedule (update k uses lr(k−1)).
     #[arg(long)]
     official_lr_lag: bool,
+    /// Seed of the weights, the data order, token corruption and dropout.
     #[arg(long)]
     seed: Option<u64>,
     /// Continue the run in --out from its latest checkpoint.
@@ -196,6 +203,7 @@ pub struct TrainTokenizerArgs {
     /// Frame height and width (multiples of 8).
     #[arg(long)]
     height: Option<usize>,
+    /// Frame width (multiple of 8).
     #[arg(long)]
     width: Option<usize>,
     /// Frame rate videos are resampled to (dataset default when unset).
@@ -204,21 +212,28 @@ pub struct TrainTokenizerArgs {
     /// Train on random square crops of this size (multiple of 8); validation uses whole frames.
     #[arg(long)]
     crop: Option<usize>,
+    /// Optimiser steps (also the cosine length).
     #[arg(long)]
     steps: Option<usize>,
+    /// Clips per step.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Steps between checkpoints and validation passes.
     #[arg(long)]
     checkpoint_every: Option<usize>,
     /// Clips held out (the last of the dataset) for validation.
     #[arg(long)]
     valid_clips: Option<usize>,
+    /// Peak learning rate.
     #[arg(long)]
     lr: Option<f64>,
+    /// Linear warm-up steps before the cosine decay.
     #[arg(long)]
     warmup_steps: Option<usize>,
+    /// Weight of the L1 reconstruction loss.
     #[arg(long)]
     l1_weight: Option<f64>,
+    /// Weight of the L2 (squared error) reconstruction loss.
     #[arg(long)]
     l2_weight: Option<f64>,
     /// torchvision vgg16 weights (.pth) for the LPIPS loss (with --lpips-lin).
@@ -227,6 +242,7 @@ pub struct TrainTokenizerArgs {
     /// LPIPS head weights (vgg.pth of richzhang/PerceptualSimilarity).
     #[arg(long)]
     lpips_lin: Option<PathBuf>,
+    /// Weight of the LPIPS perceptual loss.
     #[arg(long)]
     perceptual_weight: Option<f64>,
     /// Step at which the PatchGAN discriminator starts (no GAN when unset).
@@ -244,6 +260,7 @@ pub struct TrainTokenizerArgs {
     /// Discriminator learning rate (the tokenizer's when unset).
     #[arg(long)]
     disc_lr: Option<f64>,
+    /// Seed of the weights, the data order, clip starts and crops.
     #[arg(long)]
     seed: Option<u64>,
     /// Continue the run in --out from its latest checkpoint.
@@ -428,6 +445,7 @@ pub struct EvalFramePredictionArgs {
     /// Frames per clip and given frames (1 + 4n each).
     #[arg(long, default_value_t = 17)]
     frames: usize,
+    /// Frames given to the generator (1 + 4n); the rest are predicted and scored.
     #[arg(long, default_value_t = 5)]
     given_frames: usize,
     /// Frame size: N or HxW.
@@ -436,6 +454,7 @@ pub struct EvalFramePredictionArgs {
     /// Sample with the default filter (temperature 1, top-k 16000, top-p 0.9) instead of greedy decoding.
     #[arg(long)]
     sample: bool,
+    /// Sampling seed (with --sample).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Compute backend.
