@@ -293,10 +293,17 @@ fn decode_with_ffmpeg(path: &Path, size: Option<(usize, usize)>) -> Result<(Vec<
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|_| ffmpeg_missing("ffmpeg"))?;
+    // Drain stderr on its own thread: a corrupt file can make ffmpeg write more errors than a pipe holds, and
+    // reading stdout to its end first would then wait forever.
+    let mut stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut err = String::new();
+        stderr.read_to_string(&mut err).ok();
+        err
+    });
     let mut raw = Vec::new();
     child.stdout.take().expect("piped").read_to_end(&mut raw).map_err(|e| Error::io(path, e))?;
-    let mut err = String::new();
-    child.stderr.take().expect("piped").read_to_string(&mut err).ok();
+    let err = errors.join().unwrap_or_default();
     let status = child.wait().map_err(|e| Error::io(path, e))?;
     let frame_bytes = (w * h * 3) as usize;
     let frames: Vec<RgbImage> =
