@@ -187,7 +187,7 @@ pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadRepo
     let (frames, native_fps) = if meta.is_dir() {
         (read_frame_folder(path, opts.size)?, None)
     } else {
-        let (frames, fps) = decode_with_ffmpeg(path, opts.size)?;
+        let (frames, fps) = decode_frames(path, opts.size)?;
         let keep = match opts.fps {
             Some(target) => resample_indices(frames.len(), fps, target),
             None => (0..frames.len()).collect(),
@@ -267,7 +267,7 @@ fn probe(path: &Path) -> Result<(u32, u32, f64)> {
     let (Some(w), Some(h)) = (get("width").and_then(|v| v.parse().ok()), get("height").and_then(|v| v.parse().ok()))
     else {
         let err = String::from_utf8_lossy(&out.stderr);
-        let err = err.lines().last().unwrap_or("no video stream found");
+        let err = last_line(path, &err).unwrap_or("no video stream found");
         return Err(Error::file(path, format!("cannot be read as a video: {err}")));
     };
     let rate = |v: &str| -> Option<f64> {
@@ -279,8 +279,17 @@ fn probe(path: &Path) -> Result<(u32, u32, f64)> {
     Ok((w, h, fps))
 }
 
-/// Decodes every frame of a video file at its native rate, resized to `size`.
-fn decode_with_ffmpeg(path: &Path, size: Option<(usize, usize)>) -> Result<(Vec<RgbImage>, f64)> {
+/// The last line ffmpeg printed, without the `<path>: ` it often starts with (our errors name the file already).
+fn last_line<'a>(path: &Path, stderr: &'a str) -> Option<&'a str> {
+    let line = stderr.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    let prefix = format!("{}: ", path.display());
+    Some(line.strip_prefix(prefix.as_str()).unwrap_or(line))
+}
+
+/// Decodes every frame of a video file (through ffmpeg) at its native rate, resized to `size` `(height, width)`;
+/// returns the frames and the native frame rate. A truncated file gives the frames before the damage (with a
+/// warning); a file with no decodable frame is an error naming it.
+pub fn decode_frames(path: &Path, size: Option<(usize, usize)>) -> Result<(Vec<RgbImage>, f64)> {
     let (w0, h0, fps) = probe(path)?;
     let (h, w) = size.map(|(h, w)| (h as u32, w as u32)).unwrap_or((h0, w0));
     let mut child = Command::new("ffmpeg")
@@ -289,6 +298,7 @@ fn decode_with_ffmpeg(path: &Path, size: Option<(usize, usize)>) -> Result<(Vec<
         .args(["-map", "0:v:0", "-vsync", "passthrough", "-vf"])
         .arg(format!("scale={w}:{h}:flags=bilinear"))
         .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -309,7 +319,7 @@ fn decode_with_ffmpeg(path: &Path, size: Option<(usize, usize)>) -> Result<(Vec<
     let frames: Vec<RgbImage> =
         raw.chunks_exact(frame_bytes).map(|c| RgbImage::from_raw(w, h, c.to_vec()).expect("frame size")).collect();
     if frames.is_empty() {
-        let msg = err.lines().last().unwrap_or("no frame could be decoded").to_string();
+        let msg = last_line(path, &err).unwrap_or("no frame could be decoded");
         return Err(Error::file(path, format!("cannot be decoded as a video: {msg}")));
     }
     if !status.success() {
@@ -318,7 +328,7 @@ fn decode_with_ffmpeg(path: &Path, size: Option<(usize, usize)>) -> Result<(Vec<
             "warning: {}: ffmpeg reported an error after {} frames ({}); using the frames decoded so far",
             path.display(),
             frames.len(),
-            err.lines().last().unwrap_or("unknown error")
+            last_line(path, &err).unwrap_or("unknown error")
         );
     }
     Ok((frames, fps))
