@@ -185,7 +185,7 @@ pub struct TrainTokenizerArgs {
     /// TOML run config (every field below overrides it; see assets/demo/tokenizer.toml).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Dataset: moving-shapes[:count], folder:<dir>, csv:<file>, ucf:<root>[:<list>], k600:<root>:<list>.
+    /// Dataset: moving-shapes[:count], moving-shapes-plain[:count], folder:<dir>, csv:<file>, ucf:<root>[:<list>], k600:<root>:<list>.
     #[arg(long)]
     dataset: Option<String>,
     /// Run directory (checkpoints, log, effective config, the final tokenizer.safetensors).
@@ -322,6 +322,9 @@ fn tokenizer<B: AutodiffBackend>(config: &TokenizerTrainConfig, resume: bool, de
         run.clips_per_second
     );
     println!("tokenizer: {}", run.model_path.display());
+    if run.interrupted {
+        println!("continue with the same command plus --resume");
+    }
     Ok(())
 }
 
@@ -334,7 +337,7 @@ pub fn train_tokenizer_cmd(args: TrainTokenizerArgs) -> Result<()> {
 /// training reads tokens, not pixels.
 #[derive(Args, Debug)]
 pub struct TokenizeDatasetArgs {
-    /// Dataset: moving-shapes[:count], folder:<dir>, csv:<file>, ucf:<root>[:<list>], k600:<root>:<list>.
+    /// Dataset: moving-shapes[:count], moving-shapes-plain[:count], folder:<dir>, csv:<file>, ucf:<root>[:<list>], k600:<root>:<list>.
     #[arg(long)]
     dataset: String,
     /// Tokenizer checkpoint (.safetensors, official .pt or generator .ckpt).

@@ -414,22 +414,31 @@ pub struct StepStrategy<B: AutodiffBackend> {
     pub history: Arc<std::sync::Mutex<LossHistory>>,
 }
 
-/// A step output that knows its loss (read back for the run's loss log).
-pub trait StepLoss {
-    fn loss_value(&self) -> f64;
+/// A step output that knows its loss, `[1]` on the device (read back in bulk for the run's loss log, so the
+/// training step never waits for the device).
+pub trait StepLoss<B: Backend> {
+    fn loss(&self) -> Tensor<B, 1>;
 }
 
-impl<B: Backend> StepLoss for GenOutput<B> {
-    fn loss_value(&self) -> f64 {
-        self.loss.clone().into_scalar().elem::<f64>()
+impl<B: Backend> StepLoss<B> for GenOutput<B> {
+    fn loss(&self) -> Tensor<B, 1> {
+        self.loss.clone()
     }
+}
+
+/// Reads `[1]`-shaped device values in one transfer.
+fn read_all<B: Backend>(values: Vec<Tensor<B, 1>>) -> Vec<f64> {
+    if values.is_empty() {
+        return vec![];
+    }
+    Tensor::cat(values, 0).into_data().convert::<f64>().to_vec().expect("float data")
 }
 
 impl<LC> SupervisedLearningStrategy<LC> for StepStrategy<LC::Backend>
 where
     LC: LearningComponentsTypes,
-    <LC::TrainingModel as TrainStep>::Output: StepLoss,
-    <LC::InferenceModel as InferenceStep>::Output: StepLoss,
+    <LC::TrainingModel as TrainStep>::Output: StepLoss<LC::Backend>,
+    <LC::InferenceModel as InferenceStep>::Output: StepLoss<<LC::Backend as AutodiffBackend>::InnerBackend>,
 {
     fn fit(
         &self,
@@ -448,6 +457,7 @@ where
         let mut batches = train.iter();
         let epochs = self.steps.div_ceil(self.checkpoint_every);
         let mut step = start;
+        let mut pending: Vec<(usize, Tensor<LC::Backend, 1>)> = vec![];
         'run: while step < self.steps {
             LC::Backend::seed(&self.device, self.seed.wrapping_add(step as u64));
             learner.lr_step();
@@ -456,9 +466,7 @@ where
             for _ in 0..self.grad_accumulation {
                 let Some(batch) = batches.next() else { break 'run };
                 let out = learner.train_step(batch);
-                let loss = out.item.loss_value();
-                self.losses.lock().expect("loss log").push((step + 1, loss));
-                self.history.lock().expect("loss log").push("training loss", step + 1, loss);
+                pending.push((step + 1, out.item.loss()));
                 accumulator.accumulate(&learner.model(), out.grads);
                 let epoch = step / self.checkpoint_every + 1;
                 let item = TrainingItem::new(
@@ -482,11 +490,11 @@ where
                 let model = learner.model().valid();
                 let mut it = valid.iter();
                 let mut i = 0;
-                let mut valid_loss = 0.0;
+                let mut valid_losses = vec![];
                 while let Some(batch) = it.next() {
                     i += 1;
                     let out = InferenceStep::step(&model, batch);
-                    valid_loss += out.loss_value();
+                    valid_losses.push(out.loss());
                     let item = TrainingItem::new(
                         out,
                         it.progress(),
@@ -498,8 +506,14 @@ where
                 }
                 event_processor.process_valid(LearnerEvent::EndEpoch(epoch));
                 let mut history = self.history.lock().expect("loss log");
-                if i > 0 {
-                    history.push("validation loss", step, valid_loss / i as f64);
+                let (steps, values): (Vec<usize>, Vec<_>) = std::mem::take(&mut pending).into_iter().unzip();
+                for (s, v) in steps.into_iter().zip(read_all(values)) {
+                    self.losses.lock().expect("loss log").push((s, v));
+                    history.push("training loss", s, v);
+                }
+                let valid = read_all(valid_losses);
+                if !valid.is_empty() {
+                    history.push("validation loss", step, valid.iter().sum::<f64>() / valid.len() as f64);
                 }
                 let plot = [(
                     "loss.svg",

@@ -84,19 +84,15 @@ pub fn select_params<B: Backend, M: Module<B>>(module: &M, rule: DecayRule) -> (
 /// Visits the gradients of every float parameter (inner backend tensors, as `GradientsParams` stores them).
 struct GradVisitor<'a, B: AutodiffBackend> {
     grads: &'a mut GradientsParams,
-    action: GradAction,
+    /// `None`: sum the squares into `sum`; `Some(c)`: multiply every gradient by the `[1]` tensor `c`.
+    scale: Option<Tensor<B::InnerBackend, 1>>,
     sum: Option<Tensor<B::InnerBackend, 1>>,
-}
-
-enum GradAction {
-    SumSquares,
-    Scale(f64),
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for GradVisitor<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        match self.action {
-            GradAction::SumSquares => {
+        match &self.scale {
+            None => {
                 if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
                     let s = g.powi_scalar(2).sum();
                     self.sum = Some(match self.sum.take() {
@@ -105,37 +101,43 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradVisitor<'_, B> {
                     });
                 }
             }
-            GradAction::Scale(f) => {
+            Some(c) => {
                 if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-                    self.grads.register(param.id, g.mul_scalar(f));
+                    let c = c.clone().reshape([1; D]);
+                    self.grads.register(param.id, g * c);
                 }
             }
         }
     }
 }
 
+/// Sum of the squares of all gradients of `module`, `[1]` on the device.
+fn squared_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+) -> Option<Tensor<B::InnerBackend, 1>> {
+    let mut v = GradVisitor::<B> { grads, scale: None, sum: None };
+    module.visit(&mut v);
+    v.sum
+}
+
 /// Global L2 norm of all gradients of `module`.
 pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M, grads: &mut GradientsParams) -> f64 {
-    let mut v = GradVisitor::<B> { grads, action: GradAction::SumSquares, sum: None };
-    module.visit(&mut v);
-    v.sum.map(|s| s.into_scalar().elem::<f64>().sqrt()).unwrap_or(0.0)
+    squared_norm::<B, M>(module, grads).map(|s| s.into_scalar().elem::<f64>().sqrt()).unwrap_or(0.0)
 }
 
 /// Clips the gradients of `module` in place to a global L2 norm of at most `max_norm` (PyTorch
-/// `clip_grad_norm_`: every gradient is multiplied by `max_norm / (norm + 1e-6)` when that is below 1).
-/// Returns the norm before clipping.
+/// `clip_grad_norm_`: every gradient is multiplied by `min(1, max_norm / (norm + 1e-6))`). The factor stays on
+/// the device, so a training step does not wait for it.
 pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &mut GradientsParams,
     max_norm: f64,
-) -> f64 {
-    let norm = global_grad_norm::<B, M>(module, grads);
-    let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 {
-        let mut v = GradVisitor::<B> { grads, action: GradAction::Scale(coef), sum: None };
-        module.visit(&mut v);
-    }
-    norm
+) {
+    let Some(sum) = squared_norm::<B, M>(module, grads) else { return };
+    let coef = sum.sqrt().add_scalar(1e-6).recip().mul_scalar(max_norm).clamp_max(1.0);
+    let mut v = GradVisitor::<B> { grads, scale: Some(coef), sum: None };
+    module.visit(&mut v);
 }
 
 /// Moves the gradients of the parameters in `ids` from `grads` into a new set.
@@ -170,8 +172,6 @@ pub struct GroupedAdamW<M: AutodiffModule<B>, B: AutodiffBackend> {
     grad_clip: Option<f64>,
     /// A loaded state not yet split between the groups.
     pending: Option<GroupedRecord<M, B>>,
-    /// Global gradient norm (before clipping) of the last step.
-    last_norm: std::sync::Arc<std::sync::Mutex<f64>>,
 }
 
 impl<M: AutodiffModule<B>, B: AutodiffBackend> GroupedAdamW<M, B> {
@@ -184,13 +184,7 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> GroupedAdamW<M, B> {
             rule,
             grad_clip: config.grad_clip.filter(|&c| c > 0.0),
             pending: None,
-            last_norm: Default::default(),
         }
-    }
-
-    /// A handle that reads the global gradient norm of the latest step (shared with clones of the optimiser).
-    pub fn norm_handle(&self) -> std::sync::Arc<std::sync::Mutex<f64>> {
-        self.last_norm.clone()
     }
 }
 
@@ -207,11 +201,9 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> Optimizer<M, B> for GroupedAdamW<
             self.decay = self.decay.clone().load_record(decay);
             self.no_decay = self.no_decay.clone().load_record(no_decay);
         }
-        let norm = match self.grad_clip {
-            Some(max) => clip_global_norm::<B, M>(&module, &mut grads, max),
-            None => global_grad_norm::<B, M>(&module, &mut grads),
-        };
-        *self.last_norm.lock().expect("norm lock") = norm;
+        if let Some(max) = self.grad_clip {
+            clip_global_norm::<B, M>(&module, &mut grads, max);
+        }
         let mut split = Split { ids: &ids, from: &mut grads, to: GradientsParams::new() };
         module.visit(&mut split);
         let decayed = split.to;
@@ -278,8 +270,8 @@ mod tests {
         let mut grads = GradientsParams::new();
         grads.register(n.fc.weight.id, Tensor::<Flex, 2>::full([3, 2], 3.0, &device));
         grads.register(n.blocks[0].bias.as_ref().unwrap().id, Tensor::<Flex, 1>::full([2], 4.0, &device));
-        let norm = clip_global_norm::<B, _>(&n, &mut grads, 1.0);
-        assert!((norm - 86f64.sqrt()).abs() < 1e-5, "{norm}");
+        assert!((global_grad_norm::<B, _>(&n, &mut grads) - 86f64.sqrt()).abs() < 1e-5);
+        clip_global_norm::<B, _>(&n, &mut grads, 1.0);
         let coef = 1.0 / (86f64.sqrt() + 1e-6);
         let w: Vec<f32> = grads.get::<Flex, 2>(n.fc.weight.id).unwrap().into_data().to_vec().unwrap();
         let b: Vec<f32> =
@@ -289,8 +281,8 @@ mod tests {
         let after = global_grad_norm::<B, _>(&n, &mut grads);
         assert!((after - 1.0).abs() < 1e-5, "{after}");
         // Below the limit nothing changes.
-        let norm2 = clip_global_norm::<B, _>(&n, &mut grads, 5.0);
-        assert!((norm2 - after).abs() < 1e-9);
+        clip_global_norm::<B, _>(&n, &mut grads, 5.0);
+        assert!((global_grad_norm::<B, _>(&n, &mut grads) - after).abs() < 1e-6);
     }
 
     #[test]
