@@ -151,6 +151,24 @@ impl CheckpointingStrategy for KeepLast {
     }
 }
 
+/// Seconds still needed for `left` steps at the pace of the `done` steps that took `elapsed` seconds.
+pub fn remaining_seconds(elapsed: f64, done: usize, left: usize) -> f64 {
+    if done == 0 { 0.0 } else { elapsed / done as f64 * left as f64 }
+}
+
+/// A duration for people, rounded: `42 s`, `7 min`, `2 h 05 min`.
+pub fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    let minutes = (s + 30) / 60;
+    if s < 60 {
+        format!("{s} s")
+    } else if minutes < 60 {
+        format!("{minutes} min")
+    } else {
+        format!("{} h {:02} min", minutes / 60, minutes % 60)
+    }
+}
+
 /// The progress display: Burn's terminal dashboard when stdout is a terminal, plain progress lines otherwise;
 /// the lines always go to `<run>/train.log` too.
 pub struct RunRenderer {
@@ -163,6 +181,8 @@ pub struct RunRenderer {
     valid: Vec<(String, f64)>,
     last: Option<Instant>,
     started: Instant,
+    /// Step count when this session's first step was rendered, for the time left.
+    first: Option<usize>,
 }
 
 /// The renderer of a run of `steps` optimiser steps.
@@ -183,6 +203,7 @@ pub fn renderer(dir: &RunDir, steps: usize, interrupter: &Interrupter, checkpoin
         valid: vec![],
         last: None,
         started: Instant::now(),
+        first: None,
     }
 }
 
@@ -235,11 +256,14 @@ impl MetricsRendererTraining for RunRenderer {
 
     fn render_train(&mut self, item: TrainingProgress, indicators: Vec<ProgressType>) {
         let step = item.iteration.unwrap_or(0);
+        let first = *self.first.get_or_insert(step.saturating_sub(1));
         let due = self.last.is_none_or(|t| t.elapsed().as_secs_f64() >= 5.0) || step == self.steps;
         if due {
             self.last = Some(Instant::now());
             let secs = self.started.elapsed().as_secs_f64();
-            self.line(&format!("step {step}/{}  {}  [{secs:.0} s]", self.steps, fmt_values(&self.train)));
+            let left =
+                format_duration(remaining_seconds(secs, step.saturating_sub(first), self.steps.saturating_sub(step)));
+            self.line(&format!("step {step}/{}  {}  [{secs:.0} s, {left} left]", self.steps, fmt_values(&self.train)));
         }
         if let Some(t) = self.tui.as_mut() {
             t.render_train(item, indicators);
@@ -399,5 +423,29 @@ impl LossHistory {
             nbp_core::plot::write_line_plot(dir.path().join(file), title, "step", &series)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_left_follows_the_pace_of_this_session() {
+        assert_eq!(remaining_seconds(10.0, 0, 100), 0.0);
+        assert_eq!(remaining_seconds(10.0, 5, 100), 200.0);
+        assert_eq!(remaining_seconds(10.0, 5, 0), 0.0);
+    }
+
+    #[test]
+    fn durations_read_like_a_person_would_say_them() {
+        assert_eq!(format_duration(-3.0), "0 s");
+        assert_eq!(format_duration(42.4), "42 s");
+        assert_eq!(format_duration(59.6), "1 min");
+        assert_eq!(format_duration(89.0), "1 min");
+        assert_eq!(format_duration(91.0), "2 min");
+        assert_eq!(format_duration(3569.0), "59 min");
+        assert_eq!(format_duration(3599.0), "1 h 00 min");
+        assert_eq!(format_duration(2.0 * 3600.0 + 5.0 * 60.0), "2 h 05 min");
     }
 }

@@ -424,10 +424,12 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         let stop = interrupter.should_stop();
         if last_print.is_none_or(|t| t.elapsed().as_secs_f64() >= 5.0) || step == config.steps {
             last_print = Some(Instant::now());
+            let elapsed = started.elapsed().as_secs_f64();
+            let left = crate::run::remaining_seconds(elapsed, step - first, config.steps - step);
             let l = format!(
-                "step {step}/{}  {line}  lr {lr:.3e}  [{:.0} s]",
+                "step {step}/{}  {line}  lr {lr:.3e}  [{elapsed:.0} s, {} left]",
                 config.steps,
-                started.elapsed().as_secs_f64()
+                crate::run::format_duration(left)
             );
             report(&l);
             dir.log(&l);
