@@ -248,6 +248,20 @@ pub struct Reconstruction {
     pub l1: f64,
     /// Fraction of the codebook used by the validation clips' tokens.
     pub codebook_usage: f64,
+    /// Mean PSNR (dB) of filling every frame with its own mean colour: a tokenizer that does not beat this
+    /// passes no more than the colour of each frame (the plateau an untrained or stuck model sits on).
+    pub psnr_frame_mean: f64,
+}
+
+/// Every frame of `video` filled with that frame's mean colour.
+pub fn frame_mean_colours(video: &Video) -> Video {
+    let plane = video.height * video.width;
+    let mut out = video.clone();
+    for chunk in out.data.chunks_mut(plane) {
+        let mean = chunk.iter().map(|&v| v as f64).sum::<f64>() / plane as f64;
+        chunk.fill(mean as f32);
+    }
+    out
 }
 
 /// Reconstructs `clips` and measures them.
@@ -258,7 +272,7 @@ pub fn evaluate_reconstruction<B: Backend>(
     device: &B::Device,
 ) -> Result<Reconstruction> {
     let mut used = vec![false; model.codebook_size()];
-    let (mut p, mut s, mut l1) = (0.0, 0.0, 0.0);
+    let (mut p, mut s, mut l1, mut baseline) = (0.0, 0.0, 0.0, 0.0);
     for chunk in clips.chunks(batch.max(1)) {
         let x = videos_to_tensor::<B>(chunk, device)?;
         let (indices, recon) = model.reconstruct(x, &nbp_core::progress::NoProgress)?;
@@ -268,6 +282,7 @@ pub fn evaluate_reconstruction<B: Backend>(
         for (a, b) in chunk.iter().zip(tensor_to_videos(recon)?) {
             p += psnr(a, &b)?;
             s += ssim(a, &b)?;
+            baseline += psnr(a, &frame_mean_colours(a))?;
             l1 += a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs() as f64).sum::<f64>() / a.data.len() as f64;
         }
     }
@@ -278,6 +293,7 @@ pub fn evaluate_reconstruction<B: Backend>(
         ssim: s / n,
         l1: l1 / n,
         codebook_usage: used.iter().filter(|&&u| u).count() as f64 / used.len() as f64,
+        psnr_frame_mean: baseline / n,
     })
 }
 
@@ -437,8 +453,10 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         if step.is_multiple_of(config.checkpoint_every) || step == config.steps || stop {
             let v = evaluate_reconstruction(&model.valid(), &valid, config.batch_size, device)?;
             let l = format!(
-                "validation at step {step}: PSNR {:.2} dB  SSIM {:.4}  L1 {:.4}  codebook usage {:.1}%",
+                "validation at step {step}: PSNR {:.2} dB (each frame's mean colour: {:.2} dB)  SSIM {:.4}  L1 {:.4}  \
+                 codebook usage {:.1}%",
                 v.psnr,
+                v.psnr_frame_mean,
                 v.ssim,
                 v.l1,
                 v.codebook_usage * 100.0
@@ -446,6 +464,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
             report(&l);
             dir.log(&l);
             history.push("validation PSNR (dB)", step, v.psnr);
+            history.push("frame mean colour PSNR (dB)", step, v.psnr_frame_mean);
             history.push("validation L1", step, v.l1);
             history.write(
                 &dir,
@@ -455,7 +474,11 @@ pub fn train_tokenizer<B: AutodiffBackend>(
                         "tokenizer training: reconstruction loss",
                         &[("reconstruction loss", 20), ("validation L1", 1)],
                     ),
-                    ("psnr.svg", "tokenizer: validation PSNR (dB)", &[("validation PSNR (dB)", 1)]),
+                    (
+                        "psnr.svg",
+                        "tokenizer: validation PSNR (dB)",
+                        &[("validation PSNR (dB)", 1), ("frame mean colour PSNR (dB)", 1)],
+                    ),
                 ],
             )?;
             validation = Some(v);
@@ -508,5 +531,33 @@ fn last_layer_weight<B: Backend>(model: &VideoTokenizer<B>) -> burn::module::Par
     match model.last_layer() {
         nbp_tokenizer::layer::Layer::Conv(c) => c.conv.weight.clone(),
         _ => unreachable!("the decoder ends with a convolution"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_mean_colours_average_each_channel_of_each_frame() {
+        // 2 frames of 1×2 pixels: channel c, frame t holds [c + t, c + t + 2] / 10.
+        let mut data = vec![];
+        for c in 0..3 {
+            for t in 0..2 {
+                data.extend([(c + t) as f32 / 10.0, (c + t + 2) as f32 / 10.0]);
+            }
+        }
+        let v = Video::new(2, 1, 2, data).unwrap();
+        let m = frame_mean_colours(&v);
+        for c in 0..3 {
+            for t in 0..2 {
+                let want = (c + t + 1) as f32 / 10.0;
+                for x in 0..2 {
+                    assert!((m.data[m.index(c, t, 0, x)] - want).abs() < 1e-6, "c {c} t {t} x {x}");
+                }
+            }
+        }
+        // Every pixel is 0.1 away from its frame's mean: an MSE of 0.01, 20 dB.
+        assert!((psnr(&v, &m).unwrap() - 20.0).abs() < 1e-4);
     }
 }

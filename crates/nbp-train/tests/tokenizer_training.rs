@@ -50,6 +50,7 @@ fn reconstruction_loss_falls_and_resume_is_exact() {
     let v = full.validation.clone().unwrap();
     assert!(v.psnr > 10.0 && v.psnr.is_finite(), "{v:?}");
     assert!(v.codebook_usage > 0.0 && v.codebook_usage <= 1.0, "{v:?}");
+    assert!(v.psnr_frame_mean > 5.0 && v.psnr_frame_mean < 40.0, "{v:?}");
     assert!(full.model_path.exists());
     // The exported tokenizer loads back and reproduces the validation numbers' codebook.
     let loaded = nbp_tokenizer::load_tokenizer::<Flex>(&full.model_path, None, &device).unwrap().0;
