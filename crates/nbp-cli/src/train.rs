@@ -1,6 +1,6 @@
 //! `nbp-cli train`, `train-tokenizer` and `tokenize-dataset`: argument parsing; the work is in `nbp-train`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
@@ -271,10 +271,27 @@ pub struct TrainTokenizerArgs {
     device: DeviceArg,
 }
 
+/// A file named in the config `config`: taken as written when it exists (or is not a path), else beside the
+/// config file, so a config and the architecture file next to it work from any directory.
+fn beside_config(config: &Path, value: &str) -> String {
+    let written = Path::new(value);
+    if written.exists() || written.is_absolute() || !value.ends_with(".json") {
+        return value.to_string();
+    }
+    match config.parent().map(|dir| dir.join(written)) {
+        Some(beside) if beside.exists() => beside.display().to_string(),
+        _ => value.to_string(),
+    }
+}
+
 impl TrainTokenizerArgs {
     fn config(&self) -> Result<TokenizerTrainConfig> {
         let mut c: TokenizerTrainConfig = match &self.config {
-            Some(p) => load_toml(p)?,
+            Some(p) => {
+                let mut c: TokenizerTrainConfig = load_toml(p)?;
+                c.preset = beside_config(p, &c.preset);
+                c
+            }
             None => TokenizerTrainConfig::default(),
         };
         set!(c, self, dataset, out, preset, frames, height, width, steps, batch_size, checkpoint_every, valid_clips);
@@ -503,4 +520,23 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
 
 pub fn eval_frame_prediction_cmd(a: EvalFramePredictionArgs) -> Result<()> {
     with_backend!(a.device, |B, dev| eval_frame_prediction::<B>(&a, dev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::beside_config;
+
+    #[test]
+    fn architecture_files_are_found_beside_their_config() {
+        let dir = std::env::temp_dir().join(format!("nbp-beside-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("arch.json"), "{}").unwrap();
+        let config = dir.join("run.toml");
+        assert_eq!(beside_config(&config, "arch.json"), dir.join("arch.json").display().to_string());
+        // Preset names, files that exist as written and files found nowhere are left alone.
+        assert_eq!(beside_config(&config, "tiny"), "tiny");
+        assert_eq!(beside_config(&config, "Cargo.toml"), "Cargo.toml");
+        assert_eq!(beside_config(&config, "missing.json"), "missing.json");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
