@@ -12,7 +12,11 @@ fn text(o: &Output) -> String {
 }
 
 fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tokenizer").join(name).display().to_string()
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+        .join("../../tests/fixtures/tokenizer")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn workdir(name: &str) -> PathBuf {
@@ -144,7 +148,11 @@ fn help_explains_every_flag() {
 }
 
 fn gen_fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/generator").join(name).display().to_string()
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+        .join("../../tests/fixtures/generator")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 #[test]

@@ -9,7 +9,9 @@ use nbp_core::mask::MaskSpec;
 use nbp_core::npy::read_npy;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/generator").join(name)
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+        .join("../../tests/fixtures/generator")
+        .join(name)
 }
 
 #[test]

@@ -18,7 +18,9 @@ use nbp_model::{GeneratorSettings, Overrides, Schedule, load_generator, save_gen
 type B = Flex;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/generator").join(name)
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+        .join("../../tests/fixtures/generator")
+        .join(name)
 }
 
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {

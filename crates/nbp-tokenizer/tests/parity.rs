@@ -14,7 +14,9 @@ use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, load_tokenizer, save_tokeni
 type B = Flex;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tokenizer").join(name)
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+        .join("../../tests/fixtures/tokenizer")
+        .join(name)
 }
 
 fn config() -> TokenizerConfig {

@@ -253,7 +253,9 @@ mod tests {
     const WIDTHS: [usize; 5] = [4, 8, 8, 16, 16];
 
     fn fixture(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/lpips").join(name)
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
+            .join("../../tests/fixtures/lpips")
+            .join(name)
     }
 
     fn config() -> LpipsConfig {
