@@ -15,9 +15,7 @@ use nbp::core::progress::NoProgress;
 use nbp::tokenizer::{TokenizerConfig, load_tokenizer};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
-        .join("tests/fixtures/tokenizer")
-        .join(name)
+    nbp_core::workspace::workspace_path("tests/fixtures/tokenizer").join(name)
 }
 
 fn tensor5<B: Backend>(name: &str, device: &B::Device) -> Tensor<B, 5> {

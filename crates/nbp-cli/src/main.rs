@@ -706,9 +706,7 @@ pub(crate) fn demo_asset(name: &str) -> PathBuf {
     if local.exists() {
         return local;
     }
-    // Under `cargo run` the manifest directory is set at run time (a build cache may have been made elsewhere).
-    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-    Path::new(&manifest).join("../../assets/demo").join(name)
+    nbp_core::workspace::workspace_path("assets/demo").join(name)
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -12,11 +12,7 @@ fn text(o: &Output) -> String {
 }
 
 fn fixture(name: &str) -> String {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
-        .join("../../tests/fixtures/tokenizer")
-        .join(name)
-        .display()
-        .to_string()
+    nbp_core::workspace::workspace_path("tests/fixtures/tokenizer").join(name).display().to_string()
 }
 
 fn workdir(name: &str) -> PathBuf {
@@ -148,11 +144,7 @@ fn help_explains_every_flag() {
 }
 
 fn gen_fixture(name: &str) -> String {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
-        .join("../../tests/fixtures/generator")
-        .join(name)
-        .display()
-        .to_string()
+    nbp_core::workspace::workspace_path("tests/fixtures/generator").join(name).display().to_string()
 }
 
 #[test]

@@ -15,5 +15,6 @@ pub mod system;
 pub mod video;
 pub mod vocab;
 pub mod weights;
+pub mod workspace;
 
 pub use error::{Error, Result};

@@ -9,9 +9,7 @@ use nbp_core::mask::MaskSpec;
 use nbp_core::npy::read_npy;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
-        .join("../../tests/fixtures/generator")
-        .join(name)
+    nbp_core::workspace::workspace_path("tests/fixtures/generator").join(name)
 }
 
 #[test]

@@ -18,9 +18,7 @@ use nbp_model::{GeneratorSettings, Overrides, Schedule, load_generator, save_gen
 type B = Flex;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
-        .join("../../tests/fixtures/generator")
-        .join(name)
+    nbp_core::workspace::workspace_path("tests/fixtures/generator").join(name)
 }
 
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {

@@ -1,7 +1,4 @@
 //! Behaviour of the tokenizer that does not need fixtures: causality, shapes, input validation, depth-to-space.
-
-use std::path::PathBuf;
-
 use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -23,8 +20,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn depth_to_space_matches_the_official_layout() {
     let dev = Default::default();
-    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
-        .join("../../tests/fixtures/tokenizer");
+    let dir = nbp_core::workspace::workspace_path("tests/fixtures/tokenizer");
     for (factors, cin, file) in [([2, 2, 2], 16, "depth_to_space.npy"), ([1, 2, 2], 8, "depth_to_space_122.npy")] {
         let x = Tensor::<B, 1, Int>::arange(0..(cin * 8) as i64, &dev).float().reshape([1, cin, 2, 2, 2]);
         let y = DepthToSpace3d::new(factors).forward(x);

@@ -14,9 +14,7 @@ use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, load_tokenizer, save_tokeni
 type B = Flex;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
-        .join("../../tests/fixtures/tokenizer")
-        .join(name)
+    nbp_core::workspace::workspace_path("tests/fixtures/tokenizer").join(name)
 }
 
 fn config() -> TokenizerConfig {

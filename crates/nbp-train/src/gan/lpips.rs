@@ -253,9 +253,7 @@ mod tests {
     const WIDTHS: [usize; 5] = [4, 8, 8, 16, 16];
 
     fn fixture(name: &str) -> PathBuf {
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()))
-            .join("../../tests/fixtures/lpips")
-            .join(name)
+        nbp_core::workspace::workspace_path("tests/fixtures/lpips").join(name)
     }
 
     fn config() -> LpipsConfig {
