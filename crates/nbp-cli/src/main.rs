@@ -143,6 +143,9 @@ enum DatasetCommand {
         /// Index of the first clip.
         #[arg(long, default_value_t = 0)]
         start: usize,
+        /// Plain backgrounds only (the `moving-shapes-plain` variant the bundled demo models were trained on).
+        #[arg(long)]
+        plain: bool,
     },
 }
 
@@ -510,7 +513,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     let g = match nbp_model::load_generator::<B>(&generator, &overrides, &device) {
         Ok(g) => g,
         Err(e) if demo => bail!(
-            "{e}\nno bundled demo model yet: pass --generator (an official .ckpt or a model trained with `nbp-cli train`, see the README section Training)"
+            "{e}\nthe bundled demo model (assets/demo/) was not found: run nbp-cli from the repository root, or pass --generator (an official .ckpt or a model trained with `nbp-cli train`) and --tokenizer"
         ),
         Err(e) => return Err(e.into()),
     };
@@ -711,13 +714,16 @@ pub(crate) fn demo_asset(name: &str) -> PathBuf {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Dataset(DatasetCommand::MovingShapes { out, count, frames, resolution, seed, start }) => {
+        Command::Dataset(DatasetCommand::MovingShapes { out, count, frames, resolution, seed, start, plain }) => {
             use nbp_train::moving_shapes::{MovingShapes, class_name};
             if count == 0 || frames == 0 {
                 bail!("--count and --frames must be at least 1");
             }
             VideoFormat::from_path(&out)?;
-            let ds = MovingShapes::new(frames, resolution.0, resolution.1, seed);
+            let mut ds = MovingShapes::new(frames, resolution.0, resolution.1, seed);
+            if plain {
+                ds = ds.with_plain_backgrounds();
+            }
             let clips: Vec<_> = (start..start + count).map(|i| ds.clip(i)).collect();
             let names: Vec<String> = clips.iter().map(|(_, l)| class_name(*l)).collect();
             let videos: Vec<_> = clips.into_iter().map(|(v, _)| v).collect();

@@ -453,8 +453,9 @@ pub struct EvalFramePredictionArgs {
     /// Tokenizer. Default: the bundled demo tokenizer.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// Clips: a dataset spec (moving-shapes[:count], folder:<dir>, ...). The clips are taken from its end.
-    #[arg(long, default_value = "moving-shapes:100000")]
+    /// Clips: a dataset spec (moving-shapes[:count], folder:<dir>, ...). The clips are taken from its end. The
+    /// default is the plain-background moving shapes the bundled demo models were trained on.
+    #[arg(long, default_value = "moving-shapes-plain:100000")]
     dataset: String,
     /// Number of clips.
     #[arg(long, default_value_t = 16)]

@@ -505,11 +505,16 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     if let Some(summary) = skipped.summary() {
         report(&summary);
     }
+    // A run resumed at its last step trains nothing but still exports its model.
+    let model_path = dir.path().join("tokenizer.safetensors");
+    if !model_path.exists() {
+        save_tokenizer(&model.valid(), &model_path)?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     let done = step - first;
     Ok(TokenizerRun {
         steps_done: step,
-        model_path: dir.path().join("tokenizer.safetensors"),
+        model_path,
         seconds,
         clips_per_second: (done * config.batch_size) as f64 / seconds.max(1e-9),
         interrupted: step < config.steps,
