@@ -484,3 +484,70 @@ fn training_help_explains_the_flags() {
         assert!(out.contains(flag), "{flag} missing in help:\n{out}");
     }
 }
+
+/// The first README command: `nbp-cli sample` with no model arguments, run from the repository root, uses the
+/// bundled demo models and draws one clip for each of 8 classes; frame prediction continues the bundled clip.
+#[test]
+fn sample_with_no_arguments_uses_the_bundled_demo_model() {
+    let dir = workdir("demo-sample");
+    let root = nbp_core::workspace::workspace_path(".");
+    let run = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_nbp-cli")).args(args).current_dir(&root).output().expect("run nbp-cli")
+    };
+    let gif = dir.join("sample.gif");
+    let ids = dir.join("ids.npy");
+    let o = run(&["sample", "--out", gif.to_str().unwrap(), "--save-tokens", ids.to_str().unwrap()]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(
+            "8 clips (circle-bounce, square-orbit, triangle-zigzag, ring-grow, square-bounce, triangle-orbit, \
+             ring-zigzag, circle-grow), 376 steps, 2560 tokens"
+        ) && out.contains("decoder: 136 frames"),
+        "{out}"
+    );
+    let gif_bytes = std::fs::read(&gif).unwrap();
+    assert_eq!(&gif_bytes[..6], b"GIF89a");
+    let tokens = nbp_core::npy::read_npy(&ids).unwrap();
+    assert_eq!(tokens.shape, vec![8, 5, 8, 8]);
+    let t = tokens.to_i64().unwrap();
+    assert!(t.iter().all(|&c| (0..2560).contains(&c)));
+    // Different classes give different clips.
+    assert_ne!(t[..320], t[320..640]);
+
+    // Frame prediction from the bundled held-out clip: its first 2 latent frames are kept, 24 steps follow.
+    let ids2 = dir.join("next.npy");
+    let o = run(&[
+        "sample",
+        "--condition-video",
+        "assets/demo/shapes.mp4",
+        "--class",
+        "ring-orbit",
+        "--no-decode",
+        "--save-tokens",
+        ids2.to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("1 clips (ring-orbit), 24 steps, 192 tokens"), "{out}");
+    let encoded = dir.join("encoded.npy");
+    let o = run(&[
+        "tokenizer",
+        "encode",
+        "assets/demo/shapes.mp4",
+        "--tokenizer",
+        "assets/demo/tokenizer.safetensors",
+        "--frames",
+        "5",
+        "--resolution",
+        "64",
+        "-o",
+        encoded.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let given = nbp_core::npy::read_npy(&encoded).unwrap().to_i64().unwrap();
+    let next = nbp_core::npy::read_npy(&ids2).unwrap().to_i64().unwrap();
+    assert_eq!(given.len(), 128);
+    assert_eq!(next[..128], given[..]);
+    std::fs::remove_dir_all(&dir).ok();
+}
