@@ -505,9 +505,9 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     if let Some(summary) = skipped.summary() {
         report(&summary);
     }
-    // A run resumed at its last step trains nothing but still exports its model.
+    // A run resumed at its last step trains nothing (no checkpoint pass above) but still exports its model.
     let model_path = dir.path().join("tokenizer.safetensors");
-    if !model_path.exists() {
+    if step == first {
         save_tokenizer(&model.valid(), &model_path)?;
     }
     let seconds = started.elapsed().as_secs_f64();

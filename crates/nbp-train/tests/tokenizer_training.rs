@@ -74,6 +74,11 @@ fn reconstruction_loss_falls_and_resume_is_exact() {
         assert_eq!(s1, s2);
         assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "step {s1}: resumed {a} vs uninterrupted {b}");
     }
+    // Resumed once more at its last step: nothing to train, and the model is still exported.
+    std::fs::remove_file(&rest.model_path).unwrap();
+    let again = train_tokenizer::<B>(&cfg, true, &device, Interrupter::new(), &mut |_| {}).unwrap();
+    assert_eq!(again.steps_done, 12);
+    assert!(again.losses.is_empty() && again.model_path.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
 
