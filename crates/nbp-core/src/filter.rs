@@ -31,12 +31,19 @@ impl SamplingFilter {
     pub fn apply<B: Backend>(&self, logits: Tensor<B, 2>) -> Tensor<B, 2> {
         let [_, vocab] = logits.dims();
         let mut logits = if self.temperature != 1.0 { logits.div_scalar(self.temperature) } else { logits };
-        if let Some(k) = self.top_k.map(|k| k.clamp(1, vocab)).filter(|&k| k < vocab) {
-            let kth = logits.clone().topk(k, 1).narrow(1, k - 1, 1); // [rows, 1]
-            logits = logits.clone().mask_fill(logits.lower(kth), f32::NEG_INFINITY);
+        let top_k = self.top_k.map(|k| k.clamp(1, vocab)).filter(|&k| k < vocab);
+        let top_p = self.top_p.filter(|&p| p < 1.0);
+        if top_k.is_none() && top_p.is_none() {
+            return logits;
         }
-        if let Some(p) = self.top_p.filter(|&p| p < 1.0) {
-            let (sorted, _) = logits.clone().sort_descending_with_indices(1);
+        // One descending sort serves both filters: masking below the k-th value commutes with sorting.
+        let mut sorted = logits.clone().sort_descending(1);
+        if let Some(k) = top_k {
+            let kth = sorted.clone().narrow(1, k - 1, 1); // [rows, 1]
+            logits = logits.clone().mask_fill(logits.lower(kth.clone()), f32::NEG_INFINITY);
+            sorted = sorted.clone().mask_fill(sorted.lower(kth), f32::NEG_INFINITY);
+        }
+        if let Some(p) = top_p {
             let probs = softmax(sorted.clone(), 1);
             // Mass strictly before each sorted position; a token is kept while that mass has not exceeded p.
             let before = probs.clone().cumsum(1) - probs;

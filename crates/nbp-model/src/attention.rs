@@ -41,10 +41,13 @@ impl<B: Backend> SelfAttention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 4, Bool>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
         let hs = d / self.n_head;
+        let (q, k, v) = (self.query.forward(x.clone()), self.key.forward(x.clone()), self.value.forward(x));
+        let mut cache = cache;
+        if let Some(y) = crate::cpu::self_attention(&q, &k, &v, self.n_head, &mask, cache.as_deref_mut()) {
+            return self.proj.forward(y);
+        }
         let heads = |t: Tensor<B, 3>| t.reshape([b, n, self.n_head, hs]).swap_dims(1, 2); // [b, h, n, hs]
-        let q = heads(self.query.forward(x.clone()));
-        let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x));
+        let (q, k, v) = (heads(q), heads(k), heads(v));
         let (k, v) = match cache {
             Some(c) => c.append(k, v),
             None => (k, v),

@@ -50,7 +50,9 @@ impl<B: Backend> Block<B> {
     /// `x: [batch, new, d]` → same; see [`SelfAttention::forward`] for `mask` and `cache`.
     pub fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 4, Bool>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         let x = x.clone() + self.dropout.forward(self.attn.forward(self.ln1.forward(x), mask, cache));
-        let h = self.fc_out.forward(self.gelu.forward(self.fc.forward(self.ln2.forward(x.clone()))));
+        let h = self.fc.forward(self.ln2.forward(x.clone()));
+        let h = crate::cpu::gelu(&h).unwrap_or_else(|| self.gelu.forward(h));
+        let h = self.fc_out.forward(h);
         x + self.dropout.forward(h)
     }
 }

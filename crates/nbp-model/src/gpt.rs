@@ -92,6 +92,20 @@ impl<B: Backend> Gpt<B> {
         self.head.forward(self.hidden(x, mask, caches))
     }
 
+    /// Like [`Gpt::forward_embeddings`], but the head runs only on the last `last` positions: logits
+    /// `[batch, last, V]` (a sampling step needs only the rows it predicts from).
+    pub fn forward_last(
+        &self,
+        x: Tensor<B, 3>,
+        mask: Tensor<B, 4, Bool>,
+        caches: Option<&mut [KvCache<B>]>,
+        last: usize,
+    ) -> Tensor<B, 3> {
+        let h = self.hidden(x, mask, caches);
+        let [b, n, d] = h.dims();
+        self.head.forward(h.slice([0..b, n - last.min(n)..n, 0..d]))
+    }
+
     /// The blocks and the final LayerNorm: hidden states `[batch, new, d]` before the head.
     pub fn hidden(
         &self,

@@ -46,4 +46,29 @@ impl<B: Backend> KvCache<B> {
         self.len = end;
         (self.k.clone().slice([0..b, 0..h, 0..end, 0..hs]), self.v.clone().slice([0..b, 0..h, 0..end, 0..hs]))
     }
+
+    /// The cache's shape `[batch, heads, capacity, head_dim]`.
+    pub fn dims(&self) -> [usize; 4] {
+        self.k.dims()
+    }
+
+    /// The whole key and value buffers `[batch, heads, capacity, head_dim]` (rows `len..` unused).
+    pub(crate) fn buffers(&self) -> (&Tensor<B, 4>, &Tensor<B, 4>) {
+        (&self.k, &self.v)
+    }
+
+    /// Appends `k, v: [batch, new, heads·head_dim]` as the key/value layers give them, in place, on the flex
+    /// backend; false (nothing appended) where that path does not apply.
+    pub(crate) fn append_token_major(&mut self, k: &Tensor<B, 3>, v: &Tensor<B, 3>) -> bool {
+        let n = k.dims()[1];
+        if self.len + n > self.capacity() || !crate::cpu::write_token_rows(&mut self.k, k, self.len) {
+            return false;
+        }
+        if !crate::cpu::write_token_rows(&mut self.v, v, self.len) {
+            // Keys written, values not: undo nothing (rows past `len` are unused) and let the caller fall back.
+            return false;
+        }
+        self.len += n;
+        true
+    }
 }

@@ -6,6 +6,7 @@ pub mod block;
 pub mod checkpoint;
 pub mod classes;
 pub mod config;
+mod cpu;
 pub mod generate;
 pub mod gpt;
 pub mod kv_cache;

@@ -25,9 +25,10 @@ impl LinearConfig {
 
 /// `y = x·Wᵀ + b` with `W: [out, in]`.
 ///
-/// During sampling only a block of tokens (often 1 to 16 rows) passes through each layer per step. For so few
-/// rows the product is computed as `(W·xᵀ)ᵀ`, which streams the weight matrix once and is about 3–4 times faster
-/// on the CPU backend than `x·Wᵀ`; many rows use `x·Wᵀ` directly.
+/// On flex (with AVX-512) the product runs in the `nbp-kernels` CPU kernel, which reads `W` in place. Elsewhere,
+/// during sampling only a block of tokens (often 1 to 16 rows) passes through each layer per step; for so few
+/// rows the product is computed as `(W·xᵀ)ᵀ`, which streams the weight matrix once and is about 3–4 times
+/// faster on a CPU than `x·Wᵀ`; many rows use `x·Wᵀ` directly.
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     /// `[out, in]`.
@@ -42,6 +43,10 @@ const FEW_ROWS: usize = 256;
 impl<B: Backend> Linear<B> {
     /// `x: [.., in]` → `[.., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let bias = self.bias.as_ref().map(|b| b.val());
+        if let Some(y) = crate::cpu::linear(&x, &self.weight.val(), bias.as_ref()) {
+            return y;
+        }
         let dims = x.dims();
         let din = dims[D - 1];
         let rows: usize = dims[..D - 1].iter().product();

@@ -75,10 +75,8 @@ pub fn sample<B: Backend>(
         let start = caches[0].len();
         let mask = schedule.mask.tensor::<B>(start..start + len, start + len, &device);
         let x = model.embed(ids.clone(), None, start)?;
-        let logits = model.forward_embeddings(x, mask.clone(), Some(&mut caches));
-        let rows = |l: Tensor<B, 3>| {
-            l.slice([0..batch, len - step.predict..len, 0..vocab]).reshape([batch * step.predict, vocab])
-        };
+        let logits = model.forward_last(x, mask.clone(), Some(&mut caches), step.predict);
+        let rows = |l: Tensor<B, 3>| l.reshape([batch * step.predict, vocab]);
         let mut last = rows(logits);
         if let Some((g, ucaches)) = guided.as_mut() {
             // The unconditional stream: the null embedding takes the place of the condition tokens.
@@ -88,7 +86,7 @@ pub fn sample<B: Backend>(
             } else {
                 model.embed(ids, None, start)?
             };
-            let uncond = rows(model.forward_embeddings(x, mask, Some(ucaches)));
+            let uncond = rows(model.forward_last(x, mask, Some(ucaches), step.predict));
             let s = if g.growing { g.scale * step_index as f64 } else { g.scale };
             last = last.mul_scalar(1.0 + s) - uncond.mul_scalar(s);
         }
@@ -98,7 +96,10 @@ pub fn sample<B: Backend>(
             last.argmax(1)
         } else {
             let filter = SamplingFilter { temperature: 1.0, ..options.filter };
-            softmax(filter.apply(last), 1).categorical(1)
+            match crate::cpu::sample(&last, &filter) {
+                Some(ids) => ids,
+                None => softmax(filter.apply(last), 1).categorical(1),
+            }
         };
         let next = next.reshape([batch, step.predict]);
         generated.inplace(|g| g.slice_assign([0..batch, done..done + step.predict], next));

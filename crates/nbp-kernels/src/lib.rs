@@ -1,0 +1,36 @@
+//! CPU kernels for the hot spots of KV-cached sampling on the pure-Rust `flex` backend.
+//!
+//! Sampling pushes only a block of tokens (1 to a few hundred rows) through each layer per step. For such
+//! products Burn's general matrix multiply spends most of its time packing and on edge tiles; these kernels
+//! read the weight matrix in its stored `[out, in]` layout exactly once per row block, keep the activations in
+//! cache, and split the output columns over all cores. They need AVX-512 (checked at run time): every function
+//! returns `false` without touching its output when the CPU lacks it, and the caller then uses the generic
+//! tensor path.
+//!
+//! The exception is [`sample_rows`] (top-k/top-p filtering and the categorical draw), which is plain Rust and
+//! runs everywhere.
+//!
+//! All buffers are row-major `f32` slices; shapes are given in the doc comment of each function.
+
+pub mod attention;
+pub mod gelu;
+pub mod linear;
+pub mod sampling;
+mod simd;
+
+pub use attention::{AttentionShape, Strides, attention};
+pub use gelu::gelu;
+pub use linear::linear;
+pub use sampling::sample_rows;
+
+/// True when this CPU can run the kernels (x86-64 with AVX-512F).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}

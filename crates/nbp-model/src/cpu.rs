@@ -1,0 +1,204 @@
+//! Fast paths for the pure-Rust `flex` backend: the `nbp-kernels` CPU kernels run on the tensors' own memory.
+//!
+//! Each function returns `None` when it does not apply (another backend, including `Autodiff<Flex>` during
+//! training; a CPU without AVX-512; a dtype other than f32; an unexpected layout), and the caller then takes the
+//! generic tensor path. Both paths compute the same function; the kernels only change the order of the
+//! floating-point sums.
+
+use std::any::{Any, TypeId};
+
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::{DType, TensorPrimitive};
+use nbp_core::filter::SamplingFilter;
+use nbp_kernels::{AttentionShape, Strides};
+
+use crate::kv_cache::KvCache;
+
+/// True when `B` is the flex backend and this CPU can run the kernels.
+pub(crate) fn enabled<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<Flex>() && nbp_kernels::available()
+}
+
+/// The flex tensor behind a float tensor (shares its buffer).
+fn flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<FlexTensor> {
+    let TensorPrimitive::Float(p) = t.into_primitive() else { return None };
+    (Box::new(p) as Box<dyn Any>).downcast::<FlexTensor>().ok().map(|b| *b).filter(|f| f.dtype() == DType::F32)
+}
+
+/// A flex tensor as a float tensor of `B` (which must be flex).
+fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
+    let p = (Box::new(t) as Box<dyn Any>).downcast::<B::FloatTensorPrimitive>().expect("B is the flex backend");
+    Tensor::from_primitive(TensorPrimitive::Float(*p))
+}
+
+/// One token per row of `logits: [rows, V]` (temperature already applied), drawn after top-k/top-p filtering
+/// with the uniform numbers of `B`'s seeded generator: `[rows, 1]`. Needs flex, but no AVX-512.
+pub(crate) fn sample<B: Backend>(logits: &Tensor<B, 2>, filter: &SamplingFilter) -> Option<Tensor<B, 2, Int>> {
+    if TypeId::of::<B>() != TypeId::of::<Flex>() {
+        return None;
+    }
+    let [rows, vocab] = logits.dims();
+    let device = logits.device();
+    let lf = contiguous(flex(logits.clone())?);
+    let uniforms = Tensor::<B, 2>::random([rows, 1], Distribution::Uniform(0.0, 1.0), &device);
+    let uniforms = uniforms.into_data().convert::<f32>().into_vec::<f32>().ok()?;
+    let mut out = vec![0i64; rows];
+    nbp_kernels::sample_rows(lf.as_slice::<f32>()?, vocab, filter.top_k, filter.top_p, &uniforms, &mut out);
+    Some(Tensor::from_data(TensorData::new(out, [rows, 1]), &device))
+}
+
+/// The flex tensor behind a bool tensor.
+fn flex_bool<B: Backend, const D: usize>(t: Tensor<B, D, Bool>) -> Option<FlexTensor> {
+    (Box::new(t.into_primitive()) as Box<dyn Any>).downcast::<FlexTensor>().ok().map(|b| *b)
+}
+
+/// A contiguous flex tensor (copies only when the layout is not).
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.is_contiguous() { t } else { t.to_contiguous() }
+}
+
+/// `x·Wᵀ + b` for `x: [.., in]`, `w: [out, in]`, `b: [out]`.
+pub(crate) fn linear<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    w: &Tensor<B, 2>,
+    b: Option<&Tensor<B, 1>>,
+) -> Option<Tensor<B, D>> {
+    if !enabled::<B>() {
+        return None;
+    }
+    let dims = x.dims();
+    let [n, k] = w.dims();
+    let m: usize = dims[..D - 1].iter().product();
+    let device = x.device();
+    let (xf, wf) = (contiguous(flex(x.clone())?), flex(w.clone())?);
+    let bf = match b {
+        Some(b) => Some(flex(b.clone())?),
+        None => None,
+    };
+    let (xs, ws) = (xf.as_slice::<f32>()?, wf.as_slice::<f32>()?);
+    let bs = match &bf {
+        Some(b) => Some(b.as_slice::<f32>()?),
+        None => None,
+    };
+    let mut out = vec![0.0f32; m * n];
+    if !nbp_kernels::linear(xs, ws, bs, &mut out, m, k, n) {
+        return None;
+    }
+    let mut shape = dims;
+    shape[D - 1] = n;
+    Some(Tensor::from_data(TensorData::new(out, shape), &device))
+}
+
+/// The exact GELU.
+pub(crate) fn gelu<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
+    if !enabled::<B>() {
+        return None;
+    }
+    let xf = contiguous(flex(x.clone())?);
+    let mut data = xf.as_slice::<f32>()?.to_vec();
+    if !nbp_kernels::gelu(&mut data) {
+        return None;
+    }
+    Some(Tensor::from_data(TensorData::new(data, x.dims()), &x.device()))
+}
+
+/// Multi-head self-attention on the outputs of the query/key/value layers, `q, k, v: [batch, new, d]`
+/// (`n_head` heads side by side), under `mask: [1, 1, new, keys]` (`true` = masked out): `[batch, new, d]`
+/// before the output projection. With a cache, `k` and `v` are first written into it in place and the
+/// attention reads the cached keys and values where they lie.
+pub(crate) fn self_attention<B: Backend>(
+    q: &Tensor<B, 3>,
+    k: &Tensor<B, 3>,
+    v: &Tensor<B, 3>,
+    n_head: usize,
+    mask: &Tensor<B, 4, Bool>,
+    cache: Option<&mut KvCache<B>>,
+) -> Option<Tensor<B, 3>> {
+    if !enabled::<B>() {
+        return None;
+    }
+    let [b, n, d] = q.dims();
+    let hs = d / n_head;
+    let keys = n + cache.as_ref().map_or(0, |c| c.len());
+    if mask.dims() != [1, 1, n, keys] || k.dims() != [b, n, d] || v.dims() != [b, n, d] {
+        return None;
+    }
+    let mf = contiguous(flex_bool(mask.clone())?);
+    let (start, end) = mf.layout().contiguous_offsets()?;
+    let masked: Vec<bool> = mf.storage::<u8>()[start..end].iter().map(|&m| m != 0).collect();
+    let qf = contiguous(flex(q.clone())?);
+    let (kf, vf, kv) = match cache {
+        Some(cache) => {
+            let capacity = cache.capacity();
+            if cache.dims() != [b, n_head, capacity, hs] || !cache.append_token_major(k, v) {
+                return None;
+            }
+            let (ck, cv) = cache.buffers();
+            (flex(ck.clone())?, flex(cv.clone())?, Strides::head_major(capacity, n_head, hs))
+        }
+        None => (contiguous(flex(k.clone())?), contiguous(flex(v.clone())?), Strides::token_major(n, n_head, hs)),
+    };
+    if !kf.is_contiguous() || !vf.is_contiguous() {
+        return None;
+    }
+    let shape = AttentionShape {
+        batch: b,
+        heads: n_head,
+        queries: n,
+        keys,
+        head_dim: hs,
+        q: Strides::token_major(n, n_head, hs),
+        kv,
+        out: Strides::token_major(n, n_head, hs),
+    };
+    let mut out = vec![0.0f32; b * n * d];
+    let scale = 1.0 / (hs as f32).sqrt();
+    let (qs, ks, vs) = (qf.as_slice::<f32>()?, kf.as_slice::<f32>()?, vf.as_slice::<f32>()?);
+    if !nbp_kernels::attention(qs, ks, vs, &masked, &mut out, shape, scale) {
+        return None;
+    }
+    Some(Tensor::from_data(TensorData::new(out, [b, n, d]), &q.device()))
+}
+
+/// Writes the rows of `new: [batch, n, heads·d]` (token-major) into rows `start..start + n` of
+/// `cache: [batch, heads, capacity, d]` in place. False (and nothing written) when that is not possible:
+/// another backend, or a shared or non-contiguous cache.
+pub(crate) fn write_token_rows<B: Backend>(cache: &mut Tensor<B, 4>, new: &Tensor<B, 3>, start: usize) -> bool {
+    if !enabled::<B>() || cache.dtype() != new.dtype() {
+        return false;
+    }
+    let [b, h, cap, d] = cache.dims();
+    let [nb, n, nd] = new.dims();
+    if nb != b || nd != h * d || start + n > cap {
+        return false;
+    }
+    let Some(nf) = flex(new.clone()).map(contiguous) else { return false };
+    let Some(src) = nf.as_slice::<f32>() else { return false };
+    let owned = std::mem::replace(cache, Tensor::empty([0, 0, 0, 0], &new.device()));
+    let Some(mut c) = flex(owned.clone()) else {
+        *cache = owned;
+        return false;
+    };
+    drop(owned);
+    let written = c.is_contiguous() && c.layout().start_offset() == 0 && {
+        match c.try_storage_mut::<f32>() {
+            Some(dst) => {
+                for bi in 0..b {
+                    for t in 0..n {
+                        for hi in 0..h {
+                            let from = (bi * n + t) * h * d + hi * d;
+                            let to = ((bi * h + hi) * cap + start + t) * d;
+                            dst[to..to + d].copy_from_slice(&src[from..from + d]);
+                        }
+                    }
+                }
+                true
+            }
+            None => false,
+        }
+    };
+    *cache = from_flex(c);
+    written
+}
