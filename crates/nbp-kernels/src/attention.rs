@@ -232,7 +232,7 @@ mod x86 {
             let mut j = 0;
             while j < keys {
                 let nr = 4.min(keys - j);
-                if (i..i + mr).any(|r| masked[r * keys + j..r * keys + j + nr].iter().any(|m| !m)) {
+                if visible(masked, keys, i..i + mr, j..j + nr) {
                     // SAFETY: the tile's rows of q and k and its scores are in bounds.
                     unsafe {
                         let t = Tile { x: q.add(i * ldq), w: k.add(j * ldk), k: d, ldx: ldq, ldw: ldk };
@@ -243,6 +243,11 @@ mod x86 {
             }
             i += mr;
         }
+    }
+
+    /// True when some query of `rows` sees some key of `cols` (`masked: [queries, keys]`).
+    fn visible(masked: &[bool], keys: usize, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> bool {
+        rows.into_iter().any(|r| masked[r * keys + cols.start..r * keys + cols.end].iter().any(|m| !m))
     }
 
     /// Keys per broadcast tile (four vectors).
@@ -276,7 +281,7 @@ mod x86 {
             let mut j = 0;
             while j < keys {
                 let nk = TILE_KEYS.min(keys - j);
-                if (i..i + mr).any(|r| masked[r * keys + j..r * keys + j + nk].iter().any(|m| !m)) {
+                if visible(masked, keys, i..i + mr, j..j + nk) {
                     // SAFETY: rows i..i + mr of q and scores, keys j..j + nk of kt.
                     unsafe {
                         macro_rules! arms {

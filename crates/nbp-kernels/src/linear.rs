@@ -32,7 +32,7 @@ pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], m: us
         return true;
     }
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    let cols = task_columns(m, k, n);
+    let cols = task_columns(k, n);
     let tasks = n.div_ceil(cols);
     let run = |t: usize| {
         let (j0, j1) = (t * cols, ((t + 1) * cols).min(n));
@@ -50,11 +50,10 @@ pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], m: us
 
 /// Output columns per task: weight rows that fill [`TASK_BYTES`], at least one tile, and enough tasks to keep
 /// every core busy.
-fn task_columns(m: usize, k: usize, n: usize) -> usize {
+fn task_columns(k: usize, n: usize) -> usize {
     let by_cache = (TASK_BYTES / (4 * k.max(1))).max(NR);
     let threads = rayon::current_num_threads().max(1);
     let by_balance = n.div_ceil(4 * threads).max(NR);
-    let _ = m;
     by_cache.min(by_balance).next_multiple_of(NR)
 }
 
