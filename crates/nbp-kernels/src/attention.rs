@@ -143,6 +143,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use crate::linear::x86::{Tile, dispatch};
+    use crate::linear::{MR, NR};
     use crate::simd::x86::exp;
 
     /// One head: scores, a masked softmax per query, then `Σ_j p_ij·v_j`.
@@ -228,10 +229,10 @@ mod x86 {
     ) {
         let mut i = 0;
         while i < queries {
-            let mr = 6.min(queries - i);
+            let mr = MR.min(queries - i);
             let mut j = 0;
             while j < keys {
-                let nr = 4.min(keys - j);
+                let nr = NR.min(keys - j);
                 if visible(masked, keys, i..i + mr, j..j + nr) {
                     // SAFETY: the tile's rows of q and k and its scores are in bounds.
                     unsafe {
@@ -277,7 +278,7 @@ mod x86 {
         }
         let mut i = 0;
         while i < queries {
-            let mr = 6.min(queries - i);
+            let mr = MR.min(queries - i);
             let mut j = 0;
             while j < keys {
                 let nk = TILE_KEYS.min(keys - j);

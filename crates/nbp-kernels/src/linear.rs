@@ -1,20 +1,22 @@
 //! `out = x·Wᵀ + b` with the weight in PyTorch's `[out, in]` layout, read in place.
 //!
 //! Each output element is a dot product of a row of `x` with a row of `W`, so the kernel needs no packing: a
-//! register tile of up to 6 rows of `x` by 4 rows of `W` (24 AVX-512 accumulators) walks the inner dimension
+//! register tile of up to 4 rows of `x` by 6 rows of `W` (24 AVX-512 accumulators) walks the inner dimension
 //! once, and the columns of the output are split over the cores in chunks whose weight rows fit in the L2
 //! cache, so that every weight row comes from memory once per block of `x` rows.
 
 use rayon::prelude::*;
 
 /// Rows of `x` per register tile.
-const MR: usize = 6;
+pub(crate) const MR: usize = 4;
 /// Rows of `W` (output columns) per register tile.
-const NR: usize = 4;
+pub(crate) const NR: usize = 6;
 /// Bytes of weight rows per parallel task (kept in L2 while the `x` rows pass over them).
 const TASK_BYTES: usize = 384 * 1024;
-/// Bytes of `x` rows per row block.
-const ROW_BLOCK_BYTES: usize = 256 * 1024;
+/// Rows of `x` per block (a multiple of [`MR`]).
+const ROWS: usize = 16;
+/// Elements of the inner dimension per pass over a block of rows.
+const KC: usize = 256;
 
 /// `out[i, j] = Σ_p x[i, p]·w[j, p] + bias[j]` with `x: [m, k]`, `w: [n, k]`, `bias: [n]`, `out: [m, n]`.
 ///
@@ -88,11 +90,17 @@ mod x86 {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
+    use std::arch::asm;
     use std::arch::x86_64::*;
 
-    use super::{MR, NR, ROW_BLOCK_BYTES};
+    use super::{KC, MR, NR, ROWS};
 
     /// Columns `j0..j1` of `out = x·Wᵀ + b`.
+    ///
+    /// Rows of `x` go in blocks of [`ROWS`]; for each tile of six weight rows the inner dimension is walked in
+    /// chunks of [`KC`], and every chunk passes over all row tiles of the block before the next one, so that the
+    /// chunk of the block's `x` rows and of the tile's `W` rows is read from the L1 cache. The accumulators of
+    /// the block's tiles wait in `acc` between chunks and are summed horizontally once, at the end.
     ///
     /// # Safety
     /// AVX-512F must be available; `out` must hold `m·n` elements and no other thread may write columns
@@ -110,20 +118,45 @@ pub(crate) mod x86 {
         j0: usize,
         j1: usize,
     ) {
-        let rows_per_block = (ROW_BLOCK_BYTES / (4 * k.max(1))).max(MR);
+        let mut acc = [[_mm512_setzero_ps(); MR * NR]; ROWS / MR];
         let mut i0 = 0;
         while i0 < m {
-            let i1 = (i0 + rows_per_block).min(m);
+            let i1 = (i0 + ROWS).min(m);
+            let tiles = (i1 - i0) / MR;
             let mut j = j0;
             while j < j1 {
                 let nr = NR.min(j1 - j);
+                // SAFETY: columns j..j + nr of the bias are in bounds.
+                let b = bias.map(|b| unsafe { b.as_ptr().add(j) });
                 let mut i = i0;
+                if nr == NR && tiles > 0 {
+                    let acc = &mut acc[..tiles];
+                    acc.iter_mut().for_each(|a| *a = [_mm512_setzero_ps(); MR * NR]);
+                    let mut p = 0;
+                    while p < k {
+                        let len = KC.min(k - p);
+                        for (s, a) in acc.iter_mut().enumerate() {
+                            // SAFETY: rows i0 + s·MR.. of x and j.. of w, from column p on for len elements,
+                            // are in bounds.
+                            unsafe {
+                                let x = x.as_ptr().add((i0 + s * MR) * k + p);
+                                let t = Tile { x, w: w.as_ptr().add(j * k + p), k: len, ldx: k, ldw: k };
+                                accumulate_4x6(t, a);
+                            }
+                        }
+                        p += len;
+                    }
+                    for (s, a) in acc.iter().enumerate() {
+                        // SAFETY: the output tile is in bounds.
+                        unsafe { store_4x6(a, out.add((i0 + s * MR) * n + j), n, b) };
+                    }
+                    i += tiles * MR;
+                }
                 while i < i1 {
                     let mr = MR.min(i1 - i);
-                    // SAFETY: rows i..i + mr of x, j..j + nr of w and bias, and the output tile are in bounds.
+                    // SAFETY: rows i..i + mr of x, j..j + nr of w, and the output tile are in bounds.
                     unsafe {
                         let t = Tile { x: x.as_ptr().add(i * k), w: w.as_ptr().add(j * k), k, ldx: k, ldw: k };
-                        let b = bias.map(|b| b.as_ptr().add(j));
                         dispatch(mr, nr, t, out.add(i * n + j), n, b)
                     };
                     i += mr;
@@ -151,10 +184,15 @@ pub(crate) mod x86 {
     /// As [`tile`].
     #[target_feature(enable = "avx512f")]
     pub(crate) unsafe fn dispatch(mr: usize, nr: usize, t: Tile, dst: *mut f32, ld: usize, b: Option<*const f32>) {
+        if (mr, nr) == (MR, NR) {
+            return unsafe { tile_4x6(t, dst, ld, b) };
+        }
         macro_rules! arms {
             ($($m:literal),*) => {
                 match (mr, nr) {
-                    $(($m, 4) => tile::<$m, 4>(t, dst, ld, b),
+                    $(($m, 6) => tile::<$m, 6>(t, dst, ld, b),
+                      ($m, 5) => tile::<$m, 5>(t, dst, ld, b),
+                      ($m, 4) => tile::<$m, 4>(t, dst, ld, b),
                       ($m, 3) => tile::<$m, 3>(t, dst, ld, b),
                       ($m, 2) => tile::<$m, 2>(t, dst, ld, b),
                       ($m, 1) => tile::<$m, 1>(t, dst, ld, b),)*
@@ -162,7 +200,156 @@ pub(crate) mod x86 {
                 }
             };
         }
-        unsafe { arms!(1, 2, 3, 4, 5, 6) }
+        unsafe { arms!(1, 2, 3, 4) }
+    }
+
+    /// The full `4 × 6` instance of [`tile`].
+    ///
+    /// # Safety
+    /// As [`tile`] with `R = 4`, `C = 6`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_4x6(t: Tile, dst: *mut f32, ld: usize, b: Option<*const f32>) {
+        let mut acc = [_mm512_setzero_ps(); MR * NR];
+        // SAFETY: as the caller guarantees for this function.
+        unsafe {
+            accumulate_4x6(t, &mut acc);
+            store_4x6(&acc, dst, ld, b);
+        }
+    }
+
+    /// Adds the products of a full `4 × 6` tile over `t.k` elements of the inner dimension to the 24
+    /// accumulators `acc` (row-major: `acc[r·6 + c]` holds lane-wise partial sums of row `r` of `x` times row `c`
+    /// of `W`). The loop over whole vectors is written in assembly so that the accumulators, the six weight
+    /// vectors and the row of `x` stay in the 32 vector registers (the compiler spills the generic tile's
+    /// accumulators to the stack).
+    ///
+    /// # Safety
+    /// AVX-512F; `t.x` and `t.w` point at 4 and 6 rows of `t.k` readable floats (`t.ldx`, `t.ldw` apart).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn accumulate_4x6(t: Tile, acc: &mut [__m512; 24]) {
+        let k = t.k;
+        let whole = k / 16;
+        if whole > 0 {
+            // SAFETY: the loop reads `whole` vectors from each of the 4 rows of x and 6 rows of W, which the
+            // caller guarantees are readable; it writes only the named vector registers.
+            unsafe {
+                asm!(
+                    "2:",
+                    "vmovups zmm24, [{wa}]",
+                    "vmovups zmm25, [{wa} + {sw}]",
+                    "vmovups zmm26, [{wa} + {sw}*2]",
+                    "vmovups zmm27, [{wb}]",
+                    "vmovups zmm28, [{wb} + {sw}]",
+                    "vmovups zmm29, [{wb} + {sw}*2]",
+                    "vmovups zmm30, [{xa}]",
+                    "vfmadd231ps zmm0, zmm30, zmm24",
+                    "vfmadd231ps zmm1, zmm30, zmm25",
+                    "vfmadd231ps zmm2, zmm30, zmm26",
+                    "vfmadd231ps zmm3, zmm30, zmm27",
+                    "vfmadd231ps zmm4, zmm30, zmm28",
+                    "vfmadd231ps zmm5, zmm30, zmm29",
+                    "vmovups zmm31, [{xa} + {sx}]",
+                    "vfmadd231ps zmm6, zmm31, zmm24",
+                    "vfmadd231ps zmm7, zmm31, zmm25",
+                    "vfmadd231ps zmm8, zmm31, zmm26",
+                    "vfmadd231ps zmm9, zmm31, zmm27",
+                    "vfmadd231ps zmm10, zmm31, zmm28",
+                    "vfmadd231ps zmm11, zmm31, zmm29",
+                    "vmovups zmm30, [{xa} + {sx}*2]",
+                    "vfmadd231ps zmm12, zmm30, zmm24",
+                    "vfmadd231ps zmm13, zmm30, zmm25",
+                    "vfmadd231ps zmm14, zmm30, zmm26",
+                    "vfmadd231ps zmm15, zmm30, zmm27",
+                    "vfmadd231ps zmm16, zmm30, zmm28",
+                    "vfmadd231ps zmm17, zmm30, zmm29",
+                    "vmovups zmm31, [{xb}]",
+                    "vfmadd231ps zmm18, zmm31, zmm24",
+                    "vfmadd231ps zmm19, zmm31, zmm25",
+                    "vfmadd231ps zmm20, zmm31, zmm26",
+                    "vfmadd231ps zmm21, zmm31, zmm27",
+                    "vfmadd231ps zmm22, zmm31, zmm28",
+                    "vfmadd231ps zmm23, zmm31, zmm29",
+                    "add {wa}, 64",
+                    "add {wb}, 64",
+                    "add {xa}, 64",
+                    "add {xb}, 64",
+                    "dec {n}",
+                    "jnz 2b",
+                    wa = inout(reg) t.w => _,
+                    wb = inout(reg) t.w.add(3 * t.ldw) => _,
+                    xa = inout(reg) t.x => _,
+                    xb = inout(reg) t.x.add(3 * t.ldx) => _,
+                    sw = in(reg) 4 * t.ldw,
+                    sx = in(reg) 4 * t.ldx,
+                    n = inout(reg) whole => _,
+                    inout("zmm0") acc[0],
+                    inout("zmm1") acc[1],
+                    inout("zmm2") acc[2],
+                    inout("zmm3") acc[3],
+                    inout("zmm4") acc[4],
+                    inout("zmm5") acc[5],
+                    inout("zmm6") acc[6],
+                    inout("zmm7") acc[7],
+                    inout("zmm8") acc[8],
+                    inout("zmm9") acc[9],
+                    inout("zmm10") acc[10],
+                    inout("zmm11") acc[11],
+                    inout("zmm12") acc[12],
+                    inout("zmm13") acc[13],
+                    inout("zmm14") acc[14],
+                    inout("zmm15") acc[15],
+                    inout("zmm16") acc[16],
+                    inout("zmm17") acc[17],
+                    inout("zmm18") acc[18],
+                    inout("zmm19") acc[19],
+                    inout("zmm20") acc[20],
+                    inout("zmm21") acc[21],
+                    inout("zmm22") acc[22],
+                    inout("zmm23") acc[23],
+                    out("zmm24") _,
+                    out("zmm25") _,
+                    out("zmm26") _,
+                    out("zmm27") _,
+                    out("zmm28") _,
+                    out("zmm29") _,
+                    out("zmm30") _,
+                    out("zmm31") _,
+                    options(nostack, readonly),
+                );
+            }
+        }
+        let p = whole * 16;
+        if p < k {
+            let mask: __mmask16 = (1u32 << (k - p)).wrapping_sub(1) as __mmask16;
+            for c in 0..6 {
+                // SAFETY: the masked loads stay inside the rows.
+                let wv = unsafe { _mm512_maskz_loadu_ps(mask, t.w.add(c * t.ldw + p)) };
+                for r in 0..4 {
+                    let xv = unsafe { _mm512_maskz_loadu_ps(mask, t.x.add(r * t.ldx + p)) };
+                    acc[r * 6 + c] = _mm512_fmadd_ps(xv, wv, acc[r * 6 + c]);
+                }
+            }
+        }
+    }
+
+    /// `dst[r·ld + c] = Σ lanes of acc[r·6 + c] (+ b[c])`.
+    ///
+    /// # Safety
+    /// `dst` points at 4 rows of `ld` writable floats (`6 ≤ ld`), `b` at 6 floats.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_4x6(acc: &[__m512; 24], dst: *mut f32, ld: usize, b: Option<*const f32>) {
+        for r in 0..MR {
+            for c in 0..NR {
+                // SAFETY: the output tile and the bias are in bounds.
+                unsafe {
+                    let bias = b.map_or(0.0, |b| *b.add(c));
+                    *dst.add(r * ld + c) = _mm512_reduce_add_ps(acc[r * NR + c]) + bias;
+                }
+            }
+        }
     }
 
     /// `dst[r·ld + c] = Σ_p x[r·k + p]·w[c·k + p] (+ b[c])` for `r < R`, `c < C`.
@@ -244,8 +431,18 @@ mod tests {
             eprintln!("skipped: no AVX-512 on this CPU");
             return;
         }
-        for &(m, k, n) in &[(1, 1, 1), (1, 16, 4), (7, 33, 9), (16, 96, 13), (13, 200, 70), (64, 17, 5), (3, 1536, 260)]
-        {
+        let shapes = [
+            (1, 1, 1),
+            (1, 16, 4),
+            (7, 33, 9),
+            (16, 96, 13),
+            (13, 200, 70),
+            (64, 17, 5),
+            (3, 1536, 260),
+            (40, 1000, 30),
+            (20, 600, 12),
+        ];
+        for &(m, k, n) in &shapes {
             let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
             for bias in [None, Some(b.as_slice())] {
                 let mut out = vec![f32::NAN; m * n];
