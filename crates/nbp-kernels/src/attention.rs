@@ -171,46 +171,89 @@ mod x86 {
         } else {
             unsafe { scores_dot(qs, ks, masked, &mut scores, queries, keys, d) };
         }
-        for i in 0..queries {
+        // Softmax numerators in place; `norms[i]` is 1 / their sum, or 0 for a query that sees no key (its row
+        // is all zeros, so its output is zero).
+        let mut norms = vec![0.0f32; queries];
+        for (i, norm) in norms.iter_mut().enumerate() {
             let row = &mut scores[i * keys..(i + 1) * keys];
-            let hidden = &masked[i * keys..(i + 1) * keys];
-            let mut max = f32::NEG_INFINITY;
-            for (s, &m) in row.iter_mut().zip(hidden) {
-                *s = if m { f32::NEG_INFINITY } else { *s * scale };
-                max = max.max(*s);
-            }
-            // SAFETY: row i of the output has d floats.
-            let o = unsafe { out.add(i * ldo) };
+            let max = scale_and_hide(row, &masked[i * keys..(i + 1) * keys], scale);
             if max == f32::NEG_INFINITY {
-                for c in 0..d {
-                    unsafe { *o.add(c) = 0.0 };
-                }
-                continue;
+                row.fill(0.0);
+            } else {
+                *norm = 1.0 / softmax_numerators(row, max);
             }
-            let sum = softmax_numerators(row, max);
-            for (s, &m) in row.iter_mut().zip(hidden) {
-                if m {
-                    *s = 0.0;
-                }
-            }
+        }
+        // `Σ_j p_ij·v_j` for WR queries at a time, so that each row of v is loaded once per group.
+        let mut i = 0;
+        while i < queries {
+            let rows = WR.min(queries - i);
             let mut c0 = 0;
             while c0 < d {
-                let chunks = (d - c0).div_ceil(16).min(8);
-                // SAFETY: rows of v have d floats; the chunks cover c0..min(d, c0 + 128).
+                let chunks = (d - c0).div_ceil(16).min(WC);
+                let p = (scores[i * keys..].as_ptr(), keys);
+                // SAFETY: rows i..i + rows of the scores and of the output, and columns c0.. of v, are in bounds.
                 unsafe {
+                    let o = (out.add(i * ldo), ldo);
                     macro_rules! arms {
-                        ($($c:literal),*) => {
-                            match chunks {
-                                $($c => weighted::<$c>(row, (v, ldkv), d, c0, o, 1.0 / sum),)*
+                        ($(($r:literal, $c:literal)),*) => {
+                            match (rows, chunks) {
+                                $(($r, $c) => weighted::<$r, $c>(p, (v, ldkv), d, c0, o, &norms[i..i + $r]),)*
                                 _ => unreachable!(),
                             }
                         };
                     }
-                    arms!(1, 2, 3, 4, 5, 6, 7, 8)
+                    arms!(
+                        (1, 1),
+                        (1, 2),
+                        (1, 3),
+                        (1, 4),
+                        (2, 1),
+                        (2, 2),
+                        (2, 3),
+                        (2, 4),
+                        (3, 1),
+                        (3, 2),
+                        (3, 3),
+                        (3, 4),
+                        (4, 1),
+                        (4, 2),
+                        (4, 3),
+                        (4, 4)
+                    )
                 }
                 c0 += chunks * 16;
             }
+            i += rows;
         }
+    }
+
+    /// Queries per pass of [`weighted`] over the values.
+    const WR: usize = 4;
+    /// Vectors of 16 output columns per pass of [`weighted`].
+    const WC: usize = 4;
+
+    /// `row[j] ← row[j]·scale`, or `−∞` where `hidden[j]`; returns the maximum.
+    #[target_feature(enable = "avx512f")]
+    fn scale_and_hide(row: &mut [f32], hidden: &[bool], scale: f32) -> f32 {
+        let (s, minus_inf) = (_mm512_set1_ps(scale), _mm512_set1_ps(f32::NEG_INFINITY));
+        let mut max = minus_inf;
+        let whole = row.len() / 16 * 16;
+        for j in (0..whole).step_by(16) {
+            // SAFETY: 16 scores and 16 flags (bytes that are 0 or 1) from j on are in bounds.
+            unsafe {
+                let flags = _mm512_cvtepu8_epi32(_mm_loadu_si128(hidden.as_ptr().add(j).cast()));
+                let hide = _mm512_test_epi32_mask(flags, flags);
+                let x = _mm512_mask_mov_ps(_mm512_mul_ps(_mm512_loadu_ps(row.as_ptr().add(j)), s), hide, minus_inf);
+                _mm512_storeu_ps(row.as_mut_ptr().add(j), x);
+                max = _mm512_max_ps(max, x);
+            }
+        }
+        let mut max = _mm512_reduce_max_ps(max);
+        for (x, &h) in row[whole..].iter_mut().zip(&hidden[whole..]) {
+            *x = if h { f32::NEG_INFINITY } else { *x * scale };
+            max = max.max(*x);
+        }
+        max
     }
 
     /// Scores of a few queries: dot products by the register tiles of the linear kernel.
@@ -269,11 +312,21 @@ mod x86 {
         keys: usize,
         d: usize,
     ) {
+        // kᵀ, 16 keys at a time by gathers.
         let mut kt = vec![0.0f32; d * keys];
-        for j in 0..keys {
+        let rows = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(ldk as i32),
+        );
+        for j in (0..keys).step_by(16) {
+            let lanes: __mmask16 = (1u32 << (keys - j).min(16)).wrapping_sub(1) as __mmask16;
             for p in 0..d {
-                // SAFETY: row j of k has d floats.
-                kt[p * keys + j] = unsafe { *k.add(j * ldk + p) };
+                // SAFETY: the gathered elements p of rows j.. of k and the stored elements of row p of kᵀ are in
+                // bounds (lanes past the last key are masked off).
+                unsafe {
+                    let g = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), lanes, rows, k.add(j * ldk + p));
+                    _mm512_mask_storeu_ps(kt.as_mut_ptr().add(p * keys + j), lanes, g);
+                }
             }
         }
         let mut i = 0;
@@ -362,40 +415,52 @@ mod x86 {
         sum
     }
 
-    /// `o[c0..] = norm·Σ_j p[j]·v[j·ldv + c0..]` over `C` vectors of 16 (the last one possibly partial),
-    /// skipping zero weights.
+    /// `o[r·ldo + c0..] = norms[r]·Σ_j p[r·ldp + j]·v[j·ldv + c0..]` for the `R` queries of a group, over `C`
+    /// vectors of 16 columns (the last one possibly partial), skipping keys that no query of the group weighs.
     ///
     /// # Safety
-    /// AVX-512F; `v`: `p.len()` rows of `d` floats (`ldv` apart), `o`: `d` floats, `c0 < d`.
+    /// AVX-512F; `p`: `R` rows of `ldp` weights (one per key); `v`: `ldp` rows of `d` floats (`ldv` apart); `o`:
+    /// `R` rows of `d` floats (`ldo` apart); `c0 < d`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn weighted<const C: usize>(
-        p: &[f32],
+    unsafe fn weighted<const R: usize, const C: usize>(
+        (p, ldp): (*const f32, usize),
         (v, ldv): (*const f32, usize),
         d: usize,
         c0: usize,
-        o: *mut f32,
-        norm: f32,
+        (o, ldo): (*mut f32, usize),
+        norms: &[f32],
     ) {
         let mut masks = [0 as __mmask16; C];
         for (c, m) in masks.iter_mut().enumerate() {
             let lanes = (d - c0).saturating_sub(16 * c).min(16);
             *m = (1u32 << lanes).wrapping_sub(1) as __mmask16;
         }
-        let mut acc = [_mm512_setzero_ps(); C];
-        for (j, &pj) in p.iter().enumerate() {
-            if pj == 0.0 {
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        for j in 0..ldp {
+            // SAFETY: weight j of each row is in bounds.
+            let pj: [f32; R] = std::array::from_fn(|r| unsafe { *p.add(r * ldp + j) });
+            if pj.iter().all(|&x| x == 0.0) {
                 continue;
             }
-            let pb = _mm512_set1_ps(pj);
-            for c in 0..C {
-                let vj = unsafe { _mm512_maskz_loadu_ps(masks[c], v.add(j * ldv + c0 + 16 * c)) };
-                acc[c] = _mm512_fmadd_ps(pb, vj, acc[c]);
+            let mut vj = [_mm512_setzero_ps(); C];
+            for (c, x) in vj.iter_mut().enumerate() {
+                // SAFETY: the masked columns of row j of v are in bounds.
+                *x = unsafe { _mm512_maskz_loadu_ps(masks[c], v.add(j * ldv + c0 + 16 * c)) };
+            }
+            for r in 0..R {
+                let pb = _mm512_set1_ps(pj[r]);
+                for c in 0..C {
+                    acc[r][c] = _mm512_fmadd_ps(pb, vj[c], acc[r][c]);
+                }
             }
         }
-        let nb = _mm512_set1_ps(norm);
-        for c in 0..C {
-            unsafe { _mm512_mask_storeu_ps(o.add(c0 + 16 * c), masks[c], _mm512_mul_ps(acc[c], nb)) };
+        for r in 0..R {
+            let nb = _mm512_set1_ps(norms[r]);
+            for c in 0..C {
+                // SAFETY: the masked columns of output row r are in bounds.
+                unsafe { _mm512_mask_storeu_ps(o.add(r * ldo + c0 + 16 * c), masks[c], _mm512_mul_ps(acc[r][c], nb)) };
+            }
         }
     }
 }
