@@ -758,7 +758,7 @@ fn run(cli: Cli) -> Result<()> {
                     nbp_model::GptConfig::preset(&preset, vocab, 0)?.with_block_size(prefix + tokens).with_dropout(0.0);
                 eprintln!("building {preset} with random weights ({} layers, width {})", config.n_layer, config.n_embd);
                 let model = nbp_model::Gpt::<B>::new(&config, &dev)?;
-                model.materialize();
+                nbp_core::module::materialize(&model);
                 let ids: Vec<i64> = (0..prefix as i64).map(|i| i % vocab as i64).collect();
                 let schedule = nbp_model::Schedule::blocks(&[], None, &ids, tokens, block);
                 let opts = nbp_model::sampling::SampleOptions { filter: Default::default(), greedy: false, cfg: None };

@@ -5,8 +5,10 @@
 pub mod blocks;
 pub mod error;
 pub mod filter;
+pub mod flex;
 pub mod mask;
 pub mod metrics;
+pub mod module;
 pub mod npy;
 pub mod pickle;
 pub mod plot;

@@ -3,7 +3,8 @@
 //! Sampling pushes only a block of tokens (1 to a few hundred rows) through each layer per step. For such
 //! products Burn's general matrix multiply spends most of its time packing and on edge tiles; these kernels
 //! read the weight matrix in its stored `[out, in]` layout exactly once per row block, keep the activations in
-//! cache, and split the output columns over all cores. They need AVX-512 (checked at run time): every function
+//! cache, and split the output columns over all cores. The tokenizer's 3D convolutions use the same register
+//! tile as an implicit matrix product ([`conv3d`]). They need AVX-512 (checked at run time): every function
 //! returns `false` without touching its output when the CPU lacks it, and the caller then uses the generic
 //! tensor path.
 //!
@@ -13,12 +14,14 @@
 //! All buffers are row-major `f32` slices; shapes are given in the doc comment of each function.
 
 pub mod attention;
+pub mod conv3d;
 pub mod gelu;
 pub mod linear;
 pub mod sampling;
 mod simd;
 
 pub use attention::{AttentionShape, Strides, attention};
+pub use conv3d::{Conv3dShape, conv3d};
 pub use gelu::gelu;
 pub use linear::linear;
 pub use sampling::sample_rows;

@@ -16,7 +16,7 @@ const TASK_BYTES: usize = 384 * 1024;
 /// Rows of `x` per block (a multiple of [`MR`]).
 const ROWS: usize = 16;
 /// Elements of the inner dimension per pass over a block of rows.
-const KC: usize = 256;
+pub(crate) const KC: usize = 256;
 
 /// `out[i, j] = Σ_p x[i, p]·w[j, p] + bias[j]` with `x: [m, k]`, `w: [n, k]`, `bias: [n]`, `out: [m, n]`.
 ///
@@ -60,12 +60,12 @@ fn task_columns(k: usize, n: usize) -> usize {
 }
 
 #[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
+pub(crate) struct SyncPtr(pub(crate) *mut f32);
 // SAFETY: tasks write disjoint elements through the pointer.
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 impl SyncPtr {
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -228,7 +228,7 @@ pub(crate) mod x86 {
     /// AVX-512F; `t.x` and `t.w` point at 4 and 6 rows of `t.k` readable floats (`t.ldx`, `t.ldw` apart).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn accumulate_4x6(t: Tile, acc: &mut [__m512; 24]) {
+    pub(crate) unsafe fn accumulate_4x6(t: Tile, acc: &mut [__m512; 24]) {
         let k = t.k;
         let whole = k / 16;
         if whole > 0 {
@@ -330,6 +330,80 @@ pub(crate) mod x86 {
                     let xv = unsafe { _mm512_maskz_loadu_ps(mask, t.x.add(r * t.ldx + p)) };
                     acc[r * 6 + c] = _mm512_fmadd_ps(xv, wv, acc[r * 6 + c]);
                 }
+            }
+        }
+    }
+
+    /// Adds the products of an `mr × nr` tile (`mr ≤ 4`, `nr ≤ 6`) over `t.k` elements to `acc` (laid out as in
+    /// [`accumulate_4x6`], which serves the full tile).
+    ///
+    /// # Safety
+    /// AVX-512F; `t.x` and `t.w` point at `mr` and `nr` rows of `t.k` readable floats.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn accumulate(mr: usize, nr: usize, t: Tile, acc: &mut [__m512; 24]) {
+        if (mr, nr) == (MR, NR) {
+            return unsafe { accumulate_4x6(t, acc) };
+        }
+        macro_rules! arms {
+            ($($m:literal),*) => {
+                match (mr, nr) {
+                    $(($m, 6) => accumulate_small::<$m, 6>(t, acc),
+                      ($m, 5) => accumulate_small::<$m, 5>(t, acc),
+                      ($m, 4) => accumulate_small::<$m, 4>(t, acc),
+                      ($m, 3) => accumulate_small::<$m, 3>(t, acc),
+                      ($m, 2) => accumulate_small::<$m, 2>(t, acc),
+                      ($m, 1) => accumulate_small::<$m, 1>(t, acc),)*
+                    _ => unreachable!("tile {mr}x{nr}"),
+                }
+            };
+        }
+        unsafe { arms!(1, 2, 3, 4) }
+    }
+
+    /// [`accumulate`] for one tile shape, with the accumulators in a local array.
+    ///
+    /// # Safety
+    /// As [`accumulate`] with `mr = R`, `nr = C`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn accumulate_small<const R: usize, const C: usize>(t: Tile, acc: &mut [__m512; 24]) {
+        let mut a = [[_mm512_setzero_ps(); C]; R];
+        for (r, row) in a.iter_mut().enumerate() {
+            row.copy_from_slice(&acc[r * NR..r * NR + C]);
+        }
+        let mut p = 0;
+        while p < t.k {
+            let mask = (1u32 << (t.k - p).min(16)).wrapping_sub(1) as __mmask16;
+            let mut wv = [_mm512_setzero_ps(); C];
+            for (c, v) in wv.iter_mut().enumerate() {
+                // SAFETY: the masked loads stay inside the rows.
+                *v = unsafe { _mm512_maskz_loadu_ps(mask, t.w.add(c * t.ldw + p)) };
+            }
+            for (r, row) in a.iter_mut().enumerate() {
+                let xv = unsafe { _mm512_maskz_loadu_ps(mask, t.x.add(r * t.ldx + p)) };
+                for c in 0..C {
+                    row[c] = _mm512_fmadd_ps(xv, wv[c], row[c]);
+                }
+            }
+            p += 16;
+        }
+        for (r, row) in a.iter().enumerate() {
+            acc[r * NR..r * NR + C].copy_from_slice(row);
+        }
+    }
+
+    /// `dst[r·rs + c·cs] = Σ lanes of acc[r·6 + c]` for `r < mr`, `c < nr`.
+    ///
+    /// # Safety
+    /// Those elements of `dst` are writable.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn store(acc: &[__m512; 24], mr: usize, nr: usize, dst: *mut f32, rs: usize, cs: usize) {
+        for r in 0..mr {
+            for c in 0..nr {
+                // SAFETY: as the caller guarantees.
+                unsafe { *dst.add(r * rs + c * cs) = _mm512_reduce_add_ps(acc[r * NR + c]) };
             }
         }
     }

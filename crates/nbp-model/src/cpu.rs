@@ -5,38 +5,23 @@
 //! generic tensor path. Both paths compute the same function; the kernels only change the order of the
 //! floating-point sums.
 
-use std::any::{Any, TypeId};
-
-use burn::backend::flex::{Flex, FlexTensor};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::{DType, TensorPrimitive};
 use nbp_core::filter::SamplingFilter;
+use nbp_core::flex::{contiguous, flex_bool, flex_f32 as flex, from_flex, is_flex};
 use nbp_kernels::{AttentionShape, Strides};
 
 use crate::kv_cache::KvCache;
 
 /// True when `B` is the flex backend and this CPU can run the kernels.
 pub(crate) fn enabled<B: Backend>() -> bool {
-    TypeId::of::<B>() == TypeId::of::<Flex>() && nbp_kernels::available()
-}
-
-/// The flex tensor behind a float tensor (shares its buffer).
-fn flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<FlexTensor> {
-    let TensorPrimitive::Float(p) = t.into_primitive() else { return None };
-    (Box::new(p) as Box<dyn Any>).downcast::<FlexTensor>().ok().map(|b| *b).filter(|f| f.dtype() == DType::F32)
-}
-
-/// A flex tensor as a float tensor of `B` (which must be flex).
-fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
-    let p = (Box::new(t) as Box<dyn Any>).downcast::<B::FloatTensorPrimitive>().expect("B is the flex backend");
-    Tensor::from_primitive(TensorPrimitive::Float(*p))
+    is_flex::<B>() && nbp_kernels::available()
 }
 
 /// One token per row of `logits: [rows, V]` (temperature already applied), drawn after top-k/top-p filtering
 /// with the uniform numbers of `B`'s seeded generator: `[rows, 1]`. Needs flex, but no AVX-512.
 pub(crate) fn sample<B: Backend>(logits: &Tensor<B, 2>, filter: &SamplingFilter) -> Option<Tensor<B, 2, Int>> {
-    if TypeId::of::<B>() != TypeId::of::<Flex>() {
+    if !is_flex::<B>() {
         return None;
     }
     let [rows, vocab] = logits.dims();
@@ -47,16 +32,6 @@ pub(crate) fn sample<B: Backend>(logits: &Tensor<B, 2>, filter: &SamplingFilter)
     let mut out = vec![0i64; rows];
     nbp_kernels::sample_rows(lf.as_slice::<f32>()?, vocab, filter.top_k, filter.top_p, &uniforms, &mut out);
     Some(Tensor::from_data(TensorData::new(out, [rows, 1]), &device))
-}
-
-/// The flex tensor behind a bool tensor.
-fn flex_bool<B: Backend, const D: usize>(t: Tensor<B, D, Bool>) -> Option<FlexTensor> {
-    (Box::new(t.into_primitive()) as Box<dyn Any>).downcast::<FlexTensor>().ok().map(|b| *b)
-}
-
-/// A contiguous flex tensor (copies only when the layout is not).
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.is_contiguous() { t } else { t.to_contiguous() }
 }
 
 /// `x·Wᵀ + b` for `x: [.., in]`, `w: [out, in]`, `b: [out]`.

@@ -54,18 +54,6 @@ impl<B: Backend> Gpt<B> {
         })
     }
 
-    /// Draws every lazily initialised parameter now. Burn draws a new model's random weights on first use, so
-    /// without this a benchmark that times the first forward pass would time the initialisation too.
-    pub fn materialize(&self) {
-        struct Touch;
-        impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-                let _ = param.val();
-            }
-        }
-        self.visit(&mut Touch);
-    }
-
     /// The architecture.
     pub fn config(&self) -> &GptConfig {
         &self.config

@@ -46,7 +46,11 @@ impl<B: Backend> CausalConv3d<B> {
         if self.kernel == [1, 1, 1] && self.conv.stride == [1, 1, 1] {
             return pointwise_conv3d(&self.conv, x);
         }
-        self.conv.forward(replicate_pad(x, [2 * (kt / 2), kh / 2, kw / 2]))
+        let x = replicate_pad(x, [2 * (kt / 2), kh / 2, kw / 2]);
+        if let Some(y) = crate::cpu::conv3d(&self.conv, &x) {
+            return y;
+        }
+        self.conv.forward(x)
     }
 
     /// Kernel size `[time, height, width]`.

@@ -9,6 +9,7 @@
 pub mod causal_conv3d;
 pub mod checkpoint;
 pub mod config;
+mod cpu;
 pub mod decoder;
 pub mod depth_to_space;
 pub mod encoder;

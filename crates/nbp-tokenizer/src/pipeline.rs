@@ -144,6 +144,7 @@ pub fn bench<B: Backend>(
     progress: &dyn Progress,
 ) -> Result<TokenizerBench> {
     let tokenizer = VideoTokenizer::<B>::new(config, device)?;
+    nbp_core::module::materialize(&tokenizer);
     tokenizer.check_video([batch, 3, frames, height, width])?;
     let video = Tensor::<B, 5>::random(
         [batch, 3, frames, height, width],

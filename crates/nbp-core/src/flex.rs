@@ -1,0 +1,59 @@
+//! Access to the memory of `flex` tensors, for the CPU kernels of `nbp-kernels`.
+//!
+//! Model code stays generic over `B: Backend`; a fast path first asks [`is_flex`] and then works on the
+//! [`FlexTensor`] behind a tensor. Every function returns `None` when it does not apply (another backend, or a
+//! dtype other than f32), so that the caller takes its generic tensor path.
+
+use std::any::{Any, TypeId};
+
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::prelude::*;
+use burn::tensor::{DType, TensorPrimitive};
+
+/// True when `B` is the flex backend (not, for example, `Autodiff<Flex>`).
+pub fn is_flex<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<Flex>()
+}
+
+/// The f32 flex tensor behind a float tensor (shares its buffer).
+pub fn flex_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<FlexTensor> {
+    let TensorPrimitive::Float(p) = t.into_primitive() else { return None };
+    (Box::new(p) as Box<dyn Any>).downcast::<FlexTensor>().ok().map(|b| *b).filter(|f| f.dtype() == DType::F32)
+}
+
+/// The flex tensor behind a bool tensor.
+pub fn flex_bool<B: Backend, const D: usize>(t: Tensor<B, D, Bool>) -> Option<FlexTensor> {
+    (Box::new(t.into_primitive()) as Box<dyn Any>).downcast::<FlexTensor>().ok().map(|b| *b)
+}
+
+/// A flex tensor as a float tensor of `B`.
+///
+/// # Panics
+/// When `B` is not the flex backend (check [`is_flex`] first).
+pub fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
+    let p = (Box::new(t) as Box<dyn Any>).downcast::<B::FloatTensorPrimitive>().expect("B is the flex backend");
+    Tensor::from_primitive(TensorPrimitive::Float(*p))
+}
+
+/// A contiguous flex tensor (copies only when the layout is not).
+pub fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.is_contiguous() { t } else { t.to_contiguous() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_tensors_round_trip_through_flex_and_other_backends_are_refused() {
+        let dev = Default::default();
+        let t = Tensor::<Flex, 2>::from_floats([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], &dev);
+        assert!(is_flex::<Flex>());
+        assert!(!is_flex::<burn::backend::Autodiff<Flex>>());
+        let f = contiguous(flex_f32(t.clone().transpose()).unwrap());
+        assert_eq!(f.as_slice::<f32>().unwrap(), &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        let back: Tensor<Flex, 2> = from_flex(f);
+        assert_eq!(back.into_data().into_vec::<f32>().unwrap(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        assert!(flex_f32(Tensor::<Flex, 1>::from_floats([1.0], &dev).cast(DType::F16)).is_none());
+    }
+}

@@ -1,0 +1,18 @@
+//! Helpers that apply to any Burn module.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+
+/// Draws every lazily initialised parameter of `module` now.
+///
+/// Burn draws a new module's random weights on first use, so without this a benchmark that times the first
+/// forward pass of a randomly initialised model would time the initialisation too.
+pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
+    struct Touch;
+    impl<B: Backend> ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}

@@ -1,0 +1,269 @@
+//! 3D convolution without padding, `out = w ⊛ x + b` over `[channels, time, height, width]` volumes, as an
+//! implicit matrix product.
+//!
+//! The input is copied once to the channels-last layout `[T, H, W, c_in]` and the weight to
+//! `[c_out, kt, kh, kw, c_in]`. For every `(dt, dh)` the `kw·c_in` inputs of an output position are then
+//! contiguous, as are their weights for an output channel, so the register tile of the linear kernel (4 output positions
+//! of one output row × 6 output channels) sums over taps and chunks of input channels without an im2col copy.
+//! Work is split over the cores by output rows; each task keeps a tile's weights in cache while it walks its
+//! rows.
+
+use rayon::prelude::*;
+
+use crate::linear::SyncPtr;
+
+/// Sizes of a [`conv3d`] call (one batch item; the input already padded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv3dShape {
+    pub c_in: usize,
+    pub c_out: usize,
+    /// Input `[time, height, width]`.
+    pub input: [usize; 3],
+    /// Kernel `[time, height, width]`.
+    pub kernel: [usize; 3],
+    /// Stride `[time, height, width]`.
+    pub stride: [usize; 3],
+}
+
+impl Conv3dShape {
+    /// Output `[time, height, width]`: `(input − kernel) / stride + 1` on each axis.
+    pub fn output(&self) -> [usize; 3] {
+        std::array::from_fn(|a| (self.input[a] - self.kernel[a]) / self.stride[a] + 1)
+    }
+}
+
+/// Bytes of input rows per task, so that a task's rows stay in the L2 cache while a tile of weights walks them.
+const TASK_INPUT_BYTES: usize = 1 << 20;
+
+/// `out[o, t, h, w] = b[o] + Σ_{c, dt, dh, dw} w[o, c, dt, dh, dw]·x[c, t·st + dt, h·sh + dh, w·sw + dw]` with
+/// `x: [c_in, T, H, W]`, `w: [c_out, c_in, kt, kh, kw]` (PyTorch's layout), `b: [c_out]`,
+/// `out: [c_out, T', H', W']` ([`Conv3dShape::output`]).
+///
+/// Returns `false` (and leaves `out` untouched) when the CPU lacks AVX-512. The vector lanes run over input
+/// channels, so inputs with only a few channels (an RGB video) use a fraction of each vector.
+///
+/// # Panics
+/// When a stride is zero, the kernel is larger than the input, or a slice is shorter than its shape says.
+pub fn conv3d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Conv3dShape) -> bool {
+    assert!(
+        (0..3).all(|a| s.stride[a] > 0 && s.kernel[a] > 0 && s.kernel[a] <= s.input[a]),
+        "conv3d: kernel {:?} with stride {:?} does not fit the input {:?}",
+        s.kernel,
+        s.stride,
+        s.input
+    );
+    let [t, h, wd] = s.input;
+    let [to, ho, wo] = s.output();
+    let taps = s.kernel.iter().product::<usize>();
+    let (plane, positions, kdim) = (t * h * wd, to * ho * wo, taps * s.c_in);
+    assert!(x.len() >= s.c_in * plane, "conv3d: input shorter than {} channels of {:?}", s.c_in, s.input);
+    assert!(w.len() >= s.c_out * kdim, "conv3d: weight shorter than {} × {kdim}", s.c_out);
+    assert!(out.len() >= s.c_out * positions, "conv3d: output shorter than {} × {positions}", s.c_out);
+    assert!(bias.is_none_or(|b| b.len() >= s.c_out), "conv3d: bias shorter than {}", s.c_out);
+    if !crate::available() {
+        return false;
+    }
+    if s.c_out == 0 || s.c_in == 0 {
+        out[..s.c_out * positions]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = bias.map_or(0.0, |b| b[i / positions]));
+        return true;
+    }
+    let ci = s.c_in;
+    let mut xt = vec![0.0f32; plane * ci];
+    xt.par_chunks_mut(wd * ci).enumerate().for_each(|(row, dst)| {
+        for c in 0..ci {
+            for (i, &v) in x[c * plane + row * wd..][..wd].iter().enumerate() {
+                dst[i * ci + c] = v;
+            }
+        }
+    });
+    let mut wt = vec![0.0f32; s.c_out * kdim];
+    wt.par_chunks_mut(kdim).enumerate().for_each(|(o, dst)| {
+        for c in 0..ci {
+            for tap in 0..taps {
+                dst[tap * ci + c] = w[o * kdim + c * taps + tap];
+            }
+        }
+    });
+    let rows = to * ho;
+    let threads = rayon::current_num_threads().max(1);
+    let by_cache = (TASK_INPUT_BYTES / (4 * wd * ci * s.stride[1])).max(1);
+    let per_task = by_cache.min(rows.div_ceil(4 * threads)).max(1);
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    (0..rows.div_ceil(per_task)).into_par_iter().for_each(|task| {
+        let first = task * per_task;
+        let last = (first + per_task).min(rows);
+        // SAFETY: AVX-512 was detected; the buffers hold their shapes (checked above) and each task writes the
+        // output positions of its own rows.
+        unsafe { x86::rows(&xt, &wt, out_ptr.get(), s, first..last) }
+    });
+    if let Some(b) = bias {
+        out[..s.c_out * positions]
+            .par_chunks_mut(positions)
+            .zip(b)
+            .for_each(|(o, &bv)| o.iter_mut().for_each(|v| *v += bv));
+    }
+    true
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    pub(super) unsafe fn rows(_: &[f32], _: &[f32], _: *mut f32, _: super::Conv3dShape, _: std::ops::Range<usize>) {
+        unreachable!("the kernels are only called after the AVX-512 check")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::Conv3dShape;
+    use crate::linear::x86::{Tile, accumulate, store};
+    use crate::linear::{KC, MR, NR};
+
+    /// Output positions per block of a row (a multiple of [`MR`]).
+    const POSITIONS: usize = 16;
+
+    /// All output channels of the output rows `rows` (row = `t'·H' + h'`).
+    ///
+    /// # Safety
+    /// AVX-512F; `xt`: the input channels-last, `wt`: the weight as `[c_out, taps, c_in]`, `out`: the whole
+    /// `[c_out, T'·H'·W']` output, whose positions in `rows` no other thread writes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows(xt: &[f32], wt: &[f32], out: *mut f32, s: Conv3dShape, rows: std::ops::Range<usize>) {
+        let [_, h, wd] = s.input;
+        let [kt, kh, kw] = s.kernel;
+        let [st, sh, sw] = s.stride;
+        let [to, ho, wo] = s.output();
+        let ci = s.c_in;
+        let kdim = kt * kh * kw * ci;
+        let positions = to * ho * wo;
+        let mut acc = [[_mm512_setzero_ps(); MR * NR]; POSITIONS / MR];
+        let mut o0 = 0;
+        while o0 < s.c_out {
+            let no = NR.min(s.c_out - o0);
+            for row in rows.clone() {
+                let (ot, oh) = (row / ho, row % ho);
+                let mut p0 = 0;
+                while p0 < wo {
+                    let np = POSITIONS.min(wo - p0);
+                    let tiles = np.div_ceil(MR);
+                    let acc = &mut acc[..tiles];
+                    acc.iter_mut().for_each(|a| *a = [_mm512_setzero_ps(); MR * NR]);
+                    for dt in 0..kt {
+                        for dh in 0..kh {
+                            // The taps (dt, dh, 0..kw) of an output position read kw·c_in consecutive inputs, and
+                            // their weights are consecutive too: one inner dimension of kw·c_in.
+                            let in_row = ((ot * st + dt) * h + oh * sh + dh) * wd;
+                            let tap = (dt * kh + dh) * kw;
+                            let mut c0 = 0;
+                            while c0 < kw * ci {
+                                let len = KC.min(kw * ci - c0);
+                                for (i, a) in acc.iter_mut().enumerate() {
+                                    let p = p0 + i * MR;
+                                    let mr = MR.min(p0 + np - p);
+                                    // SAFETY: input positions in_row + (p + r)·sw + 0..kw for r < mr lie in the
+                                    // padded input row, so elements c0..c0 + len of their kw·c_in inputs, and of
+                                    // the weight rows o0..o0 + no from this tap on, are in bounds.
+                                    unsafe {
+                                        let t = Tile {
+                                            x: xt.as_ptr().add((in_row + p * sw) * ci + c0),
+                                            w: wt.as_ptr().add(o0 * kdim + tap * ci + c0),
+                                            k: len,
+                                            ldx: sw * ci,
+                                            ldw: kdim,
+                                        };
+                                        accumulate(mr, no, t, a);
+                                    }
+                                }
+                                c0 += len;
+                            }
+                        }
+                    }
+                    for (i, a) in acc.iter().enumerate() {
+                        let p = p0 + i * MR;
+                        let mr = MR.min(p0 + np - p);
+                        // SAFETY: output channels o0..o0 + no at positions row·W' + p.. are in bounds and this
+                        // task's.
+                        unsafe { store(a, mr, no, out.add(o0 * positions + row * wo + p), 1, positions) };
+                    }
+                    p0 += np;
+                }
+            }
+            o0 += no;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(7);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The definition, in double precision.
+    fn reference(x: &[f32], w: &[f32], b: &[f32], s: Conv3dShape) -> Vec<f32> {
+        let [_, h, wd] = s.input;
+        let [kt, kh, kw] = s.kernel;
+        let [to, ho, wo] = s.output();
+        let plane = s.input.iter().product::<usize>();
+        let mut out = Vec::new();
+        for o in 0..s.c_out {
+            for (t, y, z) in (0..to).flat_map(|t| (0..ho).flat_map(move |y| (0..wo).map(move |z| (t, y, z)))) {
+                let mut sum = b[o] as f64;
+                for c in 0..s.c_in {
+                    for (dt, dh, dw) in (0..kt).flat_map(|a| (0..kh).flat_map(move |b| (0..kw).map(move |c| (a, b, c))))
+                    {
+                        let xi =
+                            c * plane + ((t * s.stride[0] + dt) * h + y * s.stride[1] + dh) * wd + z * s.stride[2] + dw;
+                        let wi = (((o * s.c_in + c) * kt + dt) * kh + dh) * kw + dw;
+                        sum += x[xi] as f64 * w[wi] as f64;
+                    }
+                }
+                out.push(sum as f32);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_definition_for_strides_edges_and_channel_chunks() {
+        if !crate::available() {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        // (c_in, c_out, input, kernel, stride): full and partial tiles of positions and channels, temporal and
+        // spatial strides, and more input channels than one chunk of the inner dimension.
+        let cases = [
+            (16, 8, [3, 6, 7], [3, 3, 3], [1, 1, 1]),
+            (5, 3, [4, 5, 9], [3, 3, 3], [1, 1, 1]),
+            (20, 13, [5, 9, 21], [3, 3, 3], [2, 2, 2]),
+            (300, 6, [3, 4, 10], [3, 3, 3], [1, 1, 1]),
+            (7, 12, [2, 3, 24], [1, 1, 1], [1, 1, 1]),
+        ];
+        for &(c_in, c_out, input, kernel, stride) in &cases {
+            let s = Conv3dShape { c_in, c_out, input, kernel, stride };
+            let x = values(c_in * input.iter().product::<usize>(), 1);
+            let w = values(c_out * c_in * kernel.iter().product::<usize>(), 2);
+            let b = values(c_out, 3);
+            let want = reference(&x, &w, &b, s);
+            let mut out = vec![f32::NAN; want.len()];
+            assert!(conv3d(&x, &w, Some(&b), &mut out, s));
+            for (i, (a, e)) in out.iter().zip(&want).enumerate() {
+                assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{s:?} element {i}: {a} vs {e}");
+            }
+        }
+    }
+}
