@@ -319,6 +319,16 @@ enum BenchCommand {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Time the flex CPU kernels (AVX-512) on the shapes of official-base sampling and of the official
+    /// tokenizer's convolutions; prints GFLOP/s and, for the linear layers, the weight bytes read per second.
+    Kernels {
+        /// Rounds per kernel; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Seconds each round calls the kernel for (at least one call).
+        #[arg(long, default_value_t = 0.5)]
+        seconds: f64,
+    },
 }
 
 /// Which tokenizer to load.
@@ -820,6 +830,21 @@ fn run(cli: Cli) -> Result<()> {
             println!("machine: {}", nbp_core::system::machine_description());
             println!("encode: {:.2} s ({:.2} frames/s)  runs {:?}", r.encode_seconds, r.encode_fps(), r.all_encode);
             println!("decode: {:.2} s ({:.2} frames/s)  runs {:?}", r.decode_seconds, r.decode_fps(), r.all_decode);
+        }
+        Command::Bench(BenchCommand::Kernels { repeats, seconds }) => {
+            let Some(timings) = nbp_kernels::bench::official_shapes(repeats, seconds) else {
+                bail!("this CPU has no AVX-512, so flex uses Burn's generic kernels; nothing to time");
+            };
+            println!("machine: {}", nbp_core::system::machine_description());
+            for t in timings {
+                println!(
+                    "{:<44} {:>9.3} ms {:>7.1} GFLOP/s {:>6.1} GB/s of weights",
+                    t.name,
+                    t.seconds * 1e3,
+                    t.gflops(),
+                    t.weight_gbs()
+                );
+            }
         }
     }
     Ok(())

@@ -14,6 +14,7 @@
 //! All buffers are row-major `f32` slices; shapes are given in the doc comment of each function.
 
 pub mod attention;
+pub mod bench;
 pub mod conv3d;
 pub mod gelu;
 pub mod linear;

@@ -1,0 +1,126 @@
+//! Timing of the kernels on the shapes of the official models, for `nbp-cli bench kernels`.
+
+use std::time::Instant;
+
+use crate::conv3d::{Conv3dShape, conv3d};
+use crate::linear::linear;
+
+/// One timed kernel call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelTiming {
+    /// What was timed, e.g. `linear 16×1536×6144`.
+    pub name: String,
+    /// Floating-point operations per call (multiply and add counted separately).
+    pub flops: f64,
+    /// Bytes of weights read per call.
+    pub weight_bytes: f64,
+    /// Best time per call over the repeats, in seconds.
+    pub seconds: f64,
+}
+
+impl KernelTiming {
+    pub fn gflops(&self) -> f64 {
+        self.flops / self.seconds / 1e9
+    }
+
+    /// Weight bytes per second, in GB/s.
+    pub fn weight_gbs(&self) -> f64 {
+        self.weight_bytes / self.seconds / 1e9
+    }
+}
+
+/// Deterministic values in [−1, 1].
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+/// Best time of `f` over `repeats` rounds of calls that last at least `min_seconds` each.
+fn best(repeats: usize, min_seconds: f64, mut f: impl FnMut() -> bool) -> Option<f64> {
+    if !f() {
+        return None;
+    }
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats.max(1) {
+        let (t0, mut calls) = (Instant::now(), 0u32);
+        while calls == 0 || t0.elapsed().as_secs_f64() < min_seconds {
+            f();
+            calls += 1;
+        }
+        best = best.min(t0.elapsed().as_secs_f64() / calls as f64);
+    }
+    Some(best)
+}
+
+/// Times `out = x·Wᵀ + b` with `x: [m, k]`, `W: [n, k]`; `None` without AVX-512.
+pub fn time_linear(m: usize, k: usize, n: usize, repeats: usize, min_seconds: f64) -> Option<KernelTiming> {
+    let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+    let mut out = vec![0.0f32; m * n];
+    let seconds = best(repeats, min_seconds, || linear(&x, &w, Some(&b), &mut out, m, k, n))?;
+    Some(KernelTiming {
+        name: format!("linear {m}×{k}×{n}"),
+        flops: 2.0 * (m * k * n) as f64,
+        weight_bytes: 4.0 * (n * k) as f64,
+        seconds,
+    })
+}
+
+/// Times one [`conv3d`] call; `None` without AVX-512.
+pub fn time_conv3d(s: Conv3dShape, repeats: usize, min_seconds: f64) -> Option<KernelTiming> {
+    let taps = s.kernel.iter().product::<usize>();
+    let x = values(s.c_in * s.input.iter().product::<usize>(), 1);
+    let w = values(s.c_out * s.c_in * taps, 2);
+    let b = values(s.c_out, 3);
+    let positions = s.output().iter().product::<usize>();
+    let mut out = vec![0.0f32; s.c_out * positions];
+    let seconds = best(repeats, min_seconds, || conv3d(&x, &w, Some(&b), &mut out, s))?;
+    let [t, h, wd] = s.input;
+    Some(KernelTiming {
+        name: format!("conv3d {}→{} on {t}×{h}×{wd}, stride {:?}", s.c_in, s.c_out, s.stride),
+        flops: 2.0 * (positions * s.c_out * s.c_in * taps) as f64,
+        weight_bytes: 4.0 * (s.c_out * s.c_in * taps) as f64,
+        seconds,
+    })
+}
+
+/// The kernels on the shapes of `official-base` sampling (a 16-token step, the 512-token prefill) and of
+/// typical layers of the `official` tokenizer (a padded 17×128×128 clip and its 8× smaller latent level).
+pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTiming>> {
+    let mut out = Vec::new();
+    for m in [1, 16, 512] {
+        for (k, n) in [(1536, 1536), (1536, 6144), (6144, 1536)] {
+            out.push(time_linear(m, k, n, repeats, min_seconds)?);
+        }
+    }
+    let conv = |c_in, c_out, input, stride| Conv3dShape { c_in, c_out, input, kernel: [3, 3, 3], stride };
+    out.push(time_conv3d(conv(128, 128, [19, 130, 130], [1, 1, 1]), repeats, min_seconds)?);
+    out.push(time_conv3d(conv(512, 512, [7, 18, 18], [1, 1, 1]), repeats, min_seconds)?);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timings_count_the_work_of_each_call() {
+        let Some(t) = time_linear(2, 32, 12, 1, 0.0) else {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        };
+        assert_eq!(t.name, "linear 2×32×12");
+        assert_eq!((t.flops, t.weight_bytes), (1536.0, 1536.0));
+        assert!(t.seconds > 0.0 && t.gflops() > 0.0);
+        let s = Conv3dShape { c_in: 16, c_out: 4, input: [3, 5, 6], kernel: [3, 3, 3], stride: [1, 1, 1] };
+        let c = time_conv3d(s, 1, 0.0).unwrap();
+        // 1×3×4 output positions, 4 channels, 16·27 products each.
+        assert_eq!(c.flops, 2.0 * 12.0 * 4.0 * 432.0);
+    }
+}
