@@ -1,9 +1,11 @@
-//! Fast path for the pure-Rust `flex` backend: the tokenizer's convolutions run on the implicit matrix product
-//! of `nbp-kernels` instead of Burn's direct convolution (about 2× faster here).
+//! Fast paths for the pure-Rust `flex` backend: the tokenizer's convolutions run on the implicit matrix product
+//! of `nbp-kernels` instead of Burn's direct convolution (about 2× faster here), and its group norms and
+//! Swish activations in one pass each.
 //!
-//! [`conv3d`] returns `None` when it does not apply (another backend, including `Autodiff<Flex>` during
-//! training; a CPU without AVX-512; few input channels; padding, dilation or groups), and the caller then uses
-//! `Conv3d::forward`. Both compute the same function; only the order of the floating-point sums differs.
+//! Each function returns `None` when it does not apply (another backend, including `Autodiff<Flex>` during
+//! training; for [`conv3d`] also a CPU without AVX-512, few input channels, padding, dilation or groups), and
+//! the caller then takes the generic tensor path. Both compute the same function; only the order of the
+//! floating-point sums differs.
 
 use burn::nn::PaddingConfig3d;
 use burn::nn::conv::Conv3d;
@@ -47,6 +49,39 @@ pub(crate) fn conv3d<B: Backend>(conv: &Conv3d<B>, x: &Tensor<B, 5>) -> Option<T
     Some(Tensor::from_data(TensorData::new(out, [batch, c_out, to, ho, wo]), &x.device()))
 }
 
+/// The f32 values of a flex tensor, copied (row-major).
+fn values<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Vec<f32>> {
+    Some(contiguous(flex_f32(x.clone())?).as_slice::<f32>()?.to_vec())
+}
+
+/// Per-frame group normalisation of `x: [batch, channels, time, height, width]` (see `GroupNorm3d`).
+pub(crate) fn group_norm<B: Backend>(
+    x: &Tensor<B, 5>,
+    gamma: &Tensor<B, 1>,
+    beta: &Tensor<B, 1>,
+    groups: usize,
+    epsilon: f64,
+) -> Option<Tensor<B, 5>> {
+    if !is_flex::<B>() {
+        return None;
+    }
+    let [b, c, t, h, w] = x.dims();
+    let mut data = values(x)?;
+    nbp_kernels::norm::group_norm(&mut data, [b, c, t, h * w], groups, &values(gamma)?, &values(beta)?, epsilon as f32);
+    Some(Tensor::from_data(TensorData::new(data, [b, c, t, h, w]), &x.device()))
+}
+
+/// `x·σ(β_c·x)` for `x: [batch, channels, time, height, width]`.
+pub(crate) fn swish<B: Backend>(x: &Tensor<B, 5>, beta: &Tensor<B, 1>) -> Option<Tensor<B, 5>> {
+    if !is_flex::<B>() {
+        return None;
+    }
+    let [b, c, t, h, w] = x.dims();
+    let mut data = values(x)?;
+    nbp_kernels::norm::swish(&mut data, [b, c, t * h * w], &values(beta)?);
+    Some(Tensor::from_data(TensorData::new(data, [b, c, t, h, w]), &x.device()))
+}
+
 #[cfg(test)]
 mod tests {
     use burn::backend::Flex;
@@ -75,5 +110,41 @@ mod tests {
         // Few input channels: Burn's path.
         let conv = Conv3dConfig::new([3, 8], [3, 3, 3]).init::<Flex>(&dev);
         assert!(conv3d(&conv, &Tensor::<Flex, 5>::zeros([1, 3, 3, 4, 4], &dev)).is_none());
+    }
+
+    #[test]
+    fn group_norm_and_swish_equal_the_generic_path() {
+        use burn::module::Param;
+
+        use crate::group_norm3d::GroupNorm3dConfig;
+        use crate::swish::SwishConfig;
+        type Generic = burn::backend::Autodiff<Flex>;
+        let dev = Default::default();
+        let dist = burn::tensor::Distribution::Uniform(-2.0, 2.0);
+        let x = Tensor::<Flex, 5>::random([2, 8, 3, 5, 6], dist, &dev);
+        let (gamma, beta) = (Tensor::<Flex, 1>::random([8], dist, &dev), Tensor::<Flex, 1>::random([8], dist, &dev));
+        let generic = |t: Tensor<Flex, 5>| Tensor::<Generic, 5>::from_data(t.into_data(), &dev);
+        let param = |t: &Tensor<Flex, 1>| Param::from_tensor(Tensor::<Generic, 1>::from_data(t.to_data(), &dev));
+        let close = |a: Tensor<Flex, 5>, b: Tensor<Generic, 5>| {
+            let (a, b) = (a.into_data().into_vec::<f32>().unwrap(), b.into_data().into_vec::<f32>().unwrap());
+            assert_eq!(a.len(), b.len());
+            for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "element {i}: {p} vs {q}");
+            }
+        };
+
+        let mut fast_norm = GroupNorm3dConfig::new(4, 8).init::<Flex>(&dev);
+        fast_norm.gamma = Param::from_tensor(gamma.clone());
+        fast_norm.beta = Param::from_tensor(beta.clone());
+        let mut slow_norm = GroupNorm3dConfig::new(4, 8).init::<Generic>(&dev);
+        slow_norm.gamma = param(&gamma);
+        slow_norm.beta = param(&beta);
+        close(fast_norm.forward(x.clone()), slow_norm.forward(generic(x.clone())));
+
+        let mut fast_swish = SwishConfig::new(8).init::<Flex>(&dev);
+        fast_swish.beta = Param::from_tensor(gamma.clone());
+        let mut slow_swish = SwishConfig::new(8).init::<Generic>(&dev);
+        slow_swish.beta = param(&gamma);
+        close(fast_swish.forward(x.clone()), slow_swish.forward(generic(x)));
     }
 }

@@ -1,0 +1,115 @@
+//! Per-frame group normalisation and the per-channel Swish of the tokenizer, each in one parallel pass over a
+//! `[batch, channels, time, pixels]` buffer (instead of the ten or so whole-tensor operations of the generic
+//! path). Plain Rust: they run on every CPU.
+
+use rayon::prelude::*;
+
+/// Lanes of the partial sums (vectorised by the compiler).
+const LANES: usize = 16;
+
+/// `Σ f(x)` over `xs` in `LANES` partial sums, then in f64.
+fn sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
+        }
+    }
+    acc.iter().map(|&a| a as f64).sum::<f64>() + chunks.remainder().iter().map(|&x| f(x) as f64).sum::<f64>()
+}
+
+/// In place: `x[b, c, t, :] ← (x − μ)/√(σ² + ε)·γ[c] + β[c]`, where the mean `μ` and the biased variance `σ²`
+/// of each batch item, group of `channels / groups` consecutive channels and frame `t` run over the group's
+/// channels and the frame's pixels (PyTorch's `GroupNorm` applied to every frame).
+///
+/// # Panics
+/// When `groups` does not divide `channels`, or a slice is shorter than its shape says.
+pub fn group_norm(
+    x: &mut [f32],
+    [batch, channels, time, pixels]: [usize; 4],
+    groups: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    assert!(groups > 0 && channels.is_multiple_of(groups), "group_norm: {channels} channels in {groups} groups");
+    assert!(x.len() >= batch * channels * time * pixels, "group_norm: buffer shorter than its shape");
+    assert!(gamma.len() >= channels && beta.len() >= channels, "group_norm: γ/β shorter than {channels}");
+    let per_group = channels / groups;
+    let block = per_group * time * pixels;
+    if block == 0 {
+        return;
+    }
+    x[..batch * channels * time * pixels].par_chunks_mut(block).enumerate().for_each(|(bg, data)| {
+        let c0 = (bg % groups) * per_group;
+        for t in 0..time {
+            let run = |c: usize| (c * time + t) * pixels..(c * time + t + 1) * pixels;
+            let n = (per_group * pixels) as f64;
+            let mean = ((0..per_group).map(|c| sum(&data[run(c)], |v| v)).sum::<f64>() / n) as f32;
+            let var = (0..per_group).map(|c| sum(&data[run(c)], |v| (v - mean) * (v - mean))).sum::<f64>() / n;
+            let inv = (1.0 / (var + eps as f64).sqrt()) as f32;
+            for c in 0..per_group {
+                let (scale, shift) = (inv * gamma[c0 + c], beta[c0 + c] - mean * inv * gamma[c0 + c]);
+                data[run(c)].iter_mut().for_each(|v| *v = *v * scale + shift);
+            }
+        }
+    });
+}
+
+/// In place: `x[b, c, :] ← x·σ(β[c]·x)` for `x: [batch, channels, rest]`.
+///
+/// # Panics
+/// When a slice is shorter than its shape says.
+pub fn swish(x: &mut [f32], [batch, channels, rest]: [usize; 3], beta: &[f32]) {
+    assert!(x.len() >= batch * channels * rest, "swish: buffer shorter than its shape");
+    assert!(beta.len() >= channels, "swish: β shorter than {channels}");
+    if rest == 0 {
+        return;
+    }
+    x[..batch * channels * rest].par_chunks_mut(rest).enumerate().for_each(|(bc, data)| {
+        let b = beta[bc % channels];
+        data.iter_mut().for_each(|v| *v /= 1.0 + (-b * *v).exp());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_norm_matches_the_definition_per_frame() {
+        let shape @ [batch, channels, time, pixels] = [2, 6, 3, 37];
+        let x: Vec<f32> =
+            (0..batch * channels * time * pixels).map(|i| ((i * 7919) % 1013) as f32 / 100.0 - 4.0).collect();
+        let gamma: Vec<f32> = (0..channels).map(|c| 0.5 + c as f32 * 0.25).collect();
+        let beta: Vec<f32> = (0..channels).map(|c| c as f32 * 0.1 - 0.2).collect();
+        let mut y = x.clone();
+        group_norm(&mut y, shape, 3, &gamma, &beta, 1e-5);
+        let at = |b: usize, c: usize, t: usize, p: usize| ((b * channels + c) * time + t) * pixels + p;
+        for (b, g, t) in (0..batch).flat_map(|b| (0..3).flat_map(move |g| (0..time).map(move |t| (b, g, t)))) {
+            let members: Vec<(usize, usize)> =
+                (2 * g..2 * g + 2).flat_map(|c| (0..pixels).map(move |p| (c, p))).collect();
+            let n = members.len() as f64;
+            let mean = members.iter().map(|&(c, p)| x[at(b, c, t, p)] as f64).sum::<f64>() / n;
+            let var = members.iter().map(|&(c, p)| (x[at(b, c, t, p)] as f64 - mean).powi(2)).sum::<f64>() / n;
+            for &(c, p) in &members {
+                let want = (x[at(b, c, t, p)] as f64 - mean) / (var + 1e-5).sqrt() * gamma[c] as f64 + beta[c] as f64;
+                let got = y[at(b, c, t, p)] as f64;
+                assert!((got - want).abs() < 1e-5 * (1.0 + want.abs()), "b{b} c{c} t{t} p{p}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn swish_uses_each_channels_slope() {
+        let mut x = vec![-2.0f32, 0.0, 3.0, -2.0, 0.0, 3.0];
+        swish(&mut x, [1, 2, 3], &[1.0, 0.5]);
+        let s = |v: f32, b: f32| v / (1.0 + (-b * v).exp());
+        let want = [s(-2.0, 1.0), 0.0, s(3.0, 1.0), s(-2.0, 0.5), 0.0, s(3.0, 0.5)];
+        for (a, e) in x.iter().zip(want) {
+            assert!((a - e).abs() < 1e-6, "{a} vs {e}");
+        }
+        assert!((x[2] - 2.857_722_5).abs() < 1e-5);
+    }
+}
