@@ -14,9 +14,11 @@ pub(crate) const NR: usize = 6;
 /// Bytes of weight rows per parallel task (kept in L2 while the `x` rows pass over them).
 const TASK_BYTES: usize = 384 * 1024;
 /// Rows of `x` per block (a multiple of [`MR`]).
-const ROWS: usize = 16;
-/// Elements of the inner dimension per pass over a block of rows.
-pub(crate) const KC: usize = 256;
+const ROWS: usize = 32;
+/// Elements of the inner dimension per pass over a block of rows. With [`ROWS`], the best of the combinations
+/// measured (16 or 32 rows; chunks of 256, 512 or 1536) by `nbp-cli bench sample`, whose 16-row steps read the
+/// weights from memory: there, chunks of 512 lost about 2 s of 27 by pushing the 16 rows out of L1.
+const KC: usize = 256;
 
 /// `out[i, j] = Σ_p x[i, p]·w[j, p] + bias[j]` with `x: [m, k]`, `w: [n, k]`, `bias: [n]`, `out: [m, n]`.
 ///
