@@ -91,7 +91,8 @@ pub fn time_conv3d(s: Conv3dShape, repeats: usize, min_seconds: f64) -> Option<K
 }
 
 /// The kernels on the shapes of `official-base` sampling (a 16-token step, the 512-token prefill) and of
-/// typical layers of the `official` tokenizer (a padded 17×128×128 clip and its 8× smaller latent level).
+/// typical layers of the `official` tokenizer (on a 17×128×128 clip, on its 2× smaller level and on the latent
+/// grid).
 pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTiming>> {
     let mut out = Vec::new();
     for m in [1, 16, 512] {
@@ -99,9 +100,11 @@ pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTim
             out.push(time_linear(m, k, n, repeats, min_seconds)?);
         }
     }
-    let conv = |c_in, c_out, input, stride| Conv3dShape { c_in, c_out, input, kernel: [3, 3, 3], stride };
-    out.push(time_conv3d(conv(128, 128, [19, 130, 130], [1, 1, 1]), repeats, min_seconds)?);
-    out.push(time_conv3d(conv(512, 512, [7, 18, 18], [1, 1, 1]), repeats, min_seconds)?);
+    let conv =
+        |c_in, c_out, input| Conv3dShape { c_in, c_out, input, pad: [2, 1, 1], kernel: [3, 3, 3], stride: [1, 1, 1] };
+    out.push(time_conv3d(conv(128, 128, [17, 128, 128]), repeats, min_seconds)?);
+    out.push(time_conv3d(conv(256, 256, [17, 64, 64]), repeats, min_seconds)?);
+    out.push(time_conv3d(conv(512, 512, [5, 16, 16]), repeats, min_seconds)?);
     Some(out)
 }
 
@@ -118,7 +121,7 @@ mod tests {
         assert_eq!(t.name, "linear 2×32×12");
         assert_eq!((t.flops, t.weight_bytes), (1536.0, 1536.0));
         assert!(t.seconds > 0.0 && t.gflops() > 0.0);
-        let s = Conv3dShape { c_in: 16, c_out: 4, input: [3, 5, 6], kernel: [3, 3, 3], stride: [1, 1, 1] };
+        let s = Conv3dShape { c_in: 16, c_out: 4, input: [3, 5, 6], pad: [0; 3], kernel: [3, 3, 3], stride: [1; 3] };
         let c = time_conv3d(s, 1, 0.0).unwrap();
         // 1×3×4 output positions, 4 channels, 16·27 products each.
         assert_eq!(c.flops, 2.0 * 12.0 * 4.0 * 432.0);

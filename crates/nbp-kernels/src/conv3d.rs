@@ -1,7 +1,7 @@
 //! 3D convolution without padding, `out = w ⊛ x + b` over `[channels, time, height, width]` volumes, as an
 //! implicit matrix product.
 //!
-//! The input is copied once to the channels-last layout `[T, H, W, c_in]` and the weight to
+//! The input is copied once, padded, to the channels-last layout `[T, H, W, c_in]` and the weight to
 //! `[c_out, kt, kh, kw, c_in]`. For every `(dt, dh)` the `kw·c_in` inputs of an output position are then
 //! contiguous, as are their weights for an output channel, so the register tile of the linear kernel (4 output positions
 //! of one output row × 6 output channels) sums over taps and chunks of input channels without an im2col copy.
@@ -12,13 +12,17 @@ use rayon::prelude::*;
 
 use crate::linear::SyncPtr;
 
-/// Sizes of a [`conv3d`] call (one batch item; the input already padded).
+/// Sizes of a [`conv3d`] call (one batch item).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv3dShape {
     pub c_in: usize,
     pub c_out: usize,
-    /// Input `[time, height, width]`.
+    /// Input `[time, height, width]`, before padding.
     pub input: [usize; 3],
+    /// Replicate padding `[time, height, width]`: `pad[0]` copies of the first frame in front (none at the back,
+    /// so the convolution is causal in time), `pad[1]` copies of the first and last row and `pad[2]` of the first
+    /// and last column on each side.
+    pub pad: [usize; 3],
     /// Kernel `[time, height, width]`.
     pub kernel: [usize; 3],
     /// Stride `[time, height, width]`.
@@ -26,17 +30,25 @@ pub struct Conv3dShape {
 }
 
 impl Conv3dShape {
-    /// Output `[time, height, width]`: `(input − kernel) / stride + 1` on each axis.
+    /// Padded input `[time, height, width]`.
+    pub fn padded(&self) -> [usize; 3] {
+        let [t, h, w] = self.input;
+        let [pt, ph, pw] = self.pad;
+        [t + pt, h + 2 * ph, w + 2 * pw]
+    }
+
+    /// Output `[time, height, width]`: `(padded − kernel) / stride + 1` on each axis.
     pub fn output(&self) -> [usize; 3] {
-        std::array::from_fn(|a| (self.input[a] - self.kernel[a]) / self.stride[a] + 1)
+        let padded = self.padded();
+        std::array::from_fn(|a| (padded[a] - self.kernel[a]) / self.stride[a] + 1)
     }
 }
 
 /// Bytes of input rows per task, so that a task's rows stay in the L2 cache while a tile of weights walks them.
 const TASK_INPUT_BYTES: usize = 1 << 20;
 
-/// `out[o, t, h, w] = b[o] + Σ_{c, dt, dh, dw} w[o, c, dt, dh, dw]·x[c, t·st + dt, h·sh + dh, w·sw + dw]` with
-/// `x: [c_in, T, H, W]`, `w: [c_out, c_in, kt, kh, kw]` (PyTorch's layout), `b: [c_out]`,
+/// `out[o, t, h, w] = b[o] + Σ_{c, dt, dh, dw} w[o, c, dt, dh, dw]·x̃[c, t·st + dt, h·sh + dh, w·sw + dw]`, where
+/// `x̃` is `x: [c_in, T, H, W]` with the replicate padding of [`Conv3dShape::pad`], `w: [c_out, c_in, kt, kh, kw]` (PyTorch's layout), `b: [c_out]`,
 /// `out: [c_out, T', H', W']` ([`Conv3dShape::output`]).
 ///
 /// Returns `false` (and leaves `out` untouched) when the CPU lacks AVX-512. The vector lanes run over input
@@ -45,18 +57,21 @@ const TASK_INPUT_BYTES: usize = 1 << 20;
 /// # Panics
 /// When a stride is zero, the kernel is larger than the input, or a slice is shorter than its shape says.
 pub fn conv3d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Conv3dShape) -> bool {
+    let [t, h, wd] = s.padded();
     assert!(
-        (0..3).all(|a| s.stride[a] > 0 && s.kernel[a] > 0 && s.kernel[a] <= s.input[a]),
-        "conv3d: kernel {:?} with stride {:?} does not fit the input {:?}",
+        (0..3).all(|a| s.stride[a] > 0 && s.kernel[a] > 0 && s.kernel[a] <= s.padded()[a] && s.input[a] > 0),
+        "conv3d: kernel {:?} with stride {:?} does not fit the input {:?} padded by {:?}",
         s.kernel,
         s.stride,
-        s.input
+        s.input,
+        s.pad
     );
-    let [t, h, wd] = s.input;
     let [to, ho, wo] = s.output();
     let taps = s.kernel.iter().product::<usize>();
     let (plane, positions, kdim) = (t * h * wd, to * ho * wo, taps * s.c_in);
-    assert!(x.len() >= s.c_in * plane, "conv3d: input shorter than {} channels of {:?}", s.c_in, s.input);
+    let [t0, h0, w0] = s.input;
+    let [pt, ph, pw] = s.pad;
+    assert!(x.len() >= s.c_in * t0 * h0 * w0, "conv3d: input shorter than {} channels of {:?}", s.c_in, s.input);
     assert!(w.len() >= s.c_out * kdim, "conv3d: weight shorter than {} × {kdim}", s.c_out);
     assert!(out.len() >= s.c_out * positions, "conv3d: output shorter than {} × {positions}", s.c_out);
     assert!(bias.is_none_or(|b| b.len() >= s.c_out), "conv3d: bias shorter than {}", s.c_out);
@@ -73,9 +88,14 @@ pub fn conv3d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Co
     let ci = s.c_in;
     let mut xt = vec![0.0f32; plane * ci];
     xt.par_chunks_mut(wd * ci).enumerate().for_each(|(row, dst)| {
-        for c in 0..ci {
-            for (i, &v) in x[c * plane + row * wd..][..wd].iter().enumerate() {
-                dst[i * ci + c] = v;
+        // Padded row (tp, hp) copies input row (clamped tp − pt, clamped hp − ph).
+        let src_t = (row / h).saturating_sub(pt).min(t0 - 1);
+        let src_h = (row % h).saturating_sub(ph).min(h0 - 1);
+        for (i, dst) in dst.chunks_exact_mut(ci).enumerate() {
+            let src_w = i.saturating_sub(pw).min(w0 - 1);
+            let at = (src_t * h0 + src_h) * w0 + src_w;
+            for (c, d) in dst.iter_mut().enumerate() {
+                *d = x[c * t0 * h0 * w0 + at];
             }
         }
     });
@@ -137,7 +157,7 @@ mod x86 {
     /// `[c_out, T'·H'·W']` output, whose positions in `rows` no other thread writes.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn rows(xt: &[f32], wt: &[f32], out: *mut f32, s: Conv3dShape, rows: std::ops::Range<usize>) {
-        let [_, h, wd] = s.input;
+        let [_, h, wd] = s.padded();
         let [kt, kh, kw] = s.kernel;
         let [st, sh, sw] = s.stride;
         let [to, ho, wo] = s.output();
@@ -217,12 +237,12 @@ mod tests {
             .collect()
     }
 
-    /// The definition, in double precision.
+    /// The definition, in double precision, padding by clamping the indices.
     fn reference(x: &[f32], w: &[f32], b: &[f32], s: Conv3dShape) -> Vec<f32> {
-        let [_, h, wd] = s.input;
+        let [t0, h0, w0] = s.input;
         let [kt, kh, kw] = s.kernel;
         let [to, ho, wo] = s.output();
-        let plane = s.input.iter().product::<usize>();
+        let src = |i: usize, pad: usize, n: usize| i.saturating_sub(pad).min(n - 1);
         let mut out = Vec::new();
         for o in 0..s.c_out {
             for (t, y, z) in (0..to).flat_map(|t| (0..ho).flat_map(move |y| (0..wo).map(move |z| (t, y, z)))) {
@@ -230,8 +250,10 @@ mod tests {
                 for c in 0..s.c_in {
                     for (dt, dh, dw) in (0..kt).flat_map(|a| (0..kh).flat_map(move |b| (0..kw).map(move |c| (a, b, c))))
                     {
-                        let xi =
-                            c * plane + ((t * s.stride[0] + dt) * h + y * s.stride[1] + dh) * wd + z * s.stride[2] + dw;
+                        let ti = src(t * s.stride[0] + dt, s.pad[0], t0);
+                        let yi = src(y * s.stride[1] + dh, s.pad[1], h0);
+                        let zi = src(z * s.stride[2] + dw, s.pad[2], w0);
+                        let xi = ((c * t0 + ti) * h0 + yi) * w0 + zi;
                         let wi = (((o * s.c_in + c) * kt + dt) * kh + dh) * kw + dw;
                         sum += x[xi] as f64 * w[wi] as f64;
                     }
@@ -248,18 +270,19 @@ mod tests {
             eprintln!("skipped: no AVX-512 on this CPU");
             return;
         }
-        // (c_in, c_out, input, kernel, stride): full and partial tiles of positions and channels, temporal and
-        // spatial strides, and (dt, dh) runs longer than one chunk of the inner dimension.
+        // (c_in, c_out, input, kernel, stride, pad): full and partial tiles of positions and channels, temporal and
+        // spatial strides, causal replicate padding (a single frame padded to three, too), and (dt, dh) runs
+        // longer than one chunk of the inner dimension.
         let cases = [
-            (16, 8, [3, 6, 7], [3, 3, 3], [1, 1, 1]),
-            (5, 3, [4, 5, 9], [3, 3, 3], [1, 1, 1]),
-            (20, 13, [5, 9, 21], [3, 3, 3], [2, 2, 2]),
-            (300, 6, [3, 4, 10], [3, 3, 3], [1, 1, 1]),
-            (600, 7, [3, 3, 6], [3, 3, 3], [1, 1, 1]),
-            (7, 12, [2, 3, 24], [1, 1, 1], [1, 1, 1]),
+            (16, 8, [3, 6, 7], [3, 3, 3], [1, 1, 1], [2, 1, 1]),
+            (5, 3, [4, 5, 9], [3, 3, 3], [1, 1, 1], [0, 0, 0]),
+            (20, 13, [5, 9, 21], [3, 3, 3], [2, 2, 2], [2, 1, 1]),
+            (300, 6, [3, 4, 10], [3, 3, 3], [1, 1, 1], [2, 1, 1]),
+            (600, 7, [1, 3, 6], [3, 3, 3], [1, 1, 1], [2, 1, 1]),
+            (7, 12, [2, 3, 24], [1, 1, 1], [1, 1, 1], [0, 0, 0]),
         ];
-        for &(c_in, c_out, input, kernel, stride) in &cases {
-            let s = Conv3dShape { c_in, c_out, input, kernel, stride };
+        for &(c_in, c_out, input, kernel, stride, pad) in &cases {
+            let s = Conv3dShape { c_in, c_out, input, pad, kernel, stride };
             let x = values(c_in * input.iter().product::<usize>(), 1);
             let w = values(c_out * c_in * kernel.iter().product::<usize>(), 2);
             let b = values(c_out, 3);

@@ -46,11 +46,11 @@ impl<B: Backend> CausalConv3d<B> {
         if self.kernel == [1, 1, 1] && self.conv.stride == [1, 1, 1] {
             return pointwise_conv3d(&self.conv, x);
         }
-        let x = replicate_pad(x, [2 * (kt / 2), kh / 2, kw / 2]);
-        if let Some(y) = crate::cpu::conv3d(&self.conv, &x) {
+        let pad = [2 * (kt / 2), kh / 2, kw / 2];
+        if let Some(y) = crate::cpu::conv3d(&self.conv, &x, pad) {
             return y;
         }
-        self.conv.forward(x)
+        self.conv.forward(replicate_pad(x, pad))
     }
 
     /// Kernel size `[time, height, width]`.

@@ -16,18 +16,20 @@ use nbp_kernels::Conv3dShape;
 /// Input channels below which the kernel's vectors (which run over input channels) would be mostly empty.
 const MIN_CHANNELS: usize = 16;
 
-/// `conv.forward(x)` for an already padded `x: [batch, c_in, T, H, W]`.
-pub(crate) fn conv3d<B: Backend>(conv: &Conv3d<B>, x: &Tensor<B, 5>) -> Option<Tensor<B, 5>> {
+/// `conv.forward(replicate_pad(x, pad))` for `x: [batch, c_in, T, H, W]` (the padding is done while the input is
+/// copied to the kernel's layout).
+pub(crate) fn conv3d<B: Backend>(conv: &Conv3d<B>, x: &Tensor<B, 5>, pad: [usize; 3]) -> Option<Tensor<B, 5>> {
     if !is_flex::<B>() || !nbp_kernels::available() {
         return None;
     }
     let [batch, c_in, t, h, w] = x.dims();
     let [c_out, c_in_w, kt, kh, kw] = conv.weight.dims();
     let plain = conv.dilation == [1, 1, 1] && conv.groups == 1 && matches!(conv.padding, PaddingConfig3d::Valid);
-    if !plain || c_in != c_in_w || c_in < MIN_CHANNELS || t < kt || h < kh || w < kw {
+    let shape = Conv3dShape { c_in, c_out, input: [t, h, w], pad, kernel: [kt, kh, kw], stride: conv.stride };
+    let [tp, hp, wp] = shape.padded();
+    if !plain || c_in != c_in_w || c_in < MIN_CHANNELS || t == 0 || h == 0 || w == 0 || tp < kt || hp < kh || wp < kw {
         return None;
     }
-    let shape = Conv3dShape { c_in, c_out, input: [t, h, w], kernel: [kt, kh, kw], stride: conv.stride };
     let [to, ho, wo] = shape.output();
     let (xf, wf) = (contiguous(flex_f32(x.clone())?), contiguous(flex_f32(conv.weight.val())?));
     let bf = match &conv.bias {
@@ -99,8 +101,8 @@ mod tests {
         for (c_in, c_out, stride) in [(16, 8, [1, 1, 1]), (24, 20, [2, 2, 2]), (32, 3, [1, 2, 2])] {
             let conv = Conv3dConfig::new([c_in, c_out], [3, 3, 3]).with_stride(stride).init::<Flex>(&dev);
             let x = Tensor::<Flex, 5>::random([2, c_in, 5, 9, 10], burn::tensor::Distribution::Default, &dev);
-            let ours = conv3d(&conv, &x).expect("the kernel path applies").into_data();
-            let burn = conv.forward(x).into_data();
+            let ours = conv3d(&conv, &x, [2, 1, 1]).expect("the kernel path applies").into_data();
+            let burn = conv.forward(crate::causal_conv3d::replicate_pad(x, [2, 1, 1])).into_data();
             assert_eq!(ours.shape, burn.shape);
             let (a, b) = (ours.into_vec::<f32>().unwrap(), burn.into_vec::<f32>().unwrap());
             for (i, (p, q)) in a.iter().zip(&b).enumerate() {
@@ -109,7 +111,7 @@ mod tests {
         }
         // Few input channels: Burn's path.
         let conv = Conv3dConfig::new([3, 8], [3, 3, 3]).init::<Flex>(&dev);
-        assert!(conv3d(&conv, &Tensor::<Flex, 5>::zeros([1, 3, 3, 4, 4], &dev)).is_none());
+        assert!(conv3d(&conv, &Tensor::<Flex, 5>::zeros([1, 3, 3, 4, 4], &dev), [2, 1, 1]).is_none());
     }
 
     #[test]
