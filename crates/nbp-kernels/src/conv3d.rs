@@ -91,11 +91,16 @@ pub fn conv3d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Co
         // Padded row (tp, hp) copies input row (clamped tp − pt, clamped hp − ph).
         let src_t = (row / h).saturating_sub(pt).min(t0 - 1);
         let src_h = (row % h).saturating_sub(ph).min(h0 - 1);
-        for (i, dst) in dst.chunks_exact_mut(ci).enumerate() {
-            let src_w = i.saturating_sub(pw).min(w0 - 1);
-            let at = (src_t * h0 + src_h) * w0 + src_w;
-            for (c, d) in dst.iter_mut().enumerate() {
-                *d = x[c * t0 * h0 * w0 + at];
+        let src_row = (src_t * h0 + src_h) * w0;
+        // 16 × 16 blocks of (channels, positions), so that the lines read and written stay in L1.
+        for c0 in (0..ci).step_by(16) {
+            for i0 in (0..wd).step_by(16) {
+                for c in c0..(c0 + 16).min(ci) {
+                    let src = &x[c * t0 * h0 * w0 + src_row..][..w0];
+                    for i in i0..(i0 + 16).min(wd) {
+                        dst[i * ci + c] = src[i.saturating_sub(pw).min(w0 - 1)];
+                    }
+                }
             }
         }
     });
