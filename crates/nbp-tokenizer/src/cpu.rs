@@ -10,6 +10,7 @@
 use burn::nn::PaddingConfig3d;
 use burn::nn::conv::Conv3d;
 use burn::prelude::*;
+use burn::tensor::DType;
 use nbp_core::flex::{contiguous, flex_f32, is_flex};
 use nbp_kernels::Conv3dShape;
 
@@ -51,37 +52,49 @@ pub(crate) fn conv3d<B: Backend>(conv: &Conv3d<B>, x: &Tensor<B, 5>, pad: [usize
     Some(Tensor::from_data(TensorData::new(out, [batch, c_out, to, ho, wo]), &x.device()))
 }
 
-/// The f32 values of a flex tensor, copied (row-major).
+/// The f32 values of a flex tensor, copied (row-major); `None` on other backends.
 fn values<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Vec<f32>> {
+    if !is_flex::<B>() {
+        return None;
+    }
     Some(contiguous(flex_f32(x.clone())?).as_slice::<f32>()?.to_vec())
 }
 
-/// Per-frame group normalisation of `x: [batch, channels, time, height, width]` (see `GroupNorm3d`).
+/// The values of a flex tensor as owned f32 data, moved without a copy when no other tensor shares its buffer;
+/// the tensor back when it is not an f32 flex tensor.
+fn take_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<TensorData, Tensor<B, D>> {
+    if !is_flex::<B>() || x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    Ok(x.into_data())
+}
+
+/// Per-frame group normalisation of `x: [batch, channels, time, height, width]` (see `GroupNorm3d`), in place
+/// when `x` is not shared; `x` back when the fast path does not apply.
 pub(crate) fn group_norm<B: Backend>(
-    x: &Tensor<B, 5>,
+    x: Tensor<B, 5>,
     gamma: &Tensor<B, 1>,
     beta: &Tensor<B, 1>,
     groups: usize,
     epsilon: f64,
-) -> Option<Tensor<B, 5>> {
-    if !is_flex::<B>() {
-        return None;
-    }
-    let [b, c, t, h, w] = x.dims();
-    let mut data = values(x)?;
-    nbp_kernels::norm::group_norm(&mut data, [b, c, t, h * w], groups, &values(gamma)?, &values(beta)?, epsilon as f32);
-    Some(Tensor::from_data(TensorData::new(data, [b, c, t, h, w]), &x.device()))
+) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
+    let (Some(gamma), Some(beta)) = (values(gamma), values(beta)) else { return Err(x) };
+    let ([b, c, t, h, w], device) = (x.dims(), x.device());
+    let mut data = take_f32(x)?;
+    let Ok(slice) = data.as_mut_slice::<f32>() else { unreachable!("take_f32 returns f32 data") };
+    nbp_kernels::norm::group_norm(slice, [b, c, t, h * w], groups, &gamma, &beta, epsilon as f32);
+    Ok(Tensor::from_data(data, &device))
 }
 
-/// `x·σ(β_c·x)` for `x: [batch, channels, time, height, width]`.
-pub(crate) fn swish<B: Backend>(x: &Tensor<B, 5>, beta: &Tensor<B, 1>) -> Option<Tensor<B, 5>> {
-    if !is_flex::<B>() {
-        return None;
-    }
-    let [b, c, t, h, w] = x.dims();
-    let mut data = values(x)?;
-    nbp_kernels::norm::swish(&mut data, [b, c, t * h * w], &values(beta)?);
-    Some(Tensor::from_data(TensorData::new(data, [b, c, t, h, w]), &x.device()))
+/// `x·σ(β_c·x)` for `x: [batch, channels, time, height, width]`, in place when `x` is not shared; `x` back when
+/// the fast path does not apply.
+pub(crate) fn swish<B: Backend>(x: Tensor<B, 5>, beta: &Tensor<B, 1>) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
+    let Some(beta) = values(beta) else { return Err(x) };
+    let ([b, c, t, h, w], device) = (x.dims(), x.device());
+    let mut data = take_f32(x)?;
+    let Ok(slice) = data.as_mut_slice::<f32>() else { unreachable!("take_f32 returns f32 data") };
+    nbp_kernels::norm::swish(slice, [b, c, t * h * w], &beta);
+    Ok(Tensor::from_data(data, &device))
 }
 
 #[cfg(test)]
@@ -142,6 +155,10 @@ mod tests {
         slow_norm.gamma = param(&gamma);
         slow_norm.beta = param(&beta);
         close(fast_norm.forward(x.clone()), slow_norm.forward(generic(x.clone())));
+        // A tensor shared with another (here `x`) is copied, not changed in place.
+        let before = x.to_data();
+        let _ = fast_norm.forward(x.clone());
+        assert_eq!(x.to_data(), before);
 
         let mut fast_swish = SwishConfig::new(8).init::<Flex>(&dev);
         fast_swish.beta = Param::from_tensor(gamma.clone());

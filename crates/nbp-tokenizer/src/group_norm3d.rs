@@ -49,9 +49,10 @@ pub struct GroupNorm3d<B: Backend> {
 impl<B: Backend> GroupNorm3d<B> {
     /// `[batch, channels, time, height, width]` → same shape.
     pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
-        if let Some(y) = crate::cpu::group_norm(&x, &self.gamma.val(), &self.beta.val(), self.groups, self.epsilon) {
-            return y;
-        }
+        let x = match crate::cpu::group_norm(x, &self.gamma.val(), &self.beta.val(), self.groups, self.epsilon) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         let [b, c, t, h, w] = x.dims();
         let g = self.groups;
         let x = x.reshape([b, g, c / g, t, h * w]);

@@ -28,9 +28,10 @@ pub struct Swish<B: Backend> {
 impl<B: Backend> Swish<B> {
     /// `[batch, channels, time, height, width]` → same shape.
     pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
-        if let Some(y) = crate::cpu::swish(&x, &self.beta.val()) {
-            return y;
-        }
+        let x = match crate::cpu::swish(x, &self.beta.val()) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         let [_, c, _, _, _] = x.dims();
         x.clone() * sigmoid(x * self.beta.val().reshape([1, c, 1, 1, 1]))
     }
