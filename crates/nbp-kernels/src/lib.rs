@@ -1,15 +1,15 @@
-//! CPU kernels for the hot spots of KV-cached sampling on the pure-Rust `flex` backend.
+//! CPU kernels for the hot spots of KV-cached sampling and of the tokenizer on the pure-Rust `flex` backend.
 //!
 //! Sampling pushes only a block of tokens (1 to a few hundred rows) through each layer per step. For such
 //! products Burn's general matrix multiply spends most of its time packing and on edge tiles; these kernels
 //! read the weight matrix in its stored `[out, in]` layout exactly once per row block, keep the activations in
 //! cache, and split the output columns over all cores. The tokenizer's 3D convolutions use the same register
-//! tile as an implicit matrix product ([`conv3d`]). They need AVX-512 (checked at run time): every function
+//! tile as an implicit matrix product ([`conv3d()`]). They need AVX-512 (checked at run time): every function
 //! returns `false` without touching its output when the CPU lacks it, and the caller then uses the generic
 //! tensor path.
 //!
-//! The exception is [`sample_rows`] (top-k/top-p filtering and the categorical draw), which is plain Rust and
-//! runs everywhere.
+//! The exceptions are [`sample_rows`] (top-k/top-p filtering and the categorical draw) and the tokenizer's
+//! group norm and Swish ([`norm`]), which are plain Rust and run everywhere.
 //!
 //! All buffers are row-major `f32` slices; shapes are given in the doc comment of each function.
 

@@ -1,9 +1,11 @@
 //! `out = x·Wᵀ + b` with the weight in PyTorch's `[out, in]` layout, read in place.
 //!
 //! Each output element is a dot product of a row of `x` with a row of `W`, so the kernel needs no packing: a
-//! register tile of up to 4 rows of `x` by 6 rows of `W` (24 AVX-512 accumulators) walks the inner dimension
-//! once, and the columns of the output are split over the cores in chunks whose weight rows fit in the L2
-//! cache, so that every weight row comes from memory once per block of `x` rows.
+//! register tile of 4 rows of `x` by 6 rows of `W` (24 AVX-512 accumulators, its loop in assembly) walks the
+//! inner dimension in chunks that keep a block of `x` rows and the tile's `W` rows in L1, with the partial
+//! sums of the block's tiles waiting in memory between chunks and summed horizontally once. The columns of the
+//! output are split over the cores in chunks whose weight rows fit in the L2 cache, so that every weight row
+//! comes from memory once per block of `x` rows.
 
 use rayon::prelude::*;
 
