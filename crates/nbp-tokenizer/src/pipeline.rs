@@ -106,7 +106,7 @@ pub fn tokenizer_device<B: Backend>(tokenizer: &VideoTokenizer<B>) -> B::Device 
     tokenizer.devices().into_iter().next().unwrap_or_default()
 }
 
-/// Timings of [`bench`].
+/// Timings of [`bench()`].
 #[derive(Debug, Clone)]
 pub struct TokenizerBench {
     pub frames: usize,
