@@ -142,7 +142,7 @@ mod x86 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::linear::x86::{Tile, dispatch};
+    use crate::linear::x86::{Tile, tile};
     use crate::linear::{MR, NR};
     use crate::simd::x86::exp;
 
@@ -280,7 +280,7 @@ mod x86 {
                     // SAFETY: the tile's rows of q and k and its scores are in bounds.
                     unsafe {
                         let t = Tile { x: q.add(i * ldq), w: k.add(j * ldk), k: d, ldx: ldq, ldw: ldk };
-                        dispatch(mr, nr, t, scores.as_mut_ptr().add(i * keys + j), keys, None)
+                        tile(mr, nr, t, scores.as_mut_ptr().add(i * keys + j), keys, None)
                     };
                 }
                 j += nr;
@@ -468,6 +468,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::values;
 
     fn reference(q: &[f32], k: &[f32], v: &[f32], masked: &[bool], s: AttentionShape, scale: f32) -> Vec<f32> {
         let AttentionShape { batch, heads, queries, keys, head_dim: d, .. } = s;
@@ -497,18 +498,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(7);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 500.0 - 2.0
-            })
-            .collect()
     }
 
     #[test]

@@ -29,8 +29,8 @@ impl KernelTiming {
     }
 }
 
-/// Deterministic values in [−1, 1].
-fn values(len: usize, seed: u32) -> Vec<f32> {
+/// Deterministic values in [−1, 1] (xorshift), for the benchmarks and the kernels' tests.
+pub(crate) fn values(len: usize, seed: u32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
     (0..len)
         .map(|_| {

@@ -216,7 +216,7 @@ mod x86 {
                         let mr = MR.min(p0 + np - p);
                         // SAFETY: output channels o0..o0 + no at positions row·W' + p.. are in bounds and this
                         // task's.
-                        unsafe { store(a, mr, no, out.add(o0 * positions + row * wo + p), 1, positions) };
+                        unsafe { store(a, mr, no, (out.add(o0 * positions + row * wo + p), 1, positions), None) };
                     }
                     p0 += np;
                 }
@@ -229,18 +229,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(7);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::bench::values;
 
     /// The definition, in double precision, padding by clamping the indices.
     fn reference(x: &[f32], w: &[f32], b: &[f32], s: Conv3dShape) -> Vec<f32> {

@@ -152,7 +152,7 @@ pub(crate) mod x86 {
                     }
                     for (s, a) in acc.iter().enumerate() {
                         // SAFETY: the output tile is in bounds.
-                        unsafe { store_4x6(a, out.add((i0 + s * MR) * n + j), n, b) };
+                        unsafe { store(a, MR, NR, (out.add((i0 + s * MR) * n + j), n, 1), b) };
                     }
                     i += tiles * MR;
                 }
@@ -161,7 +161,7 @@ pub(crate) mod x86 {
                     // SAFETY: rows i..i + mr of x, j..j + nr of w, and the output tile are in bounds.
                     unsafe {
                         let t = Tile { x: x.as_ptr().add(i * k), w: w.as_ptr().add(j * k), k, ldx: k, ldw: k };
-                        dispatch(mr, nr, t, out.add(i * n + j), n, b)
+                        tile(mr, nr, t, out.add(i * n + j), n, b)
                     };
                     i += mr;
                 }
@@ -182,43 +182,19 @@ pub(crate) mod x86 {
         pub ldw: usize,
     }
 
-    /// Calls the `mr × nr` instance of [`tile`].
+    /// `dst[r·ld + c] = Σ_p x[r·ldx + p]·w[c·ldw + p] (+ b[c])` for `r < mr ≤ 4`, `c < nr ≤ 6`: one register
+    /// tile over the whole inner dimension.
     ///
     /// # Safety
-    /// As [`tile`].
+    /// AVX-512F; `t.x` and `t.w` point at `mr` and `nr` rows of `t.k` readable floats, `dst` at `mr` rows of `ld`
+    /// writable floats (`nr ≤ ld`), `b` at `nr` floats.
     #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn dispatch(mr: usize, nr: usize, t: Tile, dst: *mut f32, ld: usize, b: Option<*const f32>) {
-        if (mr, nr) == (MR, NR) {
-            return unsafe { tile_4x6(t, dst, ld, b) };
-        }
-        macro_rules! arms {
-            ($($m:literal),*) => {
-                match (mr, nr) {
-                    $(($m, 6) => tile::<$m, 6>(t, dst, ld, b),
-                      ($m, 5) => tile::<$m, 5>(t, dst, ld, b),
-                      ($m, 4) => tile::<$m, 4>(t, dst, ld, b),
-                      ($m, 3) => tile::<$m, 3>(t, dst, ld, b),
-                      ($m, 2) => tile::<$m, 2>(t, dst, ld, b),
-                      ($m, 1) => tile::<$m, 1>(t, dst, ld, b),)*
-                    _ => unreachable!("tile {mr}x{nr}"),
-                }
-            };
-        }
-        unsafe { arms!(1, 2, 3, 4) }
-    }
-
-    /// The full `4 × 6` instance of [`tile`].
-    ///
-    /// # Safety
-    /// As [`tile`] with `R = 4`, `C = 6`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile_4x6(t: Tile, dst: *mut f32, ld: usize, b: Option<*const f32>) {
+    pub(crate) unsafe fn tile(mr: usize, nr: usize, t: Tile, dst: *mut f32, ld: usize, b: Option<*const f32>) {
         let mut acc = [_mm512_setzero_ps(); MR * NR];
-        // SAFETY: as the caller guarantees for this function.
+        // SAFETY: as the caller guarantees.
         unsafe {
-            accumulate_4x6(t, &mut acc);
-            store_4x6(&acc, dst, ld, b);
+            accumulate(mr, nr, t, &mut acc);
+            store(&acc, mr, nr, (dst, ld, 1), b);
         }
     }
 
@@ -378,14 +354,18 @@ pub(crate) mod x86 {
         }
         let mut p = 0;
         while p < t.k {
+            // Whole vectors load unmasked (an NTP step streams its weights through here); the last one masked.
+            let full = t.k - p >= 16;
             let mask = (1u32 << (t.k - p).min(16)).wrapping_sub(1) as __mmask16;
+            // SAFETY: the loads stay inside the rows (masked past their ends).
+            let load =
+                |ptr: *const f32| unsafe { if full { _mm512_loadu_ps(ptr) } else { _mm512_maskz_loadu_ps(mask, ptr) } };
             let mut wv = [_mm512_setzero_ps(); C];
             for (c, v) in wv.iter_mut().enumerate() {
-                // SAFETY: the masked loads stay inside the rows.
-                *v = unsafe { _mm512_maskz_loadu_ps(mask, t.w.add(c * t.ldw + p)) };
+                *v = load(unsafe { t.w.add(c * t.ldw + p) });
             }
             for (r, row) in a.iter_mut().enumerate() {
-                let xv = unsafe { _mm512_maskz_loadu_ps(mask, t.x.add(r * t.ldx + p)) };
+                let xv = load(unsafe { t.x.add(r * t.ldx + p) });
                 for c in 0..C {
                     row[c] = _mm512_fmadd_ps(xv, wv[c], row[c]);
                 }
@@ -397,80 +377,26 @@ pub(crate) mod x86 {
         }
     }
 
-    /// `dst[r·rs + c·cs] = Σ lanes of acc[r·6 + c]` for `r < mr`, `c < nr`.
+    /// `dst[r·rs + c·cs] = Σ lanes of acc[r·6 + c] (+ b[c])` for `r < mr`, `c < nr`.
     ///
     /// # Safety
-    /// Those elements of `dst` are writable.
+    /// Those elements of `dst` are writable and `b` points at `nr` floats.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn store(acc: &[__m512; 24], mr: usize, nr: usize, dst: *mut f32, rs: usize, cs: usize) {
+    pub(crate) unsafe fn store(
+        acc: &[__m512; 24],
+        mr: usize,
+        nr: usize,
+        (dst, rs, cs): (*mut f32, usize, usize),
+        b: Option<*const f32>,
+    ) {
         for r in 0..mr {
             for c in 0..nr {
                 // SAFETY: as the caller guarantees.
-                unsafe { *dst.add(r * rs + c * cs) = _mm512_reduce_add_ps(acc[r * NR + c]) };
-            }
-        }
-    }
-
-    /// `dst[r·ld + c] = Σ lanes of acc[r·6 + c] (+ b[c])`.
-    ///
-    /// # Safety
-    /// `dst` points at 4 rows of `ld` writable floats (`6 ≤ ld`), `b` at 6 floats.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn store_4x6(acc: &[__m512; 24], dst: *mut f32, ld: usize, b: Option<*const f32>) {
-        for r in 0..MR {
-            for c in 0..NR {
-                // SAFETY: the output tile and the bias are in bounds.
                 unsafe {
                     let bias = b.map_or(0.0, |b| *b.add(c));
-                    *dst.add(r * ld + c) = _mm512_reduce_add_ps(acc[r * NR + c]) + bias;
+                    *dst.add(r * rs + c * cs) = _mm512_reduce_add_ps(acc[r * NR + c]) + bias;
                 }
-            }
-        }
-    }
-
-    /// `dst[r·ld + c] = Σ_p x[r·k + p]·w[c·k + p] (+ b[c])` for `r < R`, `c < C`.
-    ///
-    /// # Safety
-    /// AVX-512F; `x` and `w` point at `R` and `C` rows of `k` readable floats (`ldx`, `ldw` apart), `dst` at `R` rows of `ld`
-    /// writable floats (`C ≤ ld`), `b` at `C` floats.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const R: usize, const C: usize>(t: Tile, dst: *mut f32, ld: usize, b: Option<*const f32>) {
-        let k = t.k;
-        let mut acc = [[_mm512_setzero_ps(); C]; R];
-        let mut p = 0;
-        while p + 16 <= k {
-            let mut wv = [_mm512_setzero_ps(); C];
-            for (c, v) in wv.iter_mut().enumerate() {
-                *v = unsafe { _mm512_loadu_ps(t.w.add(c * t.ldw + p)) };
-            }
-            for (r, row) in acc.iter_mut().enumerate() {
-                let xv = unsafe { _mm512_loadu_ps(t.x.add(r * t.ldx + p)) };
-                for c in 0..C {
-                    row[c] = _mm512_fmadd_ps(xv, wv[c], row[c]);
-                }
-            }
-            p += 16;
-        }
-        if p < k {
-            let mask: __mmask16 = (1u32 << (k - p)).wrapping_sub(1) as __mmask16;
-            let mut wv = [_mm512_setzero_ps(); C];
-            for (c, v) in wv.iter_mut().enumerate() {
-                *v = unsafe { _mm512_maskz_loadu_ps(mask, t.w.add(c * t.ldw + p)) };
-            }
-            for (r, row) in acc.iter_mut().enumerate() {
-                let xv = unsafe { _mm512_maskz_loadu_ps(mask, t.x.add(r * t.ldx + p)) };
-                for c in 0..C {
-                    row[c] = _mm512_fmadd_ps(xv, wv[c], row[c]);
-                }
-            }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            for (c, a) in row.iter().enumerate() {
-                let bias = b.map_or(0.0, |b| unsafe { *b.add(c) });
-                unsafe { *dst.add(r * ld + c) = _mm512_reduce_add_ps(*a) + bias };
             }
         }
     }
@@ -479,6 +405,7 @@ pub(crate) mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::values;
 
     fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
         let mut out = vec![0.0f32; m * n];
@@ -489,18 +416,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]
