@@ -16,3 +16,20 @@ pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
     }
     module.visit(&mut Touch);
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+    use burn::nn::{Linear, LinearConfig};
+
+    use super::*;
+
+    #[test]
+    fn draws_every_lazy_parameter() {
+        let layer: Linear<Flex> = LinearConfig::new(3, 2).init(&Default::default());
+        let bias = layer.bias.as_ref().unwrap();
+        assert!(!layer.weight.is_initialized() && !bias.is_initialized());
+        materialize(&layer);
+        assert!(layer.weight.is_initialized() && bias.is_initialized());
+    }
+}
