@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::conv3d::{Conv3dShape, conv3d};
+use crate::conv3d::{Conv3dShape, run};
 use crate::linear::linear;
 
 /// One timed kernel call.
@@ -72,18 +72,21 @@ pub fn time_linear(m: usize, k: usize, n: usize, repeats: usize, min_seconds: f6
     })
 }
 
-/// Times one [`conv3d`] call; `None` without AVX-512.
-pub fn time_conv3d(s: Conv3dShape, repeats: usize, min_seconds: f64) -> Option<KernelTiming> {
+/// Times one [`crate::conv3d()`] call, through Winograd's transform where it uses one (`winograd`) or as the
+/// direct product; the operations counted are those of the direct product either way. `None` without AVX-512.
+pub fn time_conv3d(s: Conv3dShape, winograd: bool, repeats: usize, min_seconds: f64) -> Option<KernelTiming> {
     let taps = s.kernel.iter().product::<usize>();
     let x = values(s.c_in * s.input.iter().product::<usize>(), 1);
     let w = values(s.c_out * s.c_in * taps, 2);
     let b = values(s.c_out, 3);
     let positions = s.output().iter().product::<usize>();
     let mut out = vec![0.0f32; s.c_out * positions];
-    let seconds = best(repeats, min_seconds, || conv3d(&x, &w, Some(&b), &mut out, s))?;
+    let chunk = winograd.then_some(crate::winograd::CHUNK_BYTES);
+    let seconds = best(repeats, min_seconds, || run(&x, &w, Some(&b), &mut out, s, chunk))?;
     let [t, h, wd] = s.input;
+    let method = if winograd && crate::winograd::applies(&s) { "Winograd F(2×2, 3×3)" } else { "direct" };
     Some(KernelTiming {
-        name: format!("conv3d {}→{} on {t}×{h}×{wd}, stride {:?}", s.c_in, s.c_out, s.stride),
+        name: format!("conv3d {}→{} on {t}×{h}×{wd}, stride {:?}, {method}", s.c_in, s.c_out, s.stride),
         flops: 2.0 * (positions * s.c_out * s.c_in * taps) as f64,
         weight_bytes: 4.0 * (s.c_out * s.c_in * taps) as f64,
         seconds,
@@ -92,7 +95,7 @@ pub fn time_conv3d(s: Conv3dShape, repeats: usize, min_seconds: f64) -> Option<K
 
 /// The kernels on the shapes of `official-base` sampling (a 16-token step, the 512-token prefill) and of
 /// typical layers of the `official` tokenizer (on a 17×128×128 clip, on its 2× smaller level and on the latent
-/// grid).
+/// grid), these both as the direct product and through Winograd's transform.
 pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTiming>> {
     let mut out = Vec::new();
     for m in [1, 16, 512] {
@@ -102,9 +105,11 @@ pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTim
     }
     let conv =
         |c_in, c_out, input| Conv3dShape { c_in, c_out, input, pad: [2, 1, 1], kernel: [3, 3, 3], stride: [1, 1, 1] };
-    out.push(time_conv3d(conv(128, 128, [17, 128, 128]), repeats, min_seconds)?);
-    out.push(time_conv3d(conv(256, 256, [17, 64, 64]), repeats, min_seconds)?);
-    out.push(time_conv3d(conv(512, 512, [5, 16, 16]), repeats, min_seconds)?);
+    for s in [conv(128, 128, [17, 128, 128]), conv(256, 256, [17, 64, 64]), conv(512, 512, [5, 16, 16])] {
+        for winograd in [false, true] {
+            out.push(time_conv3d(s, winograd, repeats, min_seconds)?);
+        }
+    }
     Some(out)
 }
 
@@ -122,7 +127,7 @@ mod tests {
         assert_eq!((t.flops, t.weight_bytes), (1536.0, 1536.0));
         assert!(t.seconds > 0.0 && t.gflops() > 0.0);
         let s = Conv3dShape { c_in: 16, c_out: 4, input: [3, 5, 6], pad: [0; 3], kernel: [3, 3, 3], stride: [1; 3] };
-        let c = time_conv3d(s, 1, 0.0).unwrap();
+        let c = time_conv3d(s, true, 1, 0.0).unwrap();
         // 1×3×4 output positions, 4 channels, 16·27 products each.
         assert_eq!(c.flops, 2.0 * 12.0 * 4.0 * 432.0);
     }

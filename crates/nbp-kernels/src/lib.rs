@@ -21,6 +21,7 @@ pub mod linear;
 pub mod norm;
 pub mod sampling;
 mod simd;
+pub mod winograd;
 
 pub use attention::{AttentionShape, Strides, attention};
 pub use conv3d::{Conv3dShape, conv3d};

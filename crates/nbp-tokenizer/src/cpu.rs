@@ -111,9 +111,16 @@ mod tests {
             return;
         }
         let dev = Default::default();
-        for (c_in, c_out, stride) in [(16, 8, [1, 1, 1]), (24, 20, [2, 2, 2]), (32, 3, [1, 2, 2])] {
+        // The last case is large enough for Winograd's transform (5 frames × 16 × 16 tiles of 2×2 outputs).
+        let cases = [
+            (16, 8, [1, 1, 1], [5, 9, 10]),
+            (24, 20, [2, 2, 2], [5, 9, 10]),
+            (32, 3, [1, 2, 2], [5, 9, 10]),
+            (16, 12, [1, 1, 1], [5, 32, 32]),
+        ];
+        for (c_in, c_out, stride, [t, h, w]) in cases {
             let conv = Conv3dConfig::new([c_in, c_out], [3, 3, 3]).with_stride(stride).init::<Flex>(&dev);
-            let x = Tensor::<Flex, 5>::random([2, c_in, 5, 9, 10], burn::tensor::Distribution::Default, &dev);
+            let x = Tensor::<Flex, 5>::random([2, c_in, t, h, w], burn::tensor::Distribution::Default, &dev);
             let ours = conv3d(&conv, &x, [2, 1, 1]).expect("the kernel path applies").into_data();
             let burn = conv.forward(crate::causal_conv3d::replicate_pad(x, [2, 1, 1])).into_data();
             assert_eq!(ours.shape, burn.shape);
