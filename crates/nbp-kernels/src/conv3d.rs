@@ -7,6 +7,9 @@
 //! of one output row × 6 output channels) sums over taps and chunks of input channels without an im2col copy.
 //! Work is split over the cores by output rows; each task keeps a tile's weights in cache while it walks its
 //! rows.
+//!
+//! Stride-1 convolutions with 3×3 spatial taps over large enough frames take [`crate::winograd`] instead, from
+//! the same padded channels-last copy.
 
 use rayon::prelude::*;
 

@@ -4,7 +4,8 @@
 //! products Burn's general matrix multiply spends most of its time packing and on edge tiles; these kernels
 //! read the weight matrix in its stored `[out, in]` layout exactly once per row block, keep the activations in
 //! cache, and split the output columns over all cores. The tokenizer's 3D convolutions use the same register
-//! tile as an implicit matrix product ([`conv3d()`]). They need AVX-512 (checked at run time): every function
+//! tile as an implicit matrix product ([`conv3d()`]), or Winograd's F(2×2, 3×3) for stride-1 3×3 spatial taps
+//! ([`winograd`]). They need AVX-512 (checked at run time): every function
 //! returns `false` without touching its output when the CPU lacks it, and the caller then uses the generic
 //! tensor path.
 //!

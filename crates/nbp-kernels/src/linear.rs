@@ -390,6 +390,19 @@ pub(crate) mod x86 {
         (dst, rs, cs): (*mut f32, usize, usize),
         b: Option<*const f32>,
     ) {
+        if mr * nr <= 8 {
+            // A few sums: one reduction each is cheaper than the tree.
+            for r in 0..mr {
+                for c in 0..nr {
+                    // SAFETY: as the caller guarantees.
+                    unsafe {
+                        let bias = b.map_or(0.0, |b| *b.add(c));
+                        *dst.add(r * rs + c * cs) = _mm512_reduce_add_ps(acc[r * NR + c]) + bias;
+                    }
+                }
+            }
+            return;
+        }
         let mut sums = [0.0f32; 32];
         let first: &[__m512; 16] = acc[..16].try_into().expect("16 accumulators");
         let zero = _mm512_setzero_ps();
