@@ -72,8 +72,10 @@ pub fn time_linear(m: usize, k: usize, n: usize, repeats: usize, min_seconds: f6
     })
 }
 
-/// Times one [`crate::conv3d()`] call, through Winograd's transform where it uses one (`winograd`) or as the
-/// direct product; the operations counted are those of the direct product either way. `None` without AVX-512.
+/// Times one convolution as [`crate::conv3d()`] computes it, either always as the direct product or
+/// (`winograd`) through Winograd's transform wherever its shape allows, even on frames too small for
+/// [`crate::conv3d()`] to choose it; the operations counted are those of the direct product either way. `None`
+/// without AVX-512.
 pub fn time_conv3d(s: Conv3dShape, winograd: bool, repeats: usize, min_seconds: f64) -> Option<KernelTiming> {
     let taps = s.kernel.iter().product::<usize>();
     let x = values(s.c_in * s.input.iter().product::<usize>(), 1);

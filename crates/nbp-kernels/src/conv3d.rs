@@ -282,6 +282,19 @@ mod tests {
         out
     }
 
+    /// [`run`] with random inputs, weights and bias (`winograd` as there) against [`reference`].
+    fn assert_matches_the_definition(s: Conv3dShape, winograd: Option<usize>) {
+        let x = values(s.c_in * s.input.iter().product::<usize>(), 1);
+        let w = values(s.c_out * s.c_in * s.kernel.iter().product::<usize>(), 2);
+        let b = values(s.c_out, 3);
+        let want = reference(&x, &w, &b, s);
+        let mut out = vec![f32::NAN; want.len()];
+        assert!(run(&x, &w, Some(&b), &mut out, s, winograd));
+        for (i, (a, e)) in out.iter().zip(&want).enumerate() {
+            assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{s:?} {winograd:?} element {i}: {a} vs {e}");
+        }
+    }
+
     #[test]
     fn winograd_matches_the_definition_and_the_direct_product() {
         if !crate::available() {
@@ -303,18 +316,8 @@ mod tests {
         for &(c_in, c_out, input, kt, pad, chunk) in &cases {
             let s = Conv3dShape { c_in, c_out, input, pad, kernel: [kt, 3, 3], stride: [1, 1, 1] };
             assert!(super::winograd::applies(&s), "{s:?}");
-            let x = values(c_in * input.iter().product::<usize>(), 4);
-            let w = values(c_out * c_in * kt * 9, 5);
-            let b = values(c_out, 6);
-            let want = reference(&x, &w, &b, s);
-            let mut fast = vec![f32::NAN; want.len()];
-            let mut direct = vec![f32::NAN; want.len()];
-            assert!(run(&x, &w, Some(&b), &mut fast, s, Some(chunk)));
-            assert!(run(&x, &w, Some(&b), &mut direct, s, None));
-            for (i, ((a, d), e)) in fast.iter().zip(&direct).zip(&want).enumerate() {
-                assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{s:?} element {i}: {a} vs {e}");
-                assert!((d - e).abs() <= 1e-4 * (1.0 + e.abs()), "{s:?} direct element {i}: {d} vs {e}");
-            }
+            assert_matches_the_definition(s, Some(chunk));
+            assert_matches_the_definition(s, None);
         }
         // Odd output sizes and strides take the direct product.
         let odd = Conv3dShape { c_in: 16, c_out: 4, input: [2, 5, 6], pad: [2, 1, 1], kernel: [3; 3], stride: [1; 3] };
@@ -341,16 +344,7 @@ mod tests {
             (7, 12, [2, 3, 24], [1, 1, 1], [1, 1, 1], [0, 0, 0]),
         ];
         for &(c_in, c_out, input, kernel, stride, pad) in &cases {
-            let s = Conv3dShape { c_in, c_out, input, pad, kernel, stride };
-            let x = values(c_in * input.iter().product::<usize>(), 1);
-            let w = values(c_out * c_in * kernel.iter().product::<usize>(), 2);
-            let b = values(c_out, 3);
-            let want = reference(&x, &w, &b, s);
-            let mut out = vec![f32::NAN; want.len()];
-            assert!(conv3d(&x, &w, Some(&b), &mut out, s));
-            for (i, (a, e)) in out.iter().zip(&want).enumerate() {
-                assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{s:?} element {i}: {a} vs {e}");
-            }
+            assert_matches_the_definition(Conv3dShape { c_in, c_out, input, pad, kernel, stride }, None);
         }
     }
 }

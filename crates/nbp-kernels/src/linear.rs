@@ -390,61 +390,15 @@ pub(crate) mod x86 {
         (dst, rs, cs): (*mut f32, usize, usize),
         b: Option<*const f32>,
     ) {
-        if mr * nr <= 8 {
-            // A few sums: one reduction each is cheaper than the tree.
-            for r in 0..mr {
-                for c in 0..nr {
-                    // SAFETY: as the caller guarantees.
-                    unsafe {
-                        let bias = b.map_or(0.0, |b| *b.add(c));
-                        *dst.add(r * rs + c * cs) = _mm512_reduce_add_ps(acc[r * NR + c]) + bias;
-                    }
-                }
-            }
-            return;
-        }
-        let mut sums = [0.0f32; 32];
-        let first: &[__m512; 16] = acc[..16].try_into().expect("16 accumulators");
-        let zero = _mm512_setzero_ps();
-        let rest = std::array::from_fn(|i| if i < 8 { acc[16 + i] } else { zero });
-        // SAFETY: `sums` holds two vectors.
-        unsafe {
-            _mm512_storeu_ps(sums.as_mut_ptr(), horizontal_sums(first));
-            _mm512_storeu_ps(sums.as_mut_ptr().add(16), horizontal_sums(&rest));
-        }
         for r in 0..mr {
             for c in 0..nr {
                 // SAFETY: as the caller guarantees.
                 unsafe {
                     let bias = b.map_or(0.0, |b| *b.add(c));
-                    *dst.add(r * rs + c * cs) = sums[r * NR + c] + bias;
+                    *dst.add(r * rs + c * cs) = _mm512_reduce_add_ps(acc[r * NR + c]) + bias;
                 }
             }
         }
-    }
-
-    /// Lane `i` of the result is the sum of the lanes of `v[i]`: a tree of 15 additions and 30 shuffles where
-    /// sixteen separate reductions take about 150 instructions (measured: it made Winograd's products, which
-    /// reduce after every 384 products, 1.2× faster).
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub(crate) fn horizontal_sums(v: &[__m512; 16]) -> __m512 {
-        // Pairs of vectors: per 128-bit lane, (a0 + a2, b0 + b2, a1 + a3, b1 + b3).
-        let pairs: [__m512; 8] = std::array::from_fn(|j| {
-            let (a, b) = (v[2 * j], v[2 * j + 1]);
-            _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
-        });
-        // Quads: per 128-bit lane L, the lane-L sums of v[4m], …, v[4m + 3].
-        let quads: [__m512; 4] = std::array::from_fn(|m| {
-            let (a, b) = (_mm512_castps_pd(pairs[2 * m]), _mm512_castps_pd(pairs[2 * m + 1]));
-            _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)))
-        });
-        // Sum the four 128-bit lanes: first pairwise within two quads, then across; 128-bit lane m ends up with
-        // the sums of v[4m..4m + 4].
-        let halves = |a: __m512, b: __m512| {
-            _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(a, b), _mm512_shuffle_f32x4::<0xDD>(a, b))
-        };
-        halves(halves(quads[0], quads[1]), halves(quads[2], quads[3]))
     }
 }
 
@@ -491,28 +445,6 @@ mod tests {
                     assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{m}x{k}x{n} element {i}: {a} vs {e}");
                 }
             }
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn horizontal_sums_put_the_sum_of_each_vector_in_its_lane() {
-        if !crate::available() {
-            eprintln!("skipped: no AVX-512 on this CPU");
-            return;
-        }
-        use std::arch::x86_64::*;
-        let data = values(256, 7);
-        // SAFETY: AVX-512 was detected; the loads and the store stay inside the arrays.
-        let got = unsafe {
-            let v: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(data[16 * i..].as_ptr()));
-            let mut out = [0.0f32; 16];
-            _mm512_storeu_ps(out.as_mut_ptr(), x86::horizontal_sums(&v));
-            out
-        };
-        for (i, g) in got.iter().enumerate() {
-            let want: f32 = data[16 * i..16 * i + 16].iter().sum();
-            assert!((g - want).abs() < 1e-5, "lane {i}: {g} vs {want}");
         }
     }
 
