@@ -79,6 +79,125 @@ pub fn swish(x: &mut [f32], [batch, channels, rest]: [usize; 3], beta: &[f32]) {
     });
 }
 
+/// Gradients of [`group_norm`] for training: given its input `x` (before normalisation) and the gradient `dy`
+/// of its output, returns `(dx, dγ, dβ)` (`dx` shaped like `x`, the other two `[channels]`).
+///
+/// With `x̂ = (x − μ)·r`, `r = 1/√(σ² + ε)` and `g = dy·γ[c]`, over the `n` values of a (batch, group, frame):
+/// `dx = r·(g − mean(g) − x̂·mean(g·x̂))`, `dγ[c] = Σ dy·x̂`, `dβ[c] = Σ dy`.
+///
+/// # Panics
+/// When `groups` does not divide `channels`, or a slice is shorter than its shape says.
+pub fn group_norm_backward(
+    x: &[f32],
+    dy: &[f32],
+    [batch, channels, time, pixels]: [usize; 4],
+    groups: usize,
+    gamma: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert!(groups > 0 && channels.is_multiple_of(groups), "group_norm: {channels} channels in {groups} groups");
+    let len = batch * channels * time * pixels;
+    assert!(x.len() >= len && dy.len() >= len, "group_norm_backward: buffer shorter than its shape");
+    assert!(gamma.len() >= channels, "group_norm_backward: γ shorter than {channels}");
+    let per_group = channels / groups;
+    let block = per_group * time * pixels;
+    let mut dx = vec![0.0f32; len];
+    if block == 0 {
+        return (dx, vec![0.0; channels], vec![0.0; channels]);
+    }
+    // Per (batch, group): the dγ and dβ of its channels, summed over batches afterwards.
+    let partial: Vec<(Vec<f64>, Vec<f64>)> = dx
+        .par_chunks_mut(block)
+        .zip(x[..len].par_chunks(block).zip(dy[..len].par_chunks(block)))
+        .enumerate()
+        .map(|(bg, (dxb, (xb, dyb)))| {
+            let c0 = (bg % groups) * per_group;
+            let (mut dgamma, mut dbeta) = (vec![0.0f64; per_group], vec![0.0f64; per_group]);
+            for t in 0..time {
+                let run = |c: usize| (c * time + t) * pixels..(c * time + t + 1) * pixels;
+                let n = (per_group * pixels) as f64;
+                let mean = ((0..per_group).map(|c| sum(&xb[run(c)], |v| v)).sum::<f64>() / n) as f32;
+                let var = (0..per_group).map(|c| sum(&xb[run(c)], |v| (v - mean) * (v - mean))).sum::<f64>() / n;
+                let r = (1.0 / (var + eps as f64).sqrt()) as f32;
+                let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
+                for c in 0..per_group {
+                    let (xs, ds) = (&xb[run(c)], &dyb[run(c)]);
+                    let (mut d, mut dx_hat) = ([0.0f32; LANES], [0.0f32; LANES]);
+                    for (i, (&xv, &dv)) in xs.iter().zip(ds).enumerate() {
+                        d[i % LANES] += dv;
+                        dx_hat[i % LANES] += dv * (xv - mean) * r;
+                    }
+                    let (d, dx_hat) =
+                        (d.iter().map(|&v| v as f64).sum::<f64>(), dx_hat.iter().map(|&v| v as f64).sum::<f64>());
+                    dbeta[c] += d;
+                    dgamma[c] += dx_hat;
+                    sum_g += d * gamma[c0 + c] as f64;
+                    sum_gx += dx_hat * gamma[c0 + c] as f64;
+                }
+                let (mean_g, mean_gx) = ((sum_g / n) as f32, (sum_gx / n) as f32);
+                for c in 0..per_group {
+                    let gm = gamma[c0 + c];
+                    let (xs, ds) = (&xb[run(c)], &dyb[run(c)]);
+                    for ((o, &xv), &dv) in dxb[run(c)].iter_mut().zip(xs).zip(ds) {
+                        *o = r * (dv * gm - mean_g - (xv - mean) * r * mean_gx);
+                    }
+                }
+            }
+            (dgamma, dbeta)
+        })
+        .collect();
+    let (mut dgamma, mut dbeta) = (vec![0.0f64; channels], vec![0.0f64; channels]);
+    for (bg, (g, b)) in partial.iter().enumerate() {
+        let c0 = (bg % groups) * per_group;
+        for c in 0..per_group {
+            dgamma[c0 + c] += g[c];
+            dbeta[c0 + c] += b[c];
+        }
+    }
+    (dx, dgamma.iter().map(|&v| v as f32).collect(), dbeta.iter().map(|&v| v as f32).collect())
+}
+
+/// Gradients of [`swish`] for training: given its input `x` and the gradient `dy` of its output, returns
+/// `(dx, dβ)`. With `s = σ(β·x)`: `dx = dy·(s + β·x·s·(1 − s))`, `dβ[c] = Σ dy·x²·s·(1 − s)`.
+///
+/// # Panics
+/// When a slice is shorter than its shape says.
+pub fn swish_backward(
+    x: &[f32],
+    dy: &[f32],
+    [batch, channels, rest]: [usize; 3],
+    beta: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let len = batch * channels * rest;
+    assert!(x.len() >= len && dy.len() >= len, "swish_backward: buffer shorter than its shape");
+    assert!(beta.len() >= channels, "swish_backward: β shorter than {channels}");
+    let mut dx = vec![0.0f32; len];
+    if rest == 0 {
+        return (dx, vec![0.0; channels]);
+    }
+    let partial: Vec<f64> = dx
+        .par_chunks_mut(rest)
+        .zip(x[..len].par_chunks(rest).zip(dy[..len].par_chunks(rest)))
+        .enumerate()
+        .map(|(bc, (dxr, (xr, dyr)))| {
+            let b = beta[bc % channels];
+            let mut acc = [0.0f32; LANES];
+            for (i, ((o, &xv), &dv)) in dxr.iter_mut().zip(xr).zip(dyr).enumerate() {
+                let s = 1.0 / (1.0 + (-b * xv).exp());
+                let ds = s * (1.0 - s);
+                *o = dv * (s + b * xv * ds);
+                acc[i % LANES] += dv * xv * xv * ds;
+            }
+            acc.iter().map(|&v| v as f64).sum::<f64>()
+        })
+        .collect();
+    let mut dbeta = vec![0.0f64; channels];
+    for (bc, v) in partial.iter().enumerate() {
+        dbeta[bc % channels] += v;
+    }
+    (dx, dbeta.iter().map(|&v| v as f32).collect())
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
     pub(super) unsafe fn swish(_: &mut [f32], _: f32) {
@@ -164,6 +283,91 @@ mod tests {
             let b = if i < 37 { 1.0 } else { 0.25 };
             let want = *v as f64 / (1.0 + (-b * *v as f64).exp());
             assert!((*got as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()), "x = {v}: {got} vs {want}");
+        }
+    }
+
+    /// `Σ w·group_norm(x)` in f64, for finite differences.
+    fn group_norm_loss(
+        x: &[f64],
+        gamma: &[f64],
+        beta: &[f64],
+        w: &[f64],
+        [batch, channels, time, pixels]: [usize; 4],
+        groups: usize,
+    ) -> f64 {
+        let per = channels / groups;
+        let at = |b: usize, c: usize, t: usize, p: usize| ((b * channels + c) * time + t) * pixels + p;
+        let mut loss = 0.0;
+        for (b, g, t) in (0..batch).flat_map(|b| (0..groups).flat_map(move |g| (0..time).map(move |t| (b, g, t)))) {
+            let idx: Vec<(usize, usize)> =
+                (g * per..(g + 1) * per).flat_map(|c| (0..pixels).map(move |p| (c, at(b, c, t, p)))).collect();
+            let n = idx.len() as f64;
+            let mean = idx.iter().map(|&(_, i)| x[i]).sum::<f64>() / n;
+            let var = idx.iter().map(|&(_, i)| (x[i] - mean).powi(2)).sum::<f64>() / n;
+            for &(c, i) in &idx {
+                loss += w[i] * ((x[i] - mean) / (var + 1e-5).sqrt() * gamma[c] + beta[c]);
+            }
+        }
+        loss
+    }
+
+    /// Central difference of `f` at `v[i]`.
+    fn numeric(v: &mut [f64], i: usize, f: &dyn Fn(&[f64]) -> f64) -> f64 {
+        let (h, keep) = (1e-5, v[i]);
+        v[i] = keep + h;
+        let up = f(v);
+        v[i] = keep - h;
+        let down = f(v);
+        v[i] = keep;
+        (up - down) / (2.0 * h)
+    }
+
+    fn close(got: f32, want: f64, what: &str) {
+        assert!((got as f64 - want).abs() < 2e-4 * (1.0 + want.abs()), "{what}: {got} vs {want}");
+    }
+
+    #[test]
+    fn group_norm_gradients_match_finite_differences() {
+        let shape @ [batch, channels, time, pixels] = [2, 4, 3, 19];
+        let len = batch * channels * time * pixels;
+        let x: Vec<f64> = (0..len).map(|i| ((i * 7919) % 1013) as f64 / 200.0 - 2.0).collect();
+        let w: Vec<f64> = (0..len).map(|i| ((i * 104_729) % 997) as f64 / 500.0 - 1.0).collect();
+        let gamma = vec![0.5, 1.25, -0.75, 2.0];
+        let beta = vec![0.1, -0.2, 0.3, 0.0];
+        let f32s = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let (dx, dgamma, dbeta) = group_norm_backward(&f32s(&x), &f32s(&w), shape, 2, &f32s(&gamma), 1e-5);
+        let mut xv = x.clone();
+        for i in (0..len).step_by(7) {
+            let want = numeric(&mut xv, i, &|v| group_norm_loss(v, &gamma, &beta, &w, shape, 2));
+            close(dx[i], want, &format!("dx[{i}]"));
+        }
+        let mut gv = gamma.clone();
+        let mut bv = beta.clone();
+        for c in 0..channels {
+            close(dgamma[c], numeric(&mut gv, c, &|g| group_norm_loss(&x, g, &beta, &w, shape, 2)), "dγ");
+            close(dbeta[c], numeric(&mut bv, c, &|b| group_norm_loss(&x, &gamma, b, &w, shape, 2)), "dβ");
+        }
+    }
+
+    #[test]
+    fn swish_gradients_match_finite_differences() {
+        let shape @ [batch, channels, rest] = [2, 3, 23];
+        let len = batch * channels * rest;
+        let x: Vec<f64> = (0..len).map(|i| ((i * 7919) % 1013) as f64 / 100.0 - 5.0).collect();
+        let w: Vec<f64> = (0..len).map(|i| ((i * 104_729) % 997) as f64 / 500.0 - 1.0).collect();
+        let beta = vec![1.0, 0.4, -0.8];
+        let loss = |x: &[f64], beta: &[f64]| -> f64 {
+            (0..len).map(|i| w[i] * x[i] / (1.0 + (-beta[(i / rest) % channels] * x[i]).exp())).sum()
+        };
+        let f32s = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let (dx, dbeta) = swish_backward(&f32s(&x), &f32s(&w), shape, &f32s(&beta));
+        let mut xv = x.clone();
+        for i in 0..len {
+            close(dx[i], numeric(&mut xv, i, &|v| loss(v, &beta)), &format!("dx[{i}]"));
+        }
+        let mut bv = beta.clone();
+        for c in 0..channels {
+            close(dbeta[c], numeric(&mut bv, c, &|b| loss(&x, b)), &format!("dβ[{c}]"));
         }
     }
 }

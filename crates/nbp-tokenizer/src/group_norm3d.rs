@@ -49,10 +49,19 @@ pub struct GroupNorm3d<B: Backend> {
 impl<B: Backend> GroupNorm3d<B> {
     /// `[batch, channels, time, height, width]` → same shape.
     pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
-        let x = match crate::cpu::group_norm(x, &self.gamma.val(), &self.beta.val(), self.groups, self.epsilon) {
+        let (gamma, beta) = (self.gamma.val(), self.beta.val());
+        let x = match crate::cpu::group_norm(x, &gamma, &beta, self.groups, self.epsilon) {
             Ok(y) => return y,
             Err(x) => x,
         };
+        match crate::autodiff::group_norm(x, &gamma, &beta, self.groups, self.epsilon) {
+            Ok(y) => y,
+            Err(x) => self.forward_generic(x),
+        }
+    }
+
+    /// [`Self::forward`] in plain tensor operations, for every backend.
+    pub(crate) fn forward_generic(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
         let [b, c, t, h, w] = x.dims();
         let g = self.groups;
         let x = x.reshape([b, g, c / g, t, h * w]);

@@ -6,6 +6,7 @@
 //! indices ──FSQ⁻¹──▶ codes [B, D, 1+n, H/8, W/8] ──decoder──▶ video [B, 3, 1+4n, H, W]
 //! ```
 
+mod autodiff;
 pub mod causal_conv3d;
 pub mod checkpoint;
 pub mod config;

@@ -28,10 +28,19 @@ pub struct Swish<B: Backend> {
 impl<B: Backend> Swish<B> {
     /// `[batch, channels, time, height, width]` → same shape.
     pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
-        let x = match crate::cpu::swish(x, &self.beta.val()) {
+        let beta = self.beta.val();
+        let x = match crate::cpu::swish(x, &beta) {
             Ok(y) => return y,
             Err(x) => x,
         };
+        match crate::autodiff::swish(x, &beta) {
+            Ok(y) => y,
+            Err(x) => self.forward_generic(x),
+        }
+    }
+
+    /// [`Self::forward`] in plain tensor operations, for every backend.
+    pub(crate) fn forward_generic(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
         let [_, c, _, _, _] = x.dims();
         x.clone() * sigmoid(x * self.beta.val().reshape([1, c, 1, 1, 1]))
     }
