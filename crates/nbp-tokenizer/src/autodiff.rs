@@ -15,10 +15,15 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
+use burn::nn::PaddingConfig3d;
+use burn::nn::conv::Conv3d;
 use burn::prelude::*;
 use burn::tensor::backend::BackendTypes;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::ops::ModuleOps;
 use burn::tensor::{DType, TensorMetadata, TensorPrimitive};
 use nbp_core::flex::contiguous;
+use nbp_kernels::Conv3dShape;
 
 /// The training backend these paths serve.
 type Train = Autodiff<Flex>;
@@ -171,16 +176,145 @@ impl Backward<Flex, 2> for SwishBackward {
     }
 }
 
+/// `conv.forward(replicate_pad(x, pad))` (see `CausalConv3d`) for `x: [batch, c_in, T, H, W]`, as one autodiff
+/// operation: the padding is a plain copy instead of recorded concatenations, the forward convolution runs on the
+/// kernels of `nbp-kernels` where they apply, and the backward pass folds the padded input's gradient back onto
+/// the edges. `x` back when the path does not apply (another backend, dilation, groups, padding in the
+/// convolution itself, or no bias).
+pub(crate) fn causal_conv3d<B: Backend>(
+    conv: &Conv3d<B>,
+    x: Tensor<B, 5>,
+    pad: [usize; 3],
+) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
+    let plain = conv.dilation == [1, 1, 1] && conv.groups == 1 && matches!(conv.padding, PaddingConfig3d::Valid);
+    let Some(bias) = conv.bias.as_ref().filter(|_| plain) else { return Err(x) };
+    let dims = x.dims();
+    let x = take(x)?;
+    let (Ok(weight), Ok(bias)) = (take(conv.weight.val()), take(bias.val())) else { unreachable!("same backend") };
+    let w = contiguous(weight.primitive.clone());
+    let b = contiguous(bias.primitive.clone());
+    let [batch, c_in, t, h, wd] = dims;
+    let [c_out, _, kt, kh, kw] = conv.weight.dims();
+    let shape = Conv3dShape { c_in, c_out, input: [t, h, wd], pad, kernel: [kt, kh, kw], stride: conv.stride };
+    let [tp, hp, wp] = shape.padded();
+    let [to, ho, wo] = shape.output();
+    let input = contiguous(x.primitive.clone());
+    let padded = flex(replicate_pad(values(&input), dims, pad), vec![batch, c_in, tp, hp, wp]);
+    let options = ConvOptions::new(conv.stride, [0; 3], [1; 3], 1);
+    let mut out = None;
+    if c_in >= MIN_CHANNELS && nbp_kernels::available() {
+        let (per_in, per_out) = (c_in * t * h * wd, c_out * to * ho * wo);
+        let mut o = vec![0.0f32; batch * per_out];
+        let fast = values(&input)
+            .chunks(per_in)
+            .zip(o.chunks_mut(per_out))
+            .all(|(xb, ob)| nbp_kernels::conv3d(xb, values(&w), Some(values(&b)), ob, shape));
+        out = fast.then(|| flex(o, vec![batch, c_out, to, ho, wo]));
+    }
+    let out = out.unwrap_or_else(|| Flex::conv3d(padded.clone(), w.clone(), Some(b.clone()), options.clone()));
+    let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+    let y = match ConvBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(ConvState { padded, weight: w, bias: b, options, dims, pad }, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Ok(give(y))
+}
+
+/// Input channels below which the convolution kernel of `nbp-kernels` does not pay off (as in `cpu.rs`).
+const MIN_CHANNELS: usize = 16;
+
+/// What the backward pass of [`causal_conv3d`] needs.
+#[derive(Debug, Clone)]
+struct ConvState {
+    padded: FlexTensor,
+    weight: FlexTensor,
+    bias: FlexTensor,
+    options: ConvOptions<3>,
+    dims: [usize; 5],
+    pad: [usize; 3],
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 3> for ConvBackward {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let s = ops.state;
+        let [x, weight, bias] = ops.parents;
+        if let Some(node) = x {
+            let padded_grad =
+                Flex::conv3d_x_backward(s.padded.clone(), s.weight.clone(), grad.clone(), s.options.clone());
+            let dx = fold_replicate_pad(values(&contiguous(padded_grad)), s.dims, s.pad);
+            grads.register::<Flex>(node.id, flex(dx, s.dims.to_vec()));
+        }
+        if let Some(node) = weight {
+            let dw = Flex::conv3d_weight_backward(s.padded.clone(), s.weight, grad.clone(), s.options);
+            grads.register::<Flex>(node.id, dw);
+        }
+        if let Some(node) = bias {
+            grads.register::<Flex>(node.id, Flex::conv3d_bias_backward(s.padded, s.bias, grad));
+        }
+    }
+}
+
+/// The source index along one axis of a replicate-padded position `p` (`before` copies of the first element in
+/// front, the last one repeated behind).
+fn source(p: usize, before: usize, n: usize) -> usize {
+    p.saturating_sub(before).min(n - 1)
+}
+
+/// Replicate padding of `x: [batch, c, T, H, W]`: `pad[0]` copies of the first frame in front (none behind),
+/// `pad[1]` rows and `pad[2]` columns on each side.
+fn replicate_pad(x: &[f32], [b, c, t, h, w]: [usize; 5], [pt, ph, pw]: [usize; 3]) -> Vec<f32> {
+    let (tp, hp, wp) = (t + pt, h + 2 * ph, w + 2 * pw);
+    let mut out = Vec::with_capacity(b * c * tp * hp * wp);
+    for plane in x.chunks(t * h * w) {
+        for ti in 0..tp {
+            let frame = &plane[source(ti, pt, t) * h * w..][..h * w];
+            for hi in 0..hp {
+                let row = &frame[source(hi, ph, h) * w..][..w];
+                out.extend(std::iter::repeat_n(row[0], pw));
+                out.extend_from_slice(row);
+                out.extend(std::iter::repeat_n(row[w - 1], pw));
+            }
+        }
+    }
+    out
+}
+
+/// The adjoint of [`replicate_pad`]: the gradient of a padded tensor summed back onto the positions it copies.
+fn fold_replicate_pad(g: &[f32], [b, c, t, h, w]: [usize; 5], [pt, ph, pw]: [usize; 3]) -> Vec<f32> {
+    let (tp, hp, wp) = (t + pt, h + 2 * ph, w + 2 * pw);
+    let mut out = vec![0.0f32; b * c * t * h * w];
+    for (plane, gp) in out.chunks_mut(t * h * w).zip(g.chunks(tp * hp * wp)) {
+        for ti in 0..tp {
+            let frame = &mut plane[source(ti, pt, t) * h * w..][..h * w];
+            for hi in 0..hp {
+                let row = &mut frame[source(hi, ph, h) * w..][..w];
+                for (wi, &v) in gp[(ti * hp + hi) * wp..][..wp].iter().enumerate() {
+                    row[source(wi, pw, w)] += v;
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use burn::module::Param;
     use burn::tensor::Distribution;
 
     use super::*;
+    use crate::causal_conv3d::{CausalConv3dConfig, replicate_pad as generic_pad};
     use crate::group_norm3d::GroupNorm3dConfig;
     use crate::swish::SwishConfig;
 
     type B = Autodiff<Flex>;
+    type Grads = <B as burn::tensor::backend::AutodiffBackend>::Gradients;
 
     fn close(got: Tensor<Flex, 1>, want: Tensor<Flex, 1>, what: &str) {
         let (g, w) = (got.into_data().into_vec::<f32>().unwrap(), want.into_data().into_vec::<f32>().unwrap());
@@ -196,14 +330,14 @@ mod tests {
         x: &Tensor<Flex, 5>,
         weight: &Tensor<Flex, 5>,
         forward: impl Fn(Tensor<B, 5>) -> Tensor<B, 5>,
-        params: impl Fn() -> Vec<Tensor<B, 1>>,
+        params: impl Fn(&Grads) -> Vec<Tensor<Flex, 1>>,
     ) -> Vec<Tensor<Flex, 1>> {
         let x = Tensor::<B, 5>::from_inner(x.clone()).require_grad();
         let y = forward(x.clone());
         let loss = (y.clone() * Tensor::<B, 5>::from_inner(weight.clone())).sum();
         let grads = loss.backward();
         let mut out = vec![y.inner().flatten(0, 4), x.grad(&grads).unwrap().flatten(0, 4)];
-        out.extend(params().iter().map(|p| p.grad(&grads).unwrap()));
+        out.extend(params(&grads));
         out
     }
 
@@ -225,15 +359,67 @@ mod tests {
         assert!(group_norm(x.clone(), &norm.gamma.val().inner(), &norm.beta.val().inner(), 4, 1e-5).is_err());
 
         let names = ["output", "dx", "dγ", "dβ"];
-        let fast = run(&x, &weight, |x| norm.forward(x), || vec![norm.gamma.val(), norm.beta.val()]);
-        let generic = run(&x, &weight, |x| norm.forward_generic(x), || vec![norm.gamma.val(), norm.beta.val()]);
+        let fast = run(
+            &x,
+            &weight,
+            |x| norm.forward(x),
+            |g: &Grads| vec![norm.gamma.val().grad(g).unwrap(), norm.beta.val().grad(g).unwrap()],
+        );
+        let generic = run(
+            &x,
+            &weight,
+            |x| norm.forward_generic(x),
+            |g: &Grads| vec![norm.gamma.val().grad(g).unwrap(), norm.beta.val().grad(g).unwrap()],
+        );
         for ((f, g), name) in fast.into_iter().zip(generic).zip(names) {
             close(f, g, &format!("group norm {name}"));
         }
-        let fast = run(&x, &weight, |x| swish.forward(x), || vec![swish.beta.val()]);
-        let generic = run(&x, &weight, |x| swish.forward_generic(x), || vec![swish.beta.val()]);
+        let fast = run(&x, &weight, |x| swish.forward(x), |g: &Grads| vec![swish.beta.val().grad(g).unwrap()]);
+        let generic =
+            run(&x, &weight, |x| swish.forward_generic(x), |g: &Grads| vec![swish.beta.val().grad(g).unwrap()]);
         for ((f, g), name) in fast.into_iter().zip(generic).zip(names) {
             close(f, g, &format!("swish {name}"));
+        }
+    }
+
+    #[test]
+    fn padding_matches_the_generic_path_and_its_fold_is_the_adjoint() {
+        let dev = Default::default();
+        let dims = [2, 3, 4, 5, 6];
+        let pad = [2, 1, 1];
+        let x = Tensor::<Flex, 5>::random(dims, Distribution::Normal(0.0, 1.0), &dev);
+        let want = generic_pad(x.clone(), pad).into_data().into_vec::<f32>().unwrap();
+        let xv = x.into_data().into_vec::<f32>().unwrap();
+        assert_eq!(replicate_pad(&xv, dims, pad), want);
+        // ⟨pad(x), g⟩ = ⟨x, fold(g)⟩ for every x and g.
+        let g: Vec<f32> = (0..want.len()).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
+        let lhs: f64 = want.iter().zip(&g).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+        let rhs: f64 = xv.iter().zip(fold_replicate_pad(&g, dims, pad)).map(|(a, b)| (*a as f64) * (b as f64)).sum();
+        assert!((lhs - rhs).abs() < 1e-3 * (1.0 + lhs.abs()), "{lhs} vs {rhs}");
+    }
+
+    #[test]
+    fn causal_convolutions_give_the_generic_paths_values_and_gradients() {
+        let dev = Default::default();
+        // Few channels (Burn's convolution), many (the nbp-kernels one), and a strided downsampling.
+        for (c_in, c_out, stride) in [(3, 5, [1, 1, 1]), (16, 8, [1, 1, 1]), (16, 16, [2, 2, 2])] {
+            let dims = [2, c_in, 5, 6, 8];
+            let x = Tensor::<Flex, 5>::random(dims, Distribution::Normal(0.2, 1.0), &dev);
+            let conv = CausalConv3dConfig::new([c_in, c_out]).with_stride(stride).init::<B>(&dev);
+            let out_dims = conv.forward(Tensor::<B, 5>::from_inner(x.clone())).dims();
+            let weight = Tensor::<Flex, 5>::random(out_dims, Distribution::Uniform(-1.0, 1.0), &dev);
+            assert!(causal_conv3d(&conv.conv, Tensor::<B, 5>::from_inner(x.clone()), [2, 1, 1]).is_ok());
+            let params = |g: &Grads| {
+                vec![
+                    conv.conv.weight.val().grad(g).unwrap().flatten(0, 4),
+                    conv.conv.bias.as_ref().unwrap().val().grad(g).unwrap(),
+                ]
+            };
+            let fast = run(&x, &weight, |x| causal_conv3d(&conv.conv, x, [2, 1, 1]).unwrap(), params);
+            let generic = run(&x, &weight, |x| conv.conv.forward(generic_pad(x, [2, 1, 1])), params);
+            for ((f, g), name) in fast.into_iter().zip(generic).zip(["output", "dx", "dw", "db"]) {
+                close(f, g, &format!("conv {c_in}→{c_out} stride {stride:?} {name}"));
+            }
         }
     }
 }

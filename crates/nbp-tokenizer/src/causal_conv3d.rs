@@ -50,7 +50,10 @@ impl<B: Backend> CausalConv3d<B> {
         if let Some(y) = crate::cpu::conv3d(&self.conv, &x, pad) {
             return y;
         }
-        self.conv.forward(replicate_pad(x, pad))
+        match crate::autodiff::causal_conv3d(&self.conv, x, pad) {
+            Ok(y) => y,
+            Err(x) => self.conv.forward(replicate_pad(x, pad)),
+        }
     }
 
     /// Kernel size `[time, height, width]`.
