@@ -362,12 +362,12 @@ mod tests {
         let f32s = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
         let (dx, dbeta) = swish_backward(&f32s(&x), &f32s(&w), shape, &f32s(&beta));
         let mut xv = x.clone();
-        for i in 0..len {
-            close(dx[i], numeric(&mut xv, i, &|v| loss(v, &beta)), &format!("dx[{i}]"));
+        for (i, &got) in dx.iter().enumerate() {
+            close(got, numeric(&mut xv, i, &|v| loss(v, &beta)), &format!("dx[{i}]"));
         }
         let mut bv = beta.clone();
-        for c in 0..channels {
-            close(dbeta[c], numeric(&mut bv, c, &|b| loss(&x, b)), &format!("dβ[{c}]"));
+        for (c, &got) in dbeta.iter().enumerate() {
+            close(got, numeric(&mut bv, c, &|b| loss(&x, b)), &format!("dβ[{c}]"));
         }
     }
 }
