@@ -18,6 +18,7 @@ pub mod attention;
 pub mod bench;
 pub mod conv3d;
 pub mod gelu;
+pub mod im2col;
 pub mod linear;
 pub mod norm;
 pub mod sampling;

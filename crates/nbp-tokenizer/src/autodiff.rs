@@ -199,7 +199,7 @@ pub(crate) fn causal_conv3d<B: Backend>(
     let [tp, hp, wp] = shape.padded();
     let [to, ho, wo] = shape.output();
     let input = contiguous(x.primitive.clone());
-    let padded = flex(replicate_pad(values(&input), dims, pad), vec![batch, c_in, tp, hp, wp]);
+    let padded = flex(nbp_kernels::im2col::replicate_pad(values(&input), dims, pad), vec![batch, c_in, tp, hp, wp]);
     let options = ConvOptions::new(conv.stride, [0; 3], [1; 3], 1);
     let mut out = None;
     if c_in >= MIN_CHANNELS && nbp_kernels::available() {
@@ -214,7 +214,7 @@ pub(crate) fn causal_conv3d<B: Backend>(
     let out = out.unwrap_or_else(|| Flex::conv3d(padded.clone(), w.clone(), Some(b.clone()), options.clone()));
     let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
     let y = match ConvBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(ConvState { padded, weight: w, bias: b, options, dims, pad }, out),
+        OpsKind::Tracked(prep) => prep.finish(ConvState { padded, weight: w, options, dims, pad }, out),
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
     Ok(give(y))
@@ -228,7 +228,6 @@ const MIN_CHANNELS: usize = 16;
 struct ConvState {
     padded: FlexTensor,
     weight: FlexTensor,
-    bias: FlexTensor,
     options: ConvOptions<3>,
     dims: [usize; 5],
     pad: [usize; 3],
@@ -241,67 +240,76 @@ impl Backward<Flex, 3> for ConvBackward {
     type State = ConvState;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = grads.consume::<Flex>(&ops.node);
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let s = ops.state;
         let [x, weight, bias] = ops.parents;
-        if let Some(node) = x {
-            let padded_grad =
-                Flex::conv3d_x_backward(s.padded.clone(), s.weight.clone(), grad.clone(), s.options.clone());
-            let dx = fold_replicate_pad(values(&contiguous(padded_grad)), s.dims, s.pad);
-            grads.register::<Flex>(node.id, flex(dx, s.dims.to_vec()));
-        }
-        if let Some(node) = weight {
-            let dw = Flex::conv3d_weight_backward(s.padded.clone(), s.weight, grad.clone(), s.options);
-            grads.register::<Flex>(node.id, dw);
-        }
-        if let Some(node) = bias {
-            grads.register::<Flex>(node.id, Flex::conv3d_bias_backward(s.padded, s.bias, grad));
-        }
-    }
-}
-
-/// The source index along one axis of a replicate-padded position `p` (`before` copies of the first element in
-/// front, the last one repeated behind).
-fn source(p: usize, before: usize, n: usize) -> usize {
-    p.saturating_sub(before).min(n - 1)
-}
-
-/// Replicate padding of `x: [batch, c, T, H, W]`: `pad[0]` copies of the first frame in front (none behind),
-/// `pad[1]` rows and `pad[2]` columns on each side.
-fn replicate_pad(x: &[f32], [b, c, t, h, w]: [usize; 5], [pt, ph, pw]: [usize; 3]) -> Vec<f32> {
-    let (tp, hp, wp) = (t + pt, h + 2 * ph, w + 2 * pw);
-    let mut out = Vec::with_capacity(b * c * tp * hp * wp);
-    for plane in x.chunks(t * h * w) {
-        for ti in 0..tp {
-            let frame = &plane[source(ti, pt, t) * h * w..][..h * w];
-            for hi in 0..hp {
-                let row = &frame[source(hi, ph, h) * w..][..w];
-                out.extend(std::iter::repeat_n(row[0], pw));
-                out.extend_from_slice(row);
-                out.extend(std::iter::repeat_n(row[w - 1], pw));
-            }
-        }
-    }
-    out
-}
-
-/// The adjoint of [`replicate_pad`]: the gradient of a padded tensor summed back onto the positions it copies.
-fn fold_replicate_pad(g: &[f32], [b, c, t, h, w]: [usize; 5], [pt, ph, pw]: [usize; 3]) -> Vec<f32> {
-    let (tp, hp, wp) = (t + pt, h + 2 * ph, w + 2 * pw);
-    let mut out = vec![0.0f32; b * c * t * h * w];
-    for (plane, gp) in out.chunks_mut(t * h * w).zip(g.chunks(tp * hp * wp)) {
-        for ti in 0..tp {
-            let frame = &mut plane[source(ti, pt, t) * h * w..][..h * w];
-            for hi in 0..hp {
-                let row = &mut frame[source(hi, ph, h) * w..][..w];
-                for (wi, &v) in gp[(ti * hp + hi) * wp..][..wp].iter().enumerate() {
-                    row[source(wi, pw, w)] += v;
+        let [c_out, c_in, kt, kh, kw] = s.weight.shape().dims();
+        let [batch, _, tp, hp, wp] = s.padded.shape().dims();
+        let [_, _, to, ho, wo] = grad.shape().dims();
+        let geometry = nbp_kernels::im2col::Im2Col {
+            c_in,
+            padded: [tp, hp, wp],
+            kernel: [kt, kh, kw],
+            stride: s.options.stride,
+            output: [to, ho, wo],
+        };
+        let (k, positions) = (c_in * kt * kh * kw, to * ho * wo);
+        let (gy, xp, w) = (values(&grad), values(&s.padded), values(&s.weight));
+        let device = Default::default();
+        let weight_matrix = Tensor::<Flex, 2>::from_data(TensorData::new(w.to_vec(), [c_out, k]), &device);
+        let mut dw = Tensor::<Flex, 2>::zeros([c_out, k], &device);
+        let mut dxp = vec![0.0f32; if x.is_some() { xp.len() } else { 0 }];
+        let rows = (IM2COL_FLOATS / k).clamp(1, positions);
+        for n in 0..batch {
+            let (gy_n, xp_n) = (
+                &gy[n * c_out * positions..][..c_out * positions],
+                &xp[n * c_in * tp * hp * wp..][..c_in * tp * hp * wp],
+            );
+            for p0 in (0..positions).step_by(rows) {
+                let r = rows.min(positions - p0);
+                // The output gradient of these positions: [c_out, r].
+                let g: Vec<f32> = (0..c_out).flat_map(|co| gy_n[co * positions + p0..][..r].iter().copied()).collect();
+                let g = Tensor::<Flex, 2>::from_data(TensorData::new(g, [c_out, r]), &device);
+                if weight.is_some() {
+                    let col =
+                        Tensor::<Flex, 2>::from_data(TensorData::new(geometry.gather(xp_n, p0, r), [r, k]), &device);
+                    dw = dw + g.clone().matmul(col);
+                }
+                if x.is_some() {
+                    let col = g.transpose().matmul(weight_matrix.clone()).into_data();
+                    let dxp_n = &mut dxp[n * c_in * tp * hp * wp..][..c_in * tp * hp * wp];
+                    geometry.scatter_add(col.as_slice::<f32>().expect("f32"), dxp_n, p0, r);
                 }
             }
         }
+        if let Some(node) = x {
+            grads.register::<Flex>(
+                node.id,
+                flex(nbp_kernels::im2col::fold_replicate_pad(&dxp, s.dims, s.pad), s.dims.to_vec()),
+            );
+        }
+        if let Some(node) = weight {
+            grads.register::<Flex>(
+                node.id,
+                flex(dw.into_data().into_vec::<f32>().expect("f32"), vec![c_out, c_in, kt, kh, kw]),
+            );
+        }
+        if let Some(node) = bias {
+            let db: Vec<f32> = (0..c_out)
+                .map(|co| {
+                    (0..batch)
+                        .map(|n| gy[(n * c_out + co) * positions..][..positions].iter().map(|&v| v as f64).sum::<f64>())
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            grads.register::<Flex>(node.id, flex(db, vec![c_out]));
+        }
     }
-    out
 }
+
+/// Floats of one im2col block in the backward pass (16 MB; a few KB in tests, so that they cross chunks):
+/// positions are taken in chunks of this many values.
+const IM2COL_FLOATS: usize = if cfg!(test) { 1000 } else { 1 << 22 };
 
 #[cfg(test)]
 mod tests {
@@ -312,6 +320,7 @@ mod tests {
     use crate::causal_conv3d::{CausalConv3dConfig, replicate_pad as generic_pad};
     use crate::group_norm3d::GroupNorm3dConfig;
     use crate::swish::SwishConfig;
+    use nbp_kernels::im2col::{fold_replicate_pad, replicate_pad};
 
     type B = Autodiff<Flex>;
     type Grads = <B as burn::tensor::backend::AutodiffBackend>::Gradients;
