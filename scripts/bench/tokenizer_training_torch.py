@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Tokenizer training in PyTorch, for comparison with `nbp-cli train-tokenizer` on the same CPU.
+
+Builds the tokenizer of `scripts/fixtures/tokenizer_fixtures.py` (the official structure with a width parameter)
+and trains it the way `assets/demo/tokenizer.toml` does: batch 1, 5-frame clips, random 32x32 crops of 64x64
+moving-shapes clips drawn like the built-in `moving-shapes-plain` data, L1 + L2 loss, AdamW (0.9, 0.99) without
+weight decay, gradient norm clipped at 1, 100 warm-up steps. Every 250 steps it prints the seconds so far and the
+PSNR of 8 held-out clips next to that of filling each frame with its mean colour.
+
+    python scripts/bench/tokenizer_training_torch.py CHANNELS GROUPS STEPS LR
+    python scripts/bench/tokenizer_training_torch.py 8,16,32,32 4 1500 1e-3     # the demo architecture
+
+Environment: NOQ=1 trains without quantisation, CROP (default 32) and BATCH (default 1) change the clips.
+"""
+import os, sys, math, time, numpy as np, torch
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'fixtures'))
+from tokenizer_fixtures import VideoTokenizer
+torch.set_num_threads(2)
+torch.manual_seed(0)
+rng = np.random.default_rng(0)
+H = W = 64
+NOQ = os.environ.get('NOQ') == '1'
+CROP = int(os.environ.get('CROP', '32'))
+BATCH = int(os.environ.get('BATCH', '1'))
+def clip(frames, rng):
+    objs = []
+    n = 1 + rng.integers(3)
+    for i in range(n):
+        col = rng.uniform(0.1, 1.0, 3); col[rng.integers(3)] = rng.uniform(0.8, 1.0)
+        size = rng.uniform(0.12, 0.22) * 64 * (1 if i == 0 else 0.8)
+        sp = rng.uniform(0.02, 0.06); ang = rng.uniform(0, 2*math.pi)
+        objs.append(dict(shape=rng.integers(4), col=col, r=size, x=rng.uniform(.25,.75), y=rng.uniform(.25,.75), vx=sp*math.cos(ang), vy=sp*math.sin(ang)))
+    bg = rng.uniform(0, 0.35, 3)
+    v = np.empty((3, frames, H, W), np.float32)
+    yy, xx = np.mgrid[0:H, 0:W] + 0.5
+    def refl(v):
+        p = (v - 0.1) % 1.6
+        return 0.1 + (p if p <= 0.8 else 1.6 - p)
+    for t in range(frames):
+        img = np.broadcast_to(bg[:, None, None], (3, H, W)).copy()
+        for o in objs:
+            cx, cy, r = refl(o['x'] + o['vx']*t)*W, refl(o['y'] + o['vy']*t)*H, o['r']
+            dx, dy = xx - cx, yy - cy
+            s = o['shape']
+            if s == 0: m = dx*dx + dy*dy <= r*r
+            elif s == 1: m = (abs(dx) <= .85*r) & (abs(dy) <= .85*r)
+            elif s == 2: m = (dy <= .7*r) & (dy >= -r) & (abs(dx) <= (dy + r)*.6)
+            else:
+                d = np.sqrt(dx*dx+dy*dy); m = (d <= r) & (d >= .55*r)
+            img[:, m] = o['col'][:, None]
+        v[:, t] = img
+    return v
+arch = [int(a) for a in sys.argv[1].split(',')]
+groups = int(sys.argv[2]); steps = int(sys.argv[3]); lr = float(sys.argv[4])
+m = VideoTokenizer(arch, [1]*4, [1]*4, groups, [8,8,8,5])
+print('params', sum(p.numel() for p in m.parameters()))
+opt = torch.optim.AdamW(m.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+valid = torch.tensor(np.stack([clip(5, np.random.default_rng(1000+i)) for i in range(8)]))
+t0 = time.time()
+for step in range(1, steps+1):
+    cur = lr * min(1.0, step / 100)
+    for g in opt.param_groups: g['lr'] = cur
+    xs = []
+    for _ in range(BATCH):
+        v = clip(5, rng)
+        oy, ox = rng.integers(0, 65-CROP, 2)
+        xs.append(v[:, :, oy:oy+CROP, ox:ox+CROP])
+    x = torch.tensor(np.stack(xs))
+    codes = m.fsq(m.encode(x))[1] if not NOQ else m.fsq(m.encode(x))[0] / m.fsq.half_width[None,:,None,None,None]
+    y = m.decode(codes)
+    d = y - x
+    loss = d.abs().mean() + (d*d).mean()
+    opt.zero_grad(); loss.backward()
+    torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+    opt.step()
+    if step % 250 == 0:
+        with torch.no_grad():
+            c = m.fsq(m.encode(valid))[1]
+            y = m.decode(c).clamp(0, 1)
+            mse = ((y - valid)**2).mean().item()
+            mc = valid.mean(dim=(3, 4), keepdim=True)
+            mse0 = ((mc - valid)**2).mean().item()
+        print(f'step {step} {time.time()-t0:.0f}s PSNR {10*math.log10(1/mse):.2f} meancolour {10*math.log10(1/mse0):.2f}', flush=True)
