@@ -2,6 +2,8 @@
 //! gather and scatter that turn a convolution's weight and input gradients into matrix products. Plain Rust,
 //! compiled at opt-level 3 with the other kernels.
 
+use rayon::prelude::*;
+
 /// The source index along one axis of a replicate-padded position `p` (`before` copies of the first element in
 /// front, the last one repeated behind).
 fn source(p: usize, before: usize, n: usize) -> usize {
@@ -60,43 +62,120 @@ pub struct Im2Col {
 }
 
 impl Im2Col {
-    /// Calls `f(row, column, input index)` for the `r` output positions from `p0`, every input channel and kernel
-    /// offset (row-major `[r, c_in·kt·kh·kw]` columns), with runs of `kw` consecutive columns.
-    fn for_each_run(&self, p0: usize, r: usize, mut f: impl FnMut(usize, usize, usize)) {
-        let ([tp, hp, wp], [kt, kh, kw], [st, sh, sw], [_, ho, wo]) =
-            (self.padded, self.kernel, self.stride, self.output);
-        for row in 0..r {
-            let p = p0 + row;
-            let (t, y, x) = (p / (ho * wo), (p / wo) % ho, p % wo);
-            let mut column = 0;
+    /// Columns of the im2col matrix: `c_in·kt·kh·kw`.
+    fn width(&self) -> usize {
+        self.c_in * self.kernel.iter().product::<usize>()
+    }
+
+    /// Index in one padded input channel of the first tap of output position `p`.
+    fn origin(&self, p: usize) -> usize {
+        let ([_, hp, wp], [st, sh, sw], [_, ho, wo]) = (self.padded, self.stride, self.output);
+        let (t, y, x) = (p / (ho * wo), (p / wo) % ho, p % wo);
+        (t * st * hp + y * sh) * wp + x * sw
+    }
+
+    /// The im2col matrix `[r, c_in·kt·kh·kw]` of the `r` output positions from `p0` (columns ordered
+    /// `(channel, dt, dh, dw)`, like a `[c_out, c_in, kt, kh, kw]` weight), rows in parallel.
+    pub fn gather(&self, x: &[f32], p0: usize, r: usize) -> Vec<f32> {
+        let ([tp, hp, wp], [kt, kh, kw]) = (self.padded, self.kernel);
+        let k = self.width();
+        let mut col = vec![0.0f32; r * k];
+        col.par_chunks_mut(k).enumerate().for_each(|(row, dst)| {
+            let origin = self.origin(p0 + row);
+            let mut runs = dst.chunks_exact_mut(kw);
             for ci in 0..self.c_in {
                 for a in 0..kt {
                     for b in 0..kh {
-                        f(row, column, ((ci * tp + t * st + a) * hp + y * sh + b) * wp + x * sw);
-                        column += kw;
+                        let src = &x[ci * tp * hp * wp + origin + (a * hp + b) * wp..][..kw];
+                        // An element loop: runs are short (3 for the tokenizer), too short for a call to memmove.
+                        for (d, &v) in runs.next().expect("k = c_in·kt·kh·kw").iter_mut().zip(src) {
+                            *d = v;
+                        }
                     }
                 }
             }
-        }
-    }
-
-    /// The im2col matrix `[r, c_in·kt·kh·kw]` of the `r` output positions from `p0`.
-    pub fn gather(&self, x: &[f32], p0: usize, r: usize) -> Vec<f32> {
-        let kw = self.kernel[2];
-        let k = self.c_in * self.kernel.iter().product::<usize>();
-        let mut col = vec![0.0f32; r * k];
-        self.for_each_run(p0, r, |row, column, i| col[row * k + column..][..kw].copy_from_slice(&x[i..i + kw]));
+        });
         col
     }
 
-    /// Adds the im2col-shaped `col` (`[r, c_in·kt·kh·kw]`) back onto the input positions it was read from.
+    /// Adds the im2col-shaped `col` (`[r, c_in·kt·kh·kw]`) back onto the input positions it was read from, input
+    /// channels in parallel.
     pub fn scatter_add(&self, col: &[f32], x: &mut [f32], p0: usize, r: usize) {
-        let kw = self.kernel[2];
-        let k = self.c_in * self.kernel.iter().product::<usize>();
-        self.for_each_run(p0, r, |row, column, i| {
-            for (d, &v) in x[i..i + kw].iter_mut().zip(&col[row * k + column..][..kw]) {
-                *d += v;
+        let ([tp, hp, wp], [kt, kh, kw]) = (self.padded, self.kernel);
+        let k = self.width();
+        x[..self.c_in * tp * hp * wp].par_chunks_mut(tp * hp * wp).enumerate().for_each(|(ci, plane)| {
+            for row in 0..r {
+                let origin = self.origin(p0 + row);
+                let mut runs = col[row * k + ci * kt * kh * kw..][..kt * kh * kw].chunks_exact(kw);
+                for a in 0..kt {
+                    for b in 0..kh {
+                        let dst = &mut plane[origin + (a * hp + b) * wp..][..kw];
+                        for (d, &v) in dst.iter_mut().zip(runs.next().expect("kt·kh runs of kw")) {
+                            *d += v;
+                        }
+                    }
+                }
             }
         });
+    }
+}
+
+/// Columns `p0..p0 + r` of the row-major matrix `m: [rows, cols]`, as a `[rows, r]` matrix.
+pub fn columns(m: &[f32], [rows, cols]: [usize; 2], p0: usize, r: usize) -> Vec<f32> {
+    if p0 == 0 && r == cols {
+        return m[..rows * cols].to_vec();
+    }
+    let mut out = Vec::with_capacity(rows * r);
+    for row in m[..rows * cols].chunks(cols) {
+        out.extend_from_slice(&row[p0..p0 + r]);
+    }
+    out
+}
+
+/// The sums over batches and positions of `g: [batch, channels, positions]`, per channel (a bias gradient).
+pub fn channel_sums(g: &[f32], [batch, channels, positions]: [usize; 3]) -> Vec<f32> {
+    let mut sums = vec![0.0f64; channels];
+    for (i, plane) in g[..batch * channels * positions].chunks(positions.max(1)).enumerate() {
+        let mut lanes = [0.0f32; 16];
+        for (j, &v) in plane.iter().enumerate() {
+            lanes[j % 16] += v;
+        }
+        sums[i % channels] += lanes.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    sums.iter().map(|&v| v as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_and_channel_sums() {
+        let m: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        assert_eq!(columns(&m, [3, 4], 1, 2), vec![1.0, 2.0, 5.0, 6.0, 9.0, 10.0]);
+        assert_eq!(columns(&m, [3, 4], 0, 4), m);
+        // [batch 2, channels 3, positions 2]
+        assert_eq!(
+            channel_sums(&m, [2, 3, 2]),
+            vec![0.0 + 1.0 + 6.0 + 7.0, 2.0 + 3.0 + 8.0 + 9.0, 4.0 + 5.0 + 10.0 + 11.0]
+        );
+    }
+
+    #[test]
+    fn gather_reads_each_kernel_offset_and_scatter_is_its_adjoint() {
+        // One channel, padded 3×4×5, kernel 2×2×3, stride (1, 2, 1): output 2×2×3.
+        let g = Im2Col { c_in: 1, padded: [3, 4, 5], kernel: [2, 2, 3], stride: [1, 2, 1], output: [2, 2, 3] };
+        let x: Vec<f32> = (0..60).map(|v| v as f32).collect();
+        let col = g.gather(&x, 0, 12);
+        // Row 7 is output (t, y, x) = (1, 0, 1); its column (a, b, c) = (1, 1, 2) reads x[1 + 1, 0 + 1, 1 + 2].
+        assert_eq!(col[7 * 12 + (2 + 1) * 3 + 2], ((2 * 4 + 1) * 5 + 3) as f32);
+        // Chunks give the same rows.
+        assert_eq!(g.gather(&x, 5, 4), col[5 * 12..9 * 12].to_vec());
+        let w: Vec<f32> = (0..col.len()).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+        let mut back = vec![0.0f32; 60];
+        g.scatter_add(&w, &mut back, 0, 12);
+        let lhs: f32 = col.iter().zip(&w).map(|(a, b)| a * b).sum();
+        let rhs: f32 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
+        assert_eq!(lhs, rhs);
     }
 }

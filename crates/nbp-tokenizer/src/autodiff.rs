@@ -20,7 +20,7 @@ use burn::nn::conv::Conv3d;
 use burn::prelude::*;
 use burn::tensor::backend::BackendTypes;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::ops::ModuleOps;
+use burn::tensor::ops::{FloatTensorOps, ModuleOps};
 use burn::tensor::{DType, TensorMetadata, TensorPrimitive};
 use nbp_core::flex::contiguous;
 use nbp_kernels::Conv3dShape;
@@ -255,53 +255,41 @@ impl Backward<Flex, 3> for ConvBackward {
         };
         let (k, positions) = (c_in * kt * kh * kw, to * ho * wo);
         let (gy, xp, w) = (values(&grad), values(&s.padded), values(&s.weight));
-        let device = Default::default();
-        let weight_matrix = Tensor::<Flex, 2>::from_data(TensorData::new(w.to_vec(), [c_out, k]), &device);
-        let mut dw = Tensor::<Flex, 2>::zeros([c_out, k], &device);
+        let weight_matrix = flex(w.to_vec(), vec![c_out, k]);
+        let mut dw: Option<FlexTensor> = None;
         let mut dxp = vec![0.0f32; if x.is_some() { xp.len() } else { 0 }];
         let rows = (IM2COL_FLOATS / k).clamp(1, positions);
+        let per_x = c_in * tp * hp * wp;
         for n in 0..batch {
-            let (gy_n, xp_n) = (
-                &gy[n * c_out * positions..][..c_out * positions],
-                &xp[n * c_in * tp * hp * wp..][..c_in * tp * hp * wp],
-            );
+            let (gy_n, xp_n) = (&gy[n * c_out * positions..][..c_out * positions], &xp[n * per_x..][..per_x]);
             for p0 in (0..positions).step_by(rows) {
                 let r = rows.min(positions - p0);
                 // The output gradient of these positions: [c_out, r].
-                let g: Vec<f32> = (0..c_out).flat_map(|co| gy_n[co * positions + p0..][..r].iter().copied()).collect();
-                let g = Tensor::<Flex, 2>::from_data(TensorData::new(g, [c_out, r]), &device);
+                let g = flex(nbp_kernels::im2col::columns(gy_n, [c_out, positions], p0, r), vec![c_out, r]);
                 if weight.is_some() {
-                    let col =
-                        Tensor::<Flex, 2>::from_data(TensorData::new(geometry.gather(xp_n, p0, r), [r, k]), &device);
-                    dw = dw + g.clone().matmul(col);
+                    let col = flex(geometry.gather(xp_n, p0, r), vec![r, k]);
+                    let product = Flex::float_matmul(g.clone(), col);
+                    dw = Some(match dw {
+                        Some(sum) => Flex::float_add(sum, product),
+                        None => product,
+                    });
                 }
                 if x.is_some() {
-                    let col = g.transpose().matmul(weight_matrix.clone()).into_data();
-                    let dxp_n = &mut dxp[n * c_in * tp * hp * wp..][..c_in * tp * hp * wp];
-                    geometry.scatter_add(col.as_slice::<f32>().expect("f32"), dxp_n, p0, r);
+                    let col = contiguous(Flex::float_matmul(g.transpose(0, 1), weight_matrix.clone()));
+                    geometry.scatter_add(values(&col), &mut dxp[n * per_x..][..per_x], p0, r);
                 }
             }
         }
         if let Some(node) = x {
-            grads.register::<Flex>(
-                node.id,
-                flex(nbp_kernels::im2col::fold_replicate_pad(&dxp, s.dims, s.pad), s.dims.to_vec()),
-            );
+            let dx = nbp_kernels::im2col::fold_replicate_pad(&dxp, s.dims, s.pad);
+            grads.register::<Flex>(node.id, flex(dx, s.dims.to_vec()));
         }
-        if let Some(node) = weight {
-            grads.register::<Flex>(
-                node.id,
-                flex(dw.into_data().into_vec::<f32>().expect("f32"), vec![c_out, c_in, kt, kh, kw]),
-            );
+        if let (Some(node), Some(dw)) = (weight, dw) {
+            let dw = values(&contiguous(dw)).to_vec();
+            grads.register::<Flex>(node.id, flex(dw, vec![c_out, c_in, kt, kh, kw]));
         }
         if let Some(node) = bias {
-            let db: Vec<f32> = (0..c_out)
-                .map(|co| {
-                    (0..batch)
-                        .map(|n| gy[(n * c_out + co) * positions..][..positions].iter().map(|&v| v as f64).sum::<f64>())
-                        .sum::<f64>() as f32
-                })
-                .collect();
+            let db = nbp_kernels::im2col::channel_sums(gy, [batch, c_out, positions]);
             grads.register::<Flex>(node.id, flex(db, vec![c_out]));
         }
     }
