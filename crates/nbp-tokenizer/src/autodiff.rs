@@ -1,7 +1,9 @@
-//! Fast paths for training on `Autodiff<Flex>`: the tokenizer's group norms and Swish activations as single
-//! autodiff operations whose forward and backward passes each run in one parallel pass of `nbp-kernels`
-//! (instead of the dozen broadcast, reduction and element-wise operations of the generic path, each recorded
-//! and differentiated separately).
+//! Fast paths for training on `Autodiff<Flex>`: the tokenizer's group norms, Swish activations and causal
+//! convolutions as single autodiff operations with hand-written backward passes, instead of the dozen
+//! broadcasts, reductions, slices and concatenations of the generic path, each recorded and differentiated
+//! separately. Group norm and Swish run forward and backward in one parallel pass of `nbp-kernels` each; the
+//! convolution pads by a plain copy, runs forward on the convolution kernel of `nbp-kernels` where it applies,
+//! and computes its weight and input gradients as matrix products of im2col blocks.
 //!
 //! Each function returns its input back when it does not apply (any backend other than `Autodiff<Flex>`, or a
 //! dtype other than f32), and the caller then takes the generic tensor path. Both compute the same function
@@ -202,7 +204,7 @@ pub(crate) fn causal_conv3d<B: Backend>(
     let padded = flex(nbp_kernels::im2col::replicate_pad(values(&input), dims, pad), vec![batch, c_in, tp, hp, wp]);
     let options = ConvOptions::new(conv.stride, [0; 3], [1; 3], 1);
     let mut out = None;
-    if c_in >= MIN_CHANNELS && nbp_kernels::available() {
+    if c_in >= crate::cpu::MIN_CHANNELS && nbp_kernels::available() {
         let (per_in, per_out) = (c_in * t * h * wd, c_out * to * ho * wo);
         let mut o = vec![0.0f32; batch * per_out];
         let fast = values(&input)
@@ -219,9 +221,6 @@ pub(crate) fn causal_conv3d<B: Backend>(
     };
     Ok(give(y))
 }
-
-/// Input channels below which the convolution kernel of `nbp-kernels` does not pay off (as in `cpu.rs`).
-const MIN_CHANNELS: usize = 16;
 
 /// What the backward pass of [`causal_conv3d`] needs.
 #[derive(Debug, Clone)]

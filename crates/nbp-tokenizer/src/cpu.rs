@@ -3,8 +3,8 @@
 //! Swish activations in one pass each.
 //!
 //! Each function returns `None` when it does not apply (another backend, including `Autodiff<Flex>` during
-//! training; for [`conv3d`] also a CPU without AVX-512, few input channels, padding, dilation or groups), and
-//! the caller then takes the generic tensor path. Both compute the same function; only the order of the
+//! training, which `autodiff.rs` serves; for [`conv3d`] also a CPU without AVX-512, few input channels,
+//! padding, dilation or groups), and the caller then takes the generic tensor path. Both compute the same function; only the order of the
 //! floating-point sums differs.
 
 use burn::nn::PaddingConfig3d;
@@ -15,7 +15,7 @@ use nbp_core::flex::{contiguous, flex_f32, is_flex};
 use nbp_kernels::Conv3dShape;
 
 /// Input channels below which the kernel's vectors (which run over input channels) would be mostly empty.
-const MIN_CHANNELS: usize = 16;
+pub(crate) const MIN_CHANNELS: usize = 16;
 
 /// `conv.forward(replicate_pad(x, pad))` for `x: [batch, c_in, T, H, W]` (the padding is done while the input is
 /// copied to the kernel's layout).
