@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use crate::Conv3dShape;
+
 /// The source index along one axis of a replicate-padded position `p` (`before` copies of the first element in
 /// front, the last one repeated behind).
 fn source(p: usize, before: usize, n: usize) -> usize {
@@ -47,77 +49,62 @@ pub fn fold_replicate_pad(g: &[f32], [b, c, t, h, w]: [usize; 5], [pt, ph, pw]: 
     out
 }
 
-/// Where the kernel of a convolution (no padding of its own, no dilation) reads its padded input.
-pub struct Im2Col {
-    /// Input channels.
-    pub c_in: usize,
-    /// Padded input `[time, height, width]`.
-    pub padded: [usize; 3],
-    /// Kernel `[time, height, width]`.
-    pub kernel: [usize; 3],
-    /// Stride `[time, height, width]`.
-    pub stride: [usize; 3],
-    /// Output `[time, height, width]`.
-    pub output: [usize; 3],
+/// Columns of the im2col matrix of `s`: `c_in·kt·kh·kw`.
+fn width(s: &Conv3dShape) -> usize {
+    s.c_in * s.kernel.iter().product::<usize>()
 }
 
-impl Im2Col {
-    /// Columns of the im2col matrix: `c_in·kt·kh·kw`.
-    fn width(&self) -> usize {
-        self.c_in * self.kernel.iter().product::<usize>()
-    }
+/// Index in one padded input channel of the first tap of output position `p`.
+fn origin(s: &Conv3dShape, p: usize) -> usize {
+    let ([_, hp, wp], [st, sh, sw], [_, ho, wo]) = (s.padded(), s.stride, s.output());
+    let (t, y, x) = (p / (ho * wo), (p / wo) % ho, p % wo);
+    (t * st * hp + y * sh) * wp + x * sw
+}
 
-    /// Index in one padded input channel of the first tap of output position `p`.
-    fn origin(&self, p: usize) -> usize {
-        let ([_, hp, wp], [st, sh, sw], [_, ho, wo]) = (self.padded, self.stride, self.output);
-        let (t, y, x) = (p / (ho * wo), (p / wo) % ho, p % wo);
-        (t * st * hp + y * sh) * wp + x * sw
-    }
-
-    /// The im2col matrix `[r, c_in·kt·kh·kw]` of the `r` output positions from `p0` (columns ordered
-    /// `(channel, dt, dh, dw)`, like a `[c_out, c_in, kt, kh, kw]` weight), rows in parallel.
-    pub fn gather(&self, x: &[f32], p0: usize, r: usize) -> Vec<f32> {
-        let ([tp, hp, wp], [kt, kh, kw]) = (self.padded, self.kernel);
-        let k = self.width();
-        let mut col = vec![0.0f32; r * k];
-        col.par_chunks_mut(k).enumerate().for_each(|(row, dst)| {
-            let origin = self.origin(p0 + row);
-            let mut runs = dst.chunks_exact_mut(kw);
-            for ci in 0..self.c_in {
-                for a in 0..kt {
-                    for b in 0..kh {
-                        let src = &x[ci * tp * hp * wp + origin + (a * hp + b) * wp..][..kw];
-                        // An element loop: runs are short (3 for the tokenizer), too short for a call to memmove.
-                        for (d, &v) in runs.next().expect("k = c_in·kt·kh·kw").iter_mut().zip(src) {
-                            *d = v;
-                        }
+/// The im2col matrix `[r, c_in·kt·kh·kw]` of the `r` output positions from `p0` of the convolution `s`, read from
+/// its already padded input `x: [c_in, T + pt, H + 2·ph, W + 2·pw]` (columns ordered `(channel, dt, dh, dw)`,
+/// like a `[c_out, c_in, kt, kh, kw]` weight), rows in parallel.
+pub fn gather(s: &Conv3dShape, x: &[f32], p0: usize, r: usize) -> Vec<f32> {
+    let ([tp, hp, wp], [kt, kh, kw]) = (s.padded(), s.kernel);
+    let k = width(s);
+    let mut col = vec![0.0f32; r * k];
+    col.par_chunks_mut(k).enumerate().for_each(|(row, dst)| {
+        let origin = origin(s, p0 + row);
+        let mut runs = dst.chunks_exact_mut(kw);
+        for ci in 0..s.c_in {
+            for a in 0..kt {
+                for b in 0..kh {
+                    let src = &x[ci * tp * hp * wp + origin + (a * hp + b) * wp..][..kw];
+                    // An element loop: runs are short (3 for the tokenizer), too short for a call to memmove.
+                    for (d, &v) in runs.next().expect("k = c_in·kt·kh·kw").iter_mut().zip(src) {
+                        *d = v;
                     }
                 }
             }
-        });
-        col
-    }
+        }
+    });
+    col
+}
 
-    /// Adds the im2col-shaped `col` (`[r, c_in·kt·kh·kw]`) back onto the input positions it was read from, input
-    /// channels in parallel.
-    pub fn scatter_add(&self, col: &[f32], x: &mut [f32], p0: usize, r: usize) {
-        let ([tp, hp, wp], [kt, kh, kw]) = (self.padded, self.kernel);
-        let k = self.width();
-        x[..self.c_in * tp * hp * wp].par_chunks_mut(tp * hp * wp).enumerate().for_each(|(ci, plane)| {
-            for row in 0..r {
-                let origin = self.origin(p0 + row);
-                let mut runs = col[row * k + ci * kt * kh * kw..][..kt * kh * kw].chunks_exact(kw);
-                for a in 0..kt {
-                    for b in 0..kh {
-                        let dst = &mut plane[origin + (a * hp + b) * wp..][..kw];
-                        for (d, &v) in dst.iter_mut().zip(runs.next().expect("kt·kh runs of kw")) {
-                            *d += v;
-                        }
+/// The adjoint of [`gather`]: adds the im2col-shaped `col` (`[r, c_in·kt·kh·kw]`) back onto the padded input
+/// positions `x` it was read from, input channels in parallel.
+pub fn scatter_add(s: &Conv3dShape, col: &[f32], x: &mut [f32], p0: usize, r: usize) {
+    let ([tp, hp, wp], [kt, kh, kw]) = (s.padded(), s.kernel);
+    let k = width(s);
+    x[..s.c_in * tp * hp * wp].par_chunks_mut(tp * hp * wp).enumerate().for_each(|(ci, plane)| {
+        for row in 0..r {
+            let origin = origin(s, p0 + row);
+            let mut runs = col[row * k + ci * kt * kh * kw..][..kt * kh * kw].chunks_exact(kw);
+            for a in 0..kt {
+                for b in 0..kh {
+                    let dst = &mut plane[origin + (a * hp + b) * wp..][..kw];
+                    for (d, &v) in dst.iter_mut().zip(runs.next().expect("kt·kh runs of kw")) {
+                        *d += v;
                     }
                 }
             }
-        });
-    }
+        }
+    });
 }
 
 /// Columns `p0..p0 + r` of the row-major matrix `m: [rows, cols]`, as a `[rows, r]` matrix.
@@ -163,17 +150,19 @@ mod tests {
 
     #[test]
     fn gather_reads_each_kernel_offset_and_scatter_is_its_adjoint() {
-        // One channel, padded 3×4×5, kernel 2×2×3, stride (1, 2, 1): output 2×2×3.
-        let g = Im2Col { c_in: 1, padded: [3, 4, 5], kernel: [2, 2, 3], stride: [1, 2, 1], output: [2, 2, 3] };
+        // One channel, padded 3×4×5 (input 3×2×3 with pad (0, 1, 1)), kernel 2×2×3, stride (1, 2, 1): output 2×2×3.
+        let g =
+            Conv3dShape { c_in: 1, c_out: 1, input: [3, 2, 3], pad: [0, 1, 1], kernel: [2, 2, 3], stride: [1, 2, 1] };
+        assert_eq!((g.padded(), g.output()), ([3, 4, 5], [2, 2, 3]));
         let x: Vec<f32> = (0..60).map(|v| v as f32).collect();
-        let col = g.gather(&x, 0, 12);
+        let col = gather(&g, &x, 0, 12);
         // Row 7 is output (t, y, x) = (1, 0, 1); its column (a, b, c) = (1, 1, 2) reads x[1 + 1, 0 + 1, 1 + 2].
         assert_eq!(col[7 * 12 + (2 + 1) * 3 + 2], ((2 * 4 + 1) * 5 + 3) as f32);
         // Chunks give the same rows.
-        assert_eq!(g.gather(&x, 5, 4), col[5 * 12..9 * 12].to_vec());
+        assert_eq!(gather(&g, &x, 5, 4), col[5 * 12..9 * 12].to_vec());
         let w: Vec<f32> = (0..col.len()).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
         let mut back = vec![0.0f32; 60];
-        g.scatter_add(&w, &mut back, 0, 12);
+        scatter_add(&g, &w, &mut back, 0, 12);
         let lhs: f32 = col.iter().zip(&w).map(|(a, b)| a * b).sum();
         let rhs: f32 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
         assert_eq!(lhs, rhs);

@@ -202,7 +202,6 @@ pub(crate) fn causal_conv3d<B: Backend>(
     let [to, ho, wo] = shape.output();
     let input = contiguous(x.primitive.clone());
     let padded = flex(nbp_kernels::im2col::replicate_pad(values(&input), dims, pad), vec![batch, c_in, tp, hp, wp]);
-    let options = ConvOptions::new(conv.stride, [0; 3], [1; 3], 1);
     let mut out = None;
     if c_in >= crate::cpu::MIN_CHANNELS && nbp_kernels::available() {
         let (per_in, per_out) = (c_in * t * h * wd, c_out * to * ho * wo);
@@ -213,10 +212,12 @@ pub(crate) fn causal_conv3d<B: Backend>(
             .all(|(xb, ob)| nbp_kernels::conv3d(xb, values(&w), Some(values(&b)), ob, shape));
         out = fast.then(|| flex(o, vec![batch, c_out, to, ho, wo]));
     }
-    let out = out.unwrap_or_else(|| Flex::conv3d(padded.clone(), w.clone(), Some(b.clone()), options.clone()));
+    let out = out.unwrap_or_else(|| {
+        Flex::conv3d(padded.clone(), w.clone(), Some(b), ConvOptions::new(shape.stride, [0; 3], [1; 3], 1))
+    });
     let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
     let y = match ConvBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(ConvState { padded, weight: w, options, dims, pad }, out),
+        OpsKind::Tracked(prep) => prep.finish(ConvState { padded, weight: w, shape, batch }, out),
         OpsKind::UnTracked(prep) => prep.finish(out),
     };
     Ok(give(y))
@@ -225,11 +226,12 @@ pub(crate) fn causal_conv3d<B: Backend>(
 /// What the backward pass of [`causal_conv3d`] needs.
 #[derive(Debug, Clone)]
 struct ConvState {
+    /// The replicate-padded input `[batch, c_in, T + pt, H + 2·ph, W + 2·pw]`.
     padded: FlexTensor,
+    /// `[c_out, c_in, kt, kh, kw]`.
     weight: FlexTensor,
-    options: ConvOptions<3>,
-    dims: [usize; 5],
-    pad: [usize; 3],
+    shape: Conv3dShape,
+    batch: usize,
 }
 
 #[derive(Debug)]
@@ -240,25 +242,16 @@ impl Backward<Flex, 3> for ConvBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
-        let s = ops.state;
+        let ConvState { padded, weight: w, shape, batch } = ops.state;
         let [x, weight, bias] = ops.parents;
-        let [c_out, c_in, kt, kh, kw] = s.weight.shape().dims();
-        let [batch, _, tp, hp, wp] = s.padded.shape().dims();
-        let [_, _, to, ho, wo] = grad.shape().dims();
-        let geometry = nbp_kernels::im2col::Im2Col {
-            c_in,
-            padded: [tp, hp, wp],
-            kernel: [kt, kh, kw],
-            stride: s.options.stride,
-            output: [to, ho, wo],
-        };
-        let (k, positions) = (c_in * kt * kh * kw, to * ho * wo);
-        let (gy, xp, w) = (values(&grad), values(&s.padded), values(&s.weight));
-        let weight_matrix = flex(w.to_vec(), vec![c_out, k]);
+        let Conv3dShape { c_in, c_out, input: [t, h, wd], kernel: [kt, kh, kw], .. } = shape;
+        let (k, positions) = (c_in * kt * kh * kw, shape.output().iter().product::<usize>());
+        let per_x = c_in * shape.padded().iter().product::<usize>();
+        let (gy, xp) = (values(&grad), values(&padded));
+        let weight_matrix = w.reshape(Shape::new([c_out, k]));
         let mut dw: Option<FlexTensor> = None;
         let mut dxp = vec![0.0f32; if x.is_some() { xp.len() } else { 0 }];
         let rows = (IM2COL_FLOATS / k).clamp(1, positions);
-        let per_x = c_in * tp * hp * wp;
         for n in 0..batch {
             let (gy_n, xp_n) = (&gy[n * c_out * positions..][..c_out * positions], &xp[n * per_x..][..per_x]);
             for p0 in (0..positions).step_by(rows) {
@@ -266,7 +259,7 @@ impl Backward<Flex, 3> for ConvBackward {
                 // The output gradient of these positions: [c_out, r].
                 let g = flex(nbp_kernels::im2col::columns(gy_n, [c_out, positions], p0, r), vec![c_out, r]);
                 if weight.is_some() {
-                    let col = flex(geometry.gather(xp_n, p0, r), vec![r, k]);
+                    let col = flex(nbp_kernels::im2col::gather(&shape, xp_n, p0, r), vec![r, k]);
                     let product = Flex::float_matmul(g.clone(), col);
                     dw = Some(match dw {
                         Some(sum) => Flex::float_add(sum, product),
@@ -275,17 +268,17 @@ impl Backward<Flex, 3> for ConvBackward {
                 }
                 if x.is_some() {
                     let col = contiguous(Flex::float_matmul(g.transpose(0, 1), weight_matrix.clone()));
-                    geometry.scatter_add(values(&col), &mut dxp[n * per_x..][..per_x], p0, r);
+                    nbp_kernels::im2col::scatter_add(&shape, values(&col), &mut dxp[n * per_x..][..per_x], p0, r);
                 }
             }
         }
+        let dims = [batch, c_in, t, h, wd];
         if let Some(node) = x {
-            let dx = nbp_kernels::im2col::fold_replicate_pad(&dxp, s.dims, s.pad);
-            grads.register::<Flex>(node.id, flex(dx, s.dims.to_vec()));
+            let dx = nbp_kernels::im2col::fold_replicate_pad(&dxp, dims, shape.pad);
+            grads.register::<Flex>(node.id, flex(dx, dims.to_vec()));
         }
         if let (Some(node), Some(dw)) = (weight, dw) {
-            let dw = values(&contiguous(dw)).to_vec();
-            grads.register::<Flex>(node.id, flex(dw, vec![c_out, c_in, kt, kh, kw]));
+            grads.register::<Flex>(node.id, contiguous(dw).reshape(Shape::new([c_out, c_in, kt, kh, kw])));
         }
         if let Some(node) = bias {
             let db = nbp_kernels::im2col::channel_sums(gy, [batch, c_out, positions]);

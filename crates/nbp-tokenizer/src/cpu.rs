@@ -4,8 +4,8 @@
 //!
 //! Each function returns `None` when it does not apply (another backend, including `Autodiff<Flex>` during
 //! training, which `autodiff.rs` serves; for [`conv3d`] also a CPU without AVX-512, few input channels,
-//! padding, dilation or groups), and the caller then takes the generic tensor path. Both compute the same function; only the order of the
-//! floating-point sums differs.
+//! padding, dilation or groups), and the caller then takes the generic tensor path. Both compute the same
+//! function; only the order of the floating-point sums differs.
 
 use burn::nn::PaddingConfig3d;
 use burn::nn::conv::Conv3d;
