@@ -335,9 +335,10 @@ enum BenchCommand {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct TokenizerArgs {
     /// Tokenizer checkpoint: the project's .safetensors, an official magvit2_*.pt, or an official generator
-    /// .ckpt (its embedded tokenizer is used).
+    /// .ckpt (its embedded tokenizer is used). Default: the bundled demo tokenizer
+    /// (assets/demo/tokenizer.safetensors, trained on 64×64 moving shapes).
     #[arg(long)]
-    pub(crate) tokenizer: PathBuf,
+    pub(crate) tokenizer: Option<PathBuf>,
     /// Architecture of PyTorch checkpoints: a preset (official, small, tiny) or a JSON config file.
     /// .safetensors files carry their own.
     #[arg(long)]
@@ -405,10 +406,19 @@ impl ClipArgs {
 
 pub(crate) fn load<B: Backend>(args: &TokenizerArgs, device: &B::Device) -> Result<VideoTokenizer<B>> {
     let config = args.tokenizer_config.as_deref().map(TokenizerConfig::from_name_or_file).transpose()?;
-    let (model, source) = load_tokenizer::<B>(&args.tokenizer, config.as_ref(), device)?;
+    let path = args.tokenizer.clone().unwrap_or_else(|| demo_asset("tokenizer.safetensors"));
+    let (model, source) = load_tokenizer::<B>(&path, config.as_ref(), device).map_err(|e| {
+        if args.tokenizer.is_none() {
+            anyhow::anyhow!(
+                "{e}\nthe bundled demo tokenizer (assets/demo/) was not found: run nbp-cli from the repository root, or pass --tokenizer"
+            )
+        } else {
+            anyhow::Error::from(e)
+        }
+    })?;
     eprintln!(
         "loaded tokenizer {} ({:?}, {:.1} M parameters, {} codes)",
-        args.tokenizer.display(),
+        path.display(),
         source,
         model.parameter_count() as f64 / 1e6,
         model.codebook_size()
@@ -607,7 +617,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
             .tokenizer
             .clone()
             .unwrap_or_else(|| if demo { demo_asset("tokenizer.safetensors") } else { generator.clone() });
-        let args = TokenizerArgs { tokenizer: path, tokenizer_config: a.tokenizer_config.clone() };
+        let args = TokenizerArgs { tokenizer: Some(path), tokenizer_config: a.tokenizer_config.clone() };
         Some(
             load::<B>(&args, &device)
                 .context("loading the tokenizer (pass --tokenizer, or --no-decode to stop at token ids)")?,

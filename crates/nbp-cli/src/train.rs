@@ -403,7 +403,7 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
     log.add_total(source.len());
     println!("{}", source.describe());
     let model = crate::load::<B>(
-        &crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() },
+        &crate::TokenizerArgs { tokenizer: Some(a.tokenizer.clone()), tokenizer_config: a.tokenizer_config.clone() },
         &device,
     )?;
     let grid = model.config().latent_shape(a.frames, a.resolution.0, a.resolution.1)?;
@@ -487,7 +487,7 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     let generator = a.generator.clone().unwrap_or_else(|| crate::demo_asset("generator.safetensors"));
     let tokenizer = a.tokenizer.clone().unwrap_or_else(|| crate::demo_asset("tokenizer.safetensors"));
     let g = nbp_model::load_generator::<B>(&generator, &Default::default(), &device)?;
-    let tok = crate::load::<B>(&crate::TokenizerArgs { tokenizer, tokenizer_config: None }, &device)?;
+    let tok = crate::load::<B>(&crate::TokenizerArgs { tokenizer: Some(tokenizer), tokenizer_config: None }, &device)?;
     let spec: DatasetSpec = a.dataset.parse()?;
     let opts =
         ClipOptions { frames: a.frames, height: a.resolution.0, width: a.resolution.1, fps: None, split: Split::Eval };
