@@ -224,20 +224,20 @@ struct SampleArgs {
     /// Videos to generate (one batch).
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
-    /// Sampling temperature.
-    #[arg(long, default_value_t = 1.0)]
+    /// Sampling temperature (positive; below 1 sharpens, above 1 flattens the distribution).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     temperature: f64,
     /// Keep the k most likely tokens per position (0 = all).
     #[arg(long, default_value_t = 16000)]
     top_k: usize,
-    /// Keep the most likely tokens up to this probability mass (1 = all).
-    #[arg(long, default_value_t = 0.9)]
+    /// Keep the most likely tokens up to this probability mass, in (0, 1] (1 = all).
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     top_p: f64,
     /// Always take the most likely token (deterministic).
     #[arg(long)]
     greedy: bool,
-    /// Classifier-free guidance scale s: logits (1 + s)·conditional − s·unconditional (0 = off).
-    #[arg(long, default_value_t = 0.0)]
+    /// Classifier-free guidance scale s ≥ 0: logits (1 + s)·conditional − s·unconditional (0 = off).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     cfg_scale: f64,
     /// Let the guidance scale grow linearly with the step (s·step, as the official scale_cfg option).
     #[arg(long)]
@@ -519,12 +519,30 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
     Ok(())
 }
 
+/// The sampling flags' ranges, checked before any model is loaded.
+fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
+    if a.num_samples == 0 {
+        bail!("--num-samples must be at least 1");
+    }
+    if !(a.temperature > 0.0 && a.temperature.is_finite()) {
+        bail!("--temperature must be positive, got {} (use --greedy for deterministic decoding)", a.temperature);
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        bail!("--top-p must be in (0, 1], got {} (1 keeps every token)", a.top_p);
+    }
+    if !(a.cfg_scale >= 0.0 && a.cfg_scale.is_finite()) {
+        bail!("--cfg-scale must be 0 (off) or positive, got {}", a.cfg_scale);
+    }
+    Ok(())
+}
+
 fn parse_grid(s: &str) -> Result<nbp_core::blocks::LatentGrid> {
     let b = nbp_core::blocks::BlockShape::parse(s).context("--latent-grid")?;
     Ok(nbp_core::blocks::LatentGrid::new(b.t, b.h, b.w))
 }
 
 fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
+    check_sampling_flags(&a)?;
     use nbp_model::generate::{Condition, Mode, Request, generate};
     let bar = Bar::default();
     let overrides = nbp_model::Overrides { n_head: a.n_head, block: a.block_size, ..Default::default() };
@@ -654,16 +672,13 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         top_k: (a.top_k > 0).then_some(a.top_k),
         top_p: (a.top_p < 1.0).then_some(a.top_p),
     };
-    if a.temperature.is_nan() || a.temperature <= 0.0 {
-        bail!("--temperature must be positive (use --greedy for deterministic decoding)");
-    }
     let options = nbp_model::sampling::SampleOptions {
         filter,
         greedy: a.greedy,
         cfg: (a.cfg_scale != 0.0)
             .then_some(nbp_model::sampling::Guidance { scale: a.cfg_scale, growing: a.cfg_growing }),
     };
-    let per_condition = a.num_samples.max(1);
+    let per_condition = a.num_samples;
     // Seed right before sampling: loading models draws random initial weights.
     B::seed(&device, a.seed);
     let (mut codes, mut steps, mut new_tokens, mut seconds, mut clamped) = (vec![], 0, 0, 0.0, 0);

@@ -551,3 +551,54 @@ fn sample_with_no_arguments_uses_the_bundled_demo_model() {
     assert_eq!(next[..128], given[..]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A GPU backend that cannot start on this machine (no Vulkan driver visible; no CUDA driver) is a clear error
+/// that names the device and the fix, not a panic from Burn's device thread.
+#[test]
+fn a_gpu_device_that_cannot_start_is_a_clear_error() {
+    let o = Command::new(env!("CARGO_BIN_EXE_nbp-cli"))
+        .args(["sample", "--device", "wgpu", "--no-decode", "--num-samples", "1"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+    assert!(
+        out.contains("--device wgpu could not start") && out.contains("apt-get install mesa-vulkan-drivers")
+            || out.contains("built without the `wgpu` feature"),
+        "{out}"
+    );
+
+    // CUDA: on a machine with an NVIDIA driver the command runs; anywhere else it says what is missing.
+    let o = cli(&["sample", "--device", "cuda", "--no-decode", "--num-samples", "1"]);
+    let out = text(&o);
+    assert!(!out.contains("panicked"), "{out}");
+    if !o.status.success() {
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        assert!(
+            out.contains("--device cuda could not start") && out.contains("or use --device flex")
+                || out.contains("built without the `cuda` feature"),
+            "{out}"
+        );
+    }
+}
+
+/// Out-of-range sampling flags are refused before any model is loaded, with the flag and its range named.
+#[test]
+fn sampling_flags_out_of_range_are_clear_errors() {
+    for (flag, value, expected) in [
+        ("--num-samples", "0", "--num-samples must be at least 1"),
+        ("--temperature", "-1", "--temperature must be positive, got -1"),
+        ("--temperature", "0", "--temperature must be positive, got 0"),
+        ("--top-p", "2", "--top-p must be in (0, 1], got 2"),
+        ("--top-p", "0", "--top-p must be in (0, 1], got 0"),
+        ("--cfg-scale", "-3", "--cfg-scale must be 0 (off) or positive, got -3"),
+    ] {
+        let o = cli(&["sample", flag, value, "--no-decode"]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{flag} {value}: {out}");
+        assert!(out.contains(expected) && !out.contains("loaded generator"), "{flag} {value}: {out}");
+    }
+}
