@@ -10,13 +10,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// An error of the `nbp` libraries.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading or writing `path` failed at the operating-system level.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Reading or writing `path` failed at the operating-system level. (The I/O error is part of the message,
+    /// not a separate `source`, so that a printed error chain does not repeat it.)
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     /// The content of `path` is not what it should be (corrupt, wrong format, wrong shapes, ...).
     #[error("{}: {message}", path.display())]
     File { path: PathBuf, message: String },
@@ -31,7 +28,7 @@ pub enum Error {
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Self::Io { path: path.as_ref().to_path_buf(), source }
+        Self::Io { path: path.as_ref().to_path_buf(), error: source }
     }
 
     /// A content error in `path`.

@@ -569,6 +569,9 @@ pub fn train_generator<B: AutodiffBackend>(
     }
     let dir = RunDir::create(&config.out)?;
     let start = if resume { dir.latest_checkpoint()? } else { dir.refuse_existing()? };
+    if resume && start.is_none() {
+        eprintln!("--resume: {} holds no checkpoint yet, so this is a new run", dir.path().display());
+    }
     dir.save_config("generator.toml", config)?;
 
     let n_train = cache.len() - config.valid_clips;

@@ -171,7 +171,7 @@ pub fn tokenize_dataset<B: burn::prelude::Backend>(
                         eprintln!("warning: skipped {}: {message}", path.display());
                     }
                 }
-                Err(Error::Io { path, source }) => {
+                Err(Error::Io { path, error: source }) => {
                     if skipped.record(path.display().to_string(), source.to_string()) {
                         eprintln!("warning: skipped {}: {source}", path.display());
                     }

@@ -344,6 +344,9 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let gan = config.gan_start.is_some();
     let parts: &[&str] = if gan { &GAN_PARTS } else { &PARTS };
     let start = if resume { dir.checkpoints(parts)?.last().copied() } else { None };
+    if resume && start.is_none() {
+        report(&format!("--resume: {} holds no checkpoint yet, so this is a new run", dir.path().display()));
+    }
     if !resume && !dir.checkpoints(&PARTS)?.is_empty() {
         return Err(Error::file(
             dir.path(),

@@ -66,9 +66,14 @@ fn reconstruction_loss_falls_and_resume_is_exact() {
     assert!(err.contains("--resume"), "{err}");
     let rest = train_tokenizer::<B>(&cfg, true, &device, Interrupter::new(), &mut |_| {}).unwrap();
     assert_eq!(rest.steps_done, 12);
+    // --resume on a directory without checkpoints starts a new run and says so.
+    let mut lines = vec![];
+    let straight = config(dir.join("straight"), 12);
     let uninterrupted =
-        train_tokenizer::<B>(&config(dir.join("straight"), 12), false, &device, Interrupter::new(), &mut |_| {})
-            .unwrap();
+        train_tokenizer::<B>(&straight, true, &device, Interrupter::new(), &mut |l| lines.push(l.to_string())).unwrap();
+    let notice = format!("--resume: {} holds no checkpoint yet, so this is a new run", straight.out.display());
+    assert!(lines.contains(&notice), "{lines:?}");
+    assert_eq!(uninterrupted.steps_done, 12);
     assert_eq!(part.losses[0], uninterrupted.losses[0]);
     for ((s1, a), (s2, b)) in rest.losses.iter().zip(&uninterrupted.losses[1..]) {
         assert_eq!(s1, s2);

@@ -100,7 +100,7 @@ impl SkipLog {
 fn skippable(error: &Error) -> Option<(String, String)> {
     match error {
         Error::File { path, message } => Some((path.display().to_string(), message.clone())),
-        Error::Io { path, source } => Some((path.display().to_string(), source.to_string())),
+        Error::Io { path, error: source } => Some((path.display().to_string(), source.to_string())),
         Error::Invalid(_) | Error::External(_) => None,
     }
 }
