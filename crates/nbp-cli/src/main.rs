@@ -453,6 +453,7 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
     let bar = Bar::default();
     match cmd {
         TokenizerCommand::Encode { input, output, model, clip, .. } => {
+            npy_output(&output, "-o")?;
             let tok = load::<B>(&model, &device)?;
             let report = pipeline::read_clip(&tok, &input, &clip.read_options())?;
             print_clip(&input, &report);
@@ -493,6 +494,9 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
         }
         TokenizerCommand::Reconstruct { input, output, save_tokens, model, clip, .. } => {
             VideoFormat::from_path(&output)?;
+            if let Some(p) = &save_tokens {
+                npy_output(p, "--save-tokens")?;
+            }
             let tok = load::<B>(&model, &device)?;
             let report = pipeline::read_clip(&tok, &input, &clip.read_options())?;
             print_clip(&input, &report);
@@ -532,6 +536,17 @@ fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     }
     if !(a.cfg_scale >= 0.0 && a.cfg_scale.is_finite()) {
         bail!("--cfg-scale must be 0 (off) or positive, got {}", a.cfg_scale);
+    }
+    if let Some(p) = &a.save_tokens {
+        npy_output(p, "--save-tokens")?;
+    }
+    Ok(())
+}
+
+/// Token ids are written as NumPy `.npy` files: refuses any other output name before the work starts.
+fn npy_output(path: &Path, flag: &str) -> Result<()> {
+    if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        bail!("{}: token ids are written as a NumPy array: give {flag} a name ending in .npy", path.display());
     }
     Ok(())
 }

@@ -595,6 +595,11 @@ fn sampling_flags_out_of_range_are_clear_errors() {
         ("--top-p", "2", "--top-p must be in (0, 1], got 2"),
         ("--top-p", "0", "--top-p must be in (0, 1], got 0"),
         ("--cfg-scale", "-3", "--cfg-scale must be 0 (off) or positive, got -3"),
+        (
+            "--save-tokens",
+            "ids.txt",
+            "ids.txt: token ids are written as a NumPy array: give --save-tokens a name ending in .npy",
+        ),
     ] {
         let o = cli(&["sample", flag, value, "--no-decode"]);
         let out = text(&o);

@@ -138,15 +138,16 @@ pub struct ReadOptions {
 
 /// Frame indices kept when resampling a video of `len` frames at `native_fps` to `target_fps`
 /// (official rule, reference §4.2): every frame when `native ≤ target`, otherwise
-/// `n = int(len / native · target)` indices `floor(linspace(0, len − 1, n))`.
+/// `n = int(len / native · target)` indices `floor(linspace(0, len − 1, n))`. A video shorter than one
+/// target frame interval (a still image, 3 frames at 30 fps for 8 fps) keeps its first frame, where the
+/// official rule would keep none.
 pub fn resample_indices(len: usize, native_fps: f64, target_fps: f64) -> Vec<usize> {
     if native_fps <= target_fps || len == 0 {
         return (0..len).collect();
     }
     let n = (len as f64 / native_fps * target_fps) as usize;
     match n {
-        0 => vec![],
-        1 => vec![0],
+        0 | 1 => vec![0],
         _ => (0..n)
             .map(|i| {
                 let x = i as f64 * (len - 1) as f64 / (n - 1) as f64;
@@ -545,6 +546,10 @@ mod tests {
         // Native rate not above the target: every frame.
         assert_eq!(resample_indices(5, 8.0, 8.0), vec![0, 1, 2, 3, 4]);
         assert_eq!(resample_indices(5, 6.0, 8.0).len(), 5);
+        // Shorter than one 8 fps interval (a still image read by ffmpeg at 25 fps): the first frame, not none.
+        assert_eq!(resample_indices(1, 25.0, 8.0), vec![0]);
+        assert_eq!(resample_indices(3, 30.0, 8.0), vec![0]);
+        assert_eq!(resample_indices(0, 30.0, 8.0), Vec::<usize>::new());
         // Centre rule: len 40, 17 frames → 20 − 8 = 12.
         assert_eq!(clip_start(40, 17, ClipStart::Center), 12);
         assert_eq!(clip_start(17, 17, ClipStart::Center), 0);
