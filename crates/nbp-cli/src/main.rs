@@ -802,6 +802,9 @@ fn run(cli: Cli) -> Result<()> {
             if block == 0 || prefix < block || prefix % block != 0 {
                 bail!("--prefix must be a positive multiple of --block");
             }
+            if tokens == 0 || batch == 0 || vocab == 0 || tokens_per_frame == 0 {
+                bail!("--tokens, --batch, --vocab and --tokens-per-frame must be at least 1");
+            }
             let r = with_backend!(run.device, |B, dev| {
                 B::seed(&dev, 0);
                 let config =

@@ -607,3 +607,17 @@ fn sampling_flags_out_of_range_are_clear_errors() {
         assert!(out.contains(expected) && !out.contains("loaded generator"), "{flag} {value}: {out}");
     }
 }
+
+/// `bench sample` runs its schedule (here 2 NBP steps of 16 tokens after a 32-token prefix) and refuses
+/// empty work with a clear error instead of a tensor panic.
+#[test]
+fn bench_sample_counts_its_steps_and_refuses_empty_work() {
+    let o = cli(&["bench", "sample", "--preset", "tiny", "--block", "16", "--prefix", "32", "--tokens", "32"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("block 16, prefix 32, 32 new tokens x 1") && out.contains("2 steps in "), "{out}");
+    let o = cli(&["bench", "sample", "--preset", "tiny", "--tokens", "0"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("--tokens, --batch, --vocab and --tokens-per-frame must be at least 1"), "{out}");
+}
