@@ -357,9 +357,10 @@ pub struct TokenizeDatasetArgs {
     /// Dataset: moving-shapes[:count], moving-shapes-plain[:count], folder:<dir>, csv:<file>, ucf:<root>[:<list>], k600:<root>:<list>.
     #[arg(long)]
     dataset: String,
-    /// Tokenizer checkpoint (.safetensors, official .pt or generator .ckpt).
+    /// Tokenizer checkpoint (.safetensors, official .pt or generator .ckpt). Default: the bundled demo
+    /// tokenizer (assets/demo/tokenizer.safetensors).
     #[arg(long)]
-    tokenizer: PathBuf,
+    tokenizer: Option<PathBuf>,
     /// Architecture of PyTorch checkpoints (preset or JSON file).
     #[arg(long)]
     tokenizer_config: Option<String>,
@@ -403,7 +404,7 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
     log.add_total(source.len());
     println!("{}", source.describe());
     let model = crate::load::<B>(
-        &crate::TokenizerArgs { tokenizer: Some(a.tokenizer.clone()), tokenizer_config: a.tokenizer_config.clone() },
+        &crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() },
         &device,
     )?;
     let grid = model.config().latent_shape(a.frames, a.resolution.0, a.resolution.1)?;
@@ -414,7 +415,12 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
         class_texts: classes.iter().map(|c| nbp_train::data::class_text(c)).collect(),
         classes,
         dataset: a.dataset.clone(),
-        tokenizer: a.tokenizer.display().to_string(),
+        tokenizer: a
+            .tokenizer
+            .clone()
+            .unwrap_or_else(|| crate::demo_asset("tokenizer.safetensors"))
+            .display()
+            .to_string(),
         frames: a.frames,
         height: a.resolution.0,
         width: a.resolution.1,
