@@ -464,6 +464,9 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
             println!("wrote {} (token ids {:?}) in {:.2} s", output.display(), ids.shape, t0.elapsed().as_secs_f64());
         }
         TokenizerCommand::Decode { input, output, fps, model, .. } => {
+            if !output.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+                VideoFormat::for_output(&output)?;
+            }
             let tok = load::<B>(&model, &device)?;
             let array = read_npy(&input)?;
             let ids = npy_to_indices::<B>(&array, tok.codebook_size(), &device)
@@ -493,7 +496,7 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
             }
         }
         TokenizerCommand::Reconstruct { input, output, save_tokens, model, clip, .. } => {
-            VideoFormat::from_path(&output)?;
+            VideoFormat::for_output(&output)?;
             if let Some(p) = &save_tokens {
                 npy_output(p, "--save-tokens")?;
             }
@@ -539,6 +542,9 @@ fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     }
     if let Some(p) = &a.save_tokens {
         npy_output(p, "--save-tokens")?;
+    }
+    if !a.no_decode {
+        VideoFormat::for_output(&a.out)?;
     }
     Ok(())
 }

@@ -595,13 +595,16 @@ fn sampling_flags_out_of_range_are_clear_errors() {
         ("--top-p", "2", "--top-p must be in (0, 1], got 2"),
         ("--top-p", "0", "--top-p must be in (0, 1], got 0"),
         ("--cfg-scale", "-3", "--cfg-scale must be 0 (off) or positive, got -3"),
+        ("--out", "clips.xyz", "clips.xyz: unknown video extension '.xyz'"),
         (
             "--save-tokens",
             "ids.txt",
             "ids.txt: token ids are written as a NumPy array: give --save-tokens a name ending in .npy",
         ),
     ] {
-        let o = cli(&["sample", flag, value, "--no-decode"]);
+        // --out is only checked when the clips are decoded.
+        let decode = if flag == "--out" { "--num-samples=1" } else { "--no-decode" };
+        let o = cli(&["sample", flag, value, decode]);
         let out = text(&o);
         assert_eq!(o.status.code(), Some(1), "{flag} {value}: {out}");
         assert!(out.contains(expected) && !out.contains("loaded generator"), "{flag} {value}: {out}");

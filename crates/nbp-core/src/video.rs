@@ -391,6 +391,16 @@ impl VideoFormat {
             ))),
         }
     }
+
+    /// [`VideoFormat::from_path`] for a file about to be written, checked before the work that produces it: a
+    /// format that needs ffmpeg is an error when ffmpeg cannot be run.
+    pub fn for_output(path: &Path) -> Result<Self> {
+        let format = Self::from_path(path)?;
+        if format == Self::Ffmpeg && Command::new("ffmpeg").arg("-version").output().is_err() {
+            return Err(ffmpeg_missing("ffmpeg"));
+        }
+        Ok(format)
+    }
 }
 
 /// Writes one or more videos (of equal size) to `path`, in the format its extension names.
