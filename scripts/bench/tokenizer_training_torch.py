@@ -6,7 +6,7 @@ and trains it the way `assets/demo/tokenizer.toml` does: batch 1, 5-frame clips,
 moving-shapes clips drawn like the built-in `moving-shapes-plain` data, L1 + L2 loss, AdamW (0.9, 0.99) without
 weight decay, gradient norm clipped at 1, 100 warm-up steps. Every 250 steps it prints the seconds so far, the
 PSNR of 8 held-out clips next to that of filling each frame with its mean colour (whole frames and their centre
-32x32 crops), the last training loss, the mean |z| of the encoder output before FSQ and the share of |z| > 2.
+32x32 crops), the share of the clips' chroma (mean |RGB − grey|) the reconstructions keep, the last training loss, the mean |z| of the encoder output before FSQ and the share of |z| > 2.
 
     python scripts/bench/tokenizer_training_torch.py CHANNELS GROUPS STEPS LR
     python scripts/bench/tokenizer_training_torch.py 8,16,32,32 4 1500 1e-3     # the demo architecture
@@ -108,11 +108,13 @@ for step in range(1, steps+1):
             mse = ((y - valid)**2).mean().item()
             mc = valid.mean(dim=(3, 4), keepdim=True)
             mse0 = ((mc - valid)**2).mean().item()
+            chroma = lambda v: (v - v.mean(dim=1, keepdim=True)).abs().mean().item()
+            sat = chroma(y) / chroma(valid)
             vc = valid[..., 16:48, 16:48].contiguous()
             yc = m.decode(m.fsq(m.encode(vc))[1]).clamp(0, 1)
             msec = ((yc - vc)**2).mean().item()
             msec0 = ((vc.mean(dim=(3, 4), keepdim=True) - vc)**2).mean().item()
         print(f'step {step} {time.time()-t0:.0f}s PSNR {10*math.log10(1/mse):.2f} meancolour {10*math.log10(1/mse0):.2f}'
               f'  centre crop: PSNR {10*math.log10(1/msec):.2f} meancolour {10*math.log10(1/msec0):.2f}'
-              f'  train loss {loss.item():.4f}  |z| {z.abs().mean().item():.2f} sat {(z.abs() > 2).float().mean().item():.2f}',
+              f'  chroma kept {sat:.2f}  train loss {loss.item():.4f}  |z| {z.abs().mean().item():.2f} sat {(z.abs() > 2).float().mean().item():.2f}',
               flush=True)
