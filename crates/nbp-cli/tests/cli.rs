@@ -624,3 +624,22 @@ fn bench_sample_counts_its_steps_and_refuses_empty_work() {
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("--tokens, --batch, --vocab and --tokens-per-frame must be at least 1"), "{out}");
 }
+
+/// A tokenizer given where a generator is expected (and the other way round) is named for what it is.
+#[test]
+fn swapped_model_files_are_named_for_what_they_are() {
+    let tok = nbp_core::workspace::workspace_path("assets/demo/tokenizer.safetensors").display().to_string();
+    let gen_ = nbp_core::workspace::workspace_path("assets/demo/generator.safetensors").display().to_string();
+    let o = cli(&["sample", "--generator", &tok, "--no-decode"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("is not an nbp generator file: it is a tokenizer (pass it as --tokenizer)"), "{out}");
+    let dir = workdir("swapped");
+    let ids = dir.join("ids.npy");
+    let clip = nbp_core::workspace::workspace_path("assets/demo/shapes.mp4").display().to_string();
+    let o = cli(&["tokenizer", "encode", &clip, "--tokenizer", &gen_, "-o", ids.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("is not an nbp tokenizer file: it is a generator (pass it as --generator)"), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -173,8 +173,14 @@ pub fn load_generator<B: Backend>(
     }
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
         let (w, meta) = WeightMap::read_safetensors(path)?;
-        if meta.get(KIND_KEY).map(String::as_str) != Some("generator") {
-            return Err(Error::file(path, "is not an nbp generator file (nbp.kind is not 'generator')"));
+        let kind = meta.get(KIND_KEY).map(String::as_str);
+        if kind != Some("generator") {
+            let what = match kind {
+                Some("tokenizer") => "a tokenizer (pass it as --tokenizer)".to_string(),
+                Some(other) => format!("of kind '{other}'"),
+                None => "a safetensors file without nbp metadata".to_string(),
+            };
+            return Err(Error::file(path, format!("is not an nbp generator file: it is {what}")));
         }
         let parse = |key: &str| -> Result<&String> {
             meta.get(key).ok_or_else(|| Error::file(path, format!("has no '{key}' metadata")))

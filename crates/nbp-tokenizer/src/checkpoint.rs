@@ -244,7 +244,12 @@ pub fn load_tokenizer<B: Backend>(
         let (w, meta) = WeightMap::read_safetensors(path)?;
         let kind = meta.get(KIND_KEY).map(String::as_str);
         if kind != Some(TOKENIZER_KIND) {
-            return Err(Error::file(path, format!("is not an nbp tokenizer file (nbp.kind = {kind:?})")));
+            let what = match kind {
+                Some("generator") => "a generator (pass it as --generator)".to_string(),
+                Some(other) => format!("of kind '{other}'"),
+                None => "a safetensors file without nbp metadata".to_string(),
+            };
+            return Err(Error::file(path, format!("is not an nbp tokenizer file: it is {what}")));
         }
         let stored: TokenizerConfig =
             meta.get(CONFIG_KEY).ok_or_else(|| Error::file(path, "has no 'nbp.config' metadata")).and_then(|c| {
