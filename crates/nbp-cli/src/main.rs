@@ -684,7 +684,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         if !n.is_multiple_of(grid.h * grid.w) {
             bail!("{}: {n} tokens are not whole latent frames of {}x{}", p.display(), grid.h, grid.w);
         }
-        arr.to_i64()?
+        arr.to_i64().with_context(|| p.display().to_string())?
     } else {
         vec![]
     };
