@@ -45,16 +45,23 @@ pub fn group_norm(
         let c0 = (bg % groups) * per_group;
         for t in 0..time {
             let run = |c: usize| (c * time + t) * pixels..(c * time + t + 1) * pixels;
-            let n = (per_group * pixels) as f64;
-            let mean = ((0..per_group).map(|c| sum(&data[run(c)], |v| v)).sum::<f64>() / n) as f32;
-            let var = (0..per_group).map(|c| sum(&data[run(c)], |v| (v - mean) * (v - mean))).sum::<f64>() / n;
-            let inv = (1.0 / (var + eps as f64).sqrt()) as f32;
+            let (mean, inv) = frame_stats(data, per_group, time, pixels, t, eps);
             for c in 0..per_group {
                 let (scale, shift) = (inv * gamma[c0 + c], beta[c0 + c] - mean * inv * gamma[c0 + c]);
                 data[run(c)].iter_mut().for_each(|v| *v = *v * scale + shift);
             }
         }
     });
+}
+
+/// Mean and `1/√(var + eps)` of frame `t` of one (batch, group) block `[per_group, time, pixels]`: the statistics
+/// the forward pass normalises with and the backward pass differentiates, computed the same way for both.
+fn frame_stats(block: &[f32], per_group: usize, time: usize, pixels: usize, t: usize, eps: f32) -> (f32, f32) {
+    let run = |c: usize| (c * time + t) * pixels..(c * time + t + 1) * pixels;
+    let n = (per_group * pixels) as f64;
+    let mean = ((0..per_group).map(|c| sum(&block[run(c)], |v| v)).sum::<f64>() / n) as f32;
+    let var = (0..per_group).map(|c| sum(&block[run(c)], |v| (v - mean) * (v - mean))).sum::<f64>() / n;
+    (mean, (1.0 / (var + eps as f64).sqrt()) as f32)
 }
 
 /// In place: `x[b, c, :] ← x·σ(β[c]·x)` for `x: [batch, channels, rest]`.
@@ -115,10 +122,8 @@ pub fn group_norm_backward(
             let (mut dgamma, mut dbeta) = (vec![0.0f64; per_group], vec![0.0f64; per_group]);
             for t in 0..time {
                 let run = |c: usize| (c * time + t) * pixels..(c * time + t + 1) * pixels;
+                let (mean, r) = frame_stats(xb, per_group, time, pixels, t, eps);
                 let n = (per_group * pixels) as f64;
-                let mean = ((0..per_group).map(|c| sum(&xb[run(c)], |v| v)).sum::<f64>() / n) as f32;
-                let var = (0..per_group).map(|c| sum(&xb[run(c)], |v| (v - mean) * (v - mean))).sum::<f64>() / n;
-                let r = (1.0 / (var + eps as f64).sqrt()) as f32;
                 let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
                 for c in 0..per_group {
                     let (xs, ds) = (&xb[run(c)], &dyb[run(c)]);
