@@ -404,9 +404,16 @@ impl ClipArgs {
     }
 }
 
+impl TokenizerArgs {
+    /// The checkpoint to load: `--tokenizer`, else the bundled demo tokenizer.
+    pub(crate) fn path(&self) -> PathBuf {
+        self.tokenizer.clone().unwrap_or_else(|| demo_asset("tokenizer.safetensors"))
+    }
+}
+
 pub(crate) fn load<B: Backend>(args: &TokenizerArgs, device: &B::Device) -> Result<VideoTokenizer<B>> {
     let config = args.tokenizer_config.as_deref().map(TokenizerConfig::from_name_or_file).transpose()?;
-    let path = args.tokenizer.clone().unwrap_or_else(|| demo_asset("tokenizer.safetensors"));
+    let path = args.path();
     let (model, source) = load_tokenizer::<B>(&path, config.as_ref(), device).map_err(|e| {
         if args.tokenizer.is_none() {
             anyhow::anyhow!(
@@ -464,7 +471,8 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
             println!("wrote {} (token ids {:?}) in {:.2} s", output.display(), ids.shape, t0.elapsed().as_secs_f64());
         }
         TokenizerCommand::Decode { input, output, fps, model, .. } => {
-            if !output.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+            let raw_pixels = is_npy(&output);
+            if !raw_pixels {
                 VideoFormat::for_output(&output)?;
             }
             let tok = load::<B>(&model, &device)?;
@@ -473,8 +481,7 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
                 .with_context(|| format!("{}", input.display()))?;
             let t0 = std::time::Instant::now();
             let video = tok.decode_with(ids, &bar);
-            let is_npy = output.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-            if is_npy {
+            if raw_pixels {
                 let dims = video.dims().to_vec();
                 let values =
                     video.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -549,9 +556,14 @@ fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     Ok(())
 }
 
+/// Whether `path` names a NumPy `.npy` file.
+fn is_npy(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+}
+
 /// Token ids are written as NumPy `.npy` files: refuses any other output name before the work starts.
 fn npy_output(path: &Path, flag: &str) -> Result<()> {
-    if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+    if !is_npy(path) {
         bail!("{}: token ids are written as a NumPy array: give {flag} a name ending in .npy", path.display());
     }
     Ok(())

@@ -403,10 +403,9 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
     let source = spec.open(&opts, a.seed)?;
     log.add_total(source.len());
     println!("{}", source.describe());
-    let model = crate::load::<B>(
-        &crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() },
-        &device,
-    )?;
+    let tokenizer =
+        crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() };
+    let model = crate::load::<B>(&tokenizer, &device)?;
     let grid = model.config().latent_shape(a.frames, a.resolution.0, a.resolution.1)?;
     let classes = source.class_names();
     let info = TokenCacheInfo {
@@ -415,12 +414,7 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
         class_texts: classes.iter().map(|c| nbp_train::data::class_text(c)).collect(),
         classes,
         dataset: a.dataset.clone(),
-        tokenizer: a
-            .tokenizer
-            .clone()
-            .unwrap_or_else(|| crate::demo_asset("tokenizer.safetensors"))
-            .display()
-            .to_string(),
+        tokenizer: tokenizer.path().display().to_string(),
         frames: a.frames,
         height: a.resolution.0,
         width: a.resolution.1,
@@ -491,9 +485,9 @@ pub struct EvalFramePredictionArgs {
 
 fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs, device: B::Device) -> Result<()> {
     let generator = a.generator.clone().unwrap_or_else(|| crate::demo_asset("generator.safetensors"));
-    let tokenizer = a.tokenizer.clone().unwrap_or_else(|| crate::demo_asset("tokenizer.safetensors"));
     let g = nbp_model::load_generator::<B>(&generator, &Default::default(), &device)?;
-    let tok = crate::load::<B>(&crate::TokenizerArgs { tokenizer: Some(tokenizer), tokenizer_config: None }, &device)?;
+    let tok =
+        crate::load::<B>(&crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: None }, &device)?;
     let spec: DatasetSpec = a.dataset.parse()?;
     let opts =
         ClipOptions { frames: a.frames, height: a.resolution.0, width: a.resolution.1, fps: None, split: Split::Eval };
