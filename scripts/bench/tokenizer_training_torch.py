@@ -20,6 +20,7 @@ Environment (the diagnostics of assets/README.md, "What they can and cannot do")
   ZINIT=k     multiply the encoder's last 1x1 convolution by k at initialisation (wider spread of z)
   OVERFIT=1   train on one clip only (the first held-out clip) and report its PSNR: can the model fit at all?
   THREADS     PyTorch threads (default 2)
+  SPEED=k     multiply every shape's speed by k (0: still shapes; the tokenizer's temporal compression is then free)
 """
 import os, sys, math, time, numpy as np, torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'fixtures'))
@@ -35,6 +36,7 @@ CROP = int(os.environ.get('CROP', '32'))
 BATCH = int(os.environ.get('BATCH', '1'))
 DATA = os.environ.get('DATA', 'random')
 OVERFIT = os.environ.get('OVERFIT') == '1'
+SPEED = float(os.environ.get('SPEED', '1'))
 assert DATA in ('random', 'palette', 'fixed'), f'DATA must be random, palette or fixed, got {DATA}'
 SHAPE_COLOURS = np.array([[.95,.25,.2],[.25,.85,.3],[.3,.5,1.],[.95,.85,.2],[.9,.35,.9],[.25,.9,.9]], np.float32)
 BACKGROUNDS = np.array([[.05,.05,.07],[.08,.1,.3],[.28,.08,.1],[.1,.25,.12]], np.float32)
@@ -45,7 +47,7 @@ def clip(frames, rng):
         col = rng.uniform(0.1, 1.0, 3); col[rng.integers(3)] = rng.uniform(0.8, 1.0)
         if DATA == 'palette': col = SHAPE_COLOURS[rng.integers(len(SHAPE_COLOURS))]
         size = rng.uniform(0.12, 0.22) * 64 * (1 if i == 0 else 0.8)
-        sp = rng.uniform(0.02, 0.06); ang = rng.uniform(0, 2*math.pi)
+        sp = rng.uniform(0.02, 0.06) * SPEED; ang = rng.uniform(0, 2*math.pi)
         objs.append(dict(shape=rng.integers(4), col=col, r=size, x=rng.uniform(.25,.75), y=rng.uniform(.25,.75), vx=sp*math.cos(ang), vy=sp*math.sin(ang)))
     bg = rng.uniform(0, 0.35, 3)
     if DATA == 'palette': bg = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]

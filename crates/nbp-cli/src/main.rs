@@ -143,9 +143,13 @@ enum DatasetCommand {
         /// Index of the first clip.
         #[arg(long, default_value_t = 0)]
         start: usize,
-        /// Plain backgrounds only (the `moving-shapes-plain` variant the bundled demo models were trained on).
+        /// Plain backgrounds only (the `moving-shapes-plain` variant).
         #[arg(long)]
         plain: bool,
+        /// Shapes 1.6 times larger (the `-large` variant; with --plain, `moving-shapes-plain-large`, the data the
+        /// bundled demo models were trained on).
+        #[arg(long)]
+        large: bool,
     },
 }
 
@@ -782,7 +786,16 @@ pub(crate) fn demo_asset(name: &str) -> PathBuf {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Dataset(DatasetCommand::MovingShapes { out, count, frames, resolution, seed, start, plain }) => {
+        Command::Dataset(DatasetCommand::MovingShapes {
+            out,
+            count,
+            frames,
+            resolution,
+            seed,
+            start,
+            plain,
+            large,
+        }) => {
             use nbp_train::moving_shapes::{MovingShapes, class_name};
             if count == 0 || frames == 0 {
                 bail!("--count and --frames must be at least 1");
@@ -791,6 +804,9 @@ fn run(cli: Cli) -> Result<()> {
             let mut ds = MovingShapes::new(frames, resolution.0, resolution.1, seed);
             if plain {
                 ds = ds.with_plain_backgrounds();
+            }
+            if large {
+                ds = ds.with_large_shapes();
             }
             let clips: Vec<_> = (start..start + count).map(|i| ds.clip(i)).collect();
             let names: Vec<String> = clips.iter().map(|(_, l)| class_name(*l)).collect();

@@ -29,7 +29,13 @@ pub struct MovingShapes {
     pub seed: u64,
     /// Only plain backgrounds (no stripes): an easier variant for small, quickly trained models.
     pub plain: bool,
+    /// Shapes [`LARGE_SHAPES`] times larger: each spans more latent tokens (a token covers 8×8 pixels), so a
+    /// small tokenizer at 64×64 can draw its outline.
+    pub large: bool,
 }
+
+/// Size factor of the large-shapes variant ([`MovingShapes::with_large_shapes`]).
+pub const LARGE_SHAPES: f32 = 1.6;
 
 /// A small deterministic random source (SplitMix64).
 struct Rng(u64);
@@ -124,7 +130,13 @@ fn reflect(v: f32) -> f32 {
 impl MovingShapes {
     /// A dataset of clips of `frames × height × width`.
     pub fn new(frames: usize, height: usize, width: usize, seed: u64) -> Self {
-        Self { frames, height, width, seed, plain: false }
+        Self { frames, height, width, seed, plain: false, large: false }
+    }
+
+    /// The same clips with every shape [`LARGE_SHAPES`] times larger (positions, motions and colours unchanged).
+    pub fn with_large_shapes(mut self) -> Self {
+        self.large = true;
+        self
     }
 
     /// The same clips with plain backgrounds only (shapes, motions and colours unchanged).
@@ -143,7 +155,7 @@ impl MovingShapes {
         let label = self.label(index);
         let mut rng = Rng(self.seed ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
         let (h, w) = (self.height, self.width);
-        let min_side = h.min(w) as f32;
+        let min_side = h.min(w) as f32 * if self.large { LARGE_SHAPES } else { 1.0 };
         let main = Object::random(&mut rng, label / MOTIONS.len(), label % MOTIONS.len(), min_side);
         let mut objects = vec![main];
         for _ in 0..rng.below(3) {
@@ -238,5 +250,32 @@ mod tests {
             striped_min = striped_min.min(share(&va));
         }
         assert!(striped_min < 0.6, "some default clips have striped backgrounds");
+    }
+
+    #[test]
+    fn large_variant_keeps_the_clips_and_grows_the_shapes() {
+        // Shape pixels: those that differ from the flat background (the most frequent colour of frame 0).
+        let shape_pixels = |v: &Video| {
+            let plane = v.height * v.width;
+            let pixel = |i: usize| [0, 1, 2].map(|c| v.data[c * v.frames * plane + i].to_bits());
+            let mut counts = std::collections::HashMap::new();
+            for i in 0..plane {
+                *counts.entry(pixel(i)).or_insert(0usize) += 1;
+            }
+            let (&bg, _) = counts.iter().max_by_key(|(_, n)| **n).unwrap();
+            (0..plane).filter(|&i| pixel(i) != bg).count()
+        };
+        let small = MovingShapes::new(5, 64, 64, 7).with_plain_backgrounds();
+        let large = small.with_large_shapes();
+        let (mut a, mut b) = (0, 0);
+        for i in 0..16 {
+            let ((vs, ls), (vl, ll)) = (small.clip(i), large.clip(i));
+            assert_eq!(ls, ll);
+            a += shape_pixels(&vs);
+            b += shape_pixels(&vl);
+        }
+        // Areas grow with the square of the size (1.6² = 2.56), less what the frame edges and overlaps cut off.
+        let ratio = b as f64 / a as f64;
+        assert!((1.9..2.7).contains(&ratio), "area ratio {ratio} ({a} → {b} pixels)");
     }
 }

@@ -63,10 +63,13 @@ fn spec(s: &str) -> DatasetSpec {
 
 #[test]
 fn spec_parses_every_form() {
-    assert_eq!(spec("moving-shapes"), DatasetSpec::MovingShapes { count: 10_000, plain: false });
-    assert_eq!(spec("moving-shapes:250"), DatasetSpec::MovingShapes { count: 250, plain: false });
-    assert_eq!(spec("moving-shapes-plain:40"), DatasetSpec::MovingShapes { count: 40, plain: true });
+    assert_eq!(spec("moving-shapes"), DatasetSpec::MovingShapes { count: 10_000, plain: false, large: false });
+    assert_eq!(spec("moving-shapes:250"), DatasetSpec::MovingShapes { count: 250, plain: false, large: false });
+    assert_eq!(spec("moving-shapes-plain:40"), DatasetSpec::MovingShapes { count: 40, plain: true, large: false });
+    assert_eq!(spec("moving-shapes-large"), DatasetSpec::MovingShapes { count: 10_000, plain: false, large: true });
+    assert_eq!(spec("moving-shapes-plain-large:9"), DatasetSpec::MovingShapes { count: 9, plain: true, large: true });
     assert_eq!(spec("moving-shapes-plain:40").to_string(), "moving-shapes-plain:40");
+    assert_eq!(spec("Moving-Shapes-Plain-Large:9").to_string(), "moving-shapes-plain-large:9");
     assert_eq!(spec("folder:/data/clips"), DatasetSpec::Folder { dir: "/data/clips".into() });
     assert_eq!(spec("csv:lists/train.csv"), DatasetSpec::Csv { file: "lists/train.csv".into() });
     assert_eq!(spec("ucf:/data/UCF-101"), DatasetSpec::Ucf { root: "/data/UCF-101".into(), annotations: None });
@@ -89,6 +92,7 @@ fn spec_errors_name_the_accepted_forms() {
         ("imagenet", "unknown dataset kind 'imagenet'"),
         ("moving-shapes:0", "positive integer"),
         ("moving-shapes:many", "positive integer, got 'many'"),
+        ("moving-shapes-large-plain", "unknown dataset kind 'moving-shapes-large-plain'"),
         ("folder", "'folder' needs a path"),
         ("folder:", "the folder is missing"),
         ("csv:", "the CSV file is missing"),
@@ -103,7 +107,7 @@ fn spec_errors_name_the_accepted_forms() {
         assert!(msg.contains(why), "{s}: {msg}");
         assert!(msg.contains(&format!("invalid dataset '{s}'")), "{msg}");
         assert!(
-            msg.contains("moving-shapes[:<count>], moving-shapes-plain[:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], k600:"),
+            msg.contains("moving-shapes[-plain][-large][:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], k600:"),
             "{msg}"
         );
     }

@@ -40,6 +40,12 @@ impl ClipSource for MovingShapesSource {
     }
 
     fn describe(&self) -> String {
-        format!("moving shapes: {} clips, {NUM_CLASSES} classes, seed {}", self.count, self.shapes.seed)
+        let variant = match (self.shapes.plain, self.shapes.large) {
+            (false, false) => "",
+            (true, false) => " (plain backgrounds)",
+            (false, true) => " (large shapes)",
+            (true, true) => " (plain backgrounds, large shapes)",
+        };
+        format!("moving shapes{variant}: {} clips, {NUM_CLASSES} classes, seed {}", self.count, self.shapes.seed)
     }
 }

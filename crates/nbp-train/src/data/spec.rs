@@ -14,13 +14,14 @@ use super::{ClipOptions, ClipSource};
 const DEFAULT_MOVING_SHAPES: usize = 10_000;
 
 /// The accepted forms, for error messages.
-const FORMS: &str = "moving-shapes[:<count>], moving-shapes-plain[:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], \
+const FORMS: &str = "moving-shapes[-plain][-large][:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], \
                      k600:<root>[:<annotation-file>]";
 
 /// Which dataset to use. Parsed from (and printed back to) these strings:
 ///
 /// - `moving-shapes` or `moving-shapes:<count>` — the procedural dataset (10 000 clips by default; the seed is
-///   [`DatasetSpec::open`]'s);
+///   [`DatasetSpec::open`]'s); `-plain` after the name gives plain backgrounds only, `-large` shapes
+///   [`crate::moving_shapes::LARGE_SHAPES`] times larger (`moving-shapes-plain-large:1500`, the bundled demo's data);
 /// - `folder:<dir>` — every video file under `<dir>` (extensions in [`super::VIDEO_EXTENSIONS`]), the class
 ///   being the parent folder relative to `<dir>`;
 /// - `csv:<file>` — a manifest with the header `path,label` or `path` (paths relative to the CSV's folder);
@@ -34,7 +35,7 @@ const FORMS: &str = "moving-shapes[:<count>], moving-shapes-plain[:<count>], fol
 #[derive(Debug, Clone, PartialEq)]
 pub enum DatasetSpec {
     /// Procedural moving shapes.
-    MovingShapes { count: usize, plain: bool },
+    MovingShapes { count: usize, plain: bool, large: bool },
     /// Every video under a folder.
     Folder { dir: PathBuf },
     /// A CSV manifest.
@@ -63,9 +64,10 @@ impl DatasetSpec {
         opts.fps = opts.fps.or(self.default_fps());
         opts.validate()?;
         Ok(match self {
-            Self::MovingShapes { count, plain } => {
+            Self::MovingShapes { count, plain, large } => {
                 let mut source = MovingShapesSource::new(*count, &opts, seed)?;
                 source.shapes.plain = *plain;
+                source.shapes.large = *large;
                 Box::new(source)
             }
             Self::Folder { dir } => Box::new(VideoFileSource::folder(dir, &opts)?),
@@ -92,6 +94,20 @@ fn root_and_annotations(s: &str, rest: &str) -> Result<(PathBuf, Option<PathBuf>
     }
 }
 
+/// `(plain, large)` of a moving-shapes kind: `moving-shapes`, then `-plain` and/or `-large` in that order.
+fn moving_shapes_variant(kind: &str) -> Option<(bool, bool)> {
+    let rest = kind.strip_prefix("moving-shapes")?;
+    let (plain, rest) = match rest.strip_prefix("-plain") {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let (large, rest) = match rest.strip_prefix("-large") {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    rest.is_empty().then_some((plain, large))
+}
+
 impl FromStr for DatasetSpec {
     type Err = Error;
 
@@ -101,14 +117,18 @@ impl FromStr for DatasetSpec {
             Some((k, r)) => (k, Some(r)),
             None => (t, None),
         };
-        match (kind.to_ascii_lowercase().as_str(), rest) {
-            (k @ ("moving-shapes" | "moving-shapes-plain"), None) => {
-                Ok(Self::MovingShapes { count: DEFAULT_MOVING_SHAPES, plain: k.ends_with("plain") })
-            }
-            (k @ ("moving-shapes" | "moving-shapes-plain"), Some(n)) => match n.trim().parse::<usize>() {
-                Ok(count) if count > 0 => Ok(Self::MovingShapes { count, plain: k.ends_with("plain") }),
-                _ => Err(bad(s, &format!("the clip count must be a positive integer, got '{n}'"))),
-            },
+        let kind_lower = kind.to_ascii_lowercase();
+        if let Some((plain, large)) = moving_shapes_variant(&kind_lower) {
+            let count = match rest {
+                None => DEFAULT_MOVING_SHAPES,
+                Some(n) => match n.trim().parse::<usize>() {
+                    Ok(count) if count > 0 => count,
+                    _ => return Err(bad(s, &format!("the clip count must be a positive integer, got '{n}'"))),
+                },
+            };
+            return Ok(Self::MovingShapes { count, plain, large });
+        }
+        match (kind_lower.as_str(), rest) {
             ("folder", Some(dir)) => Ok(Self::Folder { dir: path(s, dir, "folder")? }),
             ("csv", Some(file)) => Ok(Self::Csv { file: path(s, file, "CSV file")? }),
             ("ucf", Some(rest)) => {
@@ -133,8 +153,10 @@ impl fmt::Display for DatasetSpec {
             None => write!(f, "{kind}:{}", root.display()),
         };
         match self {
-            Self::MovingShapes { count, plain: false } => write!(f, "moving-shapes:{count}"),
-            Self::MovingShapes { count, plain: true } => write!(f, "moving-shapes-plain:{count}"),
+            Self::MovingShapes { count, plain, large } => {
+                let (p, l) = (if *plain { "-plain" } else { "" }, if *large { "-large" } else { "" });
+                write!(f, "moving-shapes{p}{l}:{count}")
+            }
             Self::Folder { dir } => write!(f, "folder:{}", dir.display()),
             Self::Csv { file } => write!(f, "csv:{}", file.display()),
             Self::Ucf { root, annotations } => with_ann(f, "ucf", root, annotations),
