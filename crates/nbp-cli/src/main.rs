@@ -143,11 +143,11 @@ enum DatasetCommand {
         /// Index of the first clip.
         #[arg(long, default_value_t = 0)]
         start: usize,
-        /// Plain backgrounds only (the `moving-shapes-plain` variant).
+        /// Plain backgrounds only (the `moving-shapes-plain` variant the bundled demo models were trained on).
         #[arg(long)]
         plain: bool,
-        /// Shapes 1.6 times larger (the `-large` variant; with --plain, `moving-shapes-plain-large`, the data the
-        /// bundled demo models were trained on).
+        /// Shapes 1.6 times larger, so that each spans more latent tokens (the `moving-shapes-large` variant;
+        /// with --plain, `moving-shapes-plain-large`).
         #[arg(long)]
         large: bool,
     },

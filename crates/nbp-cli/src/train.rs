@@ -185,7 +185,7 @@ pub struct TrainTokenizerArgs {
     /// TOML run config (every field below overrides it; see assets/demo/tokenizer.toml).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Dataset: moving-shapes[:count], moving-shapes-plain[:count], folder:<dir>, csv:<file>, ucf:<root>[:<list>], k600:<root>:<list>.
+    /// Dataset: moving-shapes[-plain][-large][:count], folder:<dir>, csv:<file>, ucf:<root>[:<list>], k600:<root>:<list>.
     #[arg(long)]
     dataset: Option<String>,
     /// Run directory (checkpoints, log, effective config, the final tokenizer.safetensors).
@@ -354,7 +354,7 @@ pub fn train_tokenizer_cmd(args: TrainTokenizerArgs) -> Result<()> {
 /// training reads tokens, not pixels.
 #[derive(Args, Debug)]
 pub struct TokenizeDatasetArgs {
-    /// Dataset: moving-shapes[:count], moving-shapes-plain[:count], folder:<dir>, csv:<file>, ucf:<root>[:<list>], k600:<root>:<list>.
+    /// Dataset: moving-shapes[-plain][-large][:count], folder:<dir>, csv:<file>, ucf:<root>[:<list>], k600:<root>:<list>.
     #[arg(long)]
     dataset: String,
     /// Tokenizer checkpoint (.safetensors, official .pt or generator .ckpt). Default: the bundled demo

@@ -29,8 +29,8 @@ pub struct MovingShapes {
     pub seed: u64,
     /// Only plain backgrounds (no stripes): an easier variant for small, quickly trained models.
     pub plain: bool,
-    /// Shapes [`LARGE_SHAPES`] times larger: each spans more latent tokens (a token covers 8×8 pixels), so a
-    /// small tokenizer at 64×64 can draw its outline.
+    /// Shapes [`LARGE_SHAPES`] times larger, so that each spans more latent tokens (a token of the usual
+    /// tokenizers covers 8×8 pixels).
     pub large: bool,
 }
 

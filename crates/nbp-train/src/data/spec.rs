@@ -21,7 +21,7 @@ const FORMS: &str = "moving-shapes[-plain][-large][:<count>], folder:<dir>, csv:
 ///
 /// - `moving-shapes` or `moving-shapes:<count>` — the procedural dataset (10 000 clips by default; the seed is
 ///   [`DatasetSpec::open`]'s); `-plain` after the name gives plain backgrounds only, `-large` shapes
-///   [`crate::moving_shapes::LARGE_SHAPES`] times larger (`moving-shapes-plain-large:1500`, the bundled demo's data);
+///   [`crate::moving_shapes::LARGE_SHAPES`] times larger (`moving-shapes-plain-large:1500`);
 /// - `folder:<dir>` — every video file under `<dir>` (extensions in [`super::VIDEO_EXTENSIONS`]), the class
 ///   being the parent folder relative to `<dir>`;
 /// - `csv:<file>` — a manifest with the header `path,label` or `path` (paths relative to the CSV's folder);
