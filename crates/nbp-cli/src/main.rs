@@ -360,9 +360,10 @@ struct ClipArgs {
     #[arg(long, default_value_t = 8.0)]
     fps: f64,
     /// Frame size the video is resized to: N for N×N, or HxW (multiples of 8). Frames already at this size are
-    /// not resampled.
-    #[arg(long, default_value = "128", value_parser = parse_resolution)]
-    resolution: (usize, usize),
+    /// not resampled. Default: 64 with the bundled demo tokenizer (the size it was trained at), 128 with
+    /// --tokenizer (the official tokenizers' size).
+    #[arg(long, value_parser = parse_resolution)]
+    resolution: Option<(usize, usize)>,
     /// Where the clip starts: at the first frame, or centred in the video (the official evaluation rule).
     #[arg(long, value_enum, default_value_t = ClipArg::Start)]
     clip: ClipArg,
@@ -394,12 +395,19 @@ pub(crate) fn parse_resolution(s: &str) -> Result<(usize, usize), String> {
     Ok((h, w))
 }
 
+/// Frame size of the bundled demo tokenizer's training clips, the default `--resolution` without `--tokenizer`.
+const DEMO_RESOLUTION: (usize, usize) = (64, 64);
+/// The official tokenizers' frame size, the default `--resolution` with `--tokenizer`.
+const OFFICIAL_RESOLUTION: (usize, usize) = (128, 128);
+
 impl ClipArgs {
-    fn read_options(&self) -> ReadOptions {
+    /// How to read the clip for `model`: `--resolution`, else the size the tokenizer was made for.
+    fn read_options(&self, model: &TokenizerArgs) -> ReadOptions {
+        let default = if model.tokenizer.is_some() { OFFICIAL_RESOLUTION } else { DEMO_RESOLUTION };
         ReadOptions {
             frames: self.frames,
             fps: (self.fps > 0.0).then_some(self.fps),
-            size: Some(self.resolution),
+            size: Some(self.resolution.unwrap_or(default)),
             start: match self.clip {
                 ClipArg::Start => ClipStart::Start,
                 ClipArg::Center => ClipStart::Center,
@@ -466,7 +474,7 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
         TokenizerCommand::Encode { input, output, model, clip, .. } => {
             npy_output(&output, "-o")?;
             let tok = load::<B>(&model, &device)?;
-            let report = pipeline::read_clip(&tok, &input, &clip.read_options())?;
+            let report = pipeline::read_clip(&tok, &input, &clip.read_options(&model))?;
             print_clip(&input, &report);
             let t0 = std::time::Instant::now();
             let x = nbp_core::video::videos_to_tensor::<B>(&[report.video], &device)?;
@@ -512,7 +520,7 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
                 npy_output(p, "--save-tokens")?;
             }
             let tok = load::<B>(&model, &device)?;
-            let report = pipeline::read_clip(&tok, &input, &clip.read_options())?;
+            let report = pipeline::read_clip(&tok, &input, &clip.read_options(&model))?;
             print_clip(&input, &report);
             let r = pipeline::reconstruct(&tok, vec![report.video], &bar)?;
             if let Some(p) = &save_tokens {

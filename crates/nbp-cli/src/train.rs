@@ -155,21 +155,21 @@ fn ctrl_c_interrupter() -> burn_train::Interrupter {
     interrupter
 }
 
-fn generator<B: AutodiffBackend>(config: &GeneratorTrainConfig, resume: bool, device: B::Device) -> Result<()> {
-    let run = train_generator::<B>(config, resume, &device, ctrl_c_interrupter())?;
-    println!(
-        "{} after {} of {} steps; {:.1} s this session, {:.2} sequences/s ({:.0} tokens/s)",
-        if run.interrupted { "stopped" } else { "done" },
-        run.steps_done,
-        config.steps,
-        run.seconds,
-        run.sequences_per_second,
-        run.tokens_per_second
-    );
-    println!("generator: {}", run.model_path.display());
-    if run.interrupted {
+/// The closing lines of a training command: where it stopped, its speed (`rate`), the exported model, and how to
+/// continue an interrupted run.
+fn report_run(interrupted: bool, steps_done: usize, steps: usize, seconds: f64, rate: &str, model: (&str, &Path)) {
+    let state = if interrupted { "stopped" } else { "done" };
+    println!("{state} after {steps_done} of {steps} steps; {seconds:.1} s this session, {rate}");
+    println!("{}: {}", model.0, model.1.display());
+    if interrupted {
         println!("continue with the same command plus --resume");
     }
+}
+
+fn generator<B: AutodiffBackend>(config: &GeneratorTrainConfig, resume: bool, device: B::Device) -> Result<()> {
+    let run = train_generator::<B>(config, resume, &device, ctrl_c_interrupter())?;
+    let rate = format!("{:.2} sequences/s ({:.0} tokens/s)", run.sequences_per_second, run.tokens_per_second);
+    report_run(run.interrupted, run.steps_done, config.steps, run.seconds, &rate, ("generator", &run.model_path));
     Ok(())
 }
 
@@ -330,18 +330,8 @@ impl TrainTokenizerArgs {
 
 fn tokenizer<B: AutodiffBackend>(config: &TokenizerTrainConfig, resume: bool, device: B::Device) -> Result<()> {
     let run = train_tokenizer::<B>(config, resume, &device, ctrl_c_interrupter(), &mut |l| println!("{l}"))?;
-    println!(
-        "{} after {} of {} steps; {:.1} s this session, {:.2} clips/s",
-        if run.interrupted { "stopped" } else { "done" },
-        run.steps_done,
-        config.steps,
-        run.seconds,
-        run.clips_per_second
-    );
-    println!("tokenizer: {}", run.model_path.display());
-    if run.interrupted {
-        println!("continue with the same command plus --resume");
-    }
+    let rate = format!("{:.2} clips/s", run.clips_per_second);
+    report_run(run.interrupted, run.steps_done, config.steps, run.seconds, &rate, ("tokenizer", &run.model_path));
     Ok(())
 }
 

@@ -530,25 +530,23 @@ fn sample_with_no_arguments_uses_the_bundled_demo_model() {
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("1 clips (ring-orbit), 24 steps, 192 tokens"), "{out}");
-    // `tokenizer encode` without --tokenizer uses the bundled demo tokenizer too: the same first 2 latent frames.
+    // `tokenizer encode` without --tokenizer uses the bundled demo tokenizer too, at its 64×64 unless
+    // --resolution says otherwise: the same first 2 latent frames.
     let encoded = dir.join("encoded.npy");
-    let o = run(&[
-        "tokenizer",
-        "encode",
-        "assets/demo/shapes.mp4",
-        "--frames",
-        "5",
-        "--resolution",
-        "64",
-        "-o",
-        encoded.to_str().unwrap(),
-    ]);
-    let out = text(&o);
-    assert!(o.status.success() && out.contains("loaded tokenizer assets/demo/tokenizer.safetensors"), "{out}");
-    let given = nbp_core::npy::read_npy(&encoded).unwrap().to_i64().unwrap();
+    let encode = |extra: &[&str]| {
+        let base = ["tokenizer", "encode", "assets/demo/shapes.mp4", "--frames", "5", "-o", encoded.to_str().unwrap()];
+        let o = run(&[&base[..], extra].concat());
+        let out = text(&o);
+        assert!(o.status.success() && out.contains("loaded tokenizer assets/demo/tokenizer.safetensors"), "{out}");
+        nbp_core::npy::read_npy(&encoded).unwrap()
+    };
+    let given = encode(&[]);
+    assert_eq!(given.shape, vec![1, 2, 8, 8]);
     let next = nbp_core::npy::read_npy(&ids2).unwrap().to_i64().unwrap();
-    assert_eq!(given.len(), 128);
-    assert_eq!(next[..128], given[..]);
+    assert_eq!(next[..128], given.to_i64().unwrap()[..]);
+    // Named with --tokenizer, a checkpoint is read at the official 128×128 by default.
+    assert_eq!(encode(&["--tokenizer", "assets/demo/tokenizer.safetensors"]).shape, vec![1, 2, 16, 16]);
+    assert_eq!(encode(&["--resolution", "32"]).shape, vec![1, 2, 4, 4]);
     std::fs::remove_dir_all(&dir).ok();
 }
 
