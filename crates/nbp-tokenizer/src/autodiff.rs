@@ -26,6 +26,7 @@ use burn::tensor::ops::{FloatTensorOps, ModuleOps};
 use burn::tensor::{DType, TensorMetadata, TensorPrimitive};
 use nbp_core::flex::contiguous;
 use nbp_kernels::Conv3dShape;
+use rayon::prelude::*;
 
 /// The training backend these paths serve.
 type Train = Autodiff<Flex>;
@@ -249,16 +250,18 @@ impl Backward<Flex, 3> for ConvBackward {
         let per_x = c_in * shape.padded().iter().product::<usize>();
         let (gy, xp) = (values(&grad), values(&padded));
         let weight_matrix = w.reshape(Shape::new([c_out, k]));
-        let mut dw: Option<FlexTensor> = None;
         let mut dxp = vec![0.0f32; if x.is_some() { xp.len() } else { 0 }];
         let rows = (IM2COL_FLOATS / k).clamp(1, positions);
-        for n in 0..batch {
+        let want_dw = weight.is_some();
+        // Sample `n`: its weight gradient, and its padded input gradient added into `dxp_n` when given.
+        let sample = |n: usize, mut dxp_n: Option<&mut [f32]>| -> Option<FlexTensor> {
             let (gy_n, xp_n) = (&gy[n * c_out * positions..][..c_out * positions], &xp[n * per_x..][..per_x]);
+            let mut dw: Option<FlexTensor> = None;
             for p0 in (0..positions).step_by(rows) {
                 let r = rows.min(positions - p0);
                 // The output gradient of these positions: [c_out, r].
                 let g = flex(nbp_kernels::im2col::columns(gy_n, [c_out, positions], p0, r), vec![c_out, r]);
-                if weight.is_some() {
+                if want_dw {
                     let col = flex(nbp_kernels::im2col::gather(&shape, xp_n, p0, r), vec![r, k]);
                     let product = Flex::float_matmul(g.clone(), col);
                     dw = Some(match dw {
@@ -266,12 +269,21 @@ impl Backward<Flex, 3> for ConvBackward {
                         None => product,
                     });
                 }
-                if x.is_some() {
+                if let Some(d) = dxp_n.as_deref_mut() {
                     let col = contiguous(Flex::float_matmul(g.transpose(0, 1), weight_matrix.clone()));
-                    nbp_kernels::im2col::scatter_add(&shape, values(&col), &mut dxp[n * per_x..][..per_x], p0, r);
+                    nbp_kernels::im2col::scatter_add(&shape, values(&col), d, p0, r);
                 }
             }
-        }
+            dw
+        };
+        // The samples of a batch run side by side (each one's products and im2col copies are parallel too): on
+        // the small layers of a training step one sample leaves cores idle.
+        let per_sample: Vec<Option<FlexTensor>> = if x.is_some() {
+            dxp.par_chunks_mut(per_x).enumerate().map(|(n, d)| sample(n, Some(d))).collect()
+        } else {
+            (0..batch).into_par_iter().map(|n| sample(n, None)).collect()
+        };
+        let dw = per_sample.into_iter().flatten().reduce(Flex::float_add);
         let dims = [batch, c_in, t, h, wd];
         if let Some(node) = x {
             let dx = nbp_kernels::im2col::fold_replicate_pad(&dxp, dims, shape.pad);
