@@ -155,14 +155,16 @@ impl MovingShapes {
         let label = self.label(index);
         let mut rng = Rng(self.seed ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
         let (h, w) = (self.height, self.width);
-        let min_side = h.min(w) as f32 * if self.large { LARGE_SHAPES } else { 1.0 };
-        let main = Object::random(&mut rng, label / MOTIONS.len(), label % MOTIONS.len(), min_side);
+        let min_side = h.min(w) as f32;
+        // Shape sizes are fractions of this side (the background stripes keep `min_side`).
+        let scale_side = min_side * if self.large { LARGE_SHAPES } else { 1.0 };
+        let main = Object::random(&mut rng, label / MOTIONS.len(), label % MOTIONS.len(), scale_side);
         let mut objects = vec![main];
         for _ in 0..rng.below(3) {
             // Distractors: another shape kind, any motion, drawn in front half of the time (occlusion).
             let shape = (objects[0].shape + 1 + rng.below(SHAPES.len() - 1)) % SHAPES.len();
             let motion = rng.below(MOTIONS.len());
-            objects.push(Object::random(&mut rng, shape, motion, min_side * 0.8));
+            objects.push(Object::random(&mut rng, shape, motion, scale_side * 0.8));
         }
         if objects.len() > 1 && rng.below(2) == 0 {
             objects.rotate_left(1); // main shape drawn first: distractors may occlude it
@@ -277,5 +279,18 @@ mod tests {
         // Areas grow with the square of the size (1.6² = 2.56), less what the frame edges and overlaps cut off.
         let ratio = b as f64 / a as f64;
         assert!((1.9..2.7).contains(&ratio), "area ratio {ratio} ({a} → {b} pixels)");
+        // Only the shapes grow: the pixels where the large clip differs from the small one are the same with or
+        // without background stripes (the stripes do not change with the shape size), and some clips are striped.
+        let textured = MovingShapes::new(5, 64, 64, 7);
+        let differing = |ds: MovingShapes, i: usize| {
+            let (u, v) = (ds.clip(i).0, ds.with_large_shapes().clip(i).0);
+            u.data.iter().zip(&v.data).filter(|(p, q)| p != q).count()
+        };
+        let mut striped = 0;
+        for i in 0..16 {
+            assert_eq!(differing(textured, i), differing(small, i), "clip {i}");
+            striped += usize::from(textured.clip(i).0 != small.clip(i).0);
+        }
+        assert!(striped > 0);
     }
 }

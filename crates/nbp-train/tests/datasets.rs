@@ -445,6 +445,12 @@ fn moving_shapes_source_labels_texts_and_determinism() {
     assert_eq!(ds.describe(), "moving shapes: 20 clips, 16 classes, seed 9");
     let direct = MovingShapesSource::new(20, &o, 9).unwrap();
     assert_eq!(direct.shapes, MovingShapes::new(5, 16, 24, 9));
+    // The variants of the spec reach the clips, and the description names them.
+    let variant = spec("moving-shapes-plain-large:20").open(&o, 9).unwrap();
+    assert_eq!(variant.describe(), "moving shapes (plain backgrounds, large shapes): 20 clips, 16 classes, seed 9");
+    let want = MovingShapes::new(5, 16, 24, 9).with_plain_backgrounds().with_large_shapes().clip(3).0;
+    assert_eq!(variant.clip(3, 0).unwrap().video, want);
+    assert_ne!(want, clip.video);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
