@@ -8,10 +8,10 @@ use nbp::core::progress::NoProgress;
 use nbp::core::vocab::{Conditioning, Vocabulary};
 use nbp::model::sampling::{SampleOptions, sample};
 use nbp::model::schedule::Slot;
-use nbp::model::{Gpt, GptConfig, Schedule};
+use nbp::model::{Gpt, GptConfig, Precision, Schedule};
 
 /// `small`: few steps, for backends that compile a kernel per new shape (wgpu on a software driver).
-fn check<B: Backend>(device: &B::Device, tolerance: f32, small: bool) {
+fn check<B: Backend>(device: &B::Device, tolerance: f32, small: bool, precision: Precision) {
     B::seed(device, 3);
     let vocab = Vocabulary::new(40, Conditioning::Text { vocab: 6, tokens: 2 }, true, 4).unwrap();
     let config = GptConfig::new(vocab.size(), 2, 2, 16).with_block_size(64).with_cond_tokens(2).with_dropout(0.0);
@@ -22,6 +22,8 @@ fn check<B: Backend>(device: &B::Device, tolerance: f32, small: bool) {
         burn::tensor::Distribution::Normal(0.0, 0.5),
         device,
     ));
+    let model = model.with_precision(precision);
+    assert_eq!(model.precision(), precision);
     let prefix: Vec<i64> = (0..8).map(|i| vocab.video_id(i * 3) as i64).collect();
     let cond: Vec<i64> = vec![vocab.condition_offset() as i64 + 1, vocab.condition_offset() as i64 + 4];
     let cases = if small {
@@ -77,11 +79,17 @@ fn check<B: Backend>(device: &B::Device, tolerance: f32, small: bool) {
 
 #[test]
 fn kv_cache_steps_equal_full_forward_on_flex() {
-    check::<Flex>(&Default::default(), 1e-4, false);
+    check::<Flex>(&Default::default(), 1e-4, false, Precision::F32);
+}
+
+/// With bfloat16 linear weights (on an AMX CPU, the AMX kernel), steps and full forward still agree.
+#[test]
+fn kv_cache_steps_equal_full_forward_on_flex_with_bf16_weights() {
+    check::<Flex>(&Default::default(), 1e-4, false, Precision::Bf16);
 }
 
 #[cfg(feature = "wgpu")]
 #[test]
 fn kv_cache_steps_equal_full_forward_on_wgpu() {
-    check::<burn::backend::Wgpu>(&burn::backend::wgpu::WgpuDevice::DefaultDevice, 1e-4, true);
+    check::<burn::backend::Wgpu>(&burn::backend::wgpu::WgpuDevice::DefaultDevice, 1e-4, true, Precision::F32);
 }

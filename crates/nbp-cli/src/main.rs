@@ -249,6 +249,11 @@ struct SampleArgs {
     /// Random seed (runs with the same seed on the same backend give the same video).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Linear-layer weights in f32 (exact) or bf16: half the memory and the bytes read per step (the official
+    /// checkpoints are stored in bf16); on CPUs with AMX the products run on its tile units. Logits move by
+    /// about 1 %, so samples differ from f32 ones with the same seed.
+    #[arg(long, default_value_t = nbp_model::Precision::F32)]
+    precision: nbp_model::Precision,
     /// Output video: .gif, .mp4/.webm, .png (grid) or a folder.
     #[arg(short, long, default_value = "sample.gif")]
     out: PathBuf,
@@ -297,6 +302,9 @@ enum BenchCommand {
         /// Tokens per latent frame, to report frames/s (16x16 = 256; 4 pixel frames per latent frame).
         #[arg(long, default_value_t = 256)]
         tokens_per_frame: usize,
+        /// Linear-layer weights in f32 or bf16 (half the bytes per step; AMX tile units on CPUs that have them).
+        #[arg(long, default_value_t = nbp_model::Precision::F32)]
+        precision: nbp_model::Precision,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -593,7 +601,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     let overrides = nbp_model::Overrides { n_head: a.n_head, block: a.block_size, ..Default::default() };
     let demo = a.generator.is_none();
     let generator = a.generator.clone().unwrap_or_else(|| demo_asset("generator.safetensors"));
-    let g = match nbp_model::load_generator::<B>(&generator, &overrides, &device) {
+    let mut g = match nbp_model::load_generator::<B>(&generator, &overrides, &device) {
         Ok(g) => g,
         Err(e) if demo => bail!(
             "{e}\nthe bundled demo model (assets/demo/) was not found: run nbp-cli from the repository root, or pass --generator (an official .ckpt or a model trained with `nbp-cli train`) and --tokenizer"
@@ -601,13 +609,15 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     let mode = Mode::of(&g.settings);
+    g.model = g.model.with_precision(a.precision);
     eprintln!(
-        "loaded generator {} ({:.1} M parameters, {:?}, block {}, {} condition tokens)",
+        "loaded generator {} ({:.1} M parameters, {:?}, block {}, {} condition tokens, {} linear weights)",
         generator.display(),
         g.model.num_params() as f64 / 1e6,
         mode,
         g.settings.block,
-        g.settings.cond_tokens
+        g.settings.cond_tokens,
+        a.precision
     );
     if let Some(m) = a.mode {
         let want = match m {
@@ -840,7 +850,17 @@ fn run(cli: Cli) -> Result<()> {
             let device = args.run.device;
             with_backend!(device, |B, dev| sample_command::<B>(*args, dev))?;
         }
-        Command::Bench(BenchCommand::Sample { preset, block, prefix, tokens, vocab, batch, tokens_per_frame, run }) => {
+        Command::Bench(BenchCommand::Sample {
+            preset,
+            block,
+            prefix,
+            tokens,
+            vocab,
+            batch,
+            tokens_per_frame,
+            precision,
+            run,
+        }) => {
             if block == 0 || prefix < block || prefix % block != 0 {
                 bail!("--prefix must be a positive multiple of --block");
             }
@@ -852,7 +872,7 @@ fn run(cli: Cli) -> Result<()> {
                 let config =
                     nbp_model::GptConfig::preset(&preset, vocab, 0)?.with_block_size(prefix + tokens).with_dropout(0.0);
                 eprintln!("building {preset} with random weights ({} layers, width {})", config.n_layer, config.n_embd);
-                let model = nbp_model::Gpt::<B>::new(&config, &dev)?;
+                let model = nbp_model::Gpt::<B>::new(&config, &dev)?.with_precision(precision);
                 nbp_core::module::materialize(&model);
                 let ids: Vec<i64> = (0..prefix as i64).map(|i| i % vocab as i64).collect();
                 let schedule = nbp_model::Schedule::blocks(&[], None, &ids, tokens, block);
@@ -864,7 +884,7 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             let (steps, secs, params) = r;
             println!(
-                "sample benchmark: preset {preset} ({:.1} M parameters), block {block}, prefix {prefix}, {tokens} new tokens x {batch} on {}",
+                "sample benchmark: preset {preset} ({:.1} M parameters, {precision} linear weights), block {block}, prefix {prefix}, {tokens} new tokens x {batch} on {}",
                 params as f64 / 1e6,
                 run.device
             );

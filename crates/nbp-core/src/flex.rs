@@ -21,6 +21,12 @@ pub fn flex_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<FlexTenso
     (Box::new(p) as Box<dyn Any>).downcast::<FlexTensor>().ok().map(|b| *b).filter(|f| f.dtype() == DType::F32)
 }
 
+/// The flex tensor behind a float tensor of any dtype (shares its buffer).
+pub fn flex_any<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<FlexTensor> {
+    let TensorPrimitive::Float(p) = t.into_primitive() else { return None };
+    (Box::new(p) as Box<dyn Any>).downcast::<FlexTensor>().ok().map(|b| *b)
+}
+
 /// The flex tensor behind a bool tensor.
 pub fn flex_bool<B: Backend, const D: usize>(t: Tensor<B, D, Bool>) -> Option<FlexTensor> {
     (Box::new(t.into_primitive()) as Box<dyn Any>).downcast::<FlexTensor>().ok().map(|b| *b)
@@ -55,5 +61,8 @@ mod tests {
         let back: Tensor<Flex, 2> = from_flex(f);
         assert_eq!(back.into_data().into_vec::<f32>().unwrap(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
         assert!(flex_f32(Tensor::<Flex, 1>::from_floats([1.0], &dev).cast(DType::F16)).is_none());
+        let half = flex_any(Tensor::<Flex, 1>::from_floats([1.5], &dev).cast(DType::BF16)).unwrap();
+        assert_eq!(half.dtype(), DType::BF16);
+        assert_eq!(half.as_slice::<burn::tensor::bf16>().unwrap()[0].to_f32(), 1.5);
     }
 }

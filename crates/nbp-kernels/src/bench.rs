@@ -72,6 +72,20 @@ pub fn time_linear(m: usize, k: usize, n: usize, repeats: usize, min_seconds: f6
     })
 }
 
+/// Times [`crate::linear_bf16`] (bfloat16 weights on AMX) on the shapes of [`time_linear`]; `None` without AMX.
+pub fn time_linear_bf16(m: usize, k: usize, n: usize, repeats: usize, min_seconds: f64) -> Option<KernelTiming> {
+    let (x, b) = (values(m * k, 1), values(n, 3));
+    let w: Vec<u16> = values(n * k, 2).into_iter().map(crate::bf16::to_bf16).collect();
+    let mut out = vec![0.0f32; m * n];
+    let seconds = best(repeats, min_seconds, || crate::linear_bf16(&x, &w, Some(&b), &mut out, m, k, n))?;
+    Some(KernelTiming {
+        name: format!("linear bf16 {m}×{k}×{n}"),
+        flops: 2.0 * (m * k * n) as f64,
+        weight_bytes: 2.0 * (n * k) as f64,
+        seconds,
+    })
+}
+
 /// Times one convolution as [`crate::conv3d()`] computes it, either always as the direct product or
 /// (`winograd`) through Winograd's transform wherever its shape allows, even on frames too small for
 /// [`crate::conv3d()`] to choose it; the operations counted are those of the direct product either way. `None`
@@ -95,7 +109,8 @@ pub fn time_conv3d(s: Conv3dShape, winograd: bool, repeats: usize, min_seconds: 
     })
 }
 
-/// The kernels on the shapes of `official-base` sampling (a 16-token step, the 512-token prefill) and of
+/// The kernels on the shapes of `official-base` sampling (a 16-token step, the 512-token prefill; in f32 and,
+/// where the CPU has AMX, with bfloat16 weights) and of
 /// typical layers of the `official` tokenizer (on a 17×128×128 clip, on its 2× smaller level and on the latent
 /// grid), these both as the direct product and through Winograd's transform.
 pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTiming>> {
@@ -103,6 +118,13 @@ pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTim
     for m in [1, 16, 512] {
         for (k, n) in [(1536, 1536), (1536, 6144), (6144, 1536)] {
             out.push(time_linear(m, k, n, repeats, min_seconds)?);
+        }
+    }
+    if crate::amx_available() {
+        for m in [1, 16, 512] {
+            for (k, n) in [(1536, 1536), (1536, 6144), (6144, 1536)] {
+                out.extend(time_linear_bf16(m, k, n, repeats, min_seconds));
+            }
         }
     }
     let conv =

@@ -16,6 +16,7 @@
 
 pub mod attention;
 pub mod bench;
+pub mod bf16;
 pub mod conv3d;
 pub mod gelu;
 pub mod im2col;
@@ -26,6 +27,7 @@ mod simd;
 pub mod winograd;
 
 pub use attention::{AttentionShape, Strides, attention};
+pub use bf16::{amx_available, linear_bf16};
 pub use conv3d::{Conv3dShape, conv3d};
 pub use gelu::gelu;
 pub use linear::linear;

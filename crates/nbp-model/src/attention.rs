@@ -34,6 +34,17 @@ pub struct SelfAttention<B: Backend> {
 }
 
 impl<B: Backend> SelfAttention<B> {
+    /// The same layer with the weights of its four linear layers stored as `dtype`.
+    pub fn with_weight_dtype(self, dtype: burn::tensor::DType) -> Self {
+        Self {
+            key: self.key.with_weight_dtype(dtype),
+            query: self.query.with_weight_dtype(dtype),
+            value: self.value.with_weight_dtype(dtype),
+            proj: self.proj.with_weight_dtype(dtype),
+            n_head: self.n_head,
+        }
+    }
+
     /// `x: [batch, new, d]` → `[batch, new, d]`.
     ///
     /// `mask: [1, 1, new, keys]` (`true` = masked out) covers the keys the new tokens see: with a cache, the

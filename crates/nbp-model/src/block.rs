@@ -47,6 +47,16 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
+    /// The same block with the weights of its linear layers stored as `dtype`.
+    pub fn with_weight_dtype(self, dtype: burn::tensor::DType) -> Self {
+        Self {
+            attn: self.attn.with_weight_dtype(dtype),
+            fc: self.fc.with_weight_dtype(dtype),
+            fc_out: self.fc_out.with_weight_dtype(dtype),
+            ..self
+        }
+    }
+
     /// `x: [batch, new, d]` → same; see [`SelfAttention::forward`] for `mask` and `cache`.
     pub fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 4, Bool>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         let x = x.clone() + self.dropout.forward(self.attn.forward(self.ln1.forward(x), mask, cache));

@@ -6,9 +6,9 @@
 //! floating-point sums.
 
 use burn::prelude::*;
-use burn::tensor::Distribution;
+use burn::tensor::{DType, Distribution, bf16};
 use nbp_core::filter::SamplingFilter;
-use nbp_core::flex::{contiguous, flex_bool, flex_f32 as flex, from_flex, is_flex};
+use nbp_core::flex::{contiguous, flex_any, flex_bool, flex_f32 as flex, from_flex, is_flex};
 use nbp_kernels::{AttentionShape, Strides};
 
 use crate::kv_cache::KvCache;
@@ -47,6 +47,9 @@ pub(crate) fn linear<B: Backend, const D: usize>(
     let [n, k] = w.dims();
     let m: usize = dims[..D - 1].iter().product();
     let device = x.device();
+    if w.dtype() == DType::BF16 {
+        return linear_bf16(x, w, b);
+    }
     let (xf, wf) = (contiguous(flex(x.clone())?), flex(w.clone())?);
     let bf = match b {
         Some(b) => Some(flex(b.clone())?),
@@ -64,6 +67,36 @@ pub(crate) fn linear<B: Backend, const D: usize>(
     let mut shape = dims;
     shape[D - 1] = n;
     Some(Tensor::from_data(TensorData::new(out, shape), &device))
+}
+
+/// [`linear`] with a bfloat16 weight, on the AMX tile units (see `nbp_kernels::linear_bf16`).
+fn linear_bf16<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    w: &Tensor<B, 2>,
+    b: Option<&Tensor<B, 1>>,
+) -> Option<Tensor<B, D>> {
+    let dims = x.dims();
+    let [n, k] = w.dims();
+    let m: usize = dims[..D - 1].iter().product();
+    let (xf, wf) = (contiguous(flex(x.clone())?), contiguous(flex_any(w.clone())?));
+    let bf = match b {
+        Some(b) => Some(flex(b.clone())?),
+        None => None,
+    };
+    let ws = wf.as_slice::<bf16>()?;
+    // SAFETY: `bf16` is a transparent wrapper around its `u16` bits.
+    let ws = unsafe { std::slice::from_raw_parts(ws.as_ptr().cast::<u16>(), ws.len()) };
+    let bs = match &bf {
+        Some(b) => Some(b.as_slice::<f32>()?),
+        None => None,
+    };
+    let mut out = vec![0.0f32; m * n];
+    if !nbp_kernels::linear_bf16(xf.as_slice::<f32>()?, ws, bs, &mut out, m, k, n) {
+        return None;
+    }
+    let mut shape = dims;
+    shape[D - 1] = n;
+    Some(Tensor::from_data(TensorData::new(out, shape), &x.device()))
 }
 
 /// The exact GELU.

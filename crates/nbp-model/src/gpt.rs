@@ -11,6 +11,7 @@ use crate::block::{Block, BlockConfig};
 use crate::config::GptConfig;
 use crate::kv_cache::KvCache;
 use crate::linear::{Linear, LinearConfig};
+use crate::precision::Precision;
 
 /// Decoder-only transformer that predicts a whole block of tokens per step: which tokens see which is decided
 /// entirely by the attention mask (`nbp_core::mask`).
@@ -52,6 +53,22 @@ impl<B: Backend> Gpt<B> {
             head: LinearConfig::new(d, config.vocab_size).with_bias(false).init(device),
             config: config.clone(),
         })
+    }
+
+    /// The same model with the weights of all its linear layers stored in `precision` (see [`Precision`]; for
+    /// sampling, not for training).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        let dtype = precision.dtype();
+        Self {
+            blocks: self.blocks.into_iter().map(|b| b.with_weight_dtype(dtype)).collect(),
+            head: self.head.with_weight_dtype(dtype),
+            ..self
+        }
+    }
+
+    /// The number format of the linear weights.
+    pub fn precision(&self) -> Precision {
+        if self.head.weight.val().dtype() == burn::tensor::DType::BF16 { Precision::Bf16 } else { Precision::F32 }
     }
 
     /// The architecture.
