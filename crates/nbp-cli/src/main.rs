@@ -554,7 +554,19 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
 }
 
 /// The sampling flags' ranges, checked before any model is loaded.
+/// bfloat16 weights need a backend with a bfloat16 type: WGSL, the shading language of wgpu, has none.
+fn check_precision(precision: nbp_model::Precision, device: DeviceArg) -> Result<()> {
+    if precision == nbp_model::Precision::Bf16 && matches!(device, DeviceArg::Wgpu | DeviceArg::Vulkan) {
+        bail!(
+            "--precision bf16 does not run on --device {device}: WebGPU shaders have no bfloat16 type; use \
+             --device flex or cuda, or --precision f32"
+        );
+    }
+    Ok(())
+}
+
 fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
+    check_precision(a.precision, a.run.device)?;
     if a.num_samples == 0 {
         bail!("--num-samples must be at least 1");
     }
@@ -867,6 +879,7 @@ fn run(cli: Cli) -> Result<()> {
             if tokens == 0 || batch == 0 || vocab == 0 || tokens_per_frame == 0 {
                 bail!("--tokens, --batch, --vocab and --tokens-per-frame must be at least 1");
             }
+            check_precision(precision, run.device)?;
             let r = with_backend!(run.device, |B, dev| {
                 B::seed(&dev, 0);
                 let config =

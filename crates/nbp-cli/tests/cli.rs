@@ -667,6 +667,9 @@ fn bf16_weights_sample_the_same_greedy_clips_as_f32() {
     assert!(same as f64 >= 0.95 * f32_ids.len() as f64, "{same} of {} ids agree", f32_ids.len());
     let o = cli(&["sample", "--precision", "f16", "--no-decode"]);
     assert!(text(&o).contains("precision 'f16': expected f32 or bf16"), "{}", text(&o));
+    let o = cli(&["sample", "--precision", "bf16", "--device", "wgpu", "--no-decode"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("--precision bf16 does not run on --device wgpu: WebGPU shaders have no bfloat16"));
     let o = cli(&["bench", "sample", "--preset", "tiny", "--prefix", "32", "--tokens", "32", "--precision", "bf16"]);
     assert!(o.status.success() && text(&o).contains("bf16 linear weights"), "{}", text(&o));
     std::fs::remove_dir_all(&dir).ok();
