@@ -86,6 +86,51 @@ pub fn time_linear_bf16(m: usize, k: usize, n: usize, repeats: usize, min_second
     })
 }
 
+/// The shapes `(in, out)` of the linear layers of one `official-base` sampling step: 24 blocks of
+/// key/query/value/proj (1536 → 1536) and the MLP (1536 → 6144 → 1536), then the head (1536 → 64 000).
+fn official_base_layers() -> Vec<(usize, usize)> {
+    let d = 1536;
+    let block = [(d, d), (d, d), (d, d), (d, d), (d, 4 * d), (4 * d, d)];
+    (0..24).flat_map(|_| block).chain([(d, 64000)]).collect()
+}
+
+/// Times one pass of `m` rows through all linear layers of `official-base` ([`official_base_layers`]), each
+/// with its own weights (3.1 GB in f32, 1.6 GB in bfloat16: far more than the caches, so they come from
+/// memory as in a sampling step). `None` without AVX-512 (or, for `bf16`, without AMX).
+pub fn time_model_pass(m: usize, bf16: bool, repeats: usize) -> Option<KernelTiming> {
+    let layers = official_base_layers();
+    let x = values(m * 4 * 1536, 1);
+    let params: usize = layers.iter().map(|(k, n)| k * n).sum();
+    let seconds = if bf16 {
+        let one = crate::bf16::to_bf16(0.01);
+        let ws: Vec<Vec<u16>> = layers.iter().map(|&(k, n)| vec![one; k * n]).collect();
+        best(repeats, 0.0, || {
+            layers.iter().zip(&ws).all(|(&(k, n), w)| {
+                let mut out = vec![0.0f32; m * n];
+                crate::linear_bf16(&x[..m * k], w, None, &mut out, m, k, n)
+            })
+        })?
+    } else {
+        let ws: Vec<Vec<f32>> = layers.iter().map(|&(k, n)| vec![0.01; k * n]).collect();
+        best(repeats, 0.0, || {
+            layers.iter().zip(&ws).all(|(&(k, n), w)| {
+                let mut out = vec![0.0f32; m * n];
+                crate::linear(&x[..m * k], w, None, &mut out, m, k, n)
+            })
+        })?
+    };
+    Some(KernelTiming {
+        name: format!(
+            "official-base pass, {m} row{}{}",
+            if m == 1 { "" } else { "s" },
+            if bf16 { ", bf16" } else { "" }
+        ),
+        flops: 2.0 * (m * params) as f64,
+        weight_bytes: (if bf16 { 2 } else { 4 } * params) as f64,
+        seconds,
+    })
+}
+
 /// Times one convolution as [`crate::conv3d()`] computes it, either always as the direct product or
 /// (`winograd`) through Winograd's transform wherever its shape allows, even on frames too small for
 /// [`crate::conv3d()`] to choose it; the operations counted are those of the direct product either way. `None`
@@ -110,7 +155,8 @@ pub fn time_conv3d(s: Conv3dShape, winograd: bool, repeats: usize, min_seconds: 
 }
 
 /// The kernels on the shapes of `official-base` sampling (a 16-token step, the 512-token prefill; in f32 and,
-/// where the CPU has AMX, with bfloat16 weights) and of
+/// where the CPU has AMX, with bfloat16 weights; and one pass of 1 and of 16 rows through all of its linear
+/// layers, with the weights coming from memory) and of
 /// typical layers of the `official` tokenizer (on a 17×128×128 clip, on its 2× smaller level and on the latent
 /// grid), these both as the direct product and through Winograd's transform.
 pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTiming>> {
@@ -126,6 +172,10 @@ pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTim
                 out.extend(time_linear_bf16(m, k, n, repeats, min_seconds));
             }
         }
+    }
+    for m in [1, 16] {
+        out.push(time_model_pass(m, false, repeats)?);
+        out.extend(crate::amx_available().then(|| time_model_pass(m, true, repeats)).flatten());
     }
     let conv =
         |c_in, c_out, input| Conv3dShape { c_in, c_out, input, pad: [2, 1, 1], kernel: [3, 3, 3], stride: [1, 1, 1] };
