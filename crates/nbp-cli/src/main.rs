@@ -251,7 +251,8 @@ struct SampleArgs {
     seed: u64,
     /// Linear-layer weights in f32 (exact) or bf16: half the memory and the bytes read per step (the official
     /// checkpoints are stored in bf16); on CPUs with AMX the products run on its tile units. Logits move by
-    /// about 1 %, so samples differ from f32 ones with the same seed.
+    /// about 1 % of their scale, so a sample can differ from the f32 one with the same seed where two tokens
+    /// are nearly tied. Not on wgpu (no bfloat16 type in its shaders).
     #[arg(long, default_value_t = nbp_model::Precision::F32)]
     precision: nbp_model::Precision,
     /// Output video: .gif, .mp4/.webm, .png (grid) or a folder.
