@@ -554,7 +554,6 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
     Ok(())
 }
 
-/// The sampling flags' ranges, checked before any model is loaded.
 /// bfloat16 weights need a backend with a bfloat16 type: WGSL, the shading language of wgpu, has none.
 fn check_precision(precision: nbp_model::Precision, device: DeviceArg) -> Result<()> {
     if precision == nbp_model::Precision::Bf16 && matches!(device, DeviceArg::Wgpu | DeviceArg::Vulkan) {
@@ -566,6 +565,7 @@ fn check_precision(precision: nbp_model::Precision, device: DeviceArg) -> Result
     Ok(())
 }
 
+/// The sampling flags' ranges, checked before any model is loaded.
 fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     check_precision(a.precision, a.run.device)?;
     if a.num_samples == 0 {
@@ -630,7 +630,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         mode,
         g.settings.block,
         g.settings.cond_tokens,
-        a.precision
+        g.model.precision()
     );
     if let Some(m) = a.mode {
         let want = match m {

@@ -17,8 +17,7 @@ pub fn is_flex<B: Backend>() -> bool {
 
 /// The f32 flex tensor behind a float tensor (shares its buffer).
 pub fn flex_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<FlexTensor> {
-    let TensorPrimitive::Float(p) = t.into_primitive() else { return None };
-    (Box::new(p) as Box<dyn Any>).downcast::<FlexTensor>().ok().map(|b| *b).filter(|f| f.dtype() == DType::F32)
+    flex_any(t).filter(|f| f.dtype() == DType::F32)
 }
 
 /// The flex tensor behind a float tensor of any dtype (shares its buffer).

@@ -1,5 +1,5 @@
-//! `out = x·Wᵀ + b` with the weight stored in bfloat16 (`[out, in]`, PyTorch's layout), on Intel's AMX tile
-//! units.
+//! `out = x·Wᵀ + b` with the weight stored in bfloat16 (`[out, in]`, PyTorch's layout), on CPUs with Intel's
+//! AMX tile units: blocks of rows on the tiles, 1–4 rows with AVX-512.
 //!
 //! bfloat16 weights are half the bytes of f32 ones, and a sampling step that reads every weight once (an NTP
 //! step, or an NBP step of a few rows) is bound by how fast those bytes come from memory. The products of a
@@ -137,6 +137,7 @@ impl Packed {
         let kp = k.next_multiple_of(KT);
         let tile_len = kp / 2 * T;
         let mut data = vec![0u32; m.div_ceil(T) * tile_len];
+        let vector = vector_rounding();
         // One tile of 16 rows at a time, and in it one 1 KB block of 16 pairs × 16 rows at a time: each row's 32
         // elements are rounded into a 16 × 16 scratch block, which is then written transposed.
         let pack = |(tile, dst): (usize, &mut [u32])| {
@@ -146,7 +147,7 @@ impl Packed {
                 for (r, pairs) in scratch.iter_mut().enumerate().take(rows) {
                     let i = tile * T + r;
                     let (p0, p1) = ((i * k + c * KT).min((i + 1) * k), (i * k + (c + 1) * KT).min((i + 1) * k));
-                    round_pairs(&x[p0..p1], pairs);
+                    round_pairs(&x[p0..p1], pairs, vector);
                 }
                 for (q, out) in block.chunks_exact_mut(T).enumerate() {
                     for (r, pairs) in scratch.iter().enumerate().take(rows) {
@@ -173,14 +174,28 @@ impl Packed {
     }
 }
 
-/// Up to 32 elements rounded to bfloat16, as 16 pairs (zeros past the end of `src`).
-fn round_pairs(src: &[f32], pairs: &mut [u32; T]) {
-    #[cfg(target_arch = "x86_64")]
-    if src.len() == KT && std::is_x86_feature_detected!("avx512bf16") {
+/// Whether [`round_pairs`] may use AVX512-BF16's conversion instruction.
+fn vector_rounding() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        false
+    }
+}
+
+/// Up to 32 elements rounded to bfloat16, as 16 pairs (zeros past the end of `src`); `vector` from
+/// [`vector_rounding`].
+fn round_pairs(src: &[f32], pairs: &mut [u32; T], vector: bool) {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if vector && src.len() == KT {
         // SAFETY: AVX512-BF16 was detected; `src` holds 32 floats and `pairs` 16 words.
         unsafe { amx::round_pairs_avx512(src, pairs) };
         return;
     }
+    let _ = vector;
     for (q, pair) in pairs.iter_mut().enumerate() {
         let lo = src.get(2 * q).map_or(0, |&v| to_bf16(v) as u32);
         let hi = src.get(2 * q + 1).map_or(0, |&v| to_bf16(v) as u32);
@@ -228,7 +243,7 @@ mod amx {
 
     use super::{KT, Packed, T};
 
-    /// CPUID says AMX-TILE and AMX-BF16, and Linux grants this process the tile data state
+    /// CPUID says AMX-TILE and AMX-BF16 (and AVX-512 F and BW, for the few-rows kernel), and Linux grants this process the tile data state
     /// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`; without it the first tile instruction faults).
     pub(super) fn request() -> bool {
         if std::env::var_os("NBP_NO_AMX").is_some_and(|v| v != "0") {
@@ -238,7 +253,7 @@ mod amx {
         // SAFETY: CPUID leaf 7 exists on every x86-64 CPU that has AVX-512, checked first.
         let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0).edx };
         let (amx_bf16, amx_tile) = (edx & (1 << 22) != 0, edx & (1 << 24) != 0);
-        if !(crate::available() && amx_bf16 && amx_tile) {
+        if !(crate::available() && std::is_x86_feature_detected!("avx512bw") && amx_bf16 && amx_tile) {
             return false;
         }
         const ARCH_PRCTL: i64 = 158;

@@ -34,7 +34,7 @@ pub(crate) fn sample<B: Backend>(logits: &Tensor<B, 2>, filter: &SamplingFilter)
     Some(Tensor::from_data(TensorData::new(out, [rows, 1]), &device))
 }
 
-/// `x·Wᵀ + b` for `x: [.., in]`, `w: [out, in]`, `b: [out]`.
+/// `x·Wᵀ + b` for `x: [.., in]`, `w: [out, in]` (f32, or bfloat16 on the AMX kernel), `b: [out]`.
 pub(crate) fn linear<B: Backend, const D: usize>(
     x: &Tensor<B, D>,
     w: &Tensor<B, 2>,
@@ -46,52 +46,28 @@ pub(crate) fn linear<B: Backend, const D: usize>(
     let dims = x.dims();
     let [n, k] = w.dims();
     let m: usize = dims[..D - 1].iter().product();
-    let device = x.device();
-    if w.dtype() == DType::BF16 {
-        return linear_bf16(x, w, b);
-    }
-    let (xf, wf) = (contiguous(flex(x.clone())?), flex(w.clone())?);
-    let bf = match b {
-        Some(b) => Some(flex(b.clone())?),
-        None => None,
-    };
-    let (xs, ws) = (xf.as_slice::<f32>()?, wf.as_slice::<f32>()?);
-    let bs = match &bf {
-        Some(b) => Some(b.as_slice::<f32>()?),
-        None => None,
-    };
-    let mut out = vec![0.0f32; m * n];
-    if !nbp_kernels::linear(xs, ws, bs, &mut out, m, k, n) {
-        return None;
-    }
-    let mut shape = dims;
-    shape[D - 1] = n;
-    Some(Tensor::from_data(TensorData::new(out, shape), &device))
-}
-
-/// [`linear`] with a bfloat16 weight, on the AMX tile units (see `nbp_kernels::linear_bf16`).
-fn linear_bf16<B: Backend, const D: usize>(
-    x: &Tensor<B, D>,
-    w: &Tensor<B, 2>,
-    b: Option<&Tensor<B, 1>>,
-) -> Option<Tensor<B, D>> {
-    let dims = x.dims();
-    let [n, k] = w.dims();
-    let m: usize = dims[..D - 1].iter().product();
     let (xf, wf) = (contiguous(flex(x.clone())?), contiguous(flex_any(w.clone())?));
     let bf = match b {
         Some(b) => Some(flex(b.clone())?),
         None => None,
     };
-    let ws = wf.as_slice::<bf16>()?;
-    // SAFETY: `bf16` is a transparent wrapper around its `u16` bits.
-    let ws = unsafe { std::slice::from_raw_parts(ws.as_ptr().cast::<u16>(), ws.len()) };
+    let xs = xf.as_slice::<f32>()?;
     let bs = match &bf {
         Some(b) => Some(b.as_slice::<f32>()?),
         None => None,
     };
     let mut out = vec![0.0f32; m * n];
-    if !nbp_kernels::linear_bf16(xf.as_slice::<f32>()?, ws, bs, &mut out, m, k, n) {
+    let done = match wf.dtype() {
+        DType::F32 => nbp_kernels::linear(xs, wf.as_slice::<f32>()?, bs, &mut out, m, k, n),
+        DType::BF16 => {
+            let ws = wf.as_slice::<bf16>()?;
+            // SAFETY: `bf16` is a transparent wrapper around its `u16` bits.
+            let ws = unsafe { std::slice::from_raw_parts(ws.as_ptr().cast::<u16>(), ws.len()) };
+            nbp_kernels::linear_bf16(xs, ws, bs, &mut out, m, k, n)
+        }
+        _ => false,
+    };
+    if !done {
         return None;
     }
     let mut shape = dims;

@@ -5,8 +5,8 @@ use std::str::FromStr;
 
 use burn::tensor::DType;
 
-/// How the weights of the linear layers (attention, MLP, head: all but about 1 % of a model's parameters) are
-/// stored for sampling.
+/// How the weights of the linear layers (attention, MLP, head: 778 M of the 879 M parameters of `official-base`
+/// with a 64 000-code vocabulary; the rest are the embeddings) are stored for sampling.
 ///
 /// - `F32` (the default): as trained and as the parity tests check them.
 /// - `Bf16`: rounded to bfloat16, half the memory and half the bytes each sampling step reads. The official
