@@ -1,8 +1,10 @@
 //! Masked multi-head attention `softmax(q·kᵀ·scale + mask)·v`, one head per task.
 //!
 //! Keys and values are read where they lie (for example in a KV cache with room for more tokens): head `h`
-//! starts at `h·head_stride` and its rows are `head_dim` apart. Score tiles whose keys are all masked for all
-//! their queries are skipped, so a block-causal prefill does about half the work of a dense one.
+//! starts at `h·head_stride` and its rows are `head_dim` apart. Two or more queries (an NBP step, a prefill) are
+//! processed 16 at a time as the lanes of the vectors; keys that no query of a group sees are skipped, so a
+//! block-causal prefill does about half the work of a dense one. A single query (an NTP step) takes dot
+//! products by the linear kernel's register tiles.
 
 use rayon::prelude::*;
 
@@ -88,22 +90,20 @@ pub fn attention(
         return true;
     }
     let out_ptr = OutPtr(out.as_mut_ptr());
+    let lanes = (queries >= LANES_FROM).then(|| LaneMask::new(masked, queries, keys));
     let run = |g: usize| {
         let (b, h) = (g / heads, g % heads);
         let at = |st: &Strides| st.offset(b, h);
         let op = out_ptr;
+        let (qh, oh) = ((q.as_ptr(), s.q.row), (op.0, s.out.row));
         // SAFETY: AVX-512 was detected; the extents were checked above; every (batch, head) writes its own rows.
         unsafe {
-            x86::head(
-                (q.as_ptr().add(at(&s.q)), s.q.row),
-                (k.as_ptr().add(at(&s.kv)), v.as_ptr().add(at(&s.kv)), s.kv.row),
-                masked,
-                (op.0.add(at(&s.out)), s.out.row),
-                queries,
-                keys,
-                d,
-                scale,
-            )
+            let (qh, oh) = ((qh.0.add(at(&s.q)), qh.1), (oh.0.add(at(&s.out)), oh.1));
+            let kv = (k.as_ptr().add(at(&s.kv)), v.as_ptr().add(at(&s.kv)), s.kv.row);
+            match &lanes {
+                Some(lanes) => x86::head_lanes(qh, kv, lanes, oh, d, scale),
+                None => x86::head(qh, kv, masked, oh, queries, keys, d, scale),
+            }
         }
     };
     if batch * heads > 1 && queries * keys * d >= 1 << 14 {
@@ -112,6 +112,42 @@ pub fn attention(
         (0..batch * heads).for_each(run);
     }
     true
+}
+
+/// From this many queries on, the queries of a head are processed 16 at a time as the lanes of the vectors
+/// ([`x86::head_lanes`]).
+const LANES_FROM: usize = 2;
+
+/// The mask regrouped for [`x86::head_lanes`]: queries in groups of 16, and for each group and key the bits of
+/// the group's queries that see the key, with the range of keys that some query of the group sees.
+pub(crate) struct LaneMask {
+    queries: usize,
+    keys: usize,
+    /// `bits[g·keys + j]`: bit `l` set when query `16g + l` sees key `j`.
+    bits: Vec<u16>,
+    /// Per group, the keys `lo..hi` outside which no query of the group sees anything.
+    ranges: Vec<(usize, usize)>,
+}
+
+impl LaneMask {
+    fn new(masked: &[bool], queries: usize, keys: usize) -> Self {
+        let groups = queries.div_ceil(16);
+        let mut bits = vec![0u16; groups * keys];
+        for i in 0..queries {
+            let (g, l) = (i / 16, i % 16);
+            for (b, &m) in bits[g * keys..(g + 1) * keys].iter_mut().zip(&masked[i * keys..(i + 1) * keys]) {
+                *b |= u16::from(!m) << l;
+            }
+        }
+        let ranges = bits
+            .chunks(keys.max(1))
+            .map(|row| match row.iter().position(|&b| b != 0) {
+                Some(lo) => (lo, keys - row.iter().rev().position(|&b| b != 0).unwrap_or(0)),
+                None => (0, 0),
+            })
+            .collect();
+        Self { queries, keys, bits, ranges }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -124,13 +160,23 @@ unsafe impl Sync for OutPtr {}
 mod x86 {
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn head(
-        _: &[f32],
-        _: &[f32],
-        _: &[f32],
+        _: (*const f32, usize),
+        _: (*const f32, *const f32, usize),
         _: &[bool],
-        _: &mut [f32],
+        _: (*mut f32, usize),
         _: usize,
         _: usize,
+        _: usize,
+        _: f32,
+    ) {
+        unreachable!("the kernels are only called after the AVX-512 check")
+    }
+
+    pub(super) unsafe fn head_lanes(
+        _: (*const f32, usize),
+        _: (*const f32, *const f32, usize),
+        _: &super::LaneMask,
+        _: (*mut f32, usize),
         _: usize,
         _: f32,
     ) {
@@ -146,7 +192,8 @@ mod x86 {
     use crate::linear::{MR, NR};
     use crate::simd::x86::exp;
 
-    /// One head: scores, a masked softmax per query, then `Σ_j p_ij·v_j`.
+    /// One head, for a single query or a few: scores by dot products, a masked softmax per query, then
+    /// `Σ_j p_ij·v_j`.
     ///
     /// # Safety
     /// AVX-512F; `q`, `out`: `queries` rows of `d` floats (`ldq`, `ldo` apart), `k`, `v`: `keys` rows (`ldkv`
@@ -164,15 +211,7 @@ mod x86 {
         scale: f32,
     ) {
         let mut scores = vec![0.0f32; queries * keys];
-        let qs = (q, ldq);
-        let ks = (k, ldkv);
-        // Up to 16 queries (an NBP-16 step) the dot products win: for 16 queries over 1024 cached keys, 16
-        // heads of 96 and 24 layers, 52–56 ms against 70–76 ms with the keys transposed by gathers first.
-        if queries > 16 {
-            unsafe { scores_broadcast(qs, ks, masked, &mut scores, queries, keys, d) };
-        } else {
-            unsafe { scores_dot(qs, ks, masked, &mut scores, queries, keys, d) };
-        }
+        unsafe { scores_dot((q, ldq), (k, ldkv), masked, &mut scores, queries, keys, d) };
         // Softmax numerators in place; `norms[i]` is 1 / their sum, or 0 for a query that sees no key (its row
         // is all zeros, so its output is zero).
         let mut norms = vec![0.0f32; queries];
@@ -226,6 +265,217 @@ mod x86 {
                 c0 += chunks * 16;
             }
             i += rows;
+        }
+    }
+
+    /// Keys per register block of [`lane_scores`].
+    const LK: usize = 8;
+
+    /// One head with its queries as vector lanes, 16 at a time: for each key `j` the scores of the group's
+    /// queries form one vector, `Σ_p k[j, p]·qᵀ[p, :]` with the queries transposed (and scaled) once, so no
+    /// horizontal sums are needed and each key row is read once per group; the softmax runs across keys with
+    /// one maximum and one sum per lane, and `Σ_j p_ij·v_j` takes the weights of 4 queries at a time.
+    ///
+    /// # Safety
+    /// AVX-512F; as [`head`], with the queries and keys that `lanes` was made for.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn head_lanes(
+        (q, ldq): (*const f32, usize),
+        (k, v, ldkv): (*const f32, *const f32, usize),
+        lanes: &super::LaneMask,
+        (out, ldo): (*mut f32, usize),
+        d: usize,
+        scale: f32,
+    ) {
+        let (queries, keys) = (lanes.queries, lanes.keys);
+        let mut qt = vec![0.0f32; d * 16];
+        let mut st = vec![0.0f32; keys * 16];
+        for g in 0..queries.div_ceil(16) {
+            let (i0, gq) = (16 * g, (queries - 16 * g).min(16));
+            let bits = &lanes.bits[g * keys..(g + 1) * keys];
+            let (lo, hi) = lanes.ranges[g];
+            for l in 0..gq {
+                for p in 0..d {
+                    // SAFETY: element p of query row i0 + l is in bounds.
+                    qt[p * 16 + l] = unsafe { *q.add((i0 + l) * ldq + p) } * scale;
+                }
+            }
+            for l in gq..16 {
+                for p in 0..d {
+                    qt[p * 16 + l] = 0.0;
+                }
+            }
+            // Scores of the visible range, −∞ where hidden; the per-lane maximum.
+            let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+            let mut j = lo;
+            while j < hi {
+                let n = LK.min(hi - j);
+                // SAFETY: keys j..j + n of k and rows j..j + n of st are in bounds.
+                max = unsafe {
+                    if n == LK {
+                        lane_scores::<LK>(
+                            k.add(j * ldkv),
+                            ldkv,
+                            &qt,
+                            d,
+                            &bits[j..j + LK],
+                            st.as_mut_ptr().add(16 * j),
+                            max,
+                        )
+                    } else {
+                        let mut m = max;
+                        for r in 0..n {
+                            m = lane_scores::<1>(
+                                k.add((j + r) * ldkv),
+                                ldkv,
+                                &qt,
+                                d,
+                                &bits[j + r..j + r + 1],
+                                st.as_mut_ptr().add(16 * (j + r)),
+                                m,
+                            );
+                        }
+                        m
+                    }
+                };
+                j += n;
+            }
+            // Numerators in place, 1 / their sum per lane (0 for a query that sees no key: zero output).
+            let none = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max, _mm512_set1_ps(f32::NEG_INFINITY));
+            let max = _mm512_mask_mov_ps(max, none, _mm512_setzero_ps());
+            let mut sum = _mm512_setzero_ps();
+            for j in lo..hi {
+                // SAFETY: row j of st holds 16 floats.
+                unsafe {
+                    let e = exp(_mm512_sub_ps(_mm512_loadu_ps(st.as_ptr().add(16 * j)), max));
+                    _mm512_storeu_ps(st.as_mut_ptr().add(16 * j), e);
+                    sum = _mm512_add_ps(sum, e);
+                }
+            }
+            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(sum, _mm512_setzero_ps());
+            let norm = _mm512_maskz_div_ps(positive, _mm512_set1_ps(1.0), sum);
+            let mut norms = [0.0f32; 16];
+            // SAFETY: 16 floats.
+            unsafe { _mm512_storeu_ps(norms.as_mut_ptr(), norm) };
+            // Σ_j p_ij·v_j, 4 queries and up to 6 vectors of columns at a time.
+            let mut l0 = 0;
+            while l0 < gq {
+                let rows = LR.min(gq - l0);
+                let mut c0 = 0;
+                while c0 < d {
+                    let chunks = (d - c0).div_ceil(16).min(LC);
+                    // SAFETY: rows l0.. of the group's outputs, columns c0.. of v and of the outputs are in bounds.
+                    unsafe {
+                        let o = (out.add((i0 + l0) * ldo), ldo);
+                        let p = st.as_ptr().add(l0);
+                        macro_rules! arms {
+                            ($($c:literal),*) => {
+                                match chunks {
+                                    $($c => lane_weighted::<$c>(p, (lo, hi), (v, ldkv), d, c0, o, &norms[l0..], rows),)*
+                                    _ => unreachable!(),
+                                }
+                            };
+                        }
+                        arms!(1, 2, 3, 4, 5, 6)
+                    }
+                    c0 += chunks * 16;
+                }
+                l0 += rows;
+            }
+        }
+    }
+
+    /// Queries per pass of [`lane_weighted`].
+    const LR: usize = 4;
+    /// Vectors of 16 columns per pass of [`lane_weighted`].
+    const LC: usize = 6;
+
+    /// Scores of `R` consecutive keys for the 16 lanes of `qt: [d, 16]`: `st[16r + l] = k[r]·qt[:, l]`, or −∞
+    /// where bit `l` of `bits[r]` is clear; returns `max` updated with them.
+    ///
+    /// # Safety
+    /// AVX-512F; `k`: `R` rows of `d` floats (`ldk` apart); `st`: `16·R` floats.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn lane_scores<const R: usize>(
+        k: *const f32,
+        ldk: usize,
+        qt: &[f32],
+        d: usize,
+        bits: &[u16],
+        st: *mut f32,
+        mut max: __m512,
+    ) -> __m512 {
+        let mut acc = [_mm512_setzero_ps(); R];
+        // The keys two blocks ahead, into L1 (without this the scores ran at half the speed of memory). A
+        // prefetch of an address past the keys is harmless.
+        for line in (0..R * ldk).step_by(16) {
+            _mm_prefetch::<_MM_HINT_T0>(k.wrapping_add(2 * R * ldk + line).cast());
+        }
+        for p in 0..d {
+            // SAFETY: row p of qt holds 16 floats; element p of each key row is in bounds.
+            unsafe {
+                let qv = _mm512_loadu_ps(qt.as_ptr().add(16 * p));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(_mm512_set1_ps(*k.add(r * ldk + p)), qv, *a);
+                }
+            }
+        }
+        let minus_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+        for (r, a) in acc.iter().enumerate() {
+            let x = _mm512_mask_mov_ps(minus_inf, bits[r], *a);
+            // SAFETY: row r of st is in bounds.
+            unsafe { _mm512_storeu_ps(st.add(16 * r), x) };
+            max = _mm512_max_ps(max, x);
+        }
+        max
+    }
+
+    /// `o[r·ldo + c0..] = norms[r]·Σ_{j ∈ lo..hi} p[16j + r]·v[j·ldv + c0..]` for the first `rows ≤ 4` lanes at
+    /// `p`, over `C` vectors of 16 columns (the last one possibly partial).
+    ///
+    /// # Safety
+    /// AVX-512F; `p`: rows of 16 weights (from the group's lane `l0`) for the keys `lo..hi`; `v`: those rows of
+    /// `d` floats (`ldv` apart); `o`: `rows` rows of `d` floats (`ldo` apart); `c0 < d`.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn lane_weighted<const C: usize>(
+        p: *const f32,
+        (lo, hi): (usize, usize),
+        (v, ldv): (*const f32, usize),
+        d: usize,
+        c0: usize,
+        (o, ldo): (*mut f32, usize),
+        norms: &[f32],
+        rows: usize,
+    ) {
+        let mut masks = [0 as __mmask16; C];
+        for (c, m) in masks.iter_mut().enumerate() {
+            let lanes = (d - c0).saturating_sub(16 * c).min(16);
+            *m = (1u32 << lanes).wrapping_sub(1) as __mmask16;
+        }
+        let mut acc = [[_mm512_setzero_ps(); C]; LR];
+        for j in lo..hi {
+            let mut vj = [_mm512_setzero_ps(); C];
+            for (c, x) in vj.iter_mut().enumerate() {
+                // SAFETY: the masked columns of row j of v are in bounds.
+                *x = unsafe { _mm512_maskz_loadu_ps(masks[c], v.add(j * ldv + c0 + 16 * c)) };
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: weight r of key j lies within its row of 16.
+                let pb = _mm512_set1_ps(unsafe { *p.add(16 * j + r) });
+                for c in 0..C {
+                    row[c] = _mm512_fmadd_ps(pb, vj[c], row[c]);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate().take(rows) {
+            let nb = _mm512_set1_ps(norms[r]);
+            for c in 0..C {
+                // SAFETY: the masked columns of output row r are in bounds.
+                unsafe { _mm512_mask_storeu_ps(o.add(r * ldo + c0 + 16 * c), masks[c], _mm512_mul_ps(row[c], nb)) };
+            }
         }
     }
 
@@ -294,107 +544,6 @@ mod x86 {
     /// True when some query of `rows` sees some key of `cols` (`masked: [queries, keys]`).
     fn visible(masked: &[bool], keys: usize, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> bool {
         rows.into_iter().any(|r| masked[r * keys + cols.start..r * keys + cols.end].iter().any(|m| !m))
-    }
-
-    /// Keys per broadcast tile (four vectors).
-    const TILE_KEYS: usize = 64;
-
-    /// Scores of many queries: the keys are transposed once, then each tile of 6 queries × 64 keys accumulates
-    /// `q[i, p]·kᵀ[p, j..j + 64]` over `p` (no horizontal sums).
-    ///
-    /// # Safety
-    /// As [`head`].
-    #[target_feature(enable = "avx512f")]
-    unsafe fn scores_broadcast(
-        (q, ldq): (*const f32, usize),
-        (k, ldk): (*const f32, usize),
-        masked: &[bool],
-        scores: &mut [f32],
-        queries: usize,
-        keys: usize,
-        d: usize,
-    ) {
-        // kᵀ, 16 keys at a time by gathers.
-        let mut kt = vec![0.0f32; d * keys];
-        let rows = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(ldk as i32),
-        );
-        for j in (0..keys).step_by(16) {
-            let lanes: __mmask16 = (1u32 << (keys - j).min(16)).wrapping_sub(1) as __mmask16;
-            for p in 0..d {
-                // SAFETY: the gathered elements p of rows j.. of k and the stored elements of row p of kᵀ are in
-                // bounds (lanes past the last key are masked off).
-                unsafe {
-                    let g = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), lanes, rows, k.add(j * ldk + p));
-                    _mm512_mask_storeu_ps(kt.as_mut_ptr().add(p * keys + j), lanes, g);
-                }
-            }
-        }
-        let mut i = 0;
-        while i < queries {
-            let mr = MR.min(queries - i);
-            let mut j = 0;
-            while j < keys {
-                let nk = TILE_KEYS.min(keys - j);
-                if visible(masked, keys, i..i + mr, j..j + nk) {
-                    // SAFETY: rows i..i + mr of q and scores, keys j..j + nk of kt.
-                    unsafe {
-                        macro_rules! arms {
-                            ($($r:literal),*) => {
-                                match mr {
-                                    $($r => broadcast_tile::<$r>((q.add(i * ldq), ldq), d, kt.as_ptr().add(j), keys, nk,
-                                        scores.as_mut_ptr().add(i * keys + j)),)*
-                                    _ => unreachable!(),
-                                }
-                            };
-                        }
-                        arms!(1, 2, 3, 4, 5, 6)
-                    }
-                }
-                j += nk;
-            }
-            i += mr;
-        }
-    }
-
-    /// `dst[r·ld + c] = Σ_p q[r·ldq + p]·kt[p·ld + c]` for `r < R`, `c < nk ≤ 64`.
-    ///
-    /// # Safety
-    /// AVX-512F; `q`: `R` rows of `d` (`ldq` apart), `kt`: `d` rows of `ld` (from the tile's first key), `dst`: `R` rows of `ld`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn broadcast_tile<const R: usize>(
-        (q, ldq): (*const f32, usize),
-        d: usize,
-        kt: *const f32,
-        ld: usize,
-        nk: usize,
-        dst: *mut f32,
-    ) {
-        let mut masks = [0 as __mmask16; 4];
-        for (c, m) in masks.iter_mut().enumerate() {
-            let lanes = nk.saturating_sub(16 * c).min(16);
-            *m = (1u32 << lanes).wrapping_sub(1) as __mmask16;
-        }
-        let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        for p in 0..d {
-            let mut kv = [_mm512_setzero_ps(); 4];
-            for c in 0..4 {
-                kv[c] = unsafe { _mm512_maskz_loadu_ps(masks[c], kt.add(p * ld + 16 * c)) };
-            }
-            for (r, row) in acc.iter_mut().enumerate() {
-                let qb = _mm512_set1_ps(unsafe { *q.add(r * ldq + p) });
-                for c in 0..4 {
-                    row[c] = _mm512_fmadd_ps(qb, kv[c], row[c]);
-                }
-            }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            for c in 0..4 {
-                unsafe { _mm512_mask_storeu_ps(dst.add(r * ld + 16 * c), masks[c], row[c]) };
-            }
-        }
     }
 
     /// `row[j] ← e^(row[j] − max)` (0 for `−∞`); returns the sum.
@@ -515,6 +664,7 @@ mod tests {
             (1, 1, 1, 1, 20, 4),
             (2, 4, 13, 13, 96, 20),
             (1, 2, 70, 150, 136, 150),
+            (1, 3, 33, 40, 24, 48),
         ];
         for &(batch, heads, queries, keys, d, cap) in &cases {
             let shape = AttentionShape {
@@ -545,6 +695,19 @@ mod tests {
             let want = reference(&q, &k, &v, &masked, shape, 0.3);
             for (e, (a, b)) in out.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{shape:?} element {e}: {a} vs {b}");
+            }
+            // A sliding window of 7 keys: later query groups see no early keys (their ranges start past 0).
+            let window: Vec<bool> = (0..queries * keys)
+                .map(|e| {
+                    let (i, j) = (e / keys + keys - queries, e % keys);
+                    j > i || j + 7 <= i
+                })
+                .collect();
+            let mut windowed = vec![f32::NAN; n_q];
+            assert!(attention(&q, &k, &v, &window, &mut windowed, shape, 0.3));
+            let want = reference(&q, &k, &v, &window, shape, 0.3);
+            for (e, (a, b)) in windowed.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{shape:?} window, element {e}: {a} vs {b}");
             }
             if queries > 2 {
                 // Query 1 of batch 0 sees nothing: zeros for every head.

@@ -131,6 +131,45 @@ pub fn time_model_pass(m: usize, bf16: bool, repeats: usize) -> Option<KernelTim
     })
 }
 
+/// Times [`crate::attention`] on the layers of one `official-base` sampling step: `queries` new tokens (the
+/// last of `keys`) attend, under a block-causal mask with blocks of 16, to the keys and values of a KV cache
+/// with room for 1280 tokens, for 24 layers of 16 heads of 96, each layer with its own cache (377 MB in all:
+/// more than the caches, so they come from memory as in a step). `flops` counts the two products over the
+/// visible keys; `weight_bytes` the keys and values read. `None` without AVX-512.
+pub fn time_attention(queries: usize, keys: usize, repeats: usize) -> Option<KernelTiming> {
+    use crate::attention::{AttentionShape, Strides, attention};
+    let (layers, heads, d, cap) = (24, 16, 96, 1280.max(keys));
+    let shape = AttentionShape {
+        batch: 1,
+        heads,
+        queries,
+        keys,
+        head_dim: d,
+        q: Strides::token_major(queries, heads, d),
+        kv: Strides::head_major(cap, heads, d),
+        out: Strides::token_major(queries, heads, d),
+    };
+    let q = values(queries * heads * d, 1);
+    let caches: Vec<(Vec<f32>, Vec<f32>)> =
+        (0..layers).map(|l| (values(heads * cap * d, 2 + l as u32), values(heads * cap * d, 40 + l as u32))).collect();
+    let masked: Vec<bool> = (0..queries * keys)
+        .map(|e| {
+            let (i, j) = (e / keys + keys - queries, e % keys);
+            j / 16 > i / 16
+        })
+        .collect();
+    let visible = masked.iter().filter(|m| !**m).count();
+    let mut out = vec![0.0f32; queries * heads * d];
+    let seconds =
+        best(repeats, 0.0, || caches.iter().all(|(k, v)| attention(&q, k, v, &masked, &mut out, shape, 0.1)))?;
+    Some(KernelTiming {
+        name: format!("attention {queries} queries × {keys} keys, 24 layers"),
+        flops: (layers * heads * 4 * d * visible) as f64,
+        weight_bytes: (layers * heads * 2 * keys * d * 4) as f64,
+        seconds,
+    })
+}
+
 /// Times one convolution as [`crate::conv3d()`] computes it, either always as the direct product or
 /// (`winograd`) through Winograd's transform wherever its shape allows, even on frames too small for
 /// [`crate::conv3d()`] to choose it; the operations counted are those of the direct product either way. `None`
@@ -176,6 +215,9 @@ pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTim
     for m in [1, 16] {
         out.push(time_model_pass(m, false, repeats)?);
         out.extend(crate::amx_available().then(|| time_model_pass(m, true, repeats)).flatten());
+    }
+    for (queries, keys) in [(1, 1024), (16, 1024), (512, 512)] {
+        out.push(time_attention(queries, keys, repeats)?);
     }
     let conv =
         |c_in, c_out, input| Conv3dShape { c_in, c_out, input, pad: [2, 1, 1], kernel: [3, 3, 3], stride: [1, 1, 1] };
