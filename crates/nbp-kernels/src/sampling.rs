@@ -1,8 +1,8 @@
 //! Top-k / top-p filtering and a categorical draw per row, with the same rules as
 //! `nbp_core::filter::SamplingFilter` followed by `softmax` and `Tensor::categorical`.
 //!
-//! The tensor path sorts each whole row; here the k-th value comes from a linear-time selection and only the
-//! tokens that survive top-k are sorted for top-p. Plain Rust: works on every CPU.
+//! The tensor path sorts each whole row; here the k-th value comes from a linear-time selection and the top-p
+//! cut from partitions of the tokens that survive top-k (no sort). Plain Rust: works on every CPU.
 
 use rayon::prelude::*;
 
@@ -36,6 +36,10 @@ pub fn sample_rows(
 }
 
 /// The smallest logit that survives top-k then top-p (`−∞` when neither filters).
+///
+/// Top-k is a linear-time selection. Top-p needs the probability mass in descending order only up to where it
+/// passes `p`, so instead of sorting the survivors it partitions them around pivots by value (as a selection
+/// does) and follows the part where the mass crosses `p`: linear time on average.
 pub fn threshold(row: &[f32], top_k: Option<usize>, top_p: Option<f64>) -> f32 {
     let desc = |a: &f32, b: &f32| b.total_cmp(a);
     let mut cut = f32::NEG_INFINITY;
@@ -46,26 +50,57 @@ pub fn threshold(row: &[f32], top_k: Option<usize>, top_p: Option<f64>) -> f32 {
         kept.retain(|x| *x >= cut);
     }
     if let Some(p) = top_p {
-        kept.sort_unstable_by(desc);
-        let max = kept[0];
+        let max = kept.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         if max == f32::NEG_INFINITY {
             return cut;
         }
-        let exps: Vec<f32> = kept.iter().map(|x| (x - max).exp()).collect();
-        let total: f32 = exps.iter().sum();
-        // Mass strictly before each sorted position; a token is kept while that mass has not exceeded p.
-        let mut before = 0.0f32;
-        let mut count = 0;
-        for e in &exps {
-            if before / total > p as f32 {
-                break;
-            }
-            count += 1;
-            before += e;
-        }
-        cut = cut.max(kept[count.max(1) - 1]);
+        let total: f64 = kept.iter().map(|&x| (x - max).exp() as f64).sum();
+        cut = cut.max(top_p_cut(&mut kept, max, total, p));
     }
     cut
+}
+
+/// The value of the last token that top-p keeps among `values` (all finite or `−∞`, maximum `max`, softmax
+/// normaliser `total` of `e^(x − max)`): in descending order a token is kept while the mass before it is at most
+/// `p`; tokens tied with the last kept one stay too. Reorders `values`.
+fn top_p_cut(values: &mut [f32], max: f32, total: f64, p: f64) -> f32 {
+    let mass = |xs: &[f32]| -> f64 { xs.iter().map(|&x| (x - max).exp() as f64).sum() };
+    // `before`: the mass of the tokens above the current range, whose first token is always kept.
+    let (mut before, mut range) = (0.0f64, values);
+    loop {
+        let pivot = {
+            let (a, b, c) = (range[0], range[range.len() / 2], range[range.len() - 1]);
+            a.max(b).min(a.min(b).max(c))
+        };
+        // [greater | equal | less] around the pivot.
+        let mut gt = 0;
+        for i in 0..range.len() {
+            if range[i] > pivot {
+                range.swap(i, gt);
+                gt += 1;
+            }
+        }
+        let mut eq = gt;
+        for i in gt..range.len() {
+            if range[i] == pivot {
+                range.swap(i, eq);
+                eq += 1;
+            }
+        }
+        let above = before + mass(&range[..gt]);
+        if above / total > p {
+            // The crossing lies among the greater values (the first of them is kept: `before ≤ p`).
+            range = &mut range[..gt];
+            continue;
+        }
+        // Every greater value is kept, and so is the pivot (the mass before its first copy is `above ≤ p`).
+        let through = above + mass(&range[gt..eq]);
+        if through / total > p || eq == range.len() {
+            return pivot;
+        }
+        before = through;
+        range = &mut range[eq..];
+    }
 }
 
 /// Inverse-CDF draw over the logits not below `cut`, in vocabulary order.
@@ -74,12 +109,13 @@ fn draw(row: &[f32], cut: f32, u: f32) -> i64 {
     if max == f32::NEG_INFINITY {
         return 0;
     }
-    let weight = |x: f32| if x >= cut { ((x - max) as f64).exp() } else { 0.0 };
-    let total: f64 = row.iter().map(|&x| weight(x)).sum();
+    let weight = |x: f32| if x >= cut { (x - max).exp() as f64 } else { 0.0 };
+    let weights: Vec<f64> = row.iter().map(|&x| weight(x)).collect();
+    let total: f64 = weights.iter().sum();
     let target = u as f64 * total;
     let mut cum = 0.0f64;
-    for (i, &x) in row.iter().enumerate() {
-        cum += weight(x);
+    for (i, (&w, &x)) in weights.iter().zip(row).enumerate() {
+        cum += w;
         if cum >= target && x >= cut {
             return i as i64;
         }
@@ -105,6 +141,47 @@ mod tests {
         // Top-k 3 leaves [3, 2, 2]: mass before 0, 0.5761, 0.7881; the 1 is gone whatever p.
         assert_eq!(threshold(&row, Some(3), Some(0.55)), 3.0);
         assert_eq!(threshold(&row, Some(3), Some(0.99)), 2.0, "top-p only sees the top-k survivors");
+    }
+
+    /// Top-p by sorting, as the tensor path does it.
+    fn sorted_top_p(row: &[f32], p: f64) -> f32 {
+        let mut sorted = row.to_vec();
+        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+        let max = sorted[0];
+        let e: Vec<f64> = sorted.iter().map(|&x| ((x - max) as f64).exp()).collect();
+        let total: f64 = e.iter().sum();
+        let (mut before, mut count) = (0.0, 0);
+        for x in &e {
+            if before / total > p {
+                break;
+            }
+            count += 1;
+            before += x;
+        }
+        sorted[count.max(1) - 1]
+    }
+
+    #[test]
+    fn top_p_by_partitions_keeps_what_sorting_keeps() {
+        let mut s = 7u32;
+        for case in 0..300 {
+            let n = 1 + case % 97;
+            // Values on a coarse grid (many ties), sometimes with −∞ entries.
+            let row: Vec<f32> = (0..n)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 17;
+                    s ^= s << 5;
+                    if s % 11 == 0 { f32::NEG_INFINITY } else { (s % 9) as f32 * 0.5 - 2.0 }
+                })
+                .collect();
+            if row.iter().all(|x| *x == f32::NEG_INFINITY) {
+                continue;
+            }
+            for p in [0.05, 0.3, 0.5, 0.77, 0.9, 0.999] {
+                assert_eq!(threshold(&row, None, Some(p)), sorted_top_p(&row, p), "row {row:?}, p {p}");
+            }
+        }
     }
 
     #[test]
