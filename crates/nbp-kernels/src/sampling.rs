@@ -172,7 +172,7 @@ mod tests {
                     s ^= s << 13;
                     s ^= s >> 17;
                     s ^= s << 5;
-                    if s % 11 == 0 { f32::NEG_INFINITY } else { (s % 9) as f32 * 0.5 - 2.0 }
+                    if s.is_multiple_of(11) { f32::NEG_INFINITY } else { (s % 9) as f32 * 0.5 - 2.0 }
                 })
                 .collect();
             if row.iter().all(|x| *x == f32::NEG_INFINITY) {
