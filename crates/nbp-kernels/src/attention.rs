@@ -150,6 +150,12 @@ impl LaneMask {
     }
 }
 
+/// Mask flags from bytes (nonzero = hidden), as a boolean tensor stores them. Here rather than at the caller
+/// so that it runs at this crate's optimisation level.
+pub fn flags_from_bytes(bytes: &[u8]) -> Vec<bool> {
+    bytes.iter().map(|&b| b != 0).collect()
+}
+
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
 // SAFETY: tasks write disjoint rows through the pointer.

@@ -26,7 +26,7 @@ pub mod sampling;
 mod simd;
 pub mod winograd;
 
-pub use attention::{AttentionShape, Strides, attention};
+pub use attention::{AttentionShape, Strides, attention, flags_from_bytes};
 pub use bf16::{amx_available, linear_bf16};
 pub use conv3d::{Conv3dShape, conv3d};
 pub use gelu::gelu;

@@ -61,7 +61,7 @@ impl<B: Backend> Block<B> {
     pub fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 4, Bool>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         let x = x.clone() + self.dropout.forward(self.attn.forward(self.ln1.forward(x), mask, cache));
         let h = self.fc.forward(self.ln2.forward(x.clone()));
-        let h = crate::cpu::gelu(&h).unwrap_or_else(|| self.gelu.forward(h));
+        let h = crate::cpu::gelu(h).unwrap_or_else(|h| self.gelu.forward(h));
         let h = self.fc_out.forward(h);
         x + self.dropout.forward(h)
     }

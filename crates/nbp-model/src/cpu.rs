@@ -75,17 +75,27 @@ pub(crate) fn linear<B: Backend, const D: usize>(
     Some(Tensor::from_data(TensorData::new(out, shape), &x.device()))
 }
 
-/// The exact GELU.
-pub(crate) fn gelu<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
+/// The exact GELU, in place when `x` holds the only handle to its buffer. `Err(x)` (untouched) where the kernel
+/// does not apply.
+pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>, Tensor<B, D>> {
     if !enabled::<B>() {
-        return None;
+        return Err(x);
     }
-    let xf = contiguous(flex(x.clone())?);
-    let mut data = xf.as_slice::<f32>()?.to_vec();
-    if !nbp_kernels::gelu(&mut data) {
-        return None;
+    let Some(f) = flex(x.clone()) else { return Err(x) };
+    let (dims, device) = (x.dims(), x.device());
+    drop(x);
+    let mut f = contiguous(f);
+    let range = f.layout().contiguous_offsets();
+    if let (Some((start, end)), Some(data)) = (range, f.try_storage_mut::<f32>()) {
+        nbp_kernels::gelu(&mut data[start..end]);
+        return Ok(from_flex(f));
     }
-    Some(Tensor::from_data(TensorData::new(data, x.dims()), &x.device()))
+    let mut data = match f.as_slice::<f32>() {
+        Some(d) => d.to_vec(),
+        None => return Err(from_flex(f)),
+    };
+    nbp_kernels::gelu(&mut data);
+    Ok(Tensor::from_data(TensorData::new(data, dims), &device))
 }
 
 /// Multi-head self-attention on the outputs of the query/key/value layers, `q, k, v: [batch, new, d]`
@@ -111,7 +121,7 @@ pub(crate) fn self_attention<B: Backend>(
     }
     let mf = contiguous(flex_bool(mask.clone())?);
     let (start, end) = mf.layout().contiguous_offsets()?;
-    let masked: Vec<bool> = mf.storage::<u8>()[start..end].iter().map(|&m| m != 0).collect();
+    let masked = nbp_kernels::flags_from_bytes(&mf.storage::<u8>()[start..end]);
     let qf = contiguous(flex(q.clone())?);
     let (kf, vf, kv) = match cache {
         Some(cache) => {
