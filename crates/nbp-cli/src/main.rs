@@ -957,11 +957,12 @@ fn run(cli: Cli) -> Result<()> {
             println!("machine: {}", nbp_core::system::machine_description());
             for t in timings {
                 println!(
-                    "{:<44} {:>9.3} ms {:>7.1} GFLOP/s {:>6.1} GB/s of weights",
+                    "{:<44} {:>9.3} ms {:>7.1} GFLOP/s {:>6.1} GB/s of {}",
                     t.name,
                     t.seconds * 1e3,
                     t.gflops(),
-                    t.weight_gbs()
+                    t.weight_gbs(),
+                    t.bytes_of
                 );
             }
         }

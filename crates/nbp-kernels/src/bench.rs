@@ -12,8 +12,10 @@ pub struct KernelTiming {
     pub name: String,
     /// Floating-point operations per call (multiply and add counted separately).
     pub flops: f64,
-    /// Bytes of weights read per call.
+    /// Bytes of weights (for attention, of cached keys and values) read per call.
     pub weight_bytes: f64,
+    /// What those bytes are: `"weights"`, or `"keys and values"` for attention.
+    pub bytes_of: &'static str,
     /// Best time per call over the repeats, in seconds.
     pub seconds: f64,
 }
@@ -68,6 +70,7 @@ pub fn time_linear(m: usize, k: usize, n: usize, repeats: usize, min_seconds: f6
         name: format!("linear {m}×{k}×{n}"),
         flops: 2.0 * (m * k * n) as f64,
         weight_bytes: 4.0 * (n * k) as f64,
+        bytes_of: "weights",
         seconds,
     })
 }
@@ -82,6 +85,7 @@ pub fn time_linear_bf16(m: usize, k: usize, n: usize, repeats: usize, min_second
         name: format!("linear bf16 {m}×{k}×{n}"),
         flops: 2.0 * (m * k * n) as f64,
         weight_bytes: 2.0 * (n * k) as f64,
+        bytes_of: "weights",
         seconds,
     })
 }
@@ -127,6 +131,7 @@ pub fn time_model_pass(m: usize, bf16: bool, repeats: usize) -> Option<KernelTim
         ),
         flops: 2.0 * (m * params) as f64,
         weight_bytes: (if bf16 { 2 } else { 4 } * params) as f64,
+        bytes_of: "weights",
         seconds,
     })
 }
@@ -163,9 +168,10 @@ pub fn time_attention(queries: usize, keys: usize, repeats: usize) -> Option<Ker
     let seconds =
         best(repeats, 0.0, || caches.iter().all(|(k, v)| attention(&q, k, v, &masked, &mut out, shape, 0.1)))?;
     Some(KernelTiming {
-        name: format!("attention {queries} queries × {keys} keys, 24 layers"),
+        name: format!("attention {queries} quer{} × {keys} keys, 24 layers", if queries == 1 { "y" } else { "ies" }),
         flops: (layers * heads * 4 * d * visible) as f64,
         weight_bytes: (layers * heads * 2 * keys * d * 4) as f64,
+        bytes_of: "keys and values",
         seconds,
     })
 }
@@ -189,6 +195,7 @@ pub fn time_conv3d(s: Conv3dShape, winograd: bool, repeats: usize, min_seconds: 
         name: format!("conv3d {}→{} on {t}×{h}×{wd}, stride {:?}, {method}", s.c_in, s.c_out, s.stride),
         flops: 2.0 * (positions * s.c_out * s.c_in * taps) as f64,
         weight_bytes: 4.0 * (s.c_out * s.c_in * taps) as f64,
+        bytes_of: "weights",
         seconds,
     })
 }
