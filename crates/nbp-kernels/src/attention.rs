@@ -95,10 +95,10 @@ pub fn attention(
         let (b, h) = (g / heads, g % heads);
         let at = |st: &Strides| st.offset(b, h);
         let op = out_ptr;
-        let (qh, oh) = ((q.as_ptr(), s.q.row), (op.0, s.out.row));
         // SAFETY: AVX-512 was detected; the extents were checked above; every (batch, head) writes its own rows.
         unsafe {
-            let (qh, oh) = ((qh.0.add(at(&s.q)), qh.1), (oh.0.add(at(&s.out)), oh.1));
+            let qh = (q.as_ptr().add(at(&s.q)), s.q.row);
+            let oh = (op.0.add(at(&s.out)), s.out.row);
             let kv = (k.as_ptr().add(at(&s.kv)), v.as_ptr().add(at(&s.kv)), s.kv.row);
             match &lanes {
                 Some(lanes) => x86::head_lanes(qh, kv, lanes, oh, d, scale),
@@ -198,8 +198,8 @@ mod x86 {
     use crate::linear::{MR, NR};
     use crate::simd::x86::exp;
 
-    /// One head, for a single query or a few: scores by dot products, a masked softmax per query, then
-    /// `Σ_j p_ij·v_j`.
+    /// One head, used for a single query (it takes any number): scores by dot products, a masked softmax per
+    /// query, then `Σ_j p_ij·v_j`.
     ///
     /// # Safety
     /// AVX-512F; `q`, `out`: `queries` rows of `d` floats (`ldq`, `ldo` apart), `k`, `v`: `keys` rows (`ldkv`
