@@ -59,6 +59,35 @@ pub struct AttentionShape {
     pub out: Strides,
 }
 
+impl AttentionShape {
+    /// New tokens attending to a KV cache: queries and outputs token-major (as the linear layers give them),
+    /// keys and values head-major with room for `capacity` rows per head.
+    pub fn cached(batch: usize, heads: usize, queries: usize, keys: usize, head_dim: usize, capacity: usize) -> Self {
+        Self {
+            batch,
+            heads,
+            queries,
+            keys,
+            head_dim,
+            q: Strides::token_major(queries, heads, head_dim),
+            kv: Strides::head_major(capacity, heads, head_dim),
+            out: Strides::token_major(queries, heads, head_dim),
+        }
+    }
+}
+
+/// The benchmarks' and tests' stand-in for the model's mask (`nbp_core::mask`): `true` = hidden, for `queries`
+/// new tokens that are the last of `keys`, a key visible when its block of `block` positions is not later than
+/// the query's.
+pub(crate) fn block_causal_mask(queries: usize, keys: usize, block: usize) -> Vec<bool> {
+    (0..queries * keys)
+        .map(|e| {
+            let (i, j) = (e / keys + keys - queries, e % keys);
+            j / block > i / block
+        })
+        .collect()
+}
+
 /// `out[b, h, i, :] = Σ_j p_ij·v[b, h, j, :]` with `p_i = softmax_j(q[b, h, i]·k[b, h, j]·scale)` over the keys
 /// `j` that `masked[i, j]` leaves visible (`true` = hidden; the same for every batch and head).
 ///
@@ -673,26 +702,12 @@ mod tests {
             (1, 3, 33, 40, 24, 48),
         ];
         for &(batch, heads, queries, keys, d, cap) in &cases {
-            let shape = AttentionShape {
-                batch,
-                heads,
-                queries,
-                keys,
-                head_dim: d,
-                q: Strides::token_major(queries, heads, d),
-                kv: Strides::head_major(cap, heads, d),
-                out: Strides::token_major(queries, heads, d),
-            };
+            let shape = AttentionShape::cached(batch, heads, queries, keys, d, cap);
             let n_q = batch * queries * heads * d;
             let n_kv = batch * heads * cap * d;
             let (q, k, v) = (values(n_q, 1), values(n_kv, 2), values(n_kv, 3));
             // Block-causal with blocks of 4 over the key positions, plus one query that sees nothing.
-            let mut masked: Vec<bool> = (0..queries * keys)
-                .map(|e| {
-                    let (i, j) = (e / keys + keys - queries, e % keys);
-                    j / 4 > i / 4
-                })
-                .collect();
+            let mut masked = block_causal_mask(queries, keys, 4);
             if queries > 2 {
                 masked[keys..2 * keys].fill(true);
             }

@@ -142,27 +142,13 @@ pub fn time_model_pass(m: usize, bf16: bool, repeats: usize) -> Option<KernelTim
 /// more than the caches, so they come from memory as in a step). `flops` counts the two products over the
 /// visible keys; `weight_bytes` the keys and values read. `None` without AVX-512.
 pub fn time_attention(queries: usize, keys: usize, repeats: usize) -> Option<KernelTiming> {
-    use crate::attention::{AttentionShape, Strides, attention};
+    use crate::attention::{AttentionShape, attention, block_causal_mask};
     let (layers, heads, d, cap) = (24, 16, 96, 1280.max(keys));
-    let shape = AttentionShape {
-        batch: 1,
-        heads,
-        queries,
-        keys,
-        head_dim: d,
-        q: Strides::token_major(queries, heads, d),
-        kv: Strides::head_major(cap, heads, d),
-        out: Strides::token_major(queries, heads, d),
-    };
+    let shape = AttentionShape::cached(1, heads, queries, keys, d, cap);
     let q = values(queries * heads * d, 1);
     let caches: Vec<(Vec<f32>, Vec<f32>)> =
         (0..layers).map(|l| (values(heads * cap * d, 2 + l as u32), values(heads * cap * d, 40 + l as u32))).collect();
-    let masked: Vec<bool> = (0..queries * keys)
-        .map(|e| {
-            let (i, j) = (e / keys + keys - queries, e % keys);
-            j / 16 > i / 16
-        })
-        .collect();
+    let masked = block_causal_mask(queries, keys, 16);
     let visible = masked.iter().filter(|m| !**m).count();
     let mut out = vec![0.0f32; queries * heads * d];
     let seconds =
