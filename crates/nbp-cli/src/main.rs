@@ -892,11 +892,22 @@ fn run(cli: Cli) -> Result<()> {
                 let schedule = nbp_model::Schedule::blocks(&[], None, &ids, tokens, block);
                 let opts = nbp_model::sampling::SampleOptions { filter: Default::default(), greedy: false, cfg: None };
                 let t0 = std::time::Instant::now();
-                let out = nbp_model::sampling::sample(&model, &schedule, batch, &opts, &Bar::default(), &mut |_| {})?;
+                // The end of the first step (the prefill and the first block): one value of its logits is read
+                // back, so that asynchronous GPU backends have finished it too.
+                let mut first = None;
+                let mut on_logits = |l: &burn::Tensor<B, 2>| {
+                    if first.is_none() {
+                        let _ = l.clone().slice([0..1, 0..1]).into_data();
+                        first = Some(t0.elapsed().as_secs_f64());
+                    }
+                };
+                let out =
+                    nbp_model::sampling::sample(&model, &schedule, batch, &opts, &Bar::default(), &mut on_logits)?;
                 let _ = out.into_data();
-                Ok::<_, anyhow::Error>((schedule.len(), t0.elapsed().as_secs_f64(), model.num_params()))
+                let secs = t0.elapsed().as_secs_f64();
+                Ok::<_, anyhow::Error>((schedule.len(), secs, first.unwrap_or(secs), model.num_params()))
             })?;
-            let (steps, secs, params) = r;
+            let (steps, secs, first, params) = r;
             println!(
                 "sample benchmark: preset {preset} ({:.1} M parameters, {precision} linear weights), block {block}, prefix {prefix}, {tokens} new tokens x {batch} on {}",
                 params as f64 / 1e6,
@@ -909,6 +920,14 @@ fn run(cli: Cli) -> Result<()> {
                 (tokens * batch) as f64 / tokens_per_frame as f64 * 4.0 / secs,
                 secs / steps as f64
             );
+            if steps > 1 {
+                println!(
+                    "of which the prefill of {prefix} tokens with the first step {first:.2} s, then {} more step{} of {:.3} s each",
+                    steps - 1,
+                    if steps == 2 { "" } else { "s" },
+                    (secs - first) / (steps - 1) as f64
+                );
+            }
         }
         Command::Tokenizer(TokenizerCommand::Convert { input, output, tokenizer_config }) => {
             type B = burn::backend::Flex;

@@ -617,6 +617,10 @@ fn bench_sample_counts_its_steps_and_refuses_empty_work() {
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("block 16, prefix 32, 32 new tokens x 1") && out.contains("2 steps in "), "{out}");
+    assert!(
+        out.contains("of which the prefill of 32 tokens with the first step ") && out.contains("then 1 more step of "),
+        "{out}"
+    );
     let o = cli(&["bench", "sample", "--preset", "tiny", "--tokens", "0"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
