@@ -304,7 +304,7 @@ mod x86 {
     }
 
     /// Keys per register block of [`lane_scores`].
-    const LK: usize = 8;
+    const LK: usize = 16;
 
     /// One head with its queries as vector lanes, 16 at a time: for each key `j` the scores of the group's
     /// queries form one vector, `Σ_p k[j, p]·qᵀ[p, :]` with the queries transposed (and scaled) once, so no
