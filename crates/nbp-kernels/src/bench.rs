@@ -44,6 +44,34 @@ pub(crate) fn values(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// Checks a linear kernel `run(x, w, bias, out, m, k, n)` against a double-precision product on `shapes`,
+/// with and without bias: the reference multiplies `round(x)` by `round(w)` (the operands as the kernel sees
+/// them) and each output must be within `tol·(1 + |want|)`.
+#[cfg(test)]
+pub(crate) fn check_linear(
+    shapes: &[(usize, usize, usize)],
+    tol: f32,
+    round: impl Fn(f32) -> f32,
+    run: impl Fn(&[f32], &[f32], Option<&[f32]>, &mut [f32], usize, usize, usize) -> bool,
+) {
+    for &(m, k, n) in shapes {
+        let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+        let (xr, wr): (Vec<f32>, Vec<f32>) =
+            (x.iter().map(|&v| round(v)).collect(), w.iter().map(|&v| round(v)).collect());
+        for bias in [None, Some(b.as_slice())] {
+            let mut out = vec![f32::NAN; m * n];
+            assert!(run(&x, &w, bias, &mut out, m, k, n), "{m}x{k}x{n}: the kernel did not run");
+            for i in 0..m {
+                for j in 0..n {
+                    let s: f64 = (0..k).map(|p| xr[i * k + p] as f64 * wr[j * k + p] as f64).sum();
+                    let (got, want) = (out[i * n + j], s as f32 + bias.map_or(0.0, |b| b[j]));
+                    assert!((got - want).abs() <= tol * (1.0 + want.abs()), "{m}x{k}x{n} [{i}, {j}]: {got} vs {want}");
+                }
+            }
+        }
+    }
+}
+
 /// Best time of `f` over `repeats` rounds of calls that last at least `min_seconds` each.
 fn best(repeats: usize, min_seconds: f64, mut f: impl FnMut() -> bool) -> Option<f64> {
     if !f() {
@@ -61,30 +89,20 @@ fn best(repeats: usize, min_seconds: f64, mut f: impl FnMut() -> bool) -> Option
     Some(best)
 }
 
-/// Times `out = x·Wᵀ + b` with `x: [m, k]`, `W: [n, k]`; `None` without AVX-512.
-pub fn time_linear(m: usize, k: usize, n: usize, repeats: usize, min_seconds: f64) -> Option<KernelTiming> {
+/// Times `out = x·Wᵀ + b` with `x: [m, k]`, `W: [n, k]`, in f32 ([`linear`]) or with bfloat16 weights on AMX
+/// ([`crate::linear_bf16`]); `None` without AVX-512 (or, for `bf16`, without AMX).
+pub fn time_linear(m: usize, k: usize, n: usize, bf16: bool, repeats: usize, min_seconds: f64) -> Option<KernelTiming> {
     let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+    let wb: Vec<u16> = if bf16 { w.iter().map(|&v| crate::bf16::to_bf16(v)).collect() } else { vec![] };
     let mut out = vec![0.0f32; m * n];
-    let seconds = best(repeats, min_seconds, || linear(&x, &w, Some(&b), &mut out, m, k, n))?;
+    let seconds = best(repeats, min_seconds, || match bf16 {
+        true => crate::linear_bf16(&x, &wb, Some(&b), &mut out, m, k, n),
+        false => linear(&x, &w, Some(&b), &mut out, m, k, n),
+    })?;
     Some(KernelTiming {
-        name: format!("linear {m}×{k}×{n}"),
+        name: format!("linear {}{m}×{k}×{n}", if bf16 { "bf16 " } else { "" }),
         flops: 2.0 * (m * k * n) as f64,
-        weight_bytes: 4.0 * (n * k) as f64,
-        bytes_of: "weights",
-        seconds,
-    })
-}
-
-/// Times [`crate::linear_bf16`] (bfloat16 weights on AMX) on the shapes of [`time_linear`]; `None` without AMX.
-pub fn time_linear_bf16(m: usize, k: usize, n: usize, repeats: usize, min_seconds: f64) -> Option<KernelTiming> {
-    let (x, b) = (values(m * k, 1), values(n, 3));
-    let w: Vec<u16> = values(n * k, 2).into_iter().map(crate::bf16::to_bf16).collect();
-    let mut out = vec![0.0f32; m * n];
-    let seconds = best(repeats, min_seconds, || crate::linear_bf16(&x, &w, Some(&b), &mut out, m, k, n))?;
-    Some(KernelTiming {
-        name: format!("linear bf16 {m}×{k}×{n}"),
-        flops: 2.0 * (m * k * n) as f64,
-        weight_bytes: 2.0 * (n * k) as f64,
+        weight_bytes: (if bf16 { 2 } else { 4 } * n * k) as f64,
         bytes_of: "weights",
         seconds,
     })
@@ -195,13 +213,13 @@ pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTim
     let mut out = Vec::new();
     for m in [1, 16, 512] {
         for (k, n) in [(1536, 1536), (1536, 6144), (6144, 1536)] {
-            out.push(time_linear(m, k, n, repeats, min_seconds)?);
+            out.push(time_linear(m, k, n, false, repeats, min_seconds)?);
         }
     }
     if crate::amx_available() {
         for m in [1, 16, 512] {
             for (k, n) in [(1536, 1536), (1536, 6144), (6144, 1536)] {
-                out.extend(time_linear_bf16(m, k, n, repeats, min_seconds));
+                out.extend(time_linear(m, k, n, true, repeats, min_seconds));
             }
         }
     }
@@ -228,7 +246,7 @@ mod tests {
 
     #[test]
     fn timings_count_the_work_of_each_call() {
-        let Some(t) = time_linear(2, 32, 12, 1, 0.0) else {
+        let Some(t) = time_linear(2, 32, 12, false, 1, 0.0) else {
             eprintln!("skipped: no AVX-512 on this CPU");
             return;
         };

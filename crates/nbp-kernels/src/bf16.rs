@@ -573,19 +573,7 @@ mod amx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::values;
-
-    fn reference(x: &[f32], w: &[u16], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
-        let mut out = vec![0.0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                let s: f64 =
-                    (0..k).map(|p| from_bf16(to_bf16(x[i * k + p])) as f64 * from_bf16(w[j * k + p]) as f64).sum();
-                out[i * n + j] = s as f32 + bias.map_or(0.0, |b| b[j]);
-            }
-        }
-        out
-    }
+    use crate::bench::{check_linear, values};
 
     #[test]
     fn rounding_to_bfloat16_is_to_nearest_even() {
@@ -621,18 +609,11 @@ mod tests {
             (40, 1000, 30),
             (100, 64, 512),
         ];
-        for &(m, k, n) in &shapes {
-            let (x, b) = (values(m * k, 1), values(n, 3));
-            let w: Vec<u16> = values(n * k, 2).into_iter().map(to_bf16).collect();
-            for bias in [None, Some(b.as_slice())] {
-                let mut out = vec![f32::NAN; m * n];
-                assert!(linear_bf16(&x, &w, bias, &mut out, m, k, n));
-                let want = reference(&x, &w, bias, m, k, n);
-                for (i, (a, e)) in out.iter().zip(&want).enumerate() {
-                    assert!((a - e).abs() <= 1e-5 * (1.0 + e.abs()), "{m}x{k}x{n} element {i}: {a} vs {e}");
-                }
-            }
-        }
+        let round = |v: f32| from_bf16(to_bf16(v));
+        check_linear(&shapes, 1e-5, round, |x, w, b, out, m, k, n| {
+            let w: Vec<u16> = w.iter().map(|&v| to_bf16(v)).collect();
+            linear_bf16(x, &w, b, out, m, k, n)
+        });
     }
 
     #[test]

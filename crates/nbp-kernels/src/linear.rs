@@ -405,18 +405,7 @@ pub(crate) mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::values;
-
-    fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
-        let mut out = vec![0.0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                let s: f64 = (0..k).map(|p| x[i * k + p] as f64 * w[j * k + p] as f64).sum();
-                out[i * n + j] = s as f32 + bias.map_or(0.0, |b| b[j]);
-            }
-        }
-        out
-    }
+    use crate::bench::check_linear;
 
     #[test]
     fn matches_a_double_precision_product_on_every_edge_shape() {
@@ -435,17 +424,7 @@ mod tests {
             (40, 1000, 30),
             (20, 600, 12),
         ];
-        for &(m, k, n) in &shapes {
-            let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
-            for bias in [None, Some(b.as_slice())] {
-                let mut out = vec![f32::NAN; m * n];
-                assert!(linear(&x, &w, bias, &mut out, m, k, n));
-                let want = reference(&x, &w, bias, m, k, n);
-                for (i, (a, e)) in out.iter().zip(&want).enumerate() {
-                    assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{m}x{k}x{n} element {i}: {a} vs {e}");
-                }
-            }
-        }
+        check_linear(&shapes, 1e-4, |v| v, linear);
     }
 
     #[test]
