@@ -12,7 +12,8 @@ PSNR of 8 held-out clips next to that of filling each frame with its mean colour
     python scripts/bench/tokenizer_training_torch.py 8,16,32,32 4 1500 1e-3     # the demo architecture
 
 Environment (the diagnostics of assets/README.md, "What they can and cannot do"):
-  NOQ=1       train without quantisation (the decoder reads the bounded encoder output)
+  NOQ=1       train without quantisation (the decoder reads the bounded encoder output; validation still rounds)
+  NOQ_STEPS=n the same for the first n steps only, then with rounding (`--unquantized-steps n` of the trainer)
   CROP, BATCH training crop (default 32) and clips per step (default 1)
   DATA        random (default: random colours, as the built-in data), palette (6 shape colours, 4 backgrounds),
               fixed (one colour per shape kind, one background)
@@ -32,6 +33,7 @@ rng = np.random.default_rng(0)
 torch.set_num_threads(int(os.environ.get('THREADS', '2')))
 H = W = 64
 NOQ = os.environ.get('NOQ') == '1'
+NOQ_STEPS = int(os.environ.get('NOQ_STEPS', '0'))
 CROP = int(os.environ.get('CROP', '32'))
 BATCH = int(os.environ.get('BATCH', '1'))
 DATA = os.environ.get('DATA', 'random')
@@ -93,7 +95,7 @@ for step in range(1, steps+1):
         xs.append(v[:, :, oy:oy+CROP, ox:ox+CROP])
     x = valid[:1] if OVERFIT else torch.tensor(np.stack(xs))
     z = m.encode(x)
-    codes = m.fsq(z)[1] if not NOQ else m.fsq(z)[0] / m.fsq.half_width[None,:,None,None,None]
+    codes = m.fsq(z)[1] if not (NOQ or step <= NOQ_STEPS) else m.fsq(z)[0] / m.fsq.half_width[None,:,None,None,None]
     y = m.decode(codes)
     d = y - x
     loss = d.abs().mean() + (d*d).mean()

@@ -236,6 +236,10 @@ pub struct TrainTokenizerArgs {
     /// Weight of the L2 (squared error) reconstruction loss.
     #[arg(long)]
     l2_weight: Option<f64>,
+    /// Steps at the start in which the decoder reads the encoder's outputs unrounded (FSQ bypassed): a
+    /// continuous code learnt first gets a small tokenizer off the mean-colour plateau; 0 rounds from the start.
+    #[arg(long)]
+    unquantized_steps: Option<usize>,
     /// torchvision vgg16 weights (.pth) for the LPIPS loss (with --lpips-lin).
     #[arg(long)]
     lpips_vgg: Option<PathBuf>,
@@ -296,6 +300,7 @@ impl TrainTokenizerArgs {
         };
         set!(c, self, dataset, out, preset, frames, height, width, steps, batch_size, checkpoint_every, valid_clips);
         set!(c, self, l1_weight, l2_weight, perceptual_weight, gan_weight, disc_channels, disc_layers, seed);
+        set!(c, self, unquantized_steps);
         if self.disc_lr.is_some() {
             c.disc_lr = self.disc_lr;
         }
@@ -515,7 +520,28 @@ pub fn eval_frame_prediction_cmd(a: EvalFramePredictionArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::beside_config;
+    use super::{TrainTokenizerArgs, beside_config};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TrainTokenizerArgs,
+    }
+
+    #[test]
+    fn the_demo_tokenizer_config_warms_up_unquantized_and_the_flag_overrides_it() {
+        let config = nbp_core::workspace::workspace_path("assets/demo/tokenizer.toml");
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["train-tokenizer", "--config", config.to_str().unwrap()];
+            argv.extend_from_slice(extra);
+            Cli::parse_from(argv).args.config().unwrap()
+        };
+        let c = parse(&[]);
+        assert_eq!((c.batch_size, c.steps, c.unquantized_steps), (8, 2000, 600));
+        assert!(c.preset.ends_with("tokenizer-arch.json"), "{}", c.preset);
+        assert_eq!(parse(&["--unquantized-steps", "0", "--batch-size", "1"]).unquantized_steps, 0);
+    }
 
     #[test]
     fn architecture_files_are_found_beside_their_config() {

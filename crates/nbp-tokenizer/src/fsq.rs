@@ -96,6 +96,14 @@ impl Fsq {
         codes / self.per_dim(|d| d.half_width as f32, &device)
     }
 
+    /// The codes before rounding: `bound(z) / ⌊L/2⌋`, continuous values in about `[-1, 1]`. Training can feed
+    /// these to the decoder for its first steps ([`crate::VideoTokenizer::forward_train`] with `quantize` off),
+    /// so that encoder and decoder agree on a continuous code before the rounding starts.
+    pub fn unrounded_codes<B: Backend>(&self, z: Tensor<B, 5>) -> Tensor<B, 5> {
+        let device = z.device();
+        self.bound(z) / self.per_dim(|d| d.half_width as f32, &device)
+    }
+
     /// Indices `[B, T, H, W]` of codes `[B, D, T, H, W]` that lie on the code grid:
     /// `Σ_i (ẑ_i·⌊L_i/2⌋ + ⌊L_i/2⌋)·basis_i`.
     pub fn codes_to_indices<B: Backend>(&self, codes: Tensor<B, 5>) -> Tensor<B, 4, Int> {

@@ -111,10 +111,13 @@ impl<B: Backend> VideoTokenizer<B> {
     /// Training forward pass of a video `[B, 3, T, H, W]` in `[0, 1]`: the FSQ codes (straight-through
     /// gradients), the input of the decoder's last layer, and the reconstruction (not clamped). The last layer is
     /// split off so that a trainer can weigh losses by their gradients at it (the adaptive GAN weight).
-    pub fn forward_train(&self, video: Tensor<B, 5>) -> Result<TrainForward<B>> {
+    ///
+    /// With `quantize` off the decoder reads the unrounded codes ([`Fsq::unrounded_codes`]) instead: the
+    /// warm-up of a run that would otherwise stall with rounded codes from the first step.
+    pub fn forward_train(&self, video: Tensor<B, 5>, quantize: bool) -> Result<TrainForward<B>> {
         self.check_video(video.dims())?;
         let z = self.encoder.forward(video);
-        let codes = self.fsq.quantize_straight_through(z);
+        let codes = if quantize { self.fsq.quantize_straight_through(z) } else { self.fsq.unrounded_codes(z) };
         let n = self.decoder.layers.len();
         let before_last = run_layers(&self.decoder.layers[..n - 1], codes.clone(), &mut |_, _| {});
         let reconstruction = self.decoder.layers[n - 1].forward(before_last.clone());

@@ -62,6 +62,12 @@ pub struct TokenizerTrainConfig {
     pub seed: u64,
     pub l1_weight: f64,
     pub l2_weight: f64,
+    /// Steps at the start of the run in which the decoder reads the encoder's bounded outputs before rounding
+    /// (FSQ bypassed); rounding starts after them. A small tokenizer that rounds from its first step can sit on
+    /// the plateau of drawing each frame in its mean colour for thousands of steps; one that first learns a
+    /// continuous code leaves it within a few hundred (assets/README.md has the measurements). 0: round from
+    /// the first step.
+    pub unquantized_steps: usize,
     /// LPIPS: a torchvision `vgg16` state dict and the LPIPS head file (`vgg.pth`); skipped when unset.
     pub lpips_vgg: Option<PathBuf>,
     pub lpips_lin: Option<PathBuf>,
@@ -97,6 +103,7 @@ impl Default for TokenizerTrainConfig {
             seed: 1234,
             l1_weight: 1.0,
             l2_weight: 1.0,
+            unquantized_steps: 0,
             lpips_vgg: None,
             lpips_lin: None,
             perceptual_weight: 1.0,
@@ -404,7 +411,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         let videos = stream.next()?;
         let x = videos_to_tensor::<B>(&videos, device)?;
         let lr = schedule.step();
-        let fwd = model.forward_train(x.clone())?;
+        let fwd = model.forward_train(x.clone(), step >= config.unquantized_steps)?;
         let mut rec = rec_of(&fwd.reconstruction, &x, config);
         if let Some(lp) = &lpips {
             rec = rec + lp.forward_video(fwd.reconstruction.clone(), x.clone()).mul_scalar(config.perceptual_weight);

@@ -44,9 +44,9 @@ fn demo_tokenizer_reconstructs_held_out_clips() {
     let clips: Vec<Video> = held_out(4).into_iter().map(|c| c.0).collect();
     let r = evaluate_reconstruction(&tok, &clips, 1, &Default::default()).unwrap();
     println!("{r:?}");
-    // Measured: PSNR 15.33 dB, SSIM 0.580 (each frame's mean colour: 15.28 dB).
-    assert!(r.psnr > 15.0 && r.ssim > 0.55, "{r:?}");
-    assert!(r.psnr > r.psnr_frame_mean - 0.3, "{r:?}");
+    // Measured: PSNR 16.63 dB, SSIM 0.607 (each frame's mean colour: 15.28 dB).
+    assert!(r.psnr > 16.3 && r.ssim > 0.58, "{r:?}");
+    assert!(r.psnr > r.psnr_frame_mean + 1.0, "{r:?}");
 }
 
 #[test]
