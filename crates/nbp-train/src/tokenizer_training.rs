@@ -143,6 +143,13 @@ impl TokenizerTrainConfig {
                 "LPIPS needs both files: --lpips-vgg (torchvision vgg16 weights) and --lpips-lin (LPIPS vgg.pth)",
             ));
         }
+        if self.unquantized_steps >= self.steps {
+            return Err(Error::invalid(format!(
+                "unquantized_steps ({}) must be smaller than steps ({}): the tokenizer would never train with the \
+                 rounded codes it is used with",
+                self.unquantized_steps, self.steps
+            )));
+        }
         if self.schedule.lr <= 0.0 {
             return Err(Error::invalid(format!("the learning rate must be positive, got {}", self.schedule.lr)));
         }

@@ -1,5 +1,6 @@
 //! Tokenizer training end to end on small moving-shapes clips (flex, tiny preset): the reconstruction loss
-//! falls, the GAN phase runs with the adaptive weight, and an interrupted run resumes exactly.
+//! falls, the unrounded warm-up of the codes runs, the GAN phase runs with the adaptive weight, and an
+//! interrupted run resumes exactly.
 
 use std::path::PathBuf;
 
@@ -84,6 +85,21 @@ fn reconstruction_loss_falls_and_resume_is_exact() {
     let again = train_tokenizer::<B>(&cfg, true, &device, Interrupter::new(), &mut |_| {}).unwrap();
     assert_eq!(again.steps_done, 12);
     assert!(again.losses.is_empty() && again.model_path.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_unquantized_warm_up_feeds_unrounded_codes_and_must_end_before_the_run() {
+    let device = Default::default();
+    let dir = temp("warm-up");
+    let run = |cfg: &TokenizerTrainConfig| train_tokenizer::<B>(cfg, false, &device, Interrupter::new(), &mut |_| {});
+    let rounded = run(&config(dir.join("rounded"), 2)).unwrap();
+    let warm = run(&TokenizerTrainConfig { unquantized_steps: 1, ..config(dir.join("warm"), 2) }).unwrap();
+    // The same weights and clip at step 1: only the codes the decoder reads differ.
+    let (a, b) = (rounded.losses[0].1, warm.losses[0].1);
+    assert!(a.is_finite() && b.is_finite() && (a - b).abs() > 1e-6, "step 1: rounded {a}, unrounded {b}");
+    let err = run(&TokenizerTrainConfig { unquantized_steps: 2, ..config(dir.join("never"), 2) }).unwrap_err();
+    assert!(err.to_string().contains("unquantized_steps (2) must be smaller than steps (2)"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
