@@ -119,7 +119,7 @@ pub fn attention(
         return true;
     }
     let out_ptr = OutPtr(out.as_mut_ptr());
-    let lanes = (queries >= LANES_FROM).then(|| LaneMask::new(masked, queries, keys));
+    let lanes = (queries > 1).then(|| LaneMask::new(masked, queries, keys));
     let run = |g: usize| {
         let (b, h) = (g / heads, g % heads);
         let at = |st: &Strides| st.offset(b, h);
@@ -131,7 +131,7 @@ pub fn attention(
             let kv = (k.as_ptr().add(at(&s.kv)), v.as_ptr().add(at(&s.kv)), s.kv.row);
             match &lanes {
                 Some(lanes) => x86::head_lanes(qh, kv, lanes, oh, d, scale),
-                None => x86::head(qh, kv, masked, oh, queries, keys, d, scale),
+                None => x86::head_one(qh.0, kv, masked, oh.0, keys, d, scale),
             }
         }
     };
@@ -142,10 +142,6 @@ pub fn attention(
     }
     true
 }
-
-/// From this many queries on, the queries of a head are processed 16 at a time as the lanes of the vectors
-/// ([`x86::head_lanes`]).
-const LANES_FROM: usize = 2;
 
 /// The mask regrouped for [`x86::head_lanes`]: queries in groups of 16, and for each group and key the bits of
 /// the group's queries that see the key, with the range of keys that some query of the group sees.
@@ -193,13 +189,11 @@ unsafe impl Sync for OutPtr {}
 
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn head(
-        _: (*const f32, usize),
+    pub(super) unsafe fn head_one(
+        _: *const f32,
         _: (*const f32, *const f32, usize),
         _: &[bool],
-        _: (*mut f32, usize),
-        _: usize,
+        _: *mut f32,
         _: usize,
         _: usize,
         _: f32,
@@ -223,83 +217,53 @@ mod x86 {
 mod x86 {
     use std::arch::x86_64::*;
 
+    use crate::linear::NR;
     use crate::linear::x86::{Tile, tile};
-    use crate::linear::{MR, NR};
     use crate::simd::x86::exp;
 
-    /// One head, used for a single query (it takes any number): scores by dot products, a masked softmax per
-    /// query, then `Σ_j p_ij·v_j`.
+    /// One head for a single query (an NTP step): scores by dot products, a masked softmax, then
+    /// `Σ_j p_j·v_j`.
     ///
     /// # Safety
-    /// AVX-512F; `q`, `out`: `queries` rows of `d` floats (`ldq`, `ldo` apart), `k`, `v`: `keys` rows (`ldkv`
-    /// apart), `masked`: `queries·keys` flags.
-    #[allow(clippy::too_many_arguments)]
+    /// AVX-512F; `q`, `out`: `d` floats; `k`, `v`: `keys` rows of `d` floats (`ldkv` apart); `masked`: `keys`
+    /// flags.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn head(
-        (q, ldq): (*const f32, usize),
+    pub(super) unsafe fn head_one(
+        q: *const f32,
         (k, v, ldkv): (*const f32, *const f32, usize),
         masked: &[bool],
-        (out, ldo): (*mut f32, usize),
-        queries: usize,
+        out: *mut f32,
         keys: usize,
         d: usize,
         scale: f32,
     ) {
-        let mut scores = vec![0.0f32; queries * keys];
-        unsafe { scores_dot((q, ldq), (k, ldkv), masked, &mut scores, queries, keys, d) };
-        // Softmax numerators in place; `norms[i]` is 1 / their sum, or 0 for a query that sees no key (its row
-        // is all zeros, so its output is zero).
-        let mut norms = vec![0.0f32; queries];
-        for (i, norm) in norms.iter_mut().enumerate() {
-            let row = &mut scores[i * keys..(i + 1) * keys];
-            let max = scale_and_hide(row, &masked[i * keys..(i + 1) * keys], scale);
-            if max == f32::NEG_INFINITY {
-                row.fill(0.0);
-            } else {
-                *norm = 1.0 / softmax_numerators(row, max);
-            }
-        }
-        // `Σ_j p_ij·v_j` for WR queries at a time, so that each row of v is loaded once per group.
-        let mut i = 0;
-        while i < queries {
-            let rows = WR.min(queries - i);
-            let mut c0 = 0;
-            while c0 < d {
-                let chunks = (d - c0).div_ceil(16).min(WC);
-                let p = (scores[i * keys..].as_ptr(), keys);
-                // SAFETY: rows i..i + rows of the scores and of the output, and columns c0.. of v, are in bounds.
-                unsafe {
-                    let o = (out.add(i * ldo), ldo);
-                    macro_rules! arms {
-                        ($(($r:literal, $c:literal)),*) => {
-                            match (rows, chunks) {
-                                $(($r, $c) => weighted::<$r, $c>(p, (v, ldkv), d, c0, o, &norms[i..i + $r]),)*
-                                _ => unreachable!(),
-                            }
-                        };
-                    }
-                    arms!(
-                        (1, 1),
-                        (1, 2),
-                        (1, 3),
-                        (1, 4),
-                        (2, 1),
-                        (2, 2),
-                        (2, 3),
-                        (2, 4),
-                        (3, 1),
-                        (3, 2),
-                        (3, 3),
-                        (3, 4),
-                        (4, 1),
-                        (4, 2),
-                        (4, 3),
-                        (4, 4)
-                    )
+        let mut scores = vec![0.0f32; keys];
+        unsafe { scores_dot(q, (k, ldkv), masked, &mut scores, d) };
+        // Softmax numerators in place; the norm is 1 / their sum, or 0 when the query sees no key (its weights
+        // are all zeros, so its output is zero).
+        let max = scale_and_hide(&mut scores, &masked[..keys], scale);
+        let norm = if max == f32::NEG_INFINITY {
+            scores.fill(0.0);
+            0.0
+        } else {
+            1.0 / softmax_numerators(&mut scores, max)
+        };
+        let mut c0 = 0;
+        while c0 < d {
+            let chunks = (d - c0).div_ceil(16).min(WC);
+            // SAFETY: columns c0.. of v and of the output are in bounds.
+            unsafe {
+                macro_rules! arms {
+                    ($($c:literal),*) => {
+                        match chunks {
+                            $($c => weighted::<$c>(&scores, (v, ldkv), d, c0, out, norm),)*
+                            _ => unreachable!(),
+                        }
+                    };
                 }
-                c0 += chunks * 16;
+                arms!(1, 2, 3, 4)
             }
-            i += rows;
+            c0 += chunks * 16;
         }
     }
 
@@ -312,7 +276,8 @@ mod x86 {
     /// one maximum and one sum per lane, and `Σ_j p_ij·v_j` takes the weights of 4 queries at a time.
     ///
     /// # Safety
-    /// AVX-512F; as [`head`], with the queries and keys that `lanes` was made for.
+    /// AVX-512F; `q`, `out`: `lanes.queries` rows of `d` floats (`ldq`, `ldo` apart); `k`, `v`: `lanes.keys`
+    /// rows (`ldkv` apart).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn head_lanes(
         (q, ldq): (*const f32, usize),
@@ -514,8 +479,6 @@ mod x86 {
         }
     }
 
-    /// Queries per pass of [`weighted`] over the values.
-    const WR: usize = 4;
     /// Vectors of 16 output columns per pass of [`weighted`].
     const WC: usize = 4;
 
@@ -543,42 +506,26 @@ mod x86 {
         max
     }
 
-    /// Scores of a few queries: dot products by the register tiles of the linear kernel.
+    /// Scores of one query, `scores[j] = q·k[j]`: dot products by the register tiles of the linear kernel,
+    /// skipping tiles of keys that are all hidden.
     ///
     /// # Safety
-    /// As [`head`].
+    /// AVX-512F; `q`: `d` floats; `k`: `scores.len()` rows of `d` floats (`ldk` apart); `masked`: as many flags.
     #[target_feature(enable = "avx512f")]
-    unsafe fn scores_dot(
-        (q, ldq): (*const f32, usize),
-        (k, ldk): (*const f32, usize),
-        masked: &[bool],
-        scores: &mut [f32],
-        queries: usize,
-        keys: usize,
-        d: usize,
-    ) {
-        let mut i = 0;
-        while i < queries {
-            let mr = MR.min(queries - i);
-            let mut j = 0;
-            while j < keys {
-                let nr = NR.min(keys - j);
-                if visible(masked, keys, i..i + mr, j..j + nr) {
-                    // SAFETY: the tile's rows of q and k and its scores are in bounds.
-                    unsafe {
-                        let t = Tile { x: q.add(i * ldq), w: k.add(j * ldk), k: d, ldx: ldq, ldw: ldk };
-                        tile(mr, nr, t, scores.as_mut_ptr().add(i * keys + j), keys, None)
-                    };
-                }
-                j += nr;
+    unsafe fn scores_dot(q: *const f32, (k, ldk): (*const f32, usize), masked: &[bool], scores: &mut [f32], d: usize) {
+        let keys = scores.len();
+        let mut j = 0;
+        while j < keys {
+            let nr = NR.min(keys - j);
+            if masked[j..j + nr].iter().any(|m| !m) {
+                // SAFETY: the query, the tile's rows of k and its scores are in bounds.
+                unsafe {
+                    let t = Tile { x: q, w: k.add(j * ldk), k: d, ldx: d, ldw: ldk };
+                    tile(1, nr, t, scores.as_mut_ptr().add(j), keys, None)
+                };
             }
-            i += mr;
+            j += nr;
         }
-    }
-
-    /// True when some query of `rows` sees some key of `cols` (`masked: [queries, keys]`).
-    fn visible(masked: &[bool], keys: usize, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> bool {
-        rows.into_iter().any(|r| masked[r * keys + cols.start..r * keys + cols.end].iter().any(|m| !m))
     }
 
     /// `row[j] ← e^(row[j] − max)` (0 for `−∞`); returns the sum.
@@ -601,52 +548,41 @@ mod x86 {
         sum
     }
 
-    /// `o[r·ldo + c0..] = norms[r]·Σ_j p[r·ldp + j]·v[j·ldv + c0..]` for the `R` queries of a group, over `C`
-    /// vectors of 16 columns (the last one possibly partial), skipping keys that no query of the group weighs.
+    /// `o[c0..] = norm·Σ_j p[j]·v[j·ldv + c0..]` over `C` vectors of 16 columns (the last one possibly partial),
+    /// skipping keys of weight 0.
     ///
     /// # Safety
-    /// AVX-512F; `p`: `R` rows of `ldp` weights (one per key); `v`: `ldp` rows of `d` floats (`ldv` apart); `o`:
-    /// `R` rows of `d` floats (`ldo` apart); `c0 < d`.
+    /// AVX-512F; `v`: `p.len()` rows of `d` floats (`ldv` apart); `o`: `d` floats; `c0 < d`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn weighted<const R: usize, const C: usize>(
-        (p, ldp): (*const f32, usize),
+    unsafe fn weighted<const C: usize>(
+        p: &[f32],
         (v, ldv): (*const f32, usize),
         d: usize,
         c0: usize,
-        (o, ldo): (*mut f32, usize),
-        norms: &[f32],
+        o: *mut f32,
+        norm: f32,
     ) {
         let mut masks = [0 as __mmask16; C];
         for (c, m) in masks.iter_mut().enumerate() {
             let lanes = (d - c0).saturating_sub(16 * c).min(16);
             *m = (1u32 << lanes).wrapping_sub(1) as __mmask16;
         }
-        let mut acc = [[_mm512_setzero_ps(); C]; R];
-        for j in 0..ldp {
-            // SAFETY: weight j of each row is in bounds.
-            let pj: [f32; R] = std::array::from_fn(|r| unsafe { *p.add(r * ldp + j) });
-            if pj.iter().all(|&x| x == 0.0) {
+        let mut acc = [_mm512_setzero_ps(); C];
+        for (j, &pj) in p.iter().enumerate() {
+            if pj == 0.0 {
                 continue;
             }
-            let mut vj = [_mm512_setzero_ps(); C];
-            for (c, x) in vj.iter_mut().enumerate() {
+            let pb = _mm512_set1_ps(pj);
+            for (c, a) in acc.iter_mut().enumerate() {
                 // SAFETY: the masked columns of row j of v are in bounds.
-                *x = unsafe { _mm512_maskz_loadu_ps(masks[c], v.add(j * ldv + c0 + 16 * c)) };
-            }
-            for r in 0..R {
-                let pb = _mm512_set1_ps(pj[r]);
-                for c in 0..C {
-                    acc[r][c] = _mm512_fmadd_ps(pb, vj[c], acc[r][c]);
-                }
+                *a = _mm512_fmadd_ps(pb, unsafe { _mm512_maskz_loadu_ps(masks[c], v.add(j * ldv + c0 + 16 * c)) }, *a);
             }
         }
-        for r in 0..R {
-            let nb = _mm512_set1_ps(norms[r]);
-            for c in 0..C {
-                // SAFETY: the masked columns of output row r are in bounds.
-                unsafe { _mm512_mask_storeu_ps(o.add(r * ldo + c0 + 16 * c), masks[c], _mm512_mul_ps(acc[r][c], nb)) };
-            }
+        let nb = _mm512_set1_ps(norm);
+        for (c, a) in acc.iter().enumerate() {
+            // SAFETY: the masked columns of the output are in bounds.
+            unsafe { _mm512_mask_storeu_ps(o.add(c0 + 16 * c), masks[c], _mm512_mul_ps(*a, nb)) };
         }
     }
 }
@@ -700,6 +636,7 @@ mod tests {
             (2, 4, 13, 13, 96, 20),
             (1, 2, 70, 150, 136, 150),
             (1, 3, 33, 40, 24, 48),
+            (1, 2, 1, 50, 40, 64),
         ];
         for &(batch, heads, queries, keys, d, cap) in &cases {
             let shape = AttentionShape::cached(batch, heads, queries, keys, d, cap);
@@ -736,5 +673,11 @@ mod tests {
                 assert!(row.iter().all(|x| *x == 0.0), "a query that sees nothing gets zeros");
             }
         }
+        // A single query (the NTP path) that sees no key gets zeros too.
+        let shape = AttentionShape::cached(1, 2, 1, 20, 40, 20);
+        let (q, kv) = (values(80, 1), values(2 * 20 * 40, 2));
+        let mut out = vec![f32::NAN; 80];
+        assert!(attention(&q, &kv, &kv, &[true; 20], &mut out, shape, 0.3));
+        assert!(out.iter().all(|x| *x == 0.0), "{out:?}");
     }
 }

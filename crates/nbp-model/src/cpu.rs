@@ -87,14 +87,18 @@ pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor
     let mut f = contiguous(f);
     let range = f.layout().contiguous_offsets();
     if let (Some((start, end)), Some(data)) = (range, f.try_storage_mut::<f32>()) {
-        nbp_kernels::gelu(&mut data[start..end]);
-        return Ok(from_flex(f));
+        // The kernel leaves the data untouched when it does not run, so `f` is then still `x`.
+        let done = nbp_kernels::gelu(&mut data[start..end]);
+        let t = from_flex(f);
+        return if done { Ok(t) } else { Err(t) };
     }
     let mut data = match f.as_slice::<f32>() {
         Some(d) => d.to_vec(),
         None => return Err(from_flex(f)),
     };
-    nbp_kernels::gelu(&mut data);
+    if !nbp_kernels::gelu(&mut data) {
+        return Err(from_flex(f));
+    }
     Ok(Tensor::from_data(TensorData::new(data, dims), &device))
 }
 
