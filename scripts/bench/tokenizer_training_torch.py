@@ -22,6 +22,10 @@ Environment (the diagnostics of assets/README.md, "What they can and cannot do")
   OVERFIT=1   train on one clip only (the first held-out clip) and report its PSNR: can the model fit at all?
   THREADS     PyTorch threads (default 2)
   SPEED=k     multiply every shape's speed by k (0: still shapes; the tokenizer's temporal compression is then free)
+  LARGE=1     shapes 1.6 times larger (the built-in data's `--large` variant)
+  SINGLE=1    the main shape only, no distractors (the built-in data's `--single` variant)
+  LEVELS      FSQ levels (default 8,8,8,5: 2560 codes; 8,8,8,5,5 has 12800)
+  SAVE=path   at every validation, write a PNG: the first 4 held-out clips' 5 frames, each above its reconstruction
 """
 import os, sys, math, time, numpy as np, torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'fixtures'))
@@ -39,16 +43,19 @@ BATCH = int(os.environ.get('BATCH', '1'))
 DATA = os.environ.get('DATA', 'random')
 OVERFIT = os.environ.get('OVERFIT') == '1'
 SPEED = float(os.environ.get('SPEED', '1'))
+LARGE = os.environ.get('LARGE') == '1'
+SINGLE = os.environ.get('SINGLE') == '1'
 assert DATA in ('random', 'palette', 'fixed'), f'DATA must be random, palette or fixed, got {DATA}'
 SHAPE_COLOURS = np.array([[.95,.25,.2],[.25,.85,.3],[.3,.5,1.],[.95,.85,.2],[.9,.35,.9],[.25,.9,.9]], np.float32)
 BACKGROUNDS = np.array([[.05,.05,.07],[.08,.1,.3],[.28,.08,.1],[.1,.25,.12]], np.float32)
 def clip(frames, rng):
     objs = []
     n = 1 + rng.integers(3)
+    if SINGLE: n = 1
     for i in range(n):
         col = rng.uniform(0.1, 1.0, 3); col[rng.integers(3)] = rng.uniform(0.8, 1.0)
         if DATA == 'palette': col = SHAPE_COLOURS[rng.integers(len(SHAPE_COLOURS))]
-        size = rng.uniform(0.12, 0.22) * 64 * (1 if i == 0 else 0.8)
+        size = rng.uniform(0.12, 0.22) * 64 * (1 if i == 0 else 0.8) * (1.6 if LARGE else 1)
         sp = rng.uniform(0.02, 0.06) * SPEED; ang = rng.uniform(0, 2*math.pi)
         objs.append(dict(shape=rng.integers(4), col=col, r=size, x=rng.uniform(.25,.75), y=rng.uniform(.25,.75), vx=sp*math.cos(ang), vy=sp*math.sin(ang)))
     bg = rng.uniform(0, 0.35, 3)
@@ -77,7 +84,18 @@ def clip(frames, rng):
     return v
 arch = [int(a) for a in sys.argv[1].split(',')]
 groups = int(sys.argv[2]); steps = int(sys.argv[3]); lr = float(sys.argv[4])
-m = VideoTokenizer(arch, [1]*4, [1]*4, groups, [8,8,8,5])
+LEVELS = [int(a) for a in os.environ.get('LEVELS', '8,8,8,5').split(',')]
+SAVE = os.environ.get('SAVE')
+def save_png(path, img):
+    # img: [H, W, 3] floats in [0, 1]; a plain RGB PNG written with zlib (no imaging library needed).
+    import zlib, struct
+    a = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    raw = b''.join(b'\x00' + a[y].tobytes() for y in range(a.shape[0]))
+    chunk = lambda t, d: struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xffffffff)
+    with open(path, 'wb') as f:
+        f.write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', a.shape[1], a.shape[0], 8, 2, 0, 0, 0))
+                + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+m = VideoTokenizer(arch, [1]*4, [1]*4, groups, LEVELS)
 ZINIT = float(os.environ.get('ZINIT', '1'))
 with torch.no_grad():
     m.encoder_layers[-1].weight.mul_(ZINIT); m.encoder_layers[-1].bias.mul_(ZINIT)
@@ -118,6 +136,9 @@ for step in range(1, steps+1):
             yc = m.decode(m.fsq(m.encode(vc))[1]).clamp(0, 1)
             msec = ((yc - vc)**2).mean().item()
             msec0 = ((vc.mean(dim=(3, 4), keepdim=True) - vc)**2).mean().item()
+        if SAVE:
+            rows = [torch.cat([v[:, i] for i in range(5)], dim=2) for v in (valid[0], y[0], valid[1], y[1], valid[2], y[2], valid[3], y[3])]
+            save_png(SAVE, torch.cat(rows, dim=1).permute(1, 2, 0).numpy())
         print(f'step {step} {time.time()-t0:.0f}s PSNR {10*math.log10(1/mse):.2f} meancolour {10*math.log10(1/mse0):.2f}'
               f'  centre crop: PSNR {10*math.log10(1/msec):.2f} meancolour {10*math.log10(1/msec0):.2f}'
               f'  chroma kept {sat:.2f}  train loss {loss.item():.4f}  |z| {z.abs().mean().item():.2f} sat {(z.abs() > 2).float().mean().item():.2f}',
