@@ -93,3 +93,40 @@ fn kv_cache_steps_equal_full_forward_on_flex_with_bf16_weights() {
 fn kv_cache_steps_equal_full_forward_on_wgpu() {
     check::<burn::backend::Wgpu>(&burn::backend::wgpu::WgpuDevice::DefaultDevice, 1e-4, true, Precision::F32);
 }
+
+/// A model without condition tokens (an unconditional one, or the random-weight benchmark) has an empty
+/// null-condition embedding; building it and sampling from it works on the GPU backends too (an element-wise
+/// operation on that empty tensor used to panic in their debug builds).
+#[cfg(feature = "wgpu")]
+#[test]
+fn a_model_without_condition_tokens_samples_on_wgpu() {
+    type B = burn::backend::Wgpu;
+    let device = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+    let config = GptConfig::new(40, 2, 2, 16).with_block_size(16).with_dropout(0.0);
+    let model = Gpt::<B>::new(&config, &device).unwrap();
+    assert_eq!(model.uncond_embedding.val().dims(), [0, 16]);
+    let prefix: Vec<i64> = (0..4).collect();
+    let opts = SampleOptions { filter: SamplingFilter::default(), greedy: true, cfg: None };
+    let schedule = Schedule::blocks(&[], None, &prefix, 4, 4);
+    let ids = sample(&model, &schedule, 1, &opts, &NoProgress, &mut |_| ()).unwrap();
+    let ids = ids.into_data().convert::<i64>().into_vec::<i64>().unwrap();
+    assert_eq!(ids.len(), 4);
+    assert!(ids.iter().all(|&i| (0..40).contains(&i)), "{ids:?}");
+}
+
+/// CI has no NVIDIA GPU; run with `cargo test --test kv_cache -- --ignored` on a machine that has one.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU: cargo test --test kv_cache -- --ignored"]
+fn kv_cache_steps_equal_full_forward_on_cuda() {
+    check::<burn::backend::Cuda>(&Default::default(), 1e-4, false, Precision::F32);
+}
+
+/// CubeCL's bf16 matrix products also write bf16, so the full forward (many rows) and the steps (few rows, the
+/// other product order) can round a logit to neighbouring bf16 values: 2⁻⁸ of its size apart.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU: cargo test --test kv_cache -- --ignored"]
+fn kv_cache_steps_equal_full_forward_on_cuda_with_bf16_weights() {
+    check::<burn::backend::Cuda>(&Default::default(), 1e-2, false, Precision::Bf16);
+}

@@ -306,6 +306,12 @@ enum BenchCommand {
         /// Linear-layer weights in f32 or bf16 (half the bytes per step; AMX tile units on CPUs that have them).
         #[arg(long, default_value_t = nbp_model::Precision::F32)]
         precision: nbp_model::Precision,
+        /// Untimed runs first (kernel compilation and autotuning on GPUs).
+        #[arg(long, default_value_t = 0)]
+        warmup: usize,
+        /// Timed runs; the fastest is reported.
+        #[arg(long, default_value_t = 1)]
+        repeats: usize,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -872,8 +878,13 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             tokens_per_frame,
             precision,
+            warmup,
+            repeats,
             run,
         }) => {
+            if repeats == 0 {
+                bail!("--repeats must be at least 1");
+            }
             if block == 0 || prefix < block || prefix % block != 0 {
                 bail!("--prefix must be a positive multiple of --block");
             }
@@ -891,21 +902,31 @@ fn run(cli: Cli) -> Result<()> {
                 let ids: Vec<i64> = (0..prefix as i64).map(|i| i % vocab as i64).collect();
                 let schedule = nbp_model::Schedule::blocks(&[], None, &ids, tokens, block);
                 let opts = nbp_model::sampling::SampleOptions { filter: Default::default(), greedy: false, cfg: None };
-                let t0 = std::time::Instant::now();
-                // The end of the first step (the prefill and the first block): one value of its logits is read
-                // back, so that asynchronous GPU backends have finished it too.
-                let mut first = None;
-                let mut on_logits = |l: &burn::Tensor<B, 2>| {
-                    if first.is_none() {
-                        let _ = l.clone().slice([0..1, 0..1]).into_data();
-                        first = Some(t0.elapsed().as_secs_f64());
+                // The fastest of the timed runs, as (total seconds, seconds to the end of the first step).
+                let mut best: Option<(f64, f64)> = None;
+                for run_index in 0..warmup + repeats {
+                    let t0 = std::time::Instant::now();
+                    // The end of the first step (the prefill and the first block): one value of its logits is
+                    // read back, so that asynchronous GPU backends have finished it too.
+                    let mut first = None;
+                    let mut on_logits = |l: &burn::Tensor<B, 2>| {
+                        if first.is_none() {
+                            let _ = l.clone().slice([0..1, 0..1]).into_data();
+                            first = Some(t0.elapsed().as_secs_f64());
+                        }
+                    };
+                    let out =
+                        nbp_model::sampling::sample(&model, &schedule, batch, &opts, &Bar::default(), &mut on_logits)?;
+                    let _ = out.into_data();
+                    let secs = t0.elapsed().as_secs_f64();
+                    if run_index < warmup {
+                        eprintln!("warm-up run {}: {secs:.2} s", run_index + 1);
+                    } else if best.is_none_or(|(b, _)| secs < b) {
+                        best = Some((secs, first.unwrap_or(secs)));
                     }
-                };
-                let out =
-                    nbp_model::sampling::sample(&model, &schedule, batch, &opts, &Bar::default(), &mut on_logits)?;
-                let _ = out.into_data();
-                let secs = t0.elapsed().as_secs_f64();
-                Ok::<_, anyhow::Error>((schedule.len(), secs, first.unwrap_or(secs), model.num_params()))
+                }
+                let (secs, first) = best.expect("--repeats is at least 1");
+                Ok::<_, anyhow::Error>((schedule.len(), secs, first, model.num_params()))
             })?;
             let (steps, secs, first, params) = r;
             println!(
@@ -914,6 +935,13 @@ fn run(cli: Cli) -> Result<()> {
                 run.device
             );
             println!("machine: {}", nbp_core::system::machine_description());
+            if warmup + repeats > 1 {
+                println!(
+                    "fastest of {repeats} timed run{} after {warmup} warm-up run{}",
+                    plural(repeats),
+                    plural(warmup)
+                );
+            }
             println!(
                 "{steps} steps in {secs:.2} s: {:.1} tokens/s, {:.3} frames/s ({:.3} s/step)",
                 (tokens * batch) as f64 / secs,
@@ -998,4 +1026,9 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// "s" unless `n` is 1, for messages that count things.
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }

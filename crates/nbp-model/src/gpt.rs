@@ -41,10 +41,13 @@ impl<B: Backend> Gpt<B> {
         Ok(Self {
             tok_emb: EmbeddingConfig::new(config.vocab_size, d).with_initializer(normal).init(device),
             pos_emb: Param::from_tensor(Tensor::zeros([1, config.block_size, d], device)),
-            uncond_embedding: Param::from_tensor(
-                Tensor::random([config.cond_tokens, d], burn::tensor::Distribution::Normal(0.0, 1.0), device)
-                    .div_scalar((d as f64).sqrt()),
-            ),
+            // Drawn with its final spread, not scaled afterwards: a model without condition tokens has a [0, d]
+            // embedding, and an element-wise operation on an empty tensor panics in the GPU backends' debug builds.
+            uncond_embedding: Param::from_tensor(Tensor::random(
+                [config.cond_tokens, d],
+                burn::tensor::Distribution::Normal(0.0, 1.0 / (d as f64).sqrt()),
+                device,
+            )),
             drop: DropoutConfig::new(config.dropout).init(),
             blocks: (0..config.n_layer)
                 .map(|_| BlockConfig::new(d, config.n_head).with_dropout(config.dropout).init(device))
