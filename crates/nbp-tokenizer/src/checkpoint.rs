@@ -118,10 +118,10 @@ impl<B: Backend> OfficialKeys for Swish<B> {
 
 impl<B: Backend> OfficialKeys for ResidualUnit<B> {
     fn import(mut self, w: &mut WeightMap, key: &str) -> Result<Self> {
-        self.norm1 = self.norm1.import(w, &format!("{key}.fn.0"))?;
+        self.norm1 = self.norm1.map(|n| n.import(w, &format!("{key}.fn.0"))).transpose()?;
         self.act1 = self.act1.import(w, &format!("{key}.fn.1"))?;
         self.conv1 = self.conv1.import(w, &format!("{key}.fn.2"))?;
-        self.norm2 = self.norm2.import(w, &format!("{key}.fn.3"))?;
+        self.norm2 = self.norm2.map(|n| n.import(w, &format!("{key}.fn.3"))).transpose()?;
         self.act2 = self.act2.import(w, &format!("{key}.fn.4"))?;
         self.conv2 = self.conv2.import(w, &format!("{key}.fn.5"))?;
         if let Some(s) = self.shortcut {
@@ -130,10 +130,14 @@ impl<B: Backend> OfficialKeys for ResidualUnit<B> {
         Ok(self)
     }
     fn export(&self, w: &mut WeightWriter, key: &str) {
-        self.norm1.export(w, &format!("{key}.fn.0"));
+        if let Some(n) = &self.norm1 {
+            n.export(w, &format!("{key}.fn.0"));
+        }
         self.act1.export(w, &format!("{key}.fn.1"));
         self.conv1.export(w, &format!("{key}.fn.2"));
-        self.norm2.export(w, &format!("{key}.fn.3"));
+        if let Some(n) = &self.norm2 {
+            n.export(w, &format!("{key}.fn.3"));
+        }
         self.act2.export(w, &format!("{key}.fn.4"));
         self.conv2.export(w, &format!("{key}.fn.5"));
         if let Some(s) = &self.shortcut {
@@ -253,7 +257,7 @@ pub fn load_tokenizer<B: Backend>(
         }
         let stored: TokenizerConfig =
             meta.get(CONFIG_KEY).ok_or_else(|| Error::file(path, "has no 'nbp.config' metadata")).and_then(|c| {
-                serde_json::from_str(c).map_err(|e| Error::file(path, format!("bad 'nbp.config' metadata: {e}")))
+                TokenizerConfig::from_json(c).map_err(|e| Error::file(path, format!("bad 'nbp.config' metadata: {e}")))
             })?;
         stored.validate().map_err(|e| Error::file(path, e.to_string()))?;
         if let Some(c) = config.filter(|c| **c != stored) {

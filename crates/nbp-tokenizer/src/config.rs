@@ -25,6 +25,11 @@ pub struct TokenizerConfig {
     /// Groups of every GroupNorm (official 32).
     #[config(default = 32)]
     pub norm_groups: usize,
+    /// `false` leaves out every GroupNorm (the residual units' two and the one before each output stage). Not
+    /// the official structure: for very small models trained on a CPU, which learnt faster without them
+    /// (assets/README.md); such a model cannot load official weights.
+    #[config(default = true)]
+    pub group_norm: bool,
     /// FSQ levels per code dimension (official `[8, 8, 8, 5, 5, 5]`, 64 000 codes).
     #[config(default = "vec![8, 8, 8, 5, 5, 5]")]
     pub fsq_levels: Vec<usize>,
@@ -81,10 +86,26 @@ impl TokenizerConfig {
             )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let config: Self =
-            serde_json::from_str(&text).map_err(|e| Error::file(path, format!("not a valid tokenizer config: {e}")))?;
+        let config =
+            Self::from_json(&text).map_err(|e| Error::file(path, format!("not a valid tokenizer config: {e}")))?;
         config.validate().map_err(|e| Error::file(path, e.to_string()))?;
         Ok(config)
+    }
+
+    /// Parses a JSON config; the fields with defaults (`norm_groups`, `group_norm`, `fsq_levels`) may be left out,
+    /// so configs and checkpoints written before a field existed still load.
+    pub fn from_json(text: &str) -> std::result::Result<Self, serde_json::Error> {
+        let mut value: serde_json::Value = serde_json::from_str(text)?;
+        if let (Some(fields), serde_json::Value::Object(defaults)) =
+            (value.as_object_mut(), serde_json::to_value(Self::new(vec![], vec![], vec![]))?)
+        {
+            for (key, default) in defaults {
+                if !matches!(key.as_str(), "channels" | "encoder_res_blocks" | "decoder_res_blocks") {
+                    fields.entry(key).or_insert(default);
+                }
+            }
+        }
+        serde_json::from_value(value)
     }
 
     /// Checks that the configuration describes a buildable network.
@@ -98,7 +119,13 @@ impl TokenizerConfig {
         four("channels", &self.channels)?;
         four("encoder_res_blocks", &self.encoder_res_blocks)?;
         four("decoder_res_blocks", &self.decoder_res_blocks)?;
-        if self.norm_groups == 0 || self.channels.iter().any(|&c| c == 0 || c % self.norm_groups != 0) {
+        if self.channels.contains(&0) {
+            return Err(Error::invalid(format!(
+                "tokenizer config: channel widths must be positive, got {:?}",
+                self.channels
+            )));
+        }
+        if self.group_norm && (self.norm_groups == 0 || self.channels.iter().any(|&c| c % self.norm_groups != 0)) {
             return Err(Error::invalid(format!(
                 "tokenizer config: every channel width {:?} must be a positive multiple of norm_groups = {}",
                 self.channels, self.norm_groups

@@ -27,7 +27,10 @@ impl<B: Backend> Decoder<B> {
         for stage in 0..4 {
             for _ in 0..config.decoder_res_blocks[stage] {
                 layers.push(Layer::Residual(
-                    ResidualUnitConfig::new([cin, d[stage]]).with_norm_groups(groups).init(device),
+                    ResidualUnitConfig::new([cin, d[stage]])
+                        .with_norm_groups(groups)
+                        .with_group_norm(config.group_norm)
+                        .init(device),
                 ));
                 cin = d[stage];
             }
@@ -37,7 +40,9 @@ impl<B: Backend> Decoder<B> {
                 layers.push(Layer::DepthToSpace(DepthToSpace3d::new(f)));
             }
         }
-        layers.push(Layer::Norm(GroupNorm3dConfig::new(groups, cin).init(device)));
+        if config.group_norm {
+            layers.push(Layer::Norm(GroupNorm3dConfig::new(groups, cin).init(device)));
+        }
         layers.push(Layer::Swish(SwishConfig::new(cin).init(device)));
         layers.push(Layer::Conv(CausalConv3dConfig::new([cin, 3]).init(device)));
         Self { layers }

@@ -27,7 +27,10 @@ impl<B: Backend> Encoder<B> {
         for stage in 0..4 {
             for _ in 0..config.encoder_res_blocks[stage] {
                 layers.push(Layer::Residual(
-                    ResidualUnitConfig::new([cin, c[stage]]).with_norm_groups(groups).init(device),
+                    ResidualUnitConfig::new([cin, c[stage]])
+                        .with_norm_groups(groups)
+                        .with_group_norm(config.group_norm)
+                        .init(device),
                 ));
                 cin = c[stage];
             }
@@ -36,7 +39,9 @@ impl<B: Backend> Encoder<B> {
                 layers.push(Layer::Conv(conv.init(device)));
             }
         }
-        layers.push(Layer::Norm(GroupNorm3dConfig::new(groups, cin).init(device)));
+        if config.group_norm {
+            layers.push(Layer::Norm(GroupNorm3dConfig::new(groups, cin).init(device)));
+        }
         layers.push(Layer::Swish(SwishConfig::new(cin).init(device)));
         layers.push(Layer::Project(Conv3dConfig::new([cin, config.fsq_levels.len()], [1, 1, 1]).init(device)));
         Self { layers }

@@ -165,3 +165,56 @@ fn missing_and_corrupt_checkpoints_are_clear_errors() {
     assert!(err.contains("garbage.safetensors") && err.contains("safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `group_norm = false` leaves out every GroupNorm: fewer parameters, a model that differs from the one with
+/// norms, a native file that keeps the switch, and an official checkpoint (which has the norms) refused.
+#[test]
+fn a_tokenizer_without_group_norm_saves_loads_and_refuses_official_weights() {
+    let dev = Default::default();
+    let with = TokenizerConfig::tiny();
+    let without = TokenizerConfig::tiny().with_group_norm(false);
+    let a = VideoTokenizer::<B>::new(&with, &dev).unwrap();
+    let b = VideoTokenizer::<B>::new(&without, &dev).unwrap();
+    // tiny (channels 8, 16, 16, 16): encoder units 8→8, 8→16, 16→16, 16→16 and its output norm over 16;
+    // decoder units 16→16, 16→16, 16→16, 16→8 and its output norm over 8. Each norm has a scale and a shift.
+    let encoder_channels = (8 + 8) + (8 + 16) + (16 + 16) + (16 + 16) + 16;
+    let decoder_channels = (16 + 16) + (16 + 16) + (16 + 16) + (16 + 8) + 8;
+    let norm_values = 2 * (encoder_channels + decoder_channels);
+    assert_eq!(a.num_params() - b.num_params(), norm_values);
+
+    let (official, _) = load("tiny_magvit2.pt");
+    let err = load_tokenizer::<B>(fixture("tiny_magvit2.pt"), Some(&without), &dev).unwrap_err().to_string();
+    assert!(err.contains("tiny_magvit2.pt"), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("nbp-tok-nonorm-{}", std::process::id()));
+    let path = dir.join("nonorm.safetensors");
+    save_tokenizer(&b, &path).unwrap();
+    let (c, _) = load_tokenizer::<B>(&path, None, &dev).unwrap();
+    assert!(!c.config().group_norm);
+    let clip = tensor5("clip.npy");
+    let zb = values(b.encode_latents(clip.clone(), &NoProgress).unwrap());
+    assert_eq!(values(c.encode_latents(clip.clone(), &NoProgress).unwrap()), zb);
+    // Not the same function as the model with norms (the official weights through a norm-free path differ).
+    let zo = values(official.encode_latents(clip, &NoProgress).unwrap());
+    assert_ne!(zo, zb);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Configs and checkpoints written before `group_norm` existed load with the official structure.
+#[test]
+fn a_json_config_without_the_newer_fields_gets_their_defaults() {
+    let c = TokenizerConfig::from_json(
+        r#"{"channels":[8,16,16,16],"encoder_res_blocks":[1,1,1,1],"decoder_res_blocks":[1,1,1,1]}"#,
+    )
+    .unwrap();
+    assert_eq!(c, TokenizerConfig::new(vec![8, 16, 16, 16], vec![1, 1, 1, 1], vec![1, 1, 1, 1]));
+    assert!(c.group_norm && c.norm_groups == 32 && c.fsq_levels == vec![8, 8, 8, 5, 5, 5]);
+    let off = TokenizerConfig::from_json(
+        r#"{"channels":[8,16,16,16],"encoder_res_blocks":[1,1,1,1],"decoder_res_blocks":[1,1,1,1],"group_norm":false,"norm_groups":3}"#,
+    )
+    .unwrap();
+    assert!(!off.group_norm);
+    // Without norms the widths need not be multiples of norm_groups.
+    off.validate().unwrap();
+    assert!(off.clone().with_group_norm(true).validate().is_err());
+}
