@@ -234,9 +234,11 @@ struct SampleArgs {
     /// Keep the k most likely tokens per position (0 = all).
     #[arg(long, default_value_t = 16000)]
     top_k: usize,
-    /// Keep the most likely tokens up to this probability mass, in (0, 1] (1 = all).
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-    top_p: f64,
+    /// Keep the most likely tokens up to this probability mass, in (0, 1] (1 = all). Default: 0.9, the official
+    /// setting; 1 for the bundled demo model, whose shapes' tokens are the unlikely tail that 0.9 cuts off at
+    /// almost every position (with 0.9, three quarters of its clips fade to their background; assets/README.md).
+    #[arg(long, allow_negative_numbers = true)]
+    top_p: Option<f64>,
     /// Always take the most likely token (deterministic).
     #[arg(long)]
     greedy: bool,
@@ -580,8 +582,10 @@ fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     if !(a.temperature > 0.0 && a.temperature.is_finite()) {
         bail!("--temperature must be positive, got {} (use --greedy for deterministic decoding)", a.temperature);
     }
-    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
-        bail!("--top-p must be in (0, 1], got {} (1 keeps every token)", a.top_p);
+    if let Some(p) = a.top_p
+        && !(p > 0.0 && p <= 1.0)
+    {
+        bail!("--top-p must be in (0, 1], got {p} (1 keeps every token)");
     }
     if !(a.cfg_scale >= 0.0 && a.cfg_scale.is_finite()) {
         bail!("--cfg-scale must be 0 (off) or positive, got {}", a.cfg_scale);
@@ -744,7 +748,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     let filter = nbp_core::filter::SamplingFilter {
         temperature: a.temperature,
         top_k: (a.top_k > 0).then_some(a.top_k),
-        top_p: (a.top_p < 1.0).then_some(a.top_p),
+        top_p: Some(a.top_p.unwrap_or(if demo { 1.0 } else { 0.9 })).filter(|&p| p < 1.0),
     };
     let options = nbp_model::sampling::SampleOptions {
         filter,

@@ -44,8 +44,8 @@ fn demo_tokenizer_reconstructs_held_out_clips() {
     let clips: Vec<Video> = held_out(4).into_iter().map(|c| c.0).collect();
     let r = evaluate_reconstruction(&tok, &clips, 1, &Default::default()).unwrap();
     println!("{r:?}");
-    // Measured: PSNR 16.63 dB, SSIM 0.607 (each frame's mean colour: 15.28 dB).
-    assert!(r.psnr > 16.3 && r.ssim > 0.58, "{r:?}");
+    // Measured: PSNR 17.73 dB, SSIM 0.695 (each frame's mean colour: 15.28 dB).
+    assert!(r.psnr > 17.4 && r.ssim > 0.67, "{r:?}");
     assert!(r.psnr > r.psnr_frame_mean + 1.0, "{r:?}");
 }
 
@@ -59,5 +59,6 @@ fn demo_generator_predicts_frames_better_than_copying_the_last_one() {
     let options = SampleOptions { filter: Default::default(), greedy: true, cfg: None };
     let r = evaluate_frame_prediction(&generator, &tok, &clips, 5, &options, 0, &device).unwrap();
     println!("{r:?}");
+    // Measured: 14.66 dB against 13.08 dB for copying the last frame (+1.58 dB).
     assert!(r.margin() > 1.0, "{r:?}");
 }
