@@ -956,7 +956,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!(
                     "of which the prefill of {prefix} tokens with the first step {first:.2} s, then {} more step{} of {:.3} s each",
                     steps - 1,
-                    if steps == 2 { "" } else { "s" },
+                    plural(steps - 1),
                     (secs - first) / (steps - 1) as f64
                 );
             }

@@ -514,6 +514,15 @@ fn sample_with_no_arguments_uses_the_bundled_demo_model() {
     assert!(t.iter().all(|&c| (0..2560).contains(&c)));
     // Different classes give different clips.
     assert_ne!(t[..320], t[320..640]);
+    // The bundled model samples with top-p 1 unless told otherwise (0.9, the official default, fades its shapes):
+    // the same seed with an explicit --top-p 1 gives the same tokens, with --top-p 0.9 other ones.
+    let ids_p = dir.join("ids_p.npy");
+    for (top_p, same) in [("1", true), ("0.9", false)] {
+        let o = run(&["sample", "--no-decode", "--top-p", top_p, "--save-tokens", ids_p.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+        let tp = nbp_core::npy::read_npy(&ids_p).unwrap().to_i64().unwrap();
+        assert_eq!(tp == t, same, "--top-p {top_p}");
+    }
 
     // Frame prediction from the bundled held-out clip: its first 2 latent frames are kept, 24 steps follow.
     let ids2 = dir.join("next.npy");
