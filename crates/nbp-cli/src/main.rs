@@ -453,7 +453,7 @@ pub(crate) fn load<B: Backend>(args: &TokenizerArgs, device: &B::Device) -> Resu
         }
     })?;
     eprintln!(
-        "loaded tokenizer {} ({:?}, {:.1} M parameters, {} codes)",
+        "loaded tokenizer {} ({}, {:.1} M parameters, {} codes)",
         path.display(),
         source,
         model.parameter_count() as f64 / 1e6,
@@ -634,12 +634,13 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     let mode = Mode::of(&g.settings);
     g.model = g.model.with_precision(a.precision);
     eprintln!(
-        "loaded generator {} ({:.1} M parameters, {:?}, block {}, {} condition tokens, {} linear weights)",
+        "loaded generator {} ({:.1} M parameters, {}, block {}, {} condition token{}, {} linear weights)",
         generator.display(),
         g.model.num_params() as f64 / 1e6,
-        mode,
+        format!("{mode:?}").to_lowercase(),
         g.settings.block,
         g.settings.cond_tokens,
+        plural(g.settings.cond_tokens),
         g.model.precision()
     );
     if let Some(m) = a.mode {

@@ -47,6 +47,17 @@ pub enum TokenizerSource {
     Native,
 }
 
+impl std::fmt::Display for TokenizerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::OfficialTokenizer => "official tokenizer checkpoint",
+            Self::OfficialGenerator => "tokenizer of an official generator checkpoint",
+            Self::StateDict => "PyTorch state dict",
+            Self::Native => "nbp safetensors",
+        })
+    }
+}
+
 fn param<B: Backend, const D: usize>(
     p: &Param<Tensor<B, D>>,
     w: &mut WeightMap,
