@@ -154,6 +154,21 @@ pub fn time_model_pass(m: usize, bf16: bool, repeats: usize) -> Option<KernelTim
     })
 }
 
+/// Times the AMX tile unit on one core ([`crate::bf16::time_tile_products`]): four 16 × 32 by 32 × 16
+/// bfloat16 products per round, on tiles already loaded or (`loads`) after loading their four 1 KB operands
+/// from L1, as each round of the linear kernel's 2 × 2 block does. `weight_bytes` counts the bytes loaded.
+pub fn time_tiles(loads: bool, repeats: usize) -> Option<KernelTiming> {
+    let iters = 1 << 20;
+    let seconds = best(repeats, 0.0, || crate::bf16::time_tile_products(iters, loads).is_some())?;
+    Some(KernelTiming {
+        name: format!("AMX, 1 core: 4 tile products{}", if loads { " + 4 tile loads" } else { "" }),
+        flops: (iters * 4 * 2 * 16 * 16 * 32) as f64,
+        weight_bytes: if loads { (iters * 4 * 1024) as f64 } else { 0.0 },
+        bytes_of: "tiles",
+        seconds,
+    })
+}
+
 /// Times [`crate::attention`] on the layers of one `official-base` sampling step: `queries` new tokens (the
 /// last of `keys`) attend, under a block-causal mask with blocks of 16, to the keys and values of a KV cache
 /// with room for 1280 tokens, for 24 layers of 16 heads of 96, each layer with its own cache (377 MB in all:
@@ -223,6 +238,10 @@ pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTim
             }
         }
     }
+    if crate::amx_available() {
+        out.extend(time_tiles(false, repeats));
+        out.extend(time_tiles(true, repeats));
+    }
     for m in [1, 16] {
         out.push(time_model_pass(m, false, repeats)?);
         out.extend(crate::amx_available().then(|| time_model_pass(m, true, repeats)).flatten());
@@ -257,5 +276,10 @@ mod tests {
         let c = time_conv3d(s, true, 1, 0.0).unwrap();
         // 1×3×4 output positions, 4 channels, 16·27 products each.
         assert_eq!(c.flops, 2.0 * 12.0 * 4.0 * 432.0);
+        if let Some(t) = time_tiles(true, 1) {
+            // 2²⁰ rounds of four 16×16×32 products and four 1 KB loads.
+            assert_eq!((t.flops, t.weight_bytes), (68719476736.0, 4294967296.0));
+            assert!(t.gflops() > 1.0, "{} GFLOP/s", t.gflops());
+        }
     }
 }

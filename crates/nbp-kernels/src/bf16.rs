@@ -30,6 +30,21 @@ pub fn amx_available() -> bool {
     *OK.get_or_init(amx::request)
 }
 
+/// Seconds for `iters` rounds of four `tdpbf16ps` products on one core, each round either on tiles already
+/// loaded (`loads = false`: the tile unit's own rate) or as in [`linear_bf16`]'s inner loop, a 2 × 2 block
+/// that first loads its two weight tiles and two tiles of `x` (1 KB each, from a 64 KB buffer that stays in
+/// L1/L2). `None` without AMX. For `nbp-cli bench kernels`.
+pub fn time_tile_products(iters: usize, loads: bool) -> Option<f64> {
+    if !amx_available() {
+        return None;
+    }
+    let buf = vec![0u16; 1 << 16];
+    let t0 = std::time::Instant::now();
+    // SAFETY: AMX was granted; the loads read 1 KB tiles at offsets below 48 KB of the 128 KB buffer.
+    unsafe { amx::tile_products(&buf, iters, loads) };
+    Some(t0.elapsed().as_secs_f64())
+}
+
 /// bfloat16 bits of `v`, rounded to nearest even (NaN stays NaN).
 pub fn to_bf16(v: f32) -> u16 {
     let b = v.to_bits();
@@ -207,6 +222,10 @@ fn round_pairs(src: &[f32], pairs: &mut [u32; T], vector: bool) {
 mod amx {
     pub(super) fn request() -> bool {
         false
+    }
+
+    pub(super) unsafe fn tile_products(_: &[u16], _: usize, _: bool) {
+        unreachable!("the kernel is only called after the AMX check")
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -451,6 +470,46 @@ mod amx {
                 options(nostack),
             )
         };
+    }
+
+    /// The loop of [`super::time_tile_products`].
+    ///
+    /// # Safety
+    /// AMX must have been granted ([`request`]); `buf` holds at least 48 KB.
+    pub(super) unsafe fn tile_products(buf: &[u16], iters: usize, loads: bool) {
+        let config = Config::full();
+        let at = |i: usize| buf[(i % 24) * 1024..].as_ptr();
+        // SAFETY: a valid palette-1 layout; every load reads 16 rows of 64 bytes inside `buf`.
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+            for t in 0..4 {
+                match t {
+                    0 => load!(4, at(0), 64usize),
+                    1 => load!(5, at(1), 64usize),
+                    2 => load!(6, at(2), 64usize),
+                    _ => load!(7, at(3), 64usize),
+                }
+            }
+            zero!(0);
+            zero!(1);
+            zero!(2);
+            zero!(3);
+            for i in 0..iters {
+                if loads {
+                    load!(4, at(4 * i), 64usize);
+                    load!(6, at(4 * i + 1), 64usize);
+                    load!(7, at(4 * i + 2), 64usize);
+                }
+                dot!(0, 4, 6);
+                dot!(1, 4, 7);
+                if loads {
+                    load!(5, at(4 * i + 3), 64usize);
+                }
+                dot!(2, 5, 6);
+                dot!(3, 5, 7);
+            }
+            asm!("tilerelease", options(nostack, nomem));
+        }
     }
 
     /// Columns `16·t0..16·t1` (clipped to `n`) of `out = x·Wᵀ + b`.
