@@ -150,6 +150,10 @@ enum DatasetCommand {
         /// with --plain, `moving-shapes-plain-large`).
         #[arg(long)]
         large: bool,
+        /// The class's shape alone, without distractor shapes (the `-single` variant, e.g.
+        /// `moving-shapes-plain-large-single`).
+        #[arg(long)]
+        single: bool,
     },
 }
 
@@ -837,6 +841,7 @@ fn run(cli: Cli) -> Result<()> {
             start,
             plain,
             large,
+            single,
         }) => {
             use nbp_train::moving_shapes::{MovingShapes, class_name};
             if count == 0 || frames == 0 {
@@ -849,6 +854,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             if large {
                 ds = ds.with_large_shapes();
+            }
+            if single {
+                ds = ds.with_single_shape();
             }
             let clips: Vec<_> = (start..start + count).map(|i| ds.clip(i)).collect();
             let names: Vec<String> = clips.iter().map(|(_, l)| class_name(*l)).collect();

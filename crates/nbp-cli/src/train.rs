@@ -240,6 +240,14 @@ pub struct TrainTokenizerArgs {
     /// continuous code learnt first gets a small tokenizer off the mean-colour plateau; 0 rounds from the start.
     #[arg(long)]
     unquantized_steps: Option<usize>,
+    /// Start a new run from this tokenizer's weights (nbp .safetensors or an official .pt) to fine-tune it; its
+    /// architecture must match --preset.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// Train only the decoder (with --init-from): the encoder stays fixed, so clips keep their token ids and a
+    /// generator trained on them still fits, while the decoder (e.g. with --gan-start) learns to draw them better.
+    #[arg(long)]
+    freeze_encoder: bool,
     /// torchvision vgg16 weights (.pth) for the LPIPS loss (with --lpips-lin).
     #[arg(long)]
     lpips_vgg: Option<PathBuf>,
@@ -322,6 +330,10 @@ impl TrainTokenizerArgs {
         if self.gan_start.is_some() {
             c.gan_start = self.gan_start;
         }
+        if self.init_from.is_some() {
+            c.init_from = self.init_from.clone();
+        }
+        c.freeze_encoder |= self.freeze_encoder;
         if let Some(v) = self.lr {
             c.schedule.lr = v;
         }

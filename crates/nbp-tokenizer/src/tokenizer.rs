@@ -113,10 +113,12 @@ impl<B: Backend> VideoTokenizer<B> {
     /// split off so that a trainer can weigh losses by their gradients at it (the adaptive GAN weight).
     ///
     /// With `quantize` off the decoder reads the unrounded codes ([`Fsq::unrounded_codes`]) instead: the
-    /// warm-up of a run that would otherwise stall with rounded codes from the first step.
-    pub fn forward_train(&self, video: Tensor<B, 5>, quantize: bool) -> Result<TrainForward<B>> {
+    /// warm-up of a run that would otherwise stall with rounded codes from the first step. With `train_encoder`
+    /// off the encoder's outputs are detached: no gradient reaches the encoder, and only the decoder learns.
+    pub fn forward_train(&self, video: Tensor<B, 5>, quantize: bool, train_encoder: bool) -> Result<TrainForward<B>> {
         self.check_video(video.dims())?;
         let z = self.encoder.forward(video);
+        let z = if train_encoder { z } else { z.detach() };
         let codes = if quantize { self.fsq.quantize_straight_through(z) } else { self.fsq.unrounded_codes(z) };
         let n = self.decoder.layers.len();
         let before_last = run_layers(&self.decoder.layers[..n - 1], codes.clone(), &mut |_, _| {});

@@ -13,7 +13,7 @@ fn straight_through_gradients_reach_the_first_encoder_layer() {
     let model = VideoTokenizer::<B>::new(&TokenizerConfig::tiny(), &device).unwrap();
     let x = Tensor::<B, 5>::random([1, 3, 5, 16, 16], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
     for quantize in [true, false] {
-        let fwd = model.forward_train(x.clone(), quantize).unwrap();
+        let fwd = model.forward_train(x.clone(), quantize, true).unwrap();
         let loss = (fwd.reconstruction - x.clone()).powi_scalar(2).mean();
         let grads = loss.backward();
         let Layer::Conv(first) = &model.encoder.layers[0] else { panic!("the encoder starts with a convolution") };
@@ -28,8 +28,8 @@ fn the_unquantized_warm_up_feeds_the_decoder_the_codes_before_rounding() {
     let device = Default::default();
     let model = VideoTokenizer::<B>::new(&TokenizerConfig::tiny(), &device).unwrap();
     let x = Tensor::<B, 5>::random([1, 3, 5, 16, 16], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
-    let rounded = model.forward_train(x.clone(), true).unwrap().codes;
-    let soft = model.forward_train(x, false).unwrap().codes;
+    let rounded = model.forward_train(x.clone(), true, true).unwrap().codes;
+    let soft = model.forward_train(x, false, true).unwrap().codes;
     let half_width: Vec<f32> = model.fsq.levels.iter().map(|&l| (l / 2) as f32).collect();
     let (r, s) = (rounded.into_data().to_vec::<f32>().unwrap(), soft.into_data().to_vec::<f32>().unwrap());
     let per_dim = r.len() / half_width.len();

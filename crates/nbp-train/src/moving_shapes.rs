@@ -2,7 +2,7 @@
 //!
 //! Every clip shows one *main* shape whose kind and motion define the class (`shape × motion`), plus up to two
 //! distractor shapes of other kinds that move independently and may pass in front of it (occlusion), on a plain
-//! or textured background. Speeds, sizes, colours and start positions vary from clip to clip, so a model has to
+//! or textured background (variants: plain backgrounds only, larger shapes, the main shape alone). Speeds, sizes, colours and start positions vary from clip to clip, so a model has to
 //! learn motion, not memorise frames.
 
 use nbp_core::video::Video;
@@ -32,6 +32,8 @@ pub struct MovingShapes {
     /// Shapes [`LARGE_SHAPES`] times larger, so that each spans more latent tokens (a token of the usual
     /// tokenizers covers 8×8 pixels).
     pub large: bool,
+    /// The main shape alone, without distractors (everything else as in the clip with them).
+    pub single: bool,
 }
 
 /// Size factor of the large-shapes variant ([`MovingShapes::with_large_shapes`]).
@@ -130,12 +132,19 @@ fn reflect(v: f32) -> f32 {
 impl MovingShapes {
     /// A dataset of clips of `frames × height × width`.
     pub fn new(frames: usize, height: usize, width: usize, seed: u64) -> Self {
-        Self { frames, height, width, seed, plain: false, large: false }
+        Self { frames, height, width, seed, plain: false, large: false, single: false }
     }
 
     /// The same clips with every shape [`LARGE_SHAPES`] times larger (positions, motions and colours unchanged).
     pub fn with_large_shapes(mut self) -> Self {
         self.large = true;
+        self
+    }
+
+    /// The same clips without the distractor shapes: the main shape alone, with the same size, motion, colour
+    /// and background.
+    pub fn with_single_shape(mut self) -> Self {
+        self.single = true;
         self
     }
 
@@ -168,6 +177,11 @@ impl MovingShapes {
         }
         if objects.len() > 1 && rng.below(2) == 0 {
             objects.rotate_left(1); // main shape drawn first: distractors may occlude it
+        }
+        if self.single {
+            // Drawn (so the random draws, and with them the background, stay those of the full clip), then dropped.
+            objects.retain(|o| o.shape == label / MOTIONS.len() && o.motion == label % MOTIONS.len());
+            objects.truncate(1);
         }
         let textured = rng.below(2) == 1 && !self.plain;
         let bg = [rng.uniform(0.0, 0.35), rng.uniform(0.0, 0.35), rng.uniform(0.0, 0.35)];
@@ -292,5 +306,34 @@ mod tests {
             striped += usize::from(textured.clip(i).0 != small.clip(i).0);
         }
         assert!(striped > 0);
+    }
+
+    #[test]
+    fn single_variant_keeps_the_main_shape_and_background_and_drops_the_distractors() {
+        // The distinct colours of frame `t` and the most frequent one (the plain background).
+        let colours = |v: &Video, t: usize| {
+            let plane = v.height * v.width;
+            let mut counts = std::collections::HashMap::new();
+            for i in 0..plane {
+                let px = [0, 1, 2].map(|c| v.data[(c * v.frames + t) * plane + i].to_bits());
+                *counts.entry(px).or_insert(0usize) += 1;
+            }
+            let bg = *counts.iter().max_by_key(|(_, n)| **n).unwrap().0;
+            (counts.len(), bg)
+        };
+        let full = MovingShapes::new(5, 64, 64, 3).with_plain_backgrounds();
+        let single = full.with_single_shape();
+        let mut with_distractors = 0;
+        for i in 0..32 {
+            let ((vf, lf), (vs, ls)) = (full.clip(i), single.clip(i));
+            assert_eq!(lf, ls);
+            for t in 0..5 {
+                let ((nf, bf), (ns, bs)) = (colours(&vf, t), colours(&vs, t));
+                assert_eq!(bf, bs, "clip {i} frame {t}: the same background");
+                assert!(ns <= 2, "clip {i} frame {t}: {ns} colours, background and one shape at most");
+                with_distractors += usize::from(nf > ns);
+            }
+        }
+        assert!(with_distractors > 20, "the full clips have distractors ({with_distractors} frames)");
     }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use nbp_core::metrics::{psnr, ssim};
 use nbp_core::video::{Video, tensor_to_videos, videos_to_tensor};
 use nbp_core::{Error, Result};
-use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, save_tokenizer};
+use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, load_tokenizer, save_tokenizer};
 
 use crate::data::{ClipOptions, ClipSource, DatasetSpec, SkipLog, Skipping, Split};
 use crate::gan::{
@@ -68,6 +68,13 @@ pub struct TokenizerTrainConfig {
     /// continuous code leaves it within a few hundred (assets/README.md has the measurements). 0: round from
     /// the first step.
     pub unquantized_steps: usize,
+    /// A tokenizer file (`nbp` safetensors or an official checkpoint) whose weights a new run starts from, for
+    /// fine-tuning; its architecture must be the run's. Ignored when `--resume` finds a checkpoint.
+    pub init_from: Option<PathBuf>,
+    /// Train the decoder only: the encoder's outputs are taken as constants, so every clip keeps exactly the
+    /// token ids it had when the run started (a generator trained on them still fits), while the decoder (with
+    /// a GAN, for example) learns to draw them better. Use with `init_from`.
+    pub freeze_encoder: bool,
     /// LPIPS: a torchvision `vgg16` state dict and the LPIPS head file (`vgg.pth`); skipped when unset.
     pub lpips_vgg: Option<PathBuf>,
     pub lpips_lin: Option<PathBuf>,
@@ -104,6 +111,8 @@ impl Default for TokenizerTrainConfig {
             l1_weight: 1.0,
             l2_weight: 1.0,
             unquantized_steps: 0,
+            init_from: None,
+            freeze_encoder: false,
             lpips_vgg: None,
             lpips_lin: None,
             perceptual_weight: 1.0,
@@ -357,7 +366,9 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let dir = RunDir::create(&config.out)?;
     let gan = config.gan_start.is_some();
     let parts: &[&str] = if gan { &GAN_PARTS } else { &PARTS };
-    let start = if resume { dir.checkpoints(parts)?.last().copied() } else { None };
+    let start = if resume { dir.checkpoints(&PARTS)?.last().copied() } else { None };
+    // A run that adds the GAN when resumed has no discriminator checkpoint yet: the discriminator starts fresh.
+    let disc_saved = start.is_some_and(|s| dir.checkpoints(&GAN_PARTS).is_ok_and(|c| c.contains(&s)));
     if resume && start.is_none() {
         report(&format!("--resume: {} holds no checkpoint yet, so this is a new run", dir.path().display()));
     }
@@ -394,14 +405,25 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         model = model.load_record(Recorder::<B>::load(&recorder, ckpt("tokenizer", step), device).map_err(load_err)?);
         optim =
             optim.load_record(Recorder::<B>::load(&recorder, ckpt("tokenizer_optim", step), device).map_err(load_err)?);
-        if let (Some(d), Some(o)) = (disc.take(), disc_optim.take()) {
+        if disc_saved && let (Some(d), Some(o)) = (disc.take(), disc_optim.take()) {
             disc = Some(d.load_record(Recorder::<B>::load(&recorder, ckpt("disc", step), device).map_err(load_err)?));
             disc_optim = Some(
                 o.load_record(Recorder::<B>::load(&recorder, ckpt("disc_optim", step), device).map_err(load_err)?),
             );
+        } else if gan {
+            report(&format!("no discriminator checkpoint at step {step}: the discriminator starts fresh"));
         }
         schedule = schedule.load_record::<B>(step);
         report(&format!("resumed from step {step}"));
+    } else if config.freeze_encoder && config.init_from.is_none() {
+        return Err(Error::invalid(
+            "freeze_encoder on a new run would train a decoder for an untrained encoder: pass --init-from with a \
+             trained tokenizer (or --resume a run)",
+        ));
+    } else if let Some(path) = &config.init_from {
+        let (init, _) = load_tokenizer::<B>(path, Some(&tconfig), device)?;
+        model = model.load_record(init.into_record());
+        report(&format!("weights from {}", path.display()));
     }
     let first = start.unwrap_or(0);
     let mut history = LossHistory::read(&dir, first);
@@ -418,7 +440,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         let videos = stream.next()?;
         let x = videos_to_tensor::<B>(&videos, device)?;
         let lr = schedule.step();
-        let fwd = model.forward_train(x.clone(), step >= config.unquantized_steps)?;
+        let fwd = model.forward_train(x.clone(), step >= config.unquantized_steps, !config.freeze_encoder)?;
         let mut rec = rec_of(&fwd.reconstruction, &x, config);
         if let Some(lp) = &lpips {
             rec = rec + lp.forward_video(fwd.reconstruction.clone(), x.clone()).mul_scalar(config.perceptual_weight);

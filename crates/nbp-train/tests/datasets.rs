@@ -63,13 +63,33 @@ fn spec(s: &str) -> DatasetSpec {
 
 #[test]
 fn spec_parses_every_form() {
-    assert_eq!(spec("moving-shapes"), DatasetSpec::MovingShapes { count: 10_000, plain: false, large: false });
-    assert_eq!(spec("moving-shapes:250"), DatasetSpec::MovingShapes { count: 250, plain: false, large: false });
-    assert_eq!(spec("moving-shapes-plain:40"), DatasetSpec::MovingShapes { count: 40, plain: true, large: false });
-    assert_eq!(spec("moving-shapes-large"), DatasetSpec::MovingShapes { count: 10_000, plain: false, large: true });
-    assert_eq!(spec("moving-shapes-plain-large:9"), DatasetSpec::MovingShapes { count: 9, plain: true, large: true });
+    assert_eq!(
+        spec("moving-shapes"),
+        DatasetSpec::MovingShapes { count: 10_000, plain: false, large: false, single: false }
+    );
+    assert_eq!(
+        spec("moving-shapes:250"),
+        DatasetSpec::MovingShapes { count: 250, plain: false, large: false, single: false }
+    );
+    assert_eq!(
+        spec("moving-shapes-plain:40"),
+        DatasetSpec::MovingShapes { count: 40, plain: true, large: false, single: false }
+    );
+    assert_eq!(
+        spec("moving-shapes-large"),
+        DatasetSpec::MovingShapes { count: 10_000, plain: false, large: true, single: false }
+    );
+    assert_eq!(
+        spec("moving-shapes-plain-large:9"),
+        DatasetSpec::MovingShapes { count: 9, plain: true, large: true, single: false }
+    );
     assert_eq!(spec("moving-shapes-plain:40").to_string(), "moving-shapes-plain:40");
     assert_eq!(spec("Moving-Shapes-Plain-Large:9").to_string(), "moving-shapes-plain-large:9");
+    assert_eq!(
+        spec("moving-shapes-plain-large-single:7"),
+        DatasetSpec::MovingShapes { count: 7, plain: true, large: true, single: true }
+    );
+    assert_eq!(spec("moving-shapes-single").to_string(), "moving-shapes-single:10000");
     assert_eq!(spec("folder:/data/clips"), DatasetSpec::Folder { dir: "/data/clips".into() });
     assert_eq!(spec("csv:lists/train.csv"), DatasetSpec::Csv { file: "lists/train.csv".into() });
     assert_eq!(spec("ucf:/data/UCF-101"), DatasetSpec::Ucf { root: "/data/UCF-101".into(), annotations: None });
@@ -93,6 +113,7 @@ fn spec_errors_name_the_accepted_forms() {
         ("moving-shapes:0", "positive integer"),
         ("moving-shapes:many", "positive integer, got 'many'"),
         ("moving-shapes-large-plain", "unknown dataset kind 'moving-shapes-large-plain'"),
+        ("moving-shapes-single-large", "unknown dataset kind 'moving-shapes-single-large'"),
         ("folder", "'folder' needs a path"),
         ("folder:", "the folder is missing"),
         ("csv:", "the CSV file is missing"),
@@ -107,7 +128,7 @@ fn spec_errors_name_the_accepted_forms() {
         assert!(msg.contains(why), "{s}: {msg}");
         assert!(msg.contains(&format!("invalid dataset '{s}'")), "{msg}");
         assert!(
-            msg.contains("moving-shapes[-plain][-large][:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], k600:"),
+            msg.contains("moving-shapes[-plain][-large][-single][:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], k600:"),
             "{msg}"
         );
     }
@@ -451,6 +472,11 @@ fn moving_shapes_source_labels_texts_and_determinism() {
     let want = MovingShapes::new(5, 16, 24, 9).with_plain_backgrounds().with_large_shapes().clip(3).0;
     assert_eq!(variant.clip(3, 0).unwrap().video, want);
     assert_ne!(want, clip.video);
+    let single = spec("moving-shapes-plain-large-single:20").open(&o, 9).unwrap();
+    assert_eq!(
+        single.describe(),
+        "moving shapes (plain backgrounds, large shapes, no distractors): 20 clips, 16 classes, seed 9"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -125,3 +125,56 @@ fn the_gan_phase_runs_with_an_adaptive_weight() {
     assert!(dir.join("checkpoint/disc-4.mpk").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn fine_tuning_the_decoder_from_a_file_keeps_every_token_id() {
+    let device = Default::default();
+    let dir = temp("fine-tune");
+    let run = |cfg: &TokenizerTrainConfig, resume: bool, lines: &mut Vec<String>| {
+        train_tokenizer::<B>(cfg, resume, &device, Interrupter::new(), &mut |l| lines.push(l.to_string()))
+    };
+    let mut lines = vec![];
+    let base = run(&config(dir.join("base"), 4), false, &mut lines).unwrap();
+    let tuned_cfg = TokenizerTrainConfig {
+        init_from: Some(base.model_path.clone()),
+        freeze_encoder: true,
+        gan_start: Some(0),
+        disc_layers: 1,
+        disc_channels: 8,
+        ..config(dir.join("tuned"), 3)
+    };
+    let tuned = run(&tuned_cfg, false, &mut lines).unwrap();
+    assert!(lines.contains(&format!("weights from {}", base.model_path.display())), "{lines:?}");
+
+    use burn::prelude::*;
+    let load = |p: &PathBuf| nbp_tokenizer::load_tokenizer::<Flex>(p, None, &device).unwrap().0;
+    let (before, after) = (load(&base.model_path), load(&tuned.model_path));
+    let clip = Tensor::<Flex, 5>::random([2, 3, 5, 16, 16], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
+    let ids = before.encode(clip.clone()).unwrap();
+    assert_eq!(ids.to_data(), after.encode(clip).unwrap().to_data(), "the frozen encoder gives the same token ids");
+    // The decoder did learn: the same ids decode to different pixels.
+    let diff = (before.decode(ids.clone()) - after.decode(ids)).abs().max().into_scalar();
+    assert!(diff > 1e-4, "the decoder did not change ({diff})");
+
+    // Freezing the encoder of an untrained tokenizer is refused; a file of another architecture too.
+    let fresh = TokenizerTrainConfig { freeze_encoder: true, ..config(dir.join("fresh"), 2) };
+    let err = run(&fresh, false, &mut lines).unwrap_err().to_string();
+    assert!(err.contains("--init-from"), "{err}");
+    let other = TokenizerTrainConfig {
+        init_from: Some(base.model_path.clone()),
+        fsq_levels: Some(vec![8, 5]),
+        ..config(dir.join("other"), 2)
+    };
+    let err = run(&other, false, &mut lines).unwrap_err().to_string();
+    assert!(err.contains("differs from the requested"), "{err}");
+
+    // A run resumed with the GAN switched on starts a fresh discriminator from its last checkpoint.
+    let mut lines = vec![];
+    let gan =
+        TokenizerTrainConfig { gan_start: Some(4), disc_layers: 1, disc_channels: 8, ..config(dir.join("base"), 6) };
+    let resumed = run(&gan, true, &mut lines).unwrap();
+    assert!(lines.contains(&"no discriminator checkpoint at step 4: the discriminator starts fresh".to_string()));
+    assert!(lines.contains(&"resumed from step 4".to_string()), "{lines:?}");
+    assert_eq!((resumed.steps_done, resumed.losses.len()), (6, 2));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -40,12 +40,13 @@ impl ClipSource for MovingShapesSource {
     }
 
     fn describe(&self) -> String {
-        let variant = match (self.shapes.plain, self.shapes.large) {
-            (false, false) => "",
-            (true, false) => " (plain backgrounds)",
-            (false, true) => " (large shapes)",
-            (true, true) => " (plain backgrounds, large shapes)",
-        };
+        let s = &self.shapes;
+        let parts: Vec<&str> =
+            [(s.plain, "plain backgrounds"), (s.large, "large shapes"), (s.single, "no distractors")]
+                .into_iter()
+                .filter_map(|(on, what)| on.then_some(what))
+                .collect();
+        let variant = if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) };
         format!("moving shapes{variant}: {} clips, {NUM_CLASSES} classes, seed {}", self.count, self.shapes.seed)
     }
 }

@@ -14,14 +14,15 @@ use super::{ClipOptions, ClipSource};
 const DEFAULT_MOVING_SHAPES: usize = 10_000;
 
 /// The accepted forms, for error messages.
-const FORMS: &str = "moving-shapes[-plain][-large][:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], \
+const FORMS: &str = "moving-shapes[-plain][-large][-single][:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], \
                      k600:<root>[:<annotation-file>]";
 
 /// Which dataset to use. Parsed from (and printed back to) these strings:
 ///
 /// - `moving-shapes` or `moving-shapes:<count>` — the procedural dataset (10 000 clips by default; the seed is
 ///   [`DatasetSpec::open`]'s); `-plain` after the name gives plain backgrounds only, `-large` shapes
-///   [`crate::moving_shapes::LARGE_SHAPES`] times larger (`moving-shapes-plain-large:1500`);
+///   [`crate::moving_shapes::LARGE_SHAPES`] times larger (`moving-shapes-plain-large:1500`), `-single` the
+///   class's shape alone, without distractors (`moving-shapes-plain-large-single`);
 /// - `folder:<dir>` — every video file under `<dir>` (extensions in [`super::VIDEO_EXTENSIONS`]), the class
 ///   being the parent folder relative to `<dir>`;
 /// - `csv:<file>` — a manifest with the header `path,label` or `path` (paths relative to the CSV's folder);
@@ -35,7 +36,7 @@ const FORMS: &str = "moving-shapes[-plain][-large][:<count>], folder:<dir>, csv:
 #[derive(Debug, Clone, PartialEq)]
 pub enum DatasetSpec {
     /// Procedural moving shapes.
-    MovingShapes { count: usize, plain: bool, large: bool },
+    MovingShapes { count: usize, plain: bool, large: bool, single: bool },
     /// Every video under a folder.
     Folder { dir: PathBuf },
     /// A CSV manifest.
@@ -64,10 +65,11 @@ impl DatasetSpec {
         opts.fps = opts.fps.or(self.default_fps());
         opts.validate()?;
         Ok(match self {
-            Self::MovingShapes { count, plain, large } => {
+            Self::MovingShapes { count, plain, large, single } => {
                 let mut source = MovingShapesSource::new(*count, &opts, seed)?;
                 source.shapes.plain = *plain;
                 source.shapes.large = *large;
+                source.shapes.single = *single;
                 Box::new(source)
             }
             Self::Folder { dir } => Box::new(VideoFileSource::folder(dir, &opts)?),
@@ -94,8 +96,9 @@ fn root_and_annotations(s: &str, rest: &str) -> Result<(PathBuf, Option<PathBuf>
     }
 }
 
-/// `(plain, large)` of a moving-shapes kind: `moving-shapes`, then `-plain` and/or `-large` in that order.
-fn moving_shapes_variant(kind: &str) -> Option<(bool, bool)> {
+/// `(plain, large, single)` of a moving-shapes kind: `moving-shapes`, then `-plain`, `-large` and `-single`, each
+/// optional, in that order.
+fn moving_shapes_variant(kind: &str) -> Option<(bool, bool, bool)> {
     let rest = kind.strip_prefix("moving-shapes")?;
     let (plain, rest) = match rest.strip_prefix("-plain") {
         Some(r) => (true, r),
@@ -105,7 +108,11 @@ fn moving_shapes_variant(kind: &str) -> Option<(bool, bool)> {
         Some(r) => (true, r),
         None => (false, rest),
     };
-    rest.is_empty().then_some((plain, large))
+    let (single, rest) = match rest.strip_prefix("-single") {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    rest.is_empty().then_some((plain, large, single))
 }
 
 impl FromStr for DatasetSpec {
@@ -118,7 +125,7 @@ impl FromStr for DatasetSpec {
             None => (t, None),
         };
         let kind_lower = kind.to_ascii_lowercase();
-        if let Some((plain, large)) = moving_shapes_variant(&kind_lower) {
+        if let Some((plain, large, single)) = moving_shapes_variant(&kind_lower) {
             let count = match rest {
                 None => DEFAULT_MOVING_SHAPES,
                 Some(n) => match n.trim().parse::<usize>() {
@@ -126,7 +133,7 @@ impl FromStr for DatasetSpec {
                     _ => return Err(bad(s, &format!("the clip count must be a positive integer, got '{n}'"))),
                 },
             };
-            return Ok(Self::MovingShapes { count, plain, large });
+            return Ok(Self::MovingShapes { count, plain, large, single });
         }
         match (kind_lower.as_str(), rest) {
             ("folder", Some(dir)) => Ok(Self::Folder { dir: path(s, dir, "folder")? }),
@@ -153,9 +160,10 @@ impl fmt::Display for DatasetSpec {
             None => write!(f, "{kind}:{}", root.display()),
         };
         match self {
-            Self::MovingShapes { count, plain, large } => {
+            Self::MovingShapes { count, plain, large, single } => {
                 let (p, l) = (if *plain { "-plain" } else { "" }, if *large { "-large" } else { "" });
-                write!(f, "moving-shapes{p}{l}:{count}")
+                let s = if *single { "-single" } else { "" };
+                write!(f, "moving-shapes{p}{l}{s}:{count}")
             }
             Self::Folder { dir } => write!(f, "folder:{}", dir.display()),
             Self::Csv { file } => write!(f, "csv:{}", file.display()),
