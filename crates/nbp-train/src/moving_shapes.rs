@@ -2,8 +2,9 @@
 //!
 //! Every clip shows one *main* shape whose kind and motion define the class (`shape × motion`), plus up to two
 //! distractor shapes of other kinds that move independently and may pass in front of it (occlusion), on a plain
-//! or textured background (variants: plain backgrounds only, larger shapes, the main shape alone). Speeds, sizes, colours and start positions vary from clip to clip, so a model has to
-//! learn motion, not memorise frames.
+//! or textured background (variants: plain backgrounds only, larger shapes, the main shape alone). Speeds,
+//! sizes, colours and start positions vary from clip to clip, so a model has to learn motion, not memorise
+//! frames.
 
 use nbp_core::video::Video;
 
