@@ -32,15 +32,15 @@ pub fn amx_available() -> bool {
 
 /// Seconds for `iters` rounds of four `tdpbf16ps` products on one core, each round either on tiles already
 /// loaded (`loads = false`: the tile unit's own rate) or as in [`linear_bf16`]'s inner loop, a 2 × 2 block
-/// that first loads its two weight tiles and two tiles of `x` (1 KB each, from a 64 KB buffer that stays in
-/// L1/L2). `None` without AMX. For `nbp-cli bench kernels`.
+/// that first loads its two weight tiles and two tiles of `x` (1 KB each, cycling through 16 KB that stay in
+/// L1). `None` without AMX. For `nbp-cli bench kernels`.
 pub fn time_tile_products(iters: usize, loads: bool) -> Option<f64> {
     if !amx_available() {
         return None;
     }
     let buf = vec![0u16; 1 << 16];
     let t0 = std::time::Instant::now();
-    // SAFETY: AMX was granted; the loads read 1 KB tiles at offsets below 48 KB of the 128 KB buffer.
+    // SAFETY: AMX was granted; the loads read 1 KB tiles at offsets below 16 KB of the 128 KB buffer.
     unsafe { amx::tile_products(&buf, iters, loads) };
     Some(t0.elapsed().as_secs_f64())
 }
@@ -475,10 +475,10 @@ mod amx {
     /// The loop of [`super::time_tile_products`].
     ///
     /// # Safety
-    /// AMX must have been granted ([`request`]); `buf` holds at least 48 KB.
+    /// AMX must have been granted ([`request`]); `buf` holds at least 16 KB.
     pub(super) unsafe fn tile_products(buf: &[u16], iters: usize, loads: bool) {
         let config = Config::full();
-        let at = |i: usize| buf[(i % 24) * 1024..].as_ptr();
+        let at = |i: usize| buf[(i % 16) * 512..].as_ptr();
         // SAFETY: a valid palette-1 layout; every load reads 16 rows of 64 bytes inside `buf`.
         unsafe {
             asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
