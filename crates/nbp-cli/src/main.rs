@@ -16,7 +16,7 @@ use backend::{DeviceArg, with_backend};
 use nbp_core::npy::{NpyArray, read_npy, write_npy};
 use nbp_core::video::{ClipStart, ReadOptions, VideoFormat, tensor_to_videos, write_videos};
 use nbp_tokenizer::pipeline::{self, indices_to_npy, npy_to_indices};
-use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, load_tokenizer, save_tokenizer};
+use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, load_tokenizer, load_tokenizer_with_resolution, save_tokenizer};
 use progress::Bar;
 
 /// Next-Block Prediction video generation: tokenizer, generator, sampling and benchmarks.
@@ -381,8 +381,8 @@ struct ClipArgs {
     #[arg(long, default_value_t = 8.0)]
     fps: f64,
     /// Frame size the video is resized to: N for N×N, or HxW (multiples of 8). Frames already at this size are
-    /// not resampled. Default: 64 with the bundled demo tokenizer (the size it was trained at), 128 with
-    /// --tokenizer (the official tokenizers' size).
+    /// not resampled. Default: the size the tokenizer was trained at when its file says so (files written by
+    /// `nbp-cli train-tokenizer`), 64 with the bundled demo tokenizer, else 128 (the official tokenizers' size).
     #[arg(long, value_parser = parse_resolution)]
     resolution: Option<(usize, usize)>,
     /// Where the clip starts: at the first frame, or centred in the video (the official evaluation rule).
@@ -422,9 +422,11 @@ const DEMO_RESOLUTION: (usize, usize) = (64, 64);
 const OFFICIAL_RESOLUTION: (usize, usize) = (128, 128);
 
 impl ClipArgs {
-    /// How to read the clip for `model`: `--resolution`, else the size the tokenizer was made for.
-    fn read_options(&self, model: &TokenizerArgs) -> ReadOptions {
-        let default = if model.tokenizer.is_some() { OFFICIAL_RESOLUTION } else { DEMO_RESOLUTION };
+    /// How to read the clip for `model`: `--resolution`, else the size the tokenizer was trained at (`trained`,
+    /// from its file), else the size the bundled or official tokenizers were made for.
+    fn read_options(&self, model: &TokenizerArgs, trained: Option<(usize, usize)>) -> ReadOptions {
+        let made_for = if model.tokenizer.is_some() { OFFICIAL_RESOLUTION } else { DEMO_RESOLUTION };
+        let default = trained.unwrap_or(made_for);
         ReadOptions {
             frames: self.frames,
             fps: (self.fps > 0.0).then_some(self.fps),
@@ -445,9 +447,17 @@ impl TokenizerArgs {
 }
 
 pub(crate) fn load<B: Backend>(args: &TokenizerArgs, device: &B::Device) -> Result<VideoTokenizer<B>> {
+    load_with_resolution(args, device).map(|(model, _)| model)
+}
+
+/// [`load`], and the frame size the tokenizer was trained at when its file records it.
+fn load_with_resolution<B: Backend>(
+    args: &TokenizerArgs,
+    device: &B::Device,
+) -> Result<(VideoTokenizer<B>, Option<(usize, usize)>)> {
     let config = args.tokenizer_config.as_deref().map(TokenizerConfig::from_name_or_file).transpose()?;
     let path = args.path();
-    let (model, source) = load_tokenizer::<B>(&path, config.as_ref(), device).map_err(|e| {
+    let (model, source, resolution) = load_tokenizer_with_resolution::<B>(&path, config.as_ref(), device).map_err(|e| {
         if args.tokenizer.is_none() {
             anyhow::anyhow!(
                 "{e}\nthe bundled demo tokenizer (assets/demo/) was not found: run nbp-cli from the repository root, or pass --tokenizer"
@@ -463,7 +473,7 @@ pub(crate) fn load<B: Backend>(args: &TokenizerArgs, device: &B::Device) -> Resu
         model.parameter_count() as f64 / 1e6,
         model.codebook_size()
     );
-    Ok(model)
+    Ok((model, resolution))
 }
 
 fn print_clip(path: &Path, report: &nbp_core::video::ReadReport) {
@@ -494,8 +504,8 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
     match cmd {
         TokenizerCommand::Encode { input, output, model, clip, .. } => {
             npy_output(&output, "-o")?;
-            let tok = load::<B>(&model, &device)?;
-            let report = pipeline::read_clip(&tok, &input, &clip.read_options(&model))?;
+            let (tok, trained) = load_with_resolution::<B>(&model, &device)?;
+            let report = pipeline::read_clip(&tok, &input, &clip.read_options(&model, trained))?;
             print_clip(&input, &report);
             let t0 = std::time::Instant::now();
             let x = nbp_core::video::videos_to_tensor::<B>(&[report.video], &device)?;
@@ -540,8 +550,8 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
             if let Some(p) = &save_tokens {
                 npy_output(p, "--save-tokens")?;
             }
-            let tok = load::<B>(&model, &device)?;
-            let report = pipeline::read_clip(&tok, &input, &clip.read_options(&model))?;
+            let (tok, trained) = load_with_resolution::<B>(&model, &device)?;
+            let report = pipeline::read_clip(&tok, &input, &clip.read_options(&model, trained))?;
             print_clip(&input, &report);
             let r = pipeline::reconstruct(&tok, vec![report.video], &bar)?;
             if let Some(p) = &save_tokens {

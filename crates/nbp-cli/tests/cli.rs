@@ -388,6 +388,11 @@ fn train_both_models_on_real_videos_resume_and_sample() {
     assert!(out.contains("skipped") && out.contains("truncated.mp4"), "{out}");
     assert!(out.contains("validation at step 4: PSNR") && out.contains("done after 4 of 4 steps"), "{out}");
     let tokenizer = p("tok/tokenizer.safetensors");
+    // The file records the 16×16 it was trained at, and `tokenizer encode` reads clips at that size by default.
+    let clip = make_video(&dir);
+    let ids = p("ids.npy");
+    run(&["tokenizer", "encode", clip.to_str().unwrap(), "--tokenizer", &tokenizer, "--frames", "5", "-o", &ids]);
+    assert_eq!(nbp_core::npy::read_npy(Path::new(&ids)).unwrap().shape, vec![1, 2, 2, 2]);
 
     let tokens = p("tokens.safetensors");
     let out = run(&[

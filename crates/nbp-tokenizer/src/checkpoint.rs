@@ -31,6 +31,9 @@ use crate::tokenizer::VideoTokenizer;
 pub const KIND_KEY: &str = "nbp.kind";
 /// Metadata key of the JSON configuration in the project's own format.
 pub const CONFIG_KEY: &str = "nbp.config";
+/// Metadata key of the frame size (`HxW`) a tokenizer was trained at, in the project's own format (written by
+/// `nbp-cli train-tokenizer`; the default clip size of the CLI for that file).
+pub const RESOLUTION_KEY: &str = "nbp.resolution";
 /// Value of [`KIND_KEY`] for tokenizers.
 pub const TOKENIZER_KIND: &str = "tokenizer";
 
@@ -250,6 +253,16 @@ pub fn load_tokenizer<B: Backend>(
     config: Option<&TokenizerConfig>,
     device: &B::Device,
 ) -> Result<(VideoTokenizer<B>, TokenizerSource)> {
+    load_tokenizer_with_resolution(path, config, device).map(|(model, source, _)| (model, source))
+}
+
+/// [`load_tokenizer`], and the frame size `(height, width)` the file says the tokenizer was trained at
+/// ([`RESOLUTION_KEY`]; `None` for official files and files saved without it).
+pub fn load_tokenizer_with_resolution<B: Backend>(
+    path: impl AsRef<Path>,
+    config: Option<&TokenizerConfig>,
+    device: &B::Device,
+) -> Result<(VideoTokenizer<B>, TokenizerSource, Option<(usize, usize)>)> {
     let path = path.as_ref();
     if !path.exists() {
         return Err(Error::file(path, "tokenizer checkpoint not found"));
@@ -277,16 +290,39 @@ pub fn load_tokenizer<B: Backend>(
                 format!("stores its own tokenizer config {stored:?}, which differs from the requested {c:?}"),
             ));
         }
-        return Ok((import_tokenizer(&stored, w, device)?, TokenizerSource::Native));
+        let resolution = match meta.get(RESOLUTION_KEY) {
+            None => None,
+            Some(v) => Some(parse_resolution(v).ok_or_else(|| {
+                Error::file(path, format!("bad '{RESOLUTION_KEY}' metadata '{v}': expected HxW, e.g. 64x64"))
+            })?),
+        };
+        return Ok((import_tokenizer(&stored, w, device)?, TokenizerSource::Native, resolution));
     }
     let config = config.cloned().unwrap_or_else(TokenizerConfig::official);
     let (w, source) = select_official_tokenizer(WeightMap::read_pytorch(path)?)?;
-    Ok((import_tokenizer(&config, w, device)?, source))
+    Ok((import_tokenizer(&config, w, device)?, source, None))
+}
+
+/// `HxW` with both positive.
+fn parse_resolution(v: &str) -> Option<(usize, usize)> {
+    let (h, w) = v.split_once('x')?;
+    let (h, w) = (h.trim().parse().ok()?, w.trim().parse().ok()?);
+    (h > 0 && w > 0).then_some((h, w))
 }
 
 /// Saves a tokenizer in the project's own format (`.safetensors` with the official key names and the config
 /// as JSON metadata), atomically.
 pub fn save_tokenizer<B: Backend>(model: &VideoTokenizer<B>, path: impl AsRef<Path>) -> Result<()> {
+    save_tokenizer_with_resolution(model, path, None)
+}
+
+/// [`save_tokenizer`], recording the frame size `(height, width)` the tokenizer was trained at
+/// ([`RESOLUTION_KEY`]), which the CLI then reads clips at by default.
+pub fn save_tokenizer_with_resolution<B: Backend>(
+    model: &VideoTokenizer<B>,
+    path: impl AsRef<Path>,
+    resolution: Option<(usize, usize)>,
+) -> Result<()> {
     let path = path.as_ref();
     if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
         return Err(Error::invalid(format!("{}: tokenizer files are saved as .safetensors", path.display())));
@@ -294,6 +330,9 @@ pub fn save_tokenizer<B: Backend>(model: &VideoTokenizer<B>, path: impl AsRef<Pa
     let mut w = WeightWriter::new();
     w.metadata(KIND_KEY, TOKENIZER_KIND);
     w.metadata(CONFIG_KEY, serde_json::to_string(model.config()).expect("config serialises"));
+    if let Some((h, wd)) = resolution {
+        w.metadata(RESOLUTION_KEY, format!("{h}x{wd}"));
+    }
     export_tokenizer(model, &mut w, "");
     w.write(path)
 }

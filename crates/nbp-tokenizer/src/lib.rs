@@ -22,7 +22,9 @@ pub mod residual_unit;
 pub mod swish;
 pub mod tokenizer;
 
-pub use checkpoint::{TokenizerSource, load_tokenizer, save_tokenizer};
+pub use checkpoint::{
+    TokenizerSource, load_tokenizer, load_tokenizer_with_resolution, save_tokenizer, save_tokenizer_with_resolution,
+};
 pub use config::TokenizerConfig;
 pub use fsq::Fsq;
 pub use tokenizer::{VideoTokenizer, check_indices};

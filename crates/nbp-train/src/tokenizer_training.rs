@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use nbp_core::metrics::{psnr, ssim};
 use nbp_core::video::{Video, tensor_to_videos, videos_to_tensor};
 use nbp_core::{Error, Result};
-use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, load_tokenizer, save_tokenizer};
+use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, load_tokenizer, save_tokenizer_with_resolution};
 
 use crate::data::{ClipOptions, ClipSource, DatasetSpec, SkipLog, Skipping, Split};
 use crate::gan::{
@@ -430,6 +430,8 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let stream =
         ClipStream::new(source.clone(), n_train, (config.batch_size, config.crop), config.seed, first, config.steps);
 
+    // The clip size (not the crop): what the CLI reads clips at by default for this file.
+    let resolution = Some((config.height, config.width));
     let started = Instant::now();
     let mut last_print: Option<Instant> = None;
     let mut losses = vec![];
@@ -528,7 +530,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
                 Recorder::<B>::record(&recorder, d.clone().into_record(), ckpt("disc", step)).map_err(save)?;
                 Recorder::<B>::record(&recorder, o.to_record(), ckpt("disc_optim", step)).map_err(save)?;
             }
-            save_tokenizer(&model.valid(), dir.path().join("tokenizer.safetensors"))?;
+            save_tokenizer_with_resolution(&model.valid(), dir.path().join("tokenizer.safetensors"), resolution)?;
             kept.push(step);
             while kept.len() > 2 {
                 let old = kept.remove(0);
@@ -547,7 +549,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     // A run resumed at its last step trains nothing (no checkpoint pass above) but still exports its model.
     let model_path = dir.path().join("tokenizer.safetensors");
     if step == first {
-        save_tokenizer(&model.valid(), &model_path)?;
+        save_tokenizer_with_resolution(&model.valid(), &model_path, resolution)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let done = step - first;

@@ -53,9 +53,12 @@ fn reconstruction_loss_falls_and_resume_is_exact() {
     assert!(v.codebook_usage > 0.0 && v.codebook_usage <= 1.0, "{v:?}");
     assert!(v.psnr_frame_mean > 5.0 && v.psnr_frame_mean < 40.0, "{v:?}");
     assert!(full.model_path.exists());
-    // The exported tokenizer loads back and reproduces the validation numbers' codebook.
-    let loaded = nbp_tokenizer::load_tokenizer::<Flex>(&full.model_path, None, &device).unwrap().0;
+    // The exported tokenizer loads back and reproduces the validation numbers' codebook, and its file records
+    // the clip size it was trained at (16×16; not a crop size: this run has none).
+    let (loaded, _, trained) =
+        nbp_tokenizer::load_tokenizer_with_resolution::<Flex>(&full.model_path, None, &device).unwrap();
     assert_eq!(loaded.codebook_size(), 125);
+    assert_eq!(trained, Some((16, 16)));
 
     // Stopped after one step (as Ctrl-C does), then resumed: the same losses as the uninterrupted run.
     let cfg = config(dir.join("resumed"), 12);
