@@ -256,13 +256,17 @@ pub fn load_tokenizer<B: Backend>(
     load_tokenizer_with_resolution(path, config, device).map(|(model, source, _)| (model, source))
 }
 
+/// A loaded tokenizer, where it came from, and the frame size `(height, width)` it was trained at when its file
+/// records it.
+pub type LoadedTokenizer<B> = (VideoTokenizer<B>, TokenizerSource, Option<(usize, usize)>);
+
 /// [`load_tokenizer`], and the frame size `(height, width)` the file says the tokenizer was trained at
 /// ([`RESOLUTION_KEY`]; `None` for official files and files saved without it).
 pub fn load_tokenizer_with_resolution<B: Backend>(
     path: impl AsRef<Path>,
     config: Option<&TokenizerConfig>,
     device: &B::Device,
-) -> Result<(VideoTokenizer<B>, TokenizerSource, Option<(usize, usize)>)> {
+) -> Result<LoadedTokenizer<B>> {
     let path = path.as_ref();
     if !path.exists() {
         return Err(Error::file(path, "tokenizer checkpoint not found"));
