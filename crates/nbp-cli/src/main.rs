@@ -416,6 +416,9 @@ pub(crate) fn parse_resolution(s: &str) -> Result<(usize, usize), String> {
     Ok((h, w))
 }
 
+/// A frame size, `(height, width)`.
+type FrameSize = (usize, usize);
+
 /// Frame size of the bundled demo tokenizer's training clips, the default `--resolution` without `--tokenizer`.
 const DEMO_RESOLUTION: (usize, usize) = (64, 64);
 /// The official tokenizers' frame size, the default `--resolution` with `--tokenizer`.
@@ -454,7 +457,7 @@ pub(crate) fn load<B: Backend>(args: &TokenizerArgs, device: &B::Device) -> Resu
 fn load_with_resolution<B: Backend>(
     args: &TokenizerArgs,
     device: &B::Device,
-) -> Result<(VideoTokenizer<B>, Option<(usize, usize)>)> {
+) -> Result<(VideoTokenizer<B>, Option<FrameSize>)> {
     let config = args.tokenizer_config.as_deref().map(TokenizerConfig::from_name_or_file).transpose()?;
     let path = args.path();
     let (model, source, resolution) = load_tokenizer_with_resolution::<B>(&path, config.as_ref(), device).map_err(|e| {
