@@ -420,14 +420,14 @@ pub(crate) fn parse_resolution(s: &str) -> Result<(usize, usize), String> {
 type FrameSize = (usize, usize);
 
 /// Frame size of the bundled demo tokenizer's training clips, the default `--resolution` without `--tokenizer`.
-const DEMO_RESOLUTION: (usize, usize) = (64, 64);
+const DEMO_RESOLUTION: FrameSize = (64, 64);
 /// The official tokenizers' frame size, the default `--resolution` with `--tokenizer`.
-const OFFICIAL_RESOLUTION: (usize, usize) = (128, 128);
+const OFFICIAL_RESOLUTION: FrameSize = (128, 128);
 
 impl ClipArgs {
     /// How to read the clip for `model`: `--resolution`, else the size the tokenizer was trained at (`trained`,
     /// from its file), else the size the bundled or official tokenizers were made for.
-    fn read_options(&self, model: &TokenizerArgs, trained: Option<(usize, usize)>) -> ReadOptions {
+    fn read_options(&self, model: &TokenizerArgs, trained: Option<FrameSize>) -> ReadOptions {
         let made_for = if model.tokenizer.is_some() { OFFICIAL_RESOLUTION } else { DEMO_RESOLUTION };
         let default = trained.unwrap_or(made_for);
         ReadOptions {

@@ -482,14 +482,10 @@ mod amx {
         // SAFETY: a valid palette-1 layout; every load reads 16 rows of 64 bytes inside `buf`.
         unsafe {
             asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
-            for t in 0..4 {
-                match t {
-                    0 => load!(4, at(0), 64usize),
-                    1 => load!(5, at(1), 64usize),
-                    2 => load!(6, at(2), 64usize),
-                    _ => load!(7, at(3), 64usize),
-                }
-            }
+            load!(4, at(0), 64usize);
+            load!(5, at(1), 64usize);
+            load!(6, at(2), 64usize);
+            load!(7, at(3), 64usize);
             zero!(0);
             zero!(1);
             zero!(2);

@@ -180,9 +180,9 @@ impl MovingShapes {
             objects.rotate_left(1); // main shape drawn first: distractors may occlude it
         }
         if self.single {
-            // Drawn (so the random draws, and with them the background, stay those of the full clip), then dropped.
-            objects.retain(|o| o.shape == label / MOTIONS.len() && o.motion == label % MOTIONS.len());
-            objects.truncate(1);
+            // Drawn (so the random draws, and with them the background, stay those of the full clip), then dropped:
+            // distractors are always of another kind than the main shape.
+            objects.retain(|o| o.shape == label / MOTIONS.len());
         }
         let textured = rng.below(2) == 1 && !self.plain;
         let bg = [rng.uniform(0.0, 0.35), rng.uniform(0.0, 0.35), rng.uniform(0.0, 0.35)];

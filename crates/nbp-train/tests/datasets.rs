@@ -63,32 +63,15 @@ fn spec(s: &str) -> DatasetSpec {
 
 #[test]
 fn spec_parses_every_form() {
-    assert_eq!(
-        spec("moving-shapes"),
-        DatasetSpec::MovingShapes { count: 10_000, plain: false, large: false, single: false }
-    );
-    assert_eq!(
-        spec("moving-shapes:250"),
-        DatasetSpec::MovingShapes { count: 250, plain: false, large: false, single: false }
-    );
-    assert_eq!(
-        spec("moving-shapes-plain:40"),
-        DatasetSpec::MovingShapes { count: 40, plain: true, large: false, single: false }
-    );
-    assert_eq!(
-        spec("moving-shapes-large"),
-        DatasetSpec::MovingShapes { count: 10_000, plain: false, large: true, single: false }
-    );
-    assert_eq!(
-        spec("moving-shapes-plain-large:9"),
-        DatasetSpec::MovingShapes { count: 9, plain: true, large: true, single: false }
-    );
+    let shapes = |count, plain, large, single| DatasetSpec::MovingShapes { count, plain, large, single };
+    assert_eq!(spec("moving-shapes"), shapes(10_000, false, false, false));
+    assert_eq!(spec("moving-shapes:250"), shapes(250, false, false, false));
+    assert_eq!(spec("moving-shapes-plain:40"), shapes(40, true, false, false));
+    assert_eq!(spec("moving-shapes-large"), shapes(10_000, false, true, false));
+    assert_eq!(spec("moving-shapes-plain-large:9"), shapes(9, true, true, false));
+    assert_eq!(spec("moving-shapes-plain-large-single:7"), shapes(7, true, true, true));
     assert_eq!(spec("moving-shapes-plain:40").to_string(), "moving-shapes-plain:40");
     assert_eq!(spec("Moving-Shapes-Plain-Large:9").to_string(), "moving-shapes-plain-large:9");
-    assert_eq!(
-        spec("moving-shapes-plain-large-single:7"),
-        DatasetSpec::MovingShapes { count: 7, plain: true, large: true, single: true }
-    );
     assert_eq!(spec("moving-shapes-single").to_string(), "moving-shapes-single:10000");
     assert_eq!(spec("folder:/data/clips"), DatasetSpec::Folder { dir: "/data/clips".into() });
     assert_eq!(spec("csv:lists/train.csv"), DatasetSpec::Csv { file: "lists/train.csv".into() });

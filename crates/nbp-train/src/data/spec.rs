@@ -99,19 +99,13 @@ fn root_and_annotations(s: &str, rest: &str) -> Result<(PathBuf, Option<PathBuf>
 /// `(plain, large, single)` of a moving-shapes kind: `moving-shapes`, then `-plain`, `-large` and `-single`, each
 /// optional, in that order.
 fn moving_shapes_variant(kind: &str) -> Option<(bool, bool, bool)> {
-    let rest = kind.strip_prefix("moving-shapes")?;
-    let (plain, rest) = match rest.strip_prefix("-plain") {
-        Some(r) => (true, r),
-        None => (false, rest),
-    };
-    let (large, rest) = match rest.strip_prefix("-large") {
-        Some(r) => (true, r),
-        None => (false, rest),
-    };
-    let (single, rest) = match rest.strip_prefix("-single") {
-        Some(r) => (true, r),
-        None => (false, rest),
-    };
+    /// Whether `rest` starts with `suffix`, and what follows it.
+    fn take<'a>(rest: &'a str, suffix: &str) -> (bool, &'a str) {
+        rest.strip_prefix(suffix).map_or((false, rest), |r| (true, r))
+    }
+    let (plain, rest) = take(kind.strip_prefix("moving-shapes")?, "-plain");
+    let (large, rest) = take(rest, "-large");
+    let (single, rest) = take(rest, "-single");
     rest.is_empty().then_some((plain, large, single))
 }
 
