@@ -96,7 +96,8 @@ fn kv_cache_steps_equal_full_forward_on_wgpu() {
 
 /// A model without condition tokens (an unconditional one, or the random-weight benchmark) has an empty
 /// null-condition embedding; building it and sampling from it works on the GPU backends too (an element-wise
-/// operation on that empty tensor used to panic in their debug builds).
+/// operation on that empty tensor used to panic in their debug builds). Filtered sampling on a GPU backend
+/// (logits read back once per step, filtered on the host) with top-k 1 draws the greedy tokens.
 #[cfg(feature = "wgpu")]
 #[test]
 fn a_model_without_condition_tokens_samples_on_wgpu() {
@@ -112,6 +113,13 @@ fn a_model_without_condition_tokens_samples_on_wgpu() {
     let ids = ids.into_data().convert::<i64>().into_vec::<i64>().unwrap();
     assert_eq!(ids.len(), 4);
     assert!(ids.iter().all(|&i| (0..40).contains(&i)), "{ids:?}");
+    let top1 = SampleOptions {
+        filter: SamplingFilter { temperature: 1.0, top_k: Some(1), top_p: Some(0.9) },
+        greedy: false,
+        cfg: None,
+    };
+    let drawn = sample(&model, &schedule, 1, &top1, &NoProgress, &mut |_| ()).unwrap();
+    assert_eq!(drawn.into_data().convert::<i64>().into_vec::<i64>().unwrap(), ids);
 }
 
 /// CI has no NVIDIA GPU; run with `cargo test --test kv_cache -- --ignored` on a machine that has one.

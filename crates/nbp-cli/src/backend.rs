@@ -30,14 +30,11 @@ pub fn not_compiled(device: DeviceArg, feature: &str) -> anyhow::Error {
     )
 }
 
-/// Checks that a GPU backend can start on this machine, before any work is done on it.
+/// Runs `f`, catching a panic: `Err` holds the first panic message (the backtrace is not printed).
 ///
-/// Burn's GPU backends start their device on a service thread and panic there when no adapter or driver is
-/// found (for CUDA: `libcuda.so` missing; for wgpu: no Vulkan/Metal/DX12 adapter), which then panics the calling
-/// thread too. This moves two numbers to the device and back while catching such a panic (its message is kept,
-/// the backtrace is not printed), and turns it into an error that names the device and the fix. The round trip
-/// compiles no kernel, so it is cheap even on a software Vulkan driver.
-pub fn probe<B: burn::prelude::Backend>(device: &B::Device, arg: DeviceArg) -> anyhow::Result<()> {
+/// Burn's GPU backends run their device on a service thread and panic there on a driver or validation error,
+/// which then panics the calling thread too; this is how such a failure becomes an error message.
+fn catching<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     use std::sync::{Arc, Mutex};
     let first: Arc<Mutex<Option<String>>> = Arc::default();
     let previous = std::panic::take_hook();
@@ -53,16 +50,24 @@ pub fn probe<B: burn::prelude::Backend>(device: &B::Device, arg: DeviceArg) -> a
             m.get_or_insert(text);
         }
     }));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0], device).into_data().to_vec::<f32>()
-    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     std::panic::set_hook(previous);
+    result.map_err(|_| first.lock().ok().and_then(|m| m.clone()).unwrap_or_else(|| "unknown error".into()))
+}
+
+/// Checks that a GPU backend can start on this machine, before any work is done on it.
+///
+/// When no adapter or driver is found (for CUDA: `libcuda.so` missing; for wgpu: no Vulkan/Metal/DX12 adapter)
+/// the backend panics on its service thread. This moves two numbers to the device and back while catching such a
+/// panic, and turns it into an error that names the device and the fix. The round trip compiles no kernel, so it
+/// is cheap even on a software Vulkan driver.
+pub fn probe<B: burn::prelude::Backend>(device: &B::Device, arg: DeviceArg) -> anyhow::Result<()> {
+    let result = catching(|| burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0], device).into_data().to_vec::<f32>());
     match result {
         Ok(Ok(v)) if v == [1.0, 2.0] => Ok(()),
         Ok(Ok(v)) => Err(anyhow::anyhow!("--device {arg}: a round trip of [1, 2] through the device gave {v:?}")),
         Ok(Err(e)) => Err(anyhow::anyhow!("--device {arg}: reading back from the device failed: {e:?}")),
-        Err(_) => {
-            let cause = first.lock().ok().and_then(|m| m.clone()).unwrap_or_else(|| "unknown error".into());
+        Err(cause) => {
             // cudarc's message lists thirty library names: keep its first sentence.
             let cause = cause.split(" - searched for").next().unwrap_or(&cause).trim().to_string();
             let fix = match arg {
@@ -80,6 +85,28 @@ pub fn probe<B: burn::prelude::Backend>(device: &B::Device, arg: DeviceArg) -> a
     }
 }
 
+/// Runs the work `f` of a command on a GPU backend that has started, turning a failure of the backend (a panic
+/// on its service thread: a wgpu validation error, a CUDA launch error) into an error that names the device and
+/// the cause instead of a panic with a backtrace.
+pub fn guarded<T>(arg: DeviceArg, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    catching(f).unwrap_or_else(|cause| Err(backend_failure(arg, &cause)))
+}
+
+/// The error for a GPU backend that failed while working, with the fix where one is known.
+pub fn backend_failure(arg: DeviceArg, cause: &str) -> anyhow::Error {
+    let cause = cause.trim();
+    let fix = if cause.contains("buffer_binding_size") || cause.contains("can't allocate buffer") {
+        // wgpu binds each tensor as one storage buffer, and adapters limit its size: Mesa's software driver to
+        // 128 MiB, less than the 393 MB token embedding of the official models.
+        "a tensor of this model is larger than the largest buffer this wgpu adapter can bind (see the limit \
+         above): use --device cuda on an NVIDIA GPU, another adapter, or --device flex (the CPU)"
+    } else {
+        "this is a failure of the GPU backend or its driver, not of the input: --device flex (the CPU) runs the \
+         same computation"
+    };
+    anyhow::anyhow!("--device {arg} failed while working: {cause}\n{fix}")
+}
+
 /// Runs `$body` with `$B` bound to the backend type of `$device` and `$dev` to its device.
 macro_rules! with_backend {
     ($device:expr, |$B:ident, $dev:ident| $body:expr) => {{
@@ -95,7 +122,7 @@ macro_rules! with_backend {
                 type $B = burn::backend::Wgpu;
                 let $dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
                 match $crate::backend::probe::<$B>(&$dev, DeviceArg::Wgpu) {
-                    Ok(()) => $body,
+                    Ok(()) => $crate::backend::guarded(DeviceArg::Wgpu, || $body),
                     Err(e) => Err(e),
                 }
             }
@@ -105,7 +132,7 @@ macro_rules! with_backend {
                 let $dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
                 burn::backend::wgpu::init_setup::<burn::backend::wgpu::graphics::Vulkan>(&$dev, Default::default());
                 match $crate::backend::probe::<$B>(&$dev, DeviceArg::Vulkan) {
-                    Ok(()) => $body,
+                    Ok(()) => $crate::backend::guarded(DeviceArg::Vulkan, || $body),
                     Err(e) => Err(e),
                 }
             }
@@ -114,7 +141,7 @@ macro_rules! with_backend {
                 type $B = burn::backend::Cuda;
                 let $dev = burn::backend::cuda::CudaDevice::default();
                 match $crate::backend::probe::<$B>(&$dev, DeviceArg::Cuda) {
-                    Ok(()) => $body,
+                    Ok(()) => $crate::backend::guarded(DeviceArg::Cuda, || $body),
                     Err(e) => Err(e),
                 }
             }

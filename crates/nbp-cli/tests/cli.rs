@@ -597,6 +597,25 @@ fn a_gpu_device_that_cannot_start_is_a_clear_error() {
     }
 }
 
+/// A model with a tensor larger than the largest buffer the wgpu adapter can bind (Mesa's software driver: 128
+/// MiB; here a 1.1M-token embedding of 32-wide rows, 141 MB) is a clear error, not a panic from the device
+/// thread. An adapter that can bind it runs the benchmark instead.
+#[cfg(feature = "wgpu")]
+#[test]
+fn a_tensor_larger_than_the_wgpu_adapter_can_bind_is_a_clear_error() {
+    let o = cli(&[
+        "bench", "sample", "--device", "wgpu", "--preset", "tiny", "--vocab", "1100000", "--prefix", "16", "--tokens",
+        "16",
+    ]);
+    let out = text(&o);
+    assert!(!out.contains("panicked"), "{out}");
+    if !o.status.success() {
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        assert!(out.contains("--device wgpu failed while working"), "{out}");
+        assert!(out.contains("larger than the largest buffer this wgpu adapter can bind"), "{out}");
+    }
+}
+
 /// Out-of-range sampling flags are refused before any model is loaded, with the flag and its range named.
 #[test]
 fn sampling_flags_out_of_range_are_clear_errors() {

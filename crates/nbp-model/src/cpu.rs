@@ -19,18 +19,25 @@ pub(crate) fn enabled<B: Backend>() -> bool {
 }
 
 /// One token per row of `logits: [rows, V]` (temperature already applied), drawn after top-k/top-p filtering
-/// with the uniform numbers of `B`'s seeded generator: `[rows, 1]`. Needs flex, but no AVX-512.
+/// with the uniform numbers of `B`'s seeded generator: `[rows, 1]`.
+///
+/// On flex this runs on the tensor's own memory. On the GPU backends the block's logits are read back once and
+/// filtered here: Burn 0.21 has no GPU sort (its fallback reads the logits to the host anyway) and its GPU
+/// cumulative sum is quadratic in the row length, so the tensor path would cost a read-back, a host sort and
+/// ~V²/2 additions per row each step, where this costs one read of `rows × V` floats.
 pub(crate) fn sample<B: Backend>(logits: &Tensor<B, 2>, filter: &SamplingFilter) -> Option<Tensor<B, 2, Int>> {
-    if !is_flex::<B>() {
-        return None;
-    }
     let [rows, vocab] = logits.dims();
     let device = logits.device();
-    let lf = contiguous(flex(logits.clone())?);
     let uniforms = Tensor::<B, 2>::random([rows, 1], Distribution::Uniform(0.0, 1.0), &device);
     let uniforms = uniforms.into_data().convert::<f32>().into_vec::<f32>().ok()?;
     let mut out = vec![0i64; rows];
-    nbp_kernels::sample_rows(lf.as_slice::<f32>()?, vocab, filter.top_k, filter.top_p, &uniforms, &mut out);
+    if is_flex::<B>() {
+        let lf = contiguous(flex(logits.clone())?);
+        nbp_kernels::sample_rows(lf.as_slice::<f32>()?, vocab, filter.top_k, filter.top_p, &uniforms, &mut out);
+    } else {
+        let host = logits.clone().into_data().convert::<f32>().into_vec::<f32>().ok()?;
+        nbp_kernels::sample_rows(&host, vocab, filter.top_k, filter.top_p, &uniforms, &mut out);
+    }
     Some(Tensor::from_data(TensorData::new(out, [rows, 1]), &device))
 }
 

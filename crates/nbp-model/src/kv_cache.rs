@@ -41,8 +41,13 @@ impl<B: Backend> KvCache<B> {
         let [b, h, n, hs] = k.dims();
         let (start, end) = (self.len, self.len + n);
         assert!(end <= self.capacity(), "KV cache overflow: {end} tokens for a capacity of {}", self.capacity());
-        self.k.inplace(|t| t.slice_assign([0..b, 0..h, start..end, 0..hs], k));
-        self.v.inplace(|t| t.slice_assign([0..b, 0..h, start..end, 0..hs], v));
+        // Written in place: the buffer is taken out of `self` so that it has no other owner. The placeholder
+        // is a clone of the new keys, not `Tensor::empty`, because empty tensors upset Burn 0.21's fusion
+        // streams on the GPU backends ("Should have handle for tensor", tracel-ai/burn#4347).
+        let old = std::mem::replace(&mut self.k, k.clone());
+        self.k = old.slice_assign([0..b, 0..h, start..end, 0..hs], k);
+        let old = std::mem::replace(&mut self.v, v.clone());
+        self.v = old.slice_assign([0..b, 0..h, start..end, 0..hs], v);
         self.len = end;
         (self.k.clone().slice([0..b, 0..h, 0..end, 0..hs]), self.v.clone().slice([0..b, 0..h, 0..end, 0..hs]))
     }

@@ -102,7 +102,7 @@ pub fn sample<B: Backend>(
             }
         };
         let next = next.reshape([batch, step.predict]);
-        generated.inplace(|g| g.slice_assign([0..batch, done..done + step.predict], next));
+        generated = generated.slice_assign([0..batch, done..done + step.predict], next);
         done += step.predict;
         progress.advance(1);
     }
