@@ -3,10 +3,11 @@
 #
 # The machine needs no Rust toolchain: build here, then copy the binaries over compressed in .bin/:
 #   cargo build -p nbp-cli && cargo test --no-run --test kv_cache --test gpu_tokenizer
-#   strip and `xz -c` target/debug/nbp-cli and the two test binaries (target/debug/deps/<name>-<hash>) to
+#   `strip --strip-debug` (function names stay, for RUST_BACKTRACE=1) and `xz -c` target/debug/nbp-cli and the two test binaries (target/debug/deps/<name>-<hash>) to
 #   .bin/nbp-cli.xz, .bin/kv_cache.xz and .bin/gpu_tokenizer.xz
 # If the machine has no Vulkan loader, put the .deb files of libvulkan1 (and libglvnd0) in .gl/.
-# Results of one run on an H100 are in README.md ("On a GPU").
+# Results of two sessions on an H100 are in README.md ("On a GPU"). A first run of official-base compiles and
+# tunes kernels for minutes: give each bench step several minutes, or run it twice on the same warm machine.
 set -u
 OUT=${OUT:-/tmp/nbp-gpu-out}; mkdir -p "$OUT"
 for f in .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done; ldconfig

@@ -1,5 +1,6 @@
-//! Temperature, top-k and top-p filtering of next-token logits, on the device, for all positions of a block at
-//! once (reference §3.5).
+//! Temperature, top-k and top-p filtering of next-token logits, with tensor operations, for all positions of a
+//! block at once (reference §3.5). The sampler draws with the same rule in `nbp-kernels` (`sample_rows`); this
+//! is the tensor form of it, for any backend.
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -26,8 +27,9 @@ impl Default for SamplingFilter {
 impl SamplingFilter {
     /// Applies temperature, then top-k, then top-p to `logits: [rows, vocab]`; removed entries become `−∞`.
     ///
-    /// Like the official code, top-p is applied to the softmax of the top-k-filtered logits. Everything runs on
-    /// the device; no value is read back to the host.
+    /// Like the official code, top-p is applied to the softmax of the top-k-filtered logits. On Burn 0.21's GPU
+    /// backends the sort reads the logits back to the host and the cumulative sum is quadratic in the vocabulary,
+    /// which is why the sampler filters on the host there.
     pub fn apply<B: Backend>(&self, logits: Tensor<B, 2>) -> Tensor<B, 2> {
         let [_, vocab] = logits.dims();
         let mut logits = if self.temperature != 1.0 { logits.div_scalar(self.temperature) } else { logits };

@@ -57,9 +57,23 @@ impl MaskSpec {
 
     /// The mask as Burn's attention expects it: `[1, 1, rows, kv_len]`, `true` = masked out.
     pub fn tensor<B: Backend>(&self, rows: Range<usize>, kv_len: usize, device: &B::Device) -> Tensor<B, 4, Bool> {
+        self.padded_tensor(rows, kv_len, kv_len, device)
+    }
+
+    /// [`MaskSpec::tensor`] over `keys ≥ kv_len` columns, of which `kv_len..keys` are masked out: `[1, 1, rows,
+    /// keys]`. GPU samplers attend over a few fixed key lengths instead of one per step, so that their kernels
+    /// are compiled and tuned once per length.
+    pub fn padded_tensor<B: Backend>(
+        &self,
+        rows: Range<usize>,
+        kv_len: usize,
+        keys: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 4, Bool> {
+        assert!(keys >= kv_len, "{keys} key columns for {kv_len} keys");
         let n = rows.len();
-        let masked: Vec<bool> = self.allowed(rows, kv_len).into_iter().map(|a| !a).collect();
-        Tensor::from_data(TensorData::new(masked, [1, 1, n, kv_len]), device)
+        let masked: Vec<bool> = rows.flat_map(|r| (0..keys).map(move |c| c >= kv_len || !self.allows(r, c))).collect();
+        Tensor::from_data(TensorData::new(masked, [1, 1, n, keys]), device)
     }
 }
 
@@ -76,6 +90,16 @@ mod tests {
         // Reference §2.7: P = 1, tps = 2, S = 7: c0 b z0 | z1 m1 | z2 z3.
         let spec = MaskSpec::new(2, true, 1);
         assert_eq!(render(&spec, 7), ["1000000", "1100000", "1110000", "1111100", "1111100", "1111111", "1111111"]);
+    }
+
+    #[test]
+    fn padded_columns_are_masked_out() {
+        let spec = MaskSpec::new(2, false, 0);
+        let t = spec.padded_tensor::<burn::backend::Flex>(2..4, 4, 6, &Default::default());
+        assert_eq!(t.dims(), [1, 1, 2, 6]);
+        // Rows 2 and 3 (block 1) see keys 0..4; columns 4 and 5 are padding.
+        let masked = t.into_data().into_vec::<bool>().unwrap();
+        assert_eq!(masked, [false, false, false, false, true, true, false, false, false, false, true, true]);
     }
 
     #[test]

@@ -48,7 +48,8 @@ impl<B: Backend> SelfAttention<B> {
     /// `x: [batch, new, d]` → `[batch, new, d]`.
     ///
     /// `mask: [1, 1, new, keys]` (`true` = masked out) covers the keys the new tokens see: with a cache, the
-    /// cached tokens followed by the new ones; the new keys and values are appended to the cache.
+    /// cached tokens followed by the new ones (and possibly unused cache slots, masked out); the new keys and
+    /// values are appended to the cache.
     pub fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 4, Bool>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
         let hs = d / self.n_head;
@@ -60,7 +61,7 @@ impl<B: Backend> SelfAttention<B> {
         let heads = |t: Tensor<B, 3>| t.reshape([b, n, self.n_head, hs]).swap_dims(1, 2); // [b, h, n, hs]
         let (q, k, v) = (heads(q), heads(k), heads(v));
         let (k, v) = match cache {
-            Some(c) => c.append(k, v),
+            Some(c) => c.append(k, v, mask.dims()[3]),
             None => (k, v),
         };
         let keys = k.dims()[2];

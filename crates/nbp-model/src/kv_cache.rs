@@ -36,8 +36,10 @@ impl<B: Backend> KvCache<B> {
         self.k.dims()[2]
     }
 
-    /// Appends `k, v: [batch, heads, new, head_dim]` and returns the keys and values of all cached tokens.
-    pub fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    /// Appends `k, v: [batch, heads, new, head_dim]` and returns the keys and values of the first `keys`
+    /// positions: all cached tokens, then (when `keys` is larger) unused zero-filled slots that the caller's
+    /// mask hides.
+    pub fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>, keys: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [b, h, n, hs] = k.dims();
         let (start, end) = (self.len, self.len + n);
         assert!(end <= self.capacity(), "KV cache overflow: {end} tokens for a capacity of {}", self.capacity());
@@ -49,7 +51,8 @@ impl<B: Backend> KvCache<B> {
         let old = std::mem::replace(&mut self.v, v.clone());
         self.v = old.slice_assign([0..b, 0..h, start..end, 0..hs], v);
         self.len = end;
-        (self.k.clone().slice([0..b, 0..h, 0..end, 0..hs]), self.v.clone().slice([0..b, 0..h, 0..end, 0..hs]))
+        let keys = keys.clamp(end, self.capacity());
+        (self.k.clone().slice([0..b, 0..h, 0..keys, 0..hs]), self.v.clone().slice([0..b, 0..h, 0..keys, 0..hs]))
     }
 
     /// The cache's shape `[batch, heads, capacity, head_dim]`.

@@ -1,4 +1,5 @@
-//! The one sampling loop: KV-cached, driven by a [`Schedule`], with filtering and sampling on the device.
+//! The one sampling loop: KV-cached, driven by a [`Schedule`], filtering and sampling all positions of a block
+//! at once (in place on flex; after one read of the block's logits on the GPU backends, see `cpu::sample`).
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -51,7 +52,10 @@ pub fn sample<B: Backend>(
         )));
     }
     let vocab = model.config().vocab_size;
-    let mut caches = model.new_caches(batch, schedule.total_len, &device);
+    // On the GPU backends the cache holds whole key buckets, so that every step attends over a multiple of
+    // KEY_BUCKET keys.
+    let capacity = key_columns::<B>(schedule.total_len, usize::MAX);
+    let mut caches = model.new_caches(batch, capacity, &device);
     let cond_len = schedule.mask.prefix();
     let mut guided = match options.cfg {
         Some(g) if g.scale != 0.0 => {
@@ -62,7 +66,7 @@ pub fn sample<B: Backend>(
                     model.config().cond_tokens
                 )));
             }
-            Some((g, model.new_caches(batch, schedule.total_len, &device)))
+            Some((g, model.new_caches(batch, capacity, &device)))
         }
         _ => None,
     };
@@ -73,7 +77,12 @@ pub fn sample<B: Backend>(
         let ids = chunk_ids(&step.chunk, &generated, batch, &device);
         let len = step.chunk.len();
         let start = caches[0].len();
-        let mask = schedule.mask.tensor::<B>(start..start + len, start + len, &device);
+        let mask = schedule.mask.padded_tensor::<B>(
+            start..start + len,
+            start + len,
+            key_columns::<B>(start + len, capacity),
+            &device,
+        );
         let x = model.embed(ids.clone(), None, start)?;
         let logits = model.forward_last(x, mask.clone(), Some(&mut caches), step.predict);
         let rows = |l: Tensor<B, 3>| l.reshape([batch * step.predict, vocab]);
@@ -109,6 +118,21 @@ pub fn sample<B: Backend>(
     progress.finish();
     Ok(generated.slice([0..batch, 0..schedule.generated]))
 }
+
+/// Key columns of a step's attention over `kv_len` cached tokens in a cache of `capacity`. On the GPU backends,
+/// `kv_len` rounded up to a multiple of [`KEY_BUCKET`] (the extra columns are masked out): CubeCL compiles, and
+/// on CUDA tunes, the attention's kernels anew for each key length, which made every step of a first run compile
+/// kernels (minutes for `official-base` on an H100). On flex, whose kernels take any length, exactly `kv_len`.
+fn key_columns<B: Backend>(kv_len: usize, capacity: usize) -> usize {
+    if nbp_core::flex::is_flex::<B>() {
+        kv_len
+    } else {
+        kv_len.div_ceil(KEY_BUCKET).saturating_mul(KEY_BUCKET).min(capacity)
+    }
+}
+
+/// Key lengths of GPU sampling steps are multiples of this (or the whole cache).
+pub const KEY_BUCKET: usize = 256;
 
 /// Ids `[batch, len]` of a chunk: runs of known ids and of already generated columns, concatenated.
 fn chunk_ids<B: Backend>(
