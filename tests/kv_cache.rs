@@ -88,9 +88,15 @@ fn kv_cache_steps_equal_full_forward_on_flex_with_bf16_weights() {
     check::<Flex>(&Default::default(), 1e-4, false, Precision::Bf16);
 }
 
+/// The wgpu tests of this file take turns: the backend's seeded generator is shared by all threads, and one test
+/// replays the uniform numbers that sampling drew.
+#[cfg(feature = "wgpu")]
+static WGPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(feature = "wgpu")]
 #[test]
 fn kv_cache_steps_equal_full_forward_on_wgpu() {
+    let _turn = WGPU.lock().unwrap_or_else(|e| e.into_inner());
     check::<burn::backend::Wgpu>(&burn::backend::wgpu::WgpuDevice::DefaultDevice, 1e-4, true, Precision::F32);
 }
 
@@ -101,6 +107,7 @@ fn kv_cache_steps_equal_full_forward_on_wgpu() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn a_model_without_condition_tokens_samples_on_wgpu() {
+    let _turn = WGPU.lock().unwrap_or_else(|e| e.into_inner());
     type B = burn::backend::Wgpu;
     let device = burn::backend::wgpu::WgpuDevice::DefaultDevice;
     let config = GptConfig::new(40, 2, 2, 16).with_block_size(16).with_dropout(0.0);
@@ -120,6 +127,38 @@ fn a_model_without_condition_tokens_samples_on_wgpu() {
     };
     let drawn = sample(&model, &schedule, 1, &top1, &NoProgress, &mut |_| ()).unwrap();
     assert_eq!(drawn.into_data().convert::<i64>().into_vec::<i64>().unwrap(), ids);
+
+    // Unfiltered draws take the backend's seeded uniform numbers, one per row, through the inverse CDF.
+    let plain = SampleOptions {
+        filter: SamplingFilter { temperature: 1.0, top_k: None, top_p: None },
+        greedy: false,
+        cfg: None,
+    };
+    B::seed(&device, 7);
+    let mut logits = vec![];
+    let drawn = sample(&model, &schedule, 1, &plain, &NoProgress, &mut |l| logits.push(l.clone())).unwrap();
+    let drawn = drawn.into_data().convert::<i64>().into_vec::<i64>().unwrap();
+    B::seed(&device, 7);
+    let u = Tensor::<B, 2>::random([4, 1], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
+    let u = u.into_data().into_vec::<f32>().unwrap();
+    let l = logits[0].clone().into_data().into_vec::<f32>().unwrap();
+    let expected: Vec<i64> = l
+        .chunks_exact(40)
+        .zip(&u)
+        .map(|(row, &u)| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f64> = row.iter().map(|&x| ((x - max) as f64).exp()).collect();
+            let total: f64 = e.iter().sum();
+            let mut cdf = 0.0;
+            e.iter()
+                .filter(|&&p| {
+                    cdf += p / total;
+                    cdf < u as f64
+                })
+                .count() as i64
+        })
+        .collect();
+    assert_eq!(drawn, expected, "uniforms {u:?}");
 }
 
 /// CI has no NVIDIA GPU; run with `cargo test --test kv_cache -- --ignored` on a machine that has one.

@@ -29,13 +29,17 @@ pub(crate) fn sample<B: Backend>(logits: &Tensor<B, 2>, filter: &SamplingFilter)
     let [rows, vocab] = logits.dims();
     let device = logits.device();
     let uniforms = Tensor::<B, 2>::random([rows, 1], Distribution::Uniform(0.0, 1.0), &device);
-    let uniforms = uniforms.into_data().convert::<f32>().into_vec::<f32>().ok()?;
     let mut out = vec![0i64; rows];
     if is_flex::<B>() {
+        let uniforms = uniforms.into_data().convert::<f32>().into_vec::<f32>().ok()?;
         let lf = contiguous(flex(logits.clone())?);
         nbp_kernels::sample_rows(lf.as_slice::<f32>()?, vocab, filter.top_k, filter.top_p, &uniforms, &mut out);
     } else {
-        let host = logits.clone().into_data().convert::<f32>().into_vec::<f32>().ok()?;
+        // One read per step: each row's uniform number travels as an extra column after its logits.
+        let both = Tensor::cat(vec![logits.clone(), uniforms], 1).into_data().convert::<f32>();
+        let both = both.into_vec::<f32>().ok()?;
+        let host: Vec<f32> = both.chunks_exact(vocab + 1).flat_map(|r| r[..vocab].iter().copied()).collect();
+        let uniforms: Vec<f32> = both.chunks_exact(vocab + 1).map(|r| r[vocab]).collect();
         nbp_kernels::sample_rows(&host, vocab, filter.top_k, filter.top_p, &uniforms, &mut out);
     }
     Some(Tensor::from_data(TensorData::new(out, [rows, 1]), &device))
