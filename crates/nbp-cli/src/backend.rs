@@ -93,7 +93,7 @@ pub fn guarded<T>(arg: DeviceArg, f: impl FnOnce() -> anyhow::Result<T>) -> anyh
 }
 
 /// The error for a GPU backend that failed while working, with the fix where one is known.
-pub fn backend_failure(arg: DeviceArg, cause: &str) -> anyhow::Error {
+fn backend_failure(arg: DeviceArg, cause: &str) -> anyhow::Error {
     let cause = cause.trim();
     let fix = if cause.contains("buffer_binding_size") || cause.contains("can't allocate buffer") {
         // wgpu binds each tensor as one storage buffer, and adapters limit its size: Mesa's software driver to

@@ -51,7 +51,11 @@ impl<B: Backend> KvCache<B> {
         let old = std::mem::replace(&mut self.v, v.clone());
         self.v = old.slice_assign([0..b, 0..h, start..end, 0..hs], v);
         self.len = end;
-        let keys = keys.clamp(end, self.capacity());
+        assert!(
+            end <= keys && keys <= self.capacity(),
+            "{keys} keys asked of a cache of {end} tokens in {}",
+            self.capacity()
+        );
         (self.k.clone().slice([0..b, 0..h, 0..keys, 0..hs]), self.v.clone().slice([0..b, 0..h, 0..keys, 0..hs]))
     }
 

@@ -54,7 +54,7 @@ pub fn sample<B: Backend>(
     let vocab = model.config().vocab_size;
     // On the GPU backends the cache holds whole key buckets, so that every step attends over a multiple of
     // KEY_BUCKET keys.
-    let capacity = key_columns::<B>(schedule.total_len, usize::MAX);
+    let capacity = key_columns::<B>(schedule.total_len);
     let mut caches = model.new_caches(batch, capacity, &device);
     let cond_len = schedule.mask.prefix();
     let mut guided = match options.cfg {
@@ -77,12 +77,8 @@ pub fn sample<B: Backend>(
         let ids = chunk_ids(&step.chunk, &generated, batch, &device);
         let len = step.chunk.len();
         let start = caches[0].len();
-        let mask = schedule.mask.padded_tensor::<B>(
-            start..start + len,
-            start + len,
-            key_columns::<B>(start + len, capacity),
-            &device,
-        );
+        let mask =
+            schedule.mask.padded_tensor::<B>(start..start + len, start + len, key_columns::<B>(start + len), &device);
         let x = model.embed(ids.clone(), None, start)?;
         let logits = model.forward_last(x, mask.clone(), Some(&mut caches), step.predict);
         let rows = |l: Tensor<B, 3>| l.reshape([batch * step.predict, vocab]);
@@ -119,19 +115,15 @@ pub fn sample<B: Backend>(
     Ok(generated.slice([0..batch, 0..schedule.generated]))
 }
 
-/// Key columns of a step's attention over `kv_len` cached tokens in a cache of `capacity`. On the GPU backends,
-/// `kv_len` rounded up to a multiple of [`KEY_BUCKET`] (the extra columns are masked out): CubeCL compiles, and
-/// on CUDA tunes, the attention's kernels anew for each key length, which made every step of a first run compile
-/// kernels (minutes for `official-base` on an H100). On flex, whose kernels take any length, exactly `kv_len`.
-fn key_columns<B: Backend>(kv_len: usize, capacity: usize) -> usize {
-    if nbp_core::flex::is_flex::<B>() {
-        kv_len
-    } else {
-        kv_len.div_ceil(KEY_BUCKET).saturating_mul(KEY_BUCKET).min(capacity)
-    }
+/// Key columns of a step's attention over `kv_len` cached tokens. On the GPU backends, `kv_len` rounded up to a
+/// multiple of [`KEY_BUCKET`] (the extra columns are masked out): CubeCL compiles, and on CUDA tunes, the
+/// attention's kernels anew for each key length, which made every step of a first run compile kernels (minutes
+/// for `official-base` on an H100). On flex, whose kernels take any length, exactly `kv_len`.
+fn key_columns<B: Backend>(kv_len: usize) -> usize {
+    if nbp_core::flex::is_flex::<B>() { kv_len } else { kv_len.next_multiple_of(KEY_BUCKET) }
 }
 
-/// Key lengths of GPU sampling steps are multiples of this (or the whole cache).
+/// Key lengths of GPU sampling steps, and the GPU caches' capacity, are multiples of this.
 pub const KEY_BUCKET: usize = 256;
 
 /// Ids `[batch, len]` of a chunk: runs of known ids and of already generated columns, concatenated.
