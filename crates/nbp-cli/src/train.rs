@@ -59,6 +59,10 @@ pub struct TrainArgs {
     /// Probability of keeping each input token (others are replaced by random codes); 1 disables.
     #[arg(long)]
     pkeep: Option<f64>,
+    /// Initial position embeddings: zeros (the official start) or grid (sinusoids of each video token's latent
+    /// frame, row and column, so attention can find the same place in the previous frame from the first step).
+    #[arg(long)]
+    pos_init: Option<String>,
     /// Sequences per micro-batch.
     #[arg(long)]
     batch_size: Option<usize>,
@@ -111,7 +115,7 @@ impl TrainArgs {
             None => GeneratorTrainConfig::default(),
         };
         set!(c, self, tokens, out, preset, dropout, block_shape, mode, condition, p_drop_cond, pkeep, batch_size);
-        set!(c, self, grad_accumulation, steps, checkpoint_every, valid_clips, seed);
+        set!(c, self, pos_init, grad_accumulation, steps, checkpoint_every, valid_clips, seed);
         if self.n_layer.is_some() {
             c.n_layer = self.n_layer;
         }

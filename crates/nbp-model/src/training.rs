@@ -63,6 +63,23 @@ pub fn training_sequence(vocab: &Vocabulary, condition: &[i64], codes: &[i64]) -
     Ok(TrainingSequence { input: seq, targets: z, cut: c.len() })
 }
 
+/// Sequence position of each video token `z_i` (block order) of a clip of `n` tokens in the layout of
+/// [`training_sequence`], continued by the last block that sampling feeds as well (so every position is below
+/// the input length plus one block).
+pub fn video_positions(vocab: &Vocabulary, n: usize) -> Vec<usize> {
+    let l = vocab.block;
+    let cut = vocab.conditioning.tokens();
+    (0..n)
+        .map(|i| match vocab.bov() {
+            None => i,
+            // [c | BOV | z_0…z_{L−1} | middle-bos_1…_{L−1} | z_L…]
+            Some(_) if vocab.hybrid => cut + 1 + i + if i >= l { l - 1 } else { 0 },
+            // [c | BOV×L | z]
+            Some(_) => cut + l + i,
+        })
+        .collect()
+}
+
 /// The mask of training sequences of `vocab` with `condition_tokens` condition tokens.
 pub fn training_mask(vocab: &Vocabulary) -> MaskSpec {
     MaskSpec::new(vocab.block, vocab.hybrid, vocab.conditioning.tokens())
@@ -152,4 +169,36 @@ pub fn training_hidden<B: Backend>(
         model.embed(input, None, 0)?
     };
     Ok(model.hidden(x, mask.tensor::<B>(0..s, s, &device), None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nbp_core::vocab::Conditioning;
+
+    #[test]
+    fn video_positions_point_at_the_video_tokens_of_every_layout() {
+        let (n, l) = (24, 4);
+        let codes: Vec<i64> = (0..n as i64).collect();
+        for (conditioning, hybrid) in [
+            (Conditioning::Unconditional, false),
+            (Conditioning::Text { vocab: 10, tokens: 2 }, false),
+            (Conditioning::Text { vocab: 10, tokens: 2 }, true),
+        ] {
+            let v = Vocabulary::new(100, conditioning, hybrid, l).unwrap();
+            let condition = vec![3; conditioning.tokens()];
+            let seq = training_sequence(&v, &condition, &codes).unwrap();
+            let pos = video_positions(&v, n);
+            for (i, &p) in pos.iter().enumerate() {
+                if p < seq.input.len() {
+                    assert_eq!(seq.input[p], v.video_id(i) as i64, "{conditioning:?} hybrid {hybrid}: z_{i}");
+                }
+            }
+            // The last block follows the input, one position per token.
+            assert_eq!(pos[n - l..], (seq.input.len()..seq.input.len() + l).collect::<Vec<_>>(), "{conditioning:?}");
+            // The other positions (condition, BOV, middle-bos) number the condition plus one block.
+            let others = if v.bov().is_some() { conditioning.tokens() + l } else { 0 };
+            assert_eq!(seq.input.len() + l - n, others, "{conditioning:?} hybrid {hybrid}");
+        }
+    }
 }

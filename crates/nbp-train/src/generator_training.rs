@@ -13,7 +13,7 @@ use std::sync::Arc;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoaderBuilder, Progress};
 use burn::data::dataset::Dataset;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Param};
 use burn::optim::GradientsAccumulator;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -36,6 +36,7 @@ use nbp_model::training::{chunked_loss, training_hidden, training_mask, training
 
 use crate::metrics::{ScalarMetric, Stats};
 use crate::optim::{GroupedAdamW, OptimizerConfig, decay_linear_weights};
+use crate::position_init::grid_position_embedding;
 use crate::run::{self, LossHistory, RunDir, SplitMix};
 use crate::schedule::{ScheduleConfig, WarmupCosine};
 use crate::token_cache::TokenCache;
@@ -67,6 +68,9 @@ pub struct GeneratorTrainConfig {
     pub p_drop_cond: f64,
     /// Probability of keeping each input video token (the rest are replaced by random codes); 1 disables.
     pub pkeep: f64,
+    /// Initial position embeddings: `zeros` (the official start) or `grid` (sinusoids of each video token's
+    /// latent frame, row and column; see [`crate::position_init`]).
+    pub pos_init: String,
     pub batch_size: usize,
     /// Micro-batches per optimiser step (the loss is averaged over them).
     pub grad_accumulation: usize,
@@ -98,6 +102,7 @@ impl Default for GeneratorTrainConfig {
             condition: "label".into(),
             p_drop_cond: 0.0,
             pkeep: 1.0,
+            pos_init: "zeros".into(),
             batch_size: 8,
             grad_accumulation: 1,
             steps: 1000,
@@ -129,6 +134,9 @@ impl GeneratorTrainConfig {
         }
         if !["label", "none"].contains(&self.condition.as_str()) {
             return bad(format!("unknown condition '{}' (use label or none)", self.condition));
+        }
+        if !["zeros", "grid"].contains(&self.pos_init.as_str()) {
+            return bad(format!("unknown pos_init '{}' (use zeros or grid)", self.pos_init));
         }
         if self.mode == "hybrid" && self.condition == "none" {
             return bad("the hybrid start needs a condition (it begins with a begin-of-video token after it)".into());
@@ -586,7 +594,12 @@ pub fn train_generator<B: AutodiffBackend>(
         DataLoaderBuilder::<B::InnerBackend, _, _>::new(TokenBatcher).batch_size(config.batch_size).build(valid_stream);
 
     B::seed(device, config.seed);
-    let gpt = Gpt::<B>::new(&setup.gpt, device)?;
+    let mut gpt = Gpt::<B>::new(&setup.gpt, device)?;
+    if config.pos_init == "grid" {
+        let (n, d) = (setup.gpt.block_size, setup.gpt.n_embd);
+        let values = grid_position_embedding(&setup.vocab, &setup.layout, n, d);
+        gpt.pos_emb = Param::from_tensor(Tensor::from_data(TensorData::new(values, [1, n, d]), device));
+    }
     let model = GptTrainer::new(gpt, &setup.vocab, config.loss_chunk, config.grad_accumulation);
     let optim = GroupedAdamW::new(&config.optimizer, decay_linear_weights);
     let scheduler = WarmupCosine::new(config.schedule.clone(), config.steps);

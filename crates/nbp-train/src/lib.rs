@@ -9,6 +9,7 @@ pub mod generator_training;
 pub mod metrics;
 pub mod moving_shapes;
 pub mod optim;
+pub mod position_init;
 pub mod run;
 pub mod schedule;
 pub mod token_cache;

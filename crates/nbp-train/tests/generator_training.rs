@@ -113,3 +113,14 @@ fn a_short_run_lowers_the_loss_and_resume_is_exact() {
     assert_eq!(std::fs::read_to_string(dir.join("resumed/classes.txt")).unwrap().lines().count(), 4);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn position_initialisations_are_checked_by_name() {
+    let mut c = config(PathBuf::from("t.safetensors"), PathBuf::from("out"), 5);
+    assert_eq!(c.pos_init, "zeros");
+    c.pos_init = "grid".into();
+    c.validate().unwrap();
+    c.pos_init = "sine".into();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("unknown pos_init 'sine' (use zeros or grid)"), "{e}");
+}
