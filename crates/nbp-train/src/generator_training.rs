@@ -561,6 +561,21 @@ pub struct GeneratorRun {
 
 /// Trains a generator as `config` says. `resume` continues from the latest complete checkpoint in the run
 /// directory. `interrupter` stops the run after the current step (with a checkpoint); the CLI wires Ctrl-C to it.
+/// The model a new run starts from: GPT-2 initialisation, with the position embeddings of `config.pos_init`.
+pub fn initial_model<B: Backend>(
+    setup: &GeneratorSetup,
+    config: &GeneratorTrainConfig,
+    device: &B::Device,
+) -> Result<Gpt<B>> {
+    let mut gpt = Gpt::<B>::new(&setup.gpt, device)?;
+    if config.pos_init == "grid" {
+        let (n, d) = (setup.gpt.block_size, setup.gpt.n_embd);
+        let values = grid_position_embedding(&setup.vocab, &setup.layout, n, d);
+        gpt.pos_emb = Param::from_tensor(Tensor::from_data(TensorData::new(values, [1, n, d]), device));
+    }
+    Ok(gpt)
+}
+
 pub fn train_generator<B: AutodiffBackend>(
     config: &GeneratorTrainConfig,
     resume: bool,
@@ -594,12 +609,7 @@ pub fn train_generator<B: AutodiffBackend>(
         DataLoaderBuilder::<B::InnerBackend, _, _>::new(TokenBatcher).batch_size(config.batch_size).build(valid_stream);
 
     B::seed(device, config.seed);
-    let mut gpt = Gpt::<B>::new(&setup.gpt, device)?;
-    if config.pos_init == "grid" {
-        let (n, d) = (setup.gpt.block_size, setup.gpt.n_embd);
-        let values = grid_position_embedding(&setup.vocab, &setup.layout, n, d);
-        gpt.pos_emb = Param::from_tensor(Tensor::from_data(TensorData::new(values, [1, n, d]), device));
-    }
+    let gpt = initial_model::<B>(&setup, config, device)?;
     let model = GptTrainer::new(gpt, &setup.vocab, config.loss_chunk, config.grad_accumulation);
     let optim = GroupedAdamW::new(&config.optimizer, decay_linear_weights);
     let scheduler = WarmupCosine::new(config.schedule.clone(), config.steps);

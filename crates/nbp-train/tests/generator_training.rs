@@ -5,11 +5,16 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
 use burn_train::Interrupter;
-use nbp_train::generator_training::{GeneratorTrainConfig, train_generator};
+use nbp_train::generator_training::{GeneratorTrainConfig, initial_model, setup, train_generator};
+use nbp_train::position_init::grid_position_embedding;
 use nbp_train::schedule::ScheduleConfig;
 use nbp_train::token_cache::{TokenCache, TokenCacheInfo};
 
 type B = Autodiff<Flex>;
+
+/// Flex draws random weights from one seeded generator per process: tests that create models take turns, so
+/// that the seeded run below sees the same numbers every time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn temp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("nbp-gen-train-{}-{name}", std::process::id()));
@@ -69,6 +74,7 @@ fn mean(v: &[(usize, f64)]) -> f64 {
 
 #[test]
 fn a_short_run_lowers_the_loss_and_resume_is_exact() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     unsafe { std::env::set_var("NBP_PLAIN_PROGRESS", "1") };
     let dir = temp("run");
     let tokens = cache(&dir);
@@ -115,11 +121,24 @@ fn a_short_run_lowers_the_loss_and_resume_is_exact() {
 }
 
 #[test]
-fn position_initialisations_are_checked_by_name() {
+fn the_position_initialisation_is_checked_by_name_and_starts_the_model() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut c = config(PathBuf::from("t.safetensors"), PathBuf::from("out"), 5);
     assert_eq!(c.pos_init, "zeros");
     c.pos_init = "grid".into();
     c.validate().unwrap();
+    // The run's model starts from exactly these embeddings, and from zeros by default.
+    let dir = temp("pos-init");
+    let cache = TokenCache::load(cache(&dir)).unwrap();
+    let s = setup(&c, &cache).unwrap();
+    let device = Default::default();
+    let grid: Vec<f32> = initial_model::<Flex>(&s, &c, &device).unwrap().pos_emb.val().into_data().to_vec().unwrap();
+    assert_eq!(grid, grid_position_embedding(&s.vocab, &s.layout, s.gpt.block_size, s.gpt.n_embd));
+    assert!(grid.iter().any(|&x| x != 0.0));
+    c.pos_init = "zeros".into();
+    let zeros: Vec<f32> = initial_model::<Flex>(&s, &c, &device).unwrap().pos_emb.val().into_data().to_vec().unwrap();
+    assert!(zeros.iter().all(|&x| x == 0.0));
+    std::fs::remove_dir_all(&dir).ok();
     c.pos_init = "sine".into();
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("unknown pos_init 'sine' (use zeros or grid)"), "{e}");
