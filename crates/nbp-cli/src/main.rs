@@ -154,6 +154,10 @@ enum DatasetCommand {
         /// `moving-shapes-plain-large-single`).
         #[arg(long)]
         single: bool,
+        /// One colour per shape kind, one size and one flat background (the `-fixed` variant; the bundled demo
+        /// models use `moving-shapes-plain-large-single-fixed`).
+        #[arg(long)]
+        fixed: bool,
     },
 }
 
@@ -855,6 +859,7 @@ fn run(cli: Cli) -> Result<()> {
             plain,
             large,
             single,
+            fixed,
         }) => {
             use nbp_train::moving_shapes::{MovingShapes, class_name};
             if count == 0 || frames == 0 {
@@ -870,6 +875,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             if single {
                 ds = ds.with_single_shape();
+            }
+            if fixed {
+                ds = ds.with_fixed_look();
             }
             let clips: Vec<_> = (start..start + count).map(|i| ds.clip(i)).collect();
             let names: Vec<String> = clips.iter().map(|(_, l)| class_name(*l)).collect();

@@ -2,9 +2,10 @@
 //!
 //! Every clip shows one *main* shape whose kind and motion define the class (`shape × motion`), plus up to two
 //! distractor shapes of other kinds that move independently and may pass in front of it (occlusion), on a plain
-//! or textured background (variants: plain backgrounds only, larger shapes, the main shape alone). Speeds,
-//! sizes, colours and start positions vary from clip to clip, so a model has to learn motion, not memorise
-//! frames.
+//! or textured background (variants: plain backgrounds only, larger shapes, the main shape alone, a fixed look).
+//! Speeds, sizes, colours and start positions vary from clip to clip (the fixed look keeps one colour per shape
+//! kind, one size and one background; positions, directions, speeds and phases still vary), so a model has to
+//! learn motion, not memorise frames.
 
 use nbp_core::video::Video;
 
@@ -35,7 +36,19 @@ pub struct MovingShapes {
     pub large: bool,
     /// The main shape alone, without distractors (everything else as in the clip with them).
     pub single: bool,
+    /// One colour per shape kind ([`FIXED_COLOURS`]), one size and one background ([`FIXED_BACKGROUND`]);
+    /// positions, directions, speeds and phases still vary.
+    pub fixed: bool,
 }
+
+/// Colour of each shape kind in the fixed-look variant ([`MovingShapes::with_fixed_look`]): circle red, square
+/// green, triangle blue, ring yellow.
+pub const FIXED_COLOURS: [[f32; 3]; 4] = [[0.95, 0.25, 0.2], [0.25, 0.9, 0.3], [0.3, 0.45, 1.0], [0.95, 0.85, 0.2]];
+/// Background of the fixed-look variant (a dark blue-grey, flat).
+pub const FIXED_BACKGROUND: [f32; 3] = [0.1, 0.1, 0.16];
+/// Size of the fixed-look variant's shapes, as a fraction of the frame's shorter side (the middle of the usual
+/// 0.12–0.22; times [`LARGE_SHAPES`] with the large variant; distractors 0.8 times it).
+pub const FIXED_SIZE: f32 = 0.17;
 
 /// Size factor of the large-shapes variant ([`MovingShapes::with_large_shapes`]).
 pub const LARGE_SHAPES: f32 = 1.6;
@@ -133,7 +146,7 @@ fn reflect(v: f32) -> f32 {
 impl MovingShapes {
     /// A dataset of clips of `frames × height × width`.
     pub fn new(frames: usize, height: usize, width: usize, seed: u64) -> Self {
-        Self { frames, height, width, seed, plain: false, large: false, single: false }
+        Self { frames, height, width, seed, plain: false, large: false, single: false, fixed: false }
     }
 
     /// The same clips with every shape [`LARGE_SHAPES`] times larger (positions, motions and colours unchanged).
@@ -146,6 +159,13 @@ impl MovingShapes {
     /// and background.
     pub fn with_single_shape(mut self) -> Self {
         self.single = true;
+        self
+    }
+
+    /// The same clips with one colour per shape kind, one shape size and one flat background (positions,
+    /// directions, speeds and phases unchanged): the easiest variant, for the bundled demo models.
+    pub fn with_fixed_look(mut self) -> Self {
+        self.fixed = true;
         self
     }
 
@@ -184,8 +204,18 @@ impl MovingShapes {
             // distractors are always of another kind than the main shape.
             objects.retain(|o| o.shape == label / MOTIONS.len());
         }
-        let textured = rng.below(2) == 1 && !self.plain;
-        let bg = [rng.uniform(0.0, 0.35), rng.uniform(0.0, 0.35), rng.uniform(0.0, 0.35)];
+        let textured = rng.below(2) == 1 && !self.plain && !self.fixed;
+        let mut bg = [rng.uniform(0.0, 0.35), rng.uniform(0.0, 0.35), rng.uniform(0.0, 0.35)];
+        if self.fixed {
+            // Set after every random draw, so positions and motions stay those of the clip without it.
+            bg = FIXED_BACKGROUND;
+            for o in &mut objects {
+                o.color = FIXED_COLOURS[o.shape];
+                // The main shape is the only one of the class's kind (distractors are of other kinds).
+                let main = o.shape == label / MOTIONS.len();
+                o.size = FIXED_SIZE * scale_side * if main { 1.0 } else { 0.8 };
+            }
+        }
         let stripes = rng.uniform(4.0, 10.0);
         let mut v = Video::black(self.frames, h, w);
         for t in 0..self.frames {
@@ -336,5 +366,52 @@ mod tests {
             }
         }
         assert!(with_distractors > 20, "the full clips have distractors ({with_distractors} frames)");
+    }
+
+    #[test]
+    fn fixed_look_gives_each_kind_its_colour_on_one_background_and_keeps_the_motion() {
+        let pixel = |v: &Video, t: usize, i: usize| {
+            let plane = v.height * v.width;
+            [0, 1, 2].map(|c| v.data[(c * v.frames + t) * plane + i])
+        };
+        let ds = MovingShapes::new(5, 64, 64, 4).with_plain_backgrounds().with_large_shapes().with_single_shape();
+        let fixed = ds.with_fixed_look();
+        let mut areas = Vec::new();
+        for i in 0..NUM_CLASSES {
+            let ((vr, lr), (vf, lf)) = (ds.clip(i), fixed.clip(i));
+            assert_eq!(lr, lf);
+            let kind = lf / MOTIONS.len();
+            let plane = vf.height * vf.width;
+            // Every pixel is the background or the kind's colour.
+            let mut shape = Vec::new();
+            for p in 0..plane {
+                let c = pixel(&vf, 0, p);
+                assert!(c == FIXED_BACKGROUND || c == FIXED_COLOURS[kind], "clip {i} pixel {p}: {c:?}");
+                if c == FIXED_COLOURS[kind] {
+                    shape.push(p);
+                }
+            }
+            // The shape is where it is in the clip without the fixed look (same position, same motion): their
+            // centres of mass in frame 0 agree within a few pixels.
+            let centre = |v: &Video, bg: [f32; 3]| {
+                let pts: Vec<usize> = (0..plane).filter(|&p| pixel(v, 0, p) != bg).collect();
+                let n = pts.len() as f32;
+                let x = pts.iter().map(|&p| (p % v.width) as f32).sum::<f32>() / n;
+                let y = pts.iter().map(|&p| (p / v.width) as f32).sum::<f32>() / n;
+                (x, y)
+            };
+            let bg_r = pixel(&vr, 0, 0); // corner pixels are background in these clips
+            let (a, b) = (centre(&vr, bg_r), centre(&vf, FIXED_BACKGROUND));
+            assert!((a.0 - b.0).abs() < 4.0 && (a.1 - b.1).abs() < 4.0, "clip {i}: centres {a:?} and {b:?}");
+            if lf % MOTIONS.len() != 3 {
+                areas.push((kind, shape.len()));
+            }
+        }
+        // One size: shapes of a kind that do not grow cover the same area (up to the frame edges cutting them).
+        for k in 0..SHAPES.len() {
+            let a: Vec<usize> = areas.iter().filter(|(kind, _)| *kind == k).map(|(_, n)| *n).collect();
+            let max = *a.iter().max().unwrap() as f32;
+            assert!(a.iter().filter(|&&n| n as f32 > 0.97 * max).count() >= 2, "{}: areas {a:?}", SHAPES[k]);
+        }
     }
 }

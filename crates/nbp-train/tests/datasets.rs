@@ -63,13 +63,18 @@ fn spec(s: &str) -> DatasetSpec {
 
 #[test]
 fn spec_parses_every_form() {
-    let shapes = |count, plain, large, single| DatasetSpec::MovingShapes { count, plain, large, single };
+    let shapes = |count, plain, large, single| DatasetSpec::MovingShapes { count, plain, large, single, fixed: false };
     assert_eq!(spec("moving-shapes"), shapes(10_000, false, false, false));
     assert_eq!(spec("moving-shapes:250"), shapes(250, false, false, false));
     assert_eq!(spec("moving-shapes-plain:40"), shapes(40, true, false, false));
     assert_eq!(spec("moving-shapes-large"), shapes(10_000, false, true, false));
     assert_eq!(spec("moving-shapes-plain-large:9"), shapes(9, true, true, false));
     assert_eq!(spec("moving-shapes-plain-large-single:7"), shapes(7, true, true, true));
+    assert_eq!(
+        spec("moving-shapes-plain-large-single-fixed:5"),
+        DatasetSpec::MovingShapes { count: 5, plain: true, large: true, single: true, fixed: true }
+    );
+    assert_eq!(spec("moving-shapes-single-fixed").to_string(), "moving-shapes-single-fixed:10000");
     assert_eq!(spec("moving-shapes-plain:40").to_string(), "moving-shapes-plain:40");
     assert_eq!(spec("Moving-Shapes-Plain-Large:9").to_string(), "moving-shapes-plain-large:9");
     assert_eq!(spec("moving-shapes-single").to_string(), "moving-shapes-single:10000");
@@ -460,6 +465,15 @@ fn moving_shapes_source_labels_texts_and_determinism() {
         single.describe(),
         "moving shapes (plain backgrounds, large shapes, no distractors): 20 clips, 16 classes, seed 9"
     );
+    let fixed = spec("moving-shapes-plain-large-single-fixed:20").open(&o, 9).unwrap();
+    let want = MovingShapes::new(5, 16, 24, 9)
+        .with_plain_backgrounds()
+        .with_large_shapes()
+        .with_single_shape()
+        .with_fixed_look()
+        .clip(3)
+        .0;
+    assert_eq!(fixed.clip(3, 0).unwrap().video, want);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -41,11 +41,15 @@ impl ClipSource for MovingShapesSource {
 
     fn describe(&self) -> String {
         let s = &self.shapes;
-        let parts: Vec<&str> =
-            [(s.plain, "plain backgrounds"), (s.large, "large shapes"), (s.single, "no distractors")]
-                .into_iter()
-                .filter_map(|(on, what)| on.then_some(what))
-                .collect();
+        let parts: Vec<&str> = [
+            (s.plain, "plain backgrounds"),
+            (s.large, "large shapes"),
+            (s.single, "no distractors"),
+            (s.fixed, "fixed look"),
+        ]
+        .into_iter()
+        .filter_map(|(on, what)| on.then_some(what))
+        .collect();
         let variant = if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) };
         format!("moving shapes{variant}: {} clips, {NUM_CLASSES} classes, seed {}", self.count, self.shapes.seed)
     }

@@ -14,7 +14,7 @@ use super::{ClipOptions, ClipSource};
 const DEFAULT_MOVING_SHAPES: usize = 10_000;
 
 /// The accepted forms, for error messages.
-const FORMS: &str = "moving-shapes[-plain][-large][-single][:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], \
+const FORMS: &str = "moving-shapes[-plain][-large][-single][-fixed][:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], \
                      k600:<root>[:<annotation-file>]";
 
 /// Which dataset to use. Parsed from (and printed back to) these strings:
@@ -22,7 +22,8 @@ const FORMS: &str = "moving-shapes[-plain][-large][-single][:<count>], folder:<d
 /// - `moving-shapes` or `moving-shapes:<count>` — the procedural dataset (10 000 clips by default; the seed is
 ///   [`DatasetSpec::open`]'s); `-plain` after the name gives plain backgrounds only, `-large` shapes
 ///   [`crate::moving_shapes::LARGE_SHAPES`] times larger (`moving-shapes-plain-large:1500`), `-single` the
-///   class's shape alone, without distractors (`moving-shapes-plain-large-single`);
+///   class's shape alone, without distractors (`moving-shapes-plain-large-single`), `-fixed` one colour per
+///   shape kind, one size and one background (`moving-shapes-plain-large-single-fixed`, the bundled demo's data);
 /// - `folder:<dir>` — every video file under `<dir>` (extensions in [`super::VIDEO_EXTENSIONS`]), the class
 ///   being the parent folder relative to `<dir>`;
 /// - `csv:<file>` — a manifest with the header `path,label` or `path` (paths relative to the CSV's folder);
@@ -36,7 +37,7 @@ const FORMS: &str = "moving-shapes[-plain][-large][-single][:<count>], folder:<d
 #[derive(Debug, Clone, PartialEq)]
 pub enum DatasetSpec {
     /// Procedural moving shapes.
-    MovingShapes { count: usize, plain: bool, large: bool, single: bool },
+    MovingShapes { count: usize, plain: bool, large: bool, single: bool, fixed: bool },
     /// Every video under a folder.
     Folder { dir: PathBuf },
     /// A CSV manifest.
@@ -65,11 +66,12 @@ impl DatasetSpec {
         opts.fps = opts.fps.or(self.default_fps());
         opts.validate()?;
         Ok(match self {
-            Self::MovingShapes { count, plain, large, single } => {
+            Self::MovingShapes { count, plain, large, single, fixed } => {
                 let mut source = MovingShapesSource::new(*count, &opts, seed)?;
                 source.shapes.plain = *plain;
                 source.shapes.large = *large;
                 source.shapes.single = *single;
+                source.shapes.fixed = *fixed;
                 Box::new(source)
             }
             Self::Folder { dir } => Box::new(VideoFileSource::folder(dir, &opts)?),
@@ -96,9 +98,9 @@ fn root_and_annotations(s: &str, rest: &str) -> Result<(PathBuf, Option<PathBuf>
     }
 }
 
-/// `(plain, large, single)` of a moving-shapes kind: `moving-shapes`, then `-plain`, `-large` and `-single`, each
-/// optional, in that order.
-fn moving_shapes_variant(kind: &str) -> Option<(bool, bool, bool)> {
+/// `(plain, large, single, fixed)` of a moving-shapes kind: `moving-shapes`, then `-plain`, `-large`, `-single`
+/// and `-fixed`, each optional, in that order.
+fn moving_shapes_variant(kind: &str) -> Option<(bool, bool, bool, bool)> {
     /// Whether `rest` starts with `suffix`, and what follows it.
     fn take<'a>(rest: &'a str, suffix: &str) -> (bool, &'a str) {
         rest.strip_prefix(suffix).map_or((false, rest), |r| (true, r))
@@ -106,7 +108,8 @@ fn moving_shapes_variant(kind: &str) -> Option<(bool, bool, bool)> {
     let (plain, rest) = take(kind.strip_prefix("moving-shapes")?, "-plain");
     let (large, rest) = take(rest, "-large");
     let (single, rest) = take(rest, "-single");
-    rest.is_empty().then_some((plain, large, single))
+    let (fixed, rest) = take(rest, "-fixed");
+    rest.is_empty().then_some((plain, large, single, fixed))
 }
 
 impl FromStr for DatasetSpec {
@@ -119,7 +122,7 @@ impl FromStr for DatasetSpec {
             None => (t, None),
         };
         let kind_lower = kind.to_ascii_lowercase();
-        if let Some((plain, large, single)) = moving_shapes_variant(&kind_lower) {
+        if let Some((plain, large, single, fixed)) = moving_shapes_variant(&kind_lower) {
             let count = match rest {
                 None => DEFAULT_MOVING_SHAPES,
                 Some(n) => match n.trim().parse::<usize>() {
@@ -127,7 +130,7 @@ impl FromStr for DatasetSpec {
                     _ => return Err(bad(s, &format!("the clip count must be a positive integer, got '{n}'"))),
                 },
             };
-            return Ok(Self::MovingShapes { count, plain, large, single });
+            return Ok(Self::MovingShapes { count, plain, large, single, fixed });
         }
         match (kind_lower.as_str(), rest) {
             ("folder", Some(dir)) => Ok(Self::Folder { dir: path(s, dir, "folder")? }),
@@ -154,10 +157,10 @@ impl fmt::Display for DatasetSpec {
             None => write!(f, "{kind}:{}", root.display()),
         };
         match self {
-            Self::MovingShapes { count, plain, large, single } => {
+            Self::MovingShapes { count, plain, large, single, fixed } => {
                 let (p, l) = (if *plain { "-plain" } else { "" }, if *large { "-large" } else { "" });
-                let s = if *single { "-single" } else { "" };
-                write!(f, "moving-shapes{p}{l}{s}:{count}")
+                let (s, x) = (if *single { "-single" } else { "" }, if *fixed { "-fixed" } else { "" });
+                write!(f, "moving-shapes{p}{l}{s}{x}:{count}")
             }
             Self::Folder { dir } => write!(f, "folder:{}", dir.display()),
             Self::Csv { file } => write!(f, "csv:{}", file.display()),
