@@ -143,7 +143,7 @@ enum DatasetCommand {
         /// Index of the first clip.
         #[arg(long, default_value_t = 0)]
         start: usize,
-        /// Plain backgrounds only (the `moving-shapes-plain` variant the bundled demo models were trained on).
+        /// Plain backgrounds only (the `moving-shapes-plain` variant).
         #[arg(long)]
         plain: bool,
         /// Shapes 1.6 times larger, so that each spans more latent tokens (the `moving-shapes-large` variant;
@@ -242,11 +242,9 @@ struct SampleArgs {
     /// Keep the k most likely tokens per position (0 = all).
     #[arg(long, default_value_t = 16000)]
     top_k: usize,
-    /// Keep the most likely tokens up to this probability mass, in (0, 1] (1 = all). Default: 0.9, the official
-    /// setting; 1 for the bundled demo model, whose shapes' tokens are the unlikely tail that 0.9 cuts off at
-    /// almost every position (with 0.9, three quarters of its clips fade to their background; assets/README.md).
-    #[arg(long, allow_negative_numbers = true)]
-    top_p: Option<f64>,
+    /// Keep the most likely tokens up to this probability mass, in (0, 1] (1 = all). 0.9 is the official setting.
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
+    top_p: f64,
     /// Always take the most likely token (deterministic).
     #[arg(long)]
     greedy: bool,
@@ -603,10 +601,8 @@ fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     if !(a.temperature > 0.0 && a.temperature.is_finite()) {
         bail!("--temperature must be positive, got {} (use --greedy for deterministic decoding)", a.temperature);
     }
-    if let Some(p) = a.top_p
-        && !(p > 0.0 && p <= 1.0)
-    {
-        bail!("--top-p must be in (0, 1], got {p} (1 keeps every token)");
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        bail!("--top-p must be in (0, 1], got {} (1 keeps every token)", a.top_p);
     }
     if !(a.cfg_scale >= 0.0 && a.cfg_scale.is_finite()) {
         bail!("--cfg-scale must be 0 (off) or positive, got {}", a.cfg_scale);
@@ -770,7 +766,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     let filter = nbp_core::filter::SamplingFilter {
         temperature: a.temperature,
         top_k: (a.top_k > 0).then_some(a.top_k),
-        top_p: Some(a.top_p.unwrap_or(if demo { 1.0 } else { 0.9 })).filter(|&p| p < 1.0),
+        top_p: Some(a.top_p).filter(|&p| p < 1.0),
     };
     let options = nbp_model::sampling::SampleOptions {
         filter,

@@ -465,8 +465,9 @@ pub struct EvalFramePredictionArgs {
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Clips: a dataset spec (moving-shapes[:count], folder:<dir>, ...). The clips are taken from its end. The
-    /// default is the plain-background moving shapes the bundled demo models were trained on.
-    #[arg(long, default_value = "moving-shapes-plain:100000")]
+    /// default is the moving-shapes variant the bundled demo models were trained on (one large shape per clip,
+    /// fixed look).
+    #[arg(long, default_value = "moving-shapes-plain-large-single-fixed:100000")]
     dataset: String,
     /// Number of clips.
     #[arg(long, default_value_t = 16)]

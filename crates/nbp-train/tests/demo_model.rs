@@ -24,9 +24,10 @@ fn tokenizer() -> VideoTokenizer<B> {
     load_tokenizer::<B>(&path, None, &Default::default()).expect("bundled demo tokenizer").0
 }
 
-/// The last `n` clips of the plain moving-shapes set at seed [`HELD_OUT_SEED`]: 17 frames of 64×64.
+/// The last `n` clips of the demo's moving-shapes variant (one large shape, fixed look) at seed
+/// [`HELD_OUT_SEED`]: 17 frames of 64×64.
 fn held_out(n: usize) -> Vec<(Video, usize)> {
-    let spec: DatasetSpec = "moving-shapes-plain:100000".parse().unwrap();
+    let spec: DatasetSpec = "moving-shapes-plain-large-single-fixed:100000".parse().unwrap();
     let opts = ClipOptions { frames: 17, height: 64, width: 64, fps: None, split: Split::Eval };
     let source = spec.open(&opts, HELD_OUT_SEED).unwrap();
     let len = source.len();
@@ -44,9 +45,9 @@ fn demo_tokenizer_reconstructs_held_out_clips() {
     let clips: Vec<Video> = held_out(4).into_iter().map(|c| c.0).collect();
     let r = evaluate_reconstruction(&tok, &clips, 1, &Default::default()).unwrap();
     println!("{r:?}");
-    // Measured: PSNR 17.73 dB, SSIM 0.695 (each frame's mean colour: 15.28 dB).
-    assert!(r.psnr > 17.4 && r.ssim > 0.67, "{r:?}");
-    assert!(r.psnr > r.psnr_frame_mean + 1.0, "{r:?}");
+    // Measured: PSNR 20.32 dB, SSIM 0.856 (each frame's mean colour: 12.69 dB).
+    assert!(r.psnr > 19.8 && r.ssim > 0.83, "{r:?}");
+    assert!(r.psnr > r.psnr_frame_mean + 5.0, "{r:?}");
 }
 
 #[test]
@@ -59,6 +60,6 @@ fn demo_generator_predicts_frames_better_than_copying_the_last_one() {
     let options = SampleOptions { filter: Default::default(), greedy: true, cfg: None };
     let r = evaluate_frame_prediction(&generator, &tok, &clips, 5, &options, 0, &device).unwrap();
     println!("{r:?}");
-    // Measured: 14.66 dB against 13.08 dB for copying the last frame (+1.58 dB).
-    assert!(r.margin() > 1.0, "{r:?}");
+    // Measured: 13.15 dB against 10.19 dB for copying the last frame (+2.96 dB).
+    assert!(r.margin() > 2.0, "{r:?}");
 }
