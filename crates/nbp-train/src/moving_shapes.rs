@@ -408,10 +408,10 @@ mod tests {
             }
         }
         // One size: shapes of a kind that do not grow cover the same area (up to the frame edges cutting them).
-        for k in 0..SHAPES.len() {
+        for (k, name) in SHAPES.iter().enumerate() {
             let a: Vec<usize> = areas.iter().filter(|(kind, _)| *kind == k).map(|(_, n)| *n).collect();
             let max = *a.iter().max().unwrap() as f32;
-            assert!(a.iter().filter(|&&n| n as f32 > 0.97 * max).count() >= 2, "{}: areas {a:?}", SHAPES[k]);
+            assert!(a.iter().filter(|&&n| n as f32 > 0.97 * max).count() >= 2, "{name}: areas {a:?}");
         }
     }
 }

@@ -116,7 +116,7 @@ fn spec_errors_name_the_accepted_forms() {
         assert!(msg.contains(why), "{s}: {msg}");
         assert!(msg.contains(&format!("invalid dataset '{s}'")), "{msg}");
         assert!(
-            msg.contains("moving-shapes[-plain][-large][-single][:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], k600:"),
+            msg.contains("moving-shapes[-plain][-large][-single][-fixed][:<count>], folder:<dir>, csv:<file>, ucf:<root>[:<annotation-file>], k600:"),
             "{msg}"
         );
     }
