@@ -60,6 +60,6 @@ fn demo_generator_predicts_frames_better_than_copying_the_last_one() {
     let options = SampleOptions { filter: Default::default(), greedy: true, cfg: None };
     let r = evaluate_frame_prediction(&generator, &tok, &clips, 5, &options, 0, &device).unwrap();
     println!("{r:?}");
-    // Measured: 13.15 dB against 10.19 dB for copying the last frame (+2.96 dB).
-    assert!(r.margin() > 2.0, "{r:?}");
+    // Measured: 15.43 dB against 10.19 dB for copying the last frame (+5.24 dB).
+    assert!(r.margin() > 4.0, "{r:?}");
 }
