@@ -559,8 +559,6 @@ pub struct GeneratorRun {
     pub losses: Vec<(usize, f64)>,
 }
 
-/// Trains a generator as `config` says. `resume` continues from the latest complete checkpoint in the run
-/// directory. `interrupter` stops the run after the current step (with a checkpoint); the CLI wires Ctrl-C to it.
 /// The model a new run starts from: GPT-2 initialisation, with the position embeddings of `config.pos_init`.
 pub fn initial_model<B: Backend>(
     setup: &GeneratorSetup,
@@ -576,6 +574,8 @@ pub fn initial_model<B: Backend>(
     Ok(gpt)
 }
 
+/// Trains a generator as `config` says. `resume` continues from the latest complete checkpoint in the run
+/// directory. `interrupter` stops the run after the current step (with a checkpoint); the CLI wires Ctrl-C to it.
 pub fn train_generator<B: AutodiffBackend>(
     config: &GeneratorTrainConfig,
     resume: bool,
