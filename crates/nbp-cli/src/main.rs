@@ -258,7 +258,8 @@ struct SampleArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Linear-layer weights in f32 (exact) or bf16: half the memory and the bytes read per step (the official
-    /// checkpoints are stored in bf16); on CPUs with AMX the products run on its tile units. Logits move by
+    /// checkpoints are stored in bf16); faster than f32 on flex with CPUs that have AMX (Intel Sapphire Rapids
+    /// and later) or AVX512-BF16 (AMD Zen 4 and later), slower on other CPUs. Logits move by
     /// about 1 % of their scale, so a sample can differ from the f32 one with the same seed where two tokens
     /// are nearly tied. Not on wgpu (no bfloat16 type in its shaders).
     #[arg(long, default_value_t = nbp_model::Precision::F32)]
@@ -311,7 +312,7 @@ enum BenchCommand {
         /// Tokens per latent frame, to report frames/s (16x16 = 256; 4 pixel frames per latent frame).
         #[arg(long, default_value_t = 256)]
         tokens_per_frame: usize,
-        /// Linear-layer weights in f32 or bf16 (half the bytes per step; AMX tile units on CPUs that have them).
+        /// Linear-layer weights in f32 or bf16 (half the bytes per step; AMX or AVX512-BF16 kernels where the CPU has them).
         #[arg(long, default_value_t = nbp_model::Precision::F32)]
         precision: nbp_model::Precision,
         /// Untimed runs first (kernel compilation and autotuning on GPUs).

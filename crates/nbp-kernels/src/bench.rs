@@ -89,8 +89,8 @@ fn best(repeats: usize, min_seconds: f64, mut f: impl FnMut() -> bool) -> Option
     Some(best)
 }
 
-/// Times `out = x·Wᵀ + b` with `x: [m, k]`, `W: [n, k]`, in f32 ([`linear`]) or with bfloat16 weights on AMX
-/// ([`crate::linear_bf16`]); `None` without AVX-512 (or, for `bf16`, without AMX).
+/// Times `out = x·Wᵀ + b` with `x: [m, k]`, `W: [n, k]`, in f32 ([`linear`]) or with bfloat16 weights
+/// ([`crate::linear_bf16`]); `None` without AVX-512 (or, for `bf16`, without AMX or AVX512-BF16).
 pub fn time_linear(m: usize, k: usize, n: usize, bf16: bool, repeats: usize, min_seconds: f64) -> Option<KernelTiming> {
     let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
     let wb: Vec<u16> = if bf16 { w.iter().map(|&v| crate::bf16::to_bf16(v)).collect() } else { vec![] };
@@ -118,7 +118,7 @@ fn official_base_layers() -> Vec<(usize, usize)> {
 
 /// Times one pass of `m` rows through all linear layers of `official-base` ([`official_base_layers`]), each
 /// with its own weights (3.1 GB in f32, 1.6 GB in bfloat16: far more than the caches, so they come from
-/// memory as in a sampling step). `None` without AVX-512 (or, for `bf16`, without AMX).
+/// memory as in a sampling step). `None` without AVX-512 (or, for `bf16`, without AMX or AVX512-BF16).
 pub fn time_model_pass(m: usize, bf16: bool, repeats: usize) -> Option<KernelTiming> {
     let layers = official_base_layers();
     let x = values(m * 4 * 1536, 1);
@@ -220,7 +220,7 @@ pub fn time_conv3d(s: Conv3dShape, winograd: bool, repeats: usize, min_seconds: 
 }
 
 /// The kernels on the shapes of `official-base` sampling (a 16-token step, the 512-token prefill; in f32 and,
-/// where the CPU has AMX, with bfloat16 weights; and one pass of 1 and of 16 rows through all of its linear
+/// where the CPU has AMX or AVX512-BF16, with bfloat16 weights; and one pass of 1 and of 16 rows through all of its linear
 /// layers, with the weights coming from memory) and of
 /// typical layers of the `official` tokenizer (on a 17×128×128 clip, on its 2× smaller level and on the latent
 /// grid), these both as the direct product and through Winograd's transform.
@@ -231,7 +231,7 @@ pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTim
             out.push(time_linear(m, k, n, false, repeats, min_seconds)?);
         }
     }
-    if crate::amx_available() {
+    if crate::bf16_available() {
         for m in [1, 16, 512] {
             for (k, n) in [(1536, 1536), (1536, 6144), (6144, 1536)] {
                 out.extend(time_linear(m, k, n, true, repeats, min_seconds));
@@ -244,7 +244,7 @@ pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTim
     }
     for m in [1, 16] {
         out.push(time_model_pass(m, false, repeats)?);
-        out.extend(crate::amx_available().then(|| time_model_pass(m, true, repeats)).flatten());
+        out.extend(crate::bf16_available().then(|| time_model_pass(m, true, repeats)).flatten());
     }
     for (queries, keys) in [(1, 1024), (16, 1024), (512, 512)] {
         out.push(time_attention(queries, keys, repeats)?);

@@ -1,5 +1,6 @@
 //! `out = x·Wᵀ + b` with the weight stored in bfloat16 (`[out, in]`, PyTorch's layout), on CPUs with Intel's
-//! AMX tile units: blocks of rows on the tiles, 1–4 rows with AVX-512.
+//! AMX tile units (blocks of rows on the tiles, 1–4 rows with AVX-512) or with AVX512-BF16's dot-product
+//! instruction ([`dot`]: AMD Zen 4 and later; 1–4 rows there too with the AVX-512 kernel).
 //!
 //! bfloat16 weights are half the bytes of f32 ones, and a sampling step that reads every weight once (an NTP
 //! step, or an NBP step of a few rows) is bound by how fast those bytes come from memory. The products of a
@@ -18,6 +19,8 @@ use rayon::prelude::*;
 
 use crate::linear::SyncPtr;
 
+mod dot;
+
 /// Rows (and columns) of a tile.
 const T: usize = 16;
 /// Inner-dimension elements per tile: 16 rows of 64 bytes of bfloat16.
@@ -28,6 +31,12 @@ const KT: usize = 32;
 pub fn amx_available() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(amx::request)
+}
+
+/// True when [`linear_bf16`] runs on this CPU: on the AMX tile units ([`amx_available`]), or else with
+/// AVX512-BF16's dot-product instruction (AMD Zen 4 and later, for example).
+pub fn bf16_available() -> bool {
+    amx_available() || dot::available()
 }
 
 /// Seconds for `iters` rounds of four `tdpbf16ps` products on one core, each round either on tiles already
@@ -62,7 +71,8 @@ pub fn from_bf16(v: u16) -> f32 {
 /// `out[i, j] = Σ_p bf16(x[i, p])·w[j, p] + bias[j]` with `x: [m, k]` (f32), `w: [n, k]` (bfloat16 bits),
 /// `bias: [n]`, `out: [m, n]`.
 ///
-/// Returns `false` (and leaves `out` untouched) when AMX is not available ([`amx_available`]).
+/// Returns `false` (and leaves `out` untouched) when neither AMX nor AVX512-BF16 is available
+/// ([`bf16_available`]).
 ///
 /// # Panics
 /// When a slice is shorter than its shape says.
@@ -72,14 +82,18 @@ pub fn linear_bf16(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: &mut [f32], 
         "linear_bf16: slices shorter than their shapes"
     );
     assert!(bias.is_none_or(|b| b.len() >= n), "linear_bf16: bias shorter than {n}");
-    if !amx_available() {
+    if !bf16_available() {
         return false;
     }
     if m == 0 || n == 0 {
         return true;
     }
-    if m <= FEW {
+    if m <= FEW && cfg!(all(target_arch = "x86_64", target_os = "linux")) {
         few_rows(x, w, bias, out, m, k, n);
+        return true;
+    }
+    if !amx_available() {
+        dot::linear(x, w, bias, out, m, k, n);
         return true;
     }
     let packed = Packed::new(x, m, k);
@@ -116,7 +130,8 @@ fn few_rows(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: &mut [f32], m: usiz
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let run = |t: usize| {
         let (j0, j1) = (t * cols, ((t + 1) * cols).min(n));
-        // SAFETY: AMX (and so AVX-512) was checked by the caller; every task writes its own columns of `out`.
+        // SAFETY: AVX-512 F and BW were checked by the caller (both come with AMX and with AVX512-BF16 here);
+        // every task writes its own columns of `out`.
         unsafe { amx::few_rows(&xr, w, bias, out_ptr.get(), m, k, n, j0, j1) }
     };
     let tasks = n.div_ceil(cols);
@@ -647,8 +662,8 @@ mod tests {
 
     #[test]
     fn matches_a_double_precision_product_of_the_rounded_operands_on_every_edge_shape() {
-        if !amx_available() {
-            eprintln!("skipped: no AMX on this CPU");
+        if !bf16_available() {
+            eprintln!("skipped: neither AMX nor AVX512-BF16 on this CPU");
             return;
         }
         let shapes = [
@@ -671,9 +686,25 @@ mod tests {
         });
     }
 
+    /// The AVX512-BF16 kernel on its own: on CPUs with AMX, [`linear_bf16`] takes the tile units instead.
+    #[test]
+    fn the_dot_product_kernel_matches_on_every_edge_shape() {
+        if !dot::available() {
+            eprintln!("skipped: no AVX512-BF16 on this CPU");
+            return;
+        }
+        let shapes = [(1, 1, 1), (1, 64, 7), (4, 32, 6), (5, 33, 13), (16, 1536, 100), (33, 700, 25), (70, 96, 14)];
+        let round = |v: f32| from_bf16(to_bf16(v));
+        check_linear(&shapes, 1e-5, round, |x, w, b, out, m, k, n| {
+            let w: Vec<u16> = w.iter().map(|&v| to_bf16(v)).collect();
+            dot::linear(x, &w, b, out, m, k, n);
+            true
+        });
+    }
+
     #[test]
     fn is_close_to_the_f32_product() {
-        if !amx_available() {
+        if !bf16_available() {
             return;
         }
         let (m, k, n) = (20, 512, 64);

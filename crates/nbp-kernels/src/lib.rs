@@ -27,7 +27,7 @@ mod simd;
 pub mod winograd;
 
 pub use attention::{AttentionShape, Strides, attention, flags_from_bytes};
-pub use bf16::{amx_available, linear_bf16};
+pub use bf16::{amx_available, bf16_available, linear_bf16};
 pub use conv3d::{Conv3dShape, conv3d};
 pub use gelu::gelu;
 pub use linear::linear;
