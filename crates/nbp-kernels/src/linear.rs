@@ -145,7 +145,7 @@ pub(crate) mod x86 {
                             unsafe {
                                 let x = x.as_ptr().add((i0 + s * MR) * k + p);
                                 let t = Tile { x, w: w.as_ptr().add(j * k + p), k: len, ldx: k, ldw: k };
-                                accumulate_4x6(t, a);
+                                accumulate_4x6(t, a, 4 * KC);
                             }
                         }
                         p += len;
@@ -202,13 +202,18 @@ pub(crate) mod x86 {
     /// accumulators `acc` (row-major: `acc[r·6 + c]` holds lane-wise partial sums of row `r` of `x` times row `c`
     /// of `W`). The loop over whole vectors is written in assembly so that the accumulators, the six weight
     /// vectors and the row of `x` stay in the 32 vector registers (the compiler spills the generic tile's
-    /// accumulators to the stack).
+    /// accumulators to the stack). Each step also prefetches the weights `ahead` bytes further on: the linear
+    /// layers pass one chunk of a row ([`KC`] floats), so that the weights of the next chunk are on their way
+    /// from memory while this one computes (`official-base pass, 16 rows` on a Zen 5: 127–130 ms against 165–173 ms);
+    /// 0 (the convolutions, whose weights stay in cache) prefetches the lines being loaded, which costs nothing
+    /// measurable.
     ///
     /// # Safety
     /// AVX-512F; `t.x` and `t.w` point at 4 and 6 rows of `t.k` readable floats (`t.ldx`, `t.ldw` apart).
+    /// Prefetches never fault, wherever `ahead` points.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn accumulate_4x6(t: Tile, acc: &mut [__m512; 24]) {
+    pub(crate) unsafe fn accumulate_4x6(t: Tile, acc: &mut [__m512; 24], ahead: usize) {
         let k = t.k;
         let whole = k / 16;
         if whole > 0 {
@@ -217,6 +222,12 @@ pub(crate) mod x86 {
             unsafe {
                 asm!(
                     "2:",
+                    "prefetcht0 [{pa}]",
+                    "prefetcht0 [{pa} + {sw}]",
+                    "prefetcht0 [{pa} + {sw}*2]",
+                    "prefetcht0 [{pb}]",
+                    "prefetcht0 [{pb} + {sw}]",
+                    "prefetcht0 [{pb} + {sw}*2]",
                     "vmovups zmm24, [{wa}]",
                     "vmovups zmm25, [{wa} + {sw}]",
                     "vmovups zmm26, [{wa} + {sw}*2]",
@@ -253,12 +264,16 @@ pub(crate) mod x86 {
                     "vfmadd231ps zmm23, zmm31, zmm29",
                     "add {wa}, 64",
                     "add {wb}, 64",
+                    "add {pa}, 64",
+                    "add {pb}, 64",
                     "add {xa}, 64",
                     "add {xb}, 64",
                     "dec {n}",
                     "jnz 2b",
                     wa = inout(reg) t.w => _,
                     wb = inout(reg) t.w.add(3 * t.ldw) => _,
+                    pa = inout(reg) t.w.wrapping_byte_add(ahead) => _,
+                    pb = inout(reg) t.w.add(3 * t.ldw).wrapping_byte_add(ahead) => _,
                     xa = inout(reg) t.x => _,
                     xb = inout(reg) t.x.add(3 * t.ldx) => _,
                     sw = in(reg) 4 * t.ldw,
@@ -323,7 +338,7 @@ pub(crate) mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(crate) unsafe fn accumulate(mr: usize, nr: usize, t: Tile, acc: &mut [__m512; 24]) {
         if (mr, nr) == (MR, NR) {
-            return unsafe { accumulate_4x6(t, acc) };
+            return unsafe { accumulate_4x6(t, acc, 0) };
         }
         macro_rules! arms {
             ($($m:literal),*) => {

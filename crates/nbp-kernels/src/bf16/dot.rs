@@ -19,6 +19,8 @@ const NR: usize = 6;
 const ROWS: usize = 32;
 /// Inner elements per pass over a block of rows: 1 KB of each row, as the f32 kernel's chunk.
 const KC: usize = 512;
+/// Bytes ahead (one chunk of a weight row) at which the register tile prefetches its weights.
+const AHEAD: usize = 2 * KC;
 /// Bytes of weight rows per parallel task (kept in L2 while the blocks of `x` rows pass over them).
 const TASK_BYTES: usize = 384 * 1024;
 
@@ -83,7 +85,7 @@ mod x86 {
     use std::arch::asm;
     use std::arch::x86_64::*;
 
-    use super::{KC, MR, NR, ROWS};
+    use super::{AHEAD, KC, MR, NR, ROWS};
 
     /// Pointers to the first row of `x` and of `W` (bfloat16 bits) of a register tile, the inner dimension, and
     /// the distances (in elements) between consecutive rows.
@@ -162,7 +164,10 @@ mod x86 {
     /// Adds the products of a full `4 × 6` tile over `t.k` inner elements to the 24 accumulators
     /// (`acc[r·6 + c]`: row `r` of `x` times weight row `c`). The loop over whole 32-element steps is in
     /// assembly, as the f32 kernel's, so that the accumulators, six weight vectors and a row of `x` stay in the
-    /// 32 vector registers; the last partial step is masked.
+    /// 32 vector registers; the last partial step is masked. Each step prefetches the weights [`AHEAD`] bytes
+    /// further on, the same place in the next chunk: when the weights come from memory (a sampling step), the
+    /// first row tile over a chunk otherwise waits for them while the vector units stand idle
+    /// (`official-base pass, 16 rows, bf16` on a Zen 5: 71–78 ms against 88–108 ms).
     ///
     /// # Safety
     /// AVX-512 F, BW and BF16; `t.x` and `t.w` point at 4 and 6 rows of `t.k` readable elements.
@@ -176,6 +181,12 @@ mod x86 {
             unsafe {
                 asm!(
                     "2:",
+                    "prefetcht0 [{pa}]",
+                    "prefetcht0 [{pa} + {sw}]",
+                    "prefetcht0 [{pa} + {sw}*2]",
+                    "prefetcht0 [{pb}]",
+                    "prefetcht0 [{pb} + {sw}]",
+                    "prefetcht0 [{pb} + {sw}*2]",
                     "vmovdqu16 zmm24, [{wa}]",
                     "vmovdqu16 zmm25, [{wa} + {sw}]",
                     "vmovdqu16 zmm26, [{wa} + {sw}*2]",
@@ -211,12 +222,16 @@ mod x86 {
                     "vdpbf16ps zmm22, zmm31, zmm28",
                     "vdpbf16ps zmm23, zmm31, zmm29",
                     "add {wa}, 64",
+                    "add {pa}, 64",
+                    "add {pb}, 64",
                     "add {wb}, 64",
                     "add {xa}, 64",
                     "add {xb}, 64",
                     "dec {n}",
                     "jnz 2b",
                     wa = inout(reg) t.w => _,
+                    pa = inout(reg) t.w.wrapping_byte_add(AHEAD) => _,
+                    pb = inout(reg) t.w.add(3 * t.ldw).wrapping_byte_add(AHEAD) => _,
                     wb = inout(reg) t.w.add(3 * t.ldw) => _,
                     xa = inout(reg) t.x => _,
                     xb = inout(reg) t.x.add(3 * t.ldx) => _,
