@@ -389,6 +389,8 @@ mod x86 {
     const LR: usize = 4;
     /// Vectors of 16 columns per pass of [`lane_weighted`].
     const LC: usize = 6;
+    /// Keys ahead at which [`lane_weighted`] prefetches the value rows.
+    const V_AHEAD: usize = 8;
 
     /// Scores of `R` consecutive keys for the 16 lanes of `qt: [d, 16]`: `st[16r + l] = k[r]·qt[:, l]`, or −∞
     /// where bit `l` of `bits[r]` is clear; returns `max` updated with them.
@@ -457,6 +459,12 @@ mod x86 {
         }
         let mut acc = [[_mm512_setzero_ps(); C]; LR];
         for j in lo..hi {
+            // The value row [`V_AHEAD`] keys on, into L1: the first pass over the values reads them from memory,
+            // and without this the vector units waited for them (16 queries over 1024 keys in the 24 layers of
+            // `official-base` on a Zen 5: 12.0 ms against 15.6–19.6 ms). Past the keys, harmless.
+            for c in 0..C {
+                _mm_prefetch::<_MM_HINT_T0>(v.wrapping_add((j + V_AHEAD) * ldv + c0 + 16 * c).cast());
+            }
             let mut vj = [_mm512_setzero_ps(); C];
             for (c, x) in vj.iter_mut().enumerate() {
                 // SAFETY: the masked columns of row j of v are in bounds.
