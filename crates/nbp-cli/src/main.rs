@@ -582,12 +582,19 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
     Ok(())
 }
 
-/// bfloat16 weights need a backend with a bfloat16 type: WGSL, the shading language of wgpu, has none.
+/// bfloat16 weights need a backend with a bfloat16 type: WGSL, the shading language of wgpu, has none. On flex
+/// they are only fast with the CPU kernels for them (AMX or AVX512-BF16): elsewhere a warning says so.
 fn check_precision(precision: nbp_model::Precision, device: DeviceArg) -> Result<()> {
     if precision == nbp_model::Precision::Bf16 && matches!(device, DeviceArg::Wgpu | DeviceArg::Vulkan) {
         bail!(
             "--precision bf16 does not run on --device {device}: WebGPU shaders have no bfloat16 type; use \
              --device flex or cuda, or --precision f32"
+        );
+    }
+    if precision == nbp_model::Precision::Bf16 && device == DeviceArg::Flex && !nbp_kernels::bf16_available() {
+        eprintln!(
+            "warning: this CPU has neither AMX nor AVX512-BF16, so on flex bf16 weights go through Burn's generic \
+             product, which is slower than f32 here; --precision f32 is faster on this CPU"
         );
     }
     Ok(())
@@ -966,6 +973,9 @@ fn run(cli: Cli) -> Result<()> {
                 run.device
             );
             println!("machine: {}", nbp_core::system::machine_description());
+            if run.device == DeviceArg::Flex {
+                println!("cpu kernels: {}", nbp_kernels::description());
+            }
             if warmup + repeats > 1 {
                 println!(
                     "fastest of {repeats} timed run{} after {warmup} warm-up run{}",
@@ -1025,6 +1035,9 @@ fn run(cli: Cli) -> Result<()> {
                 resolution.0, resolution.1, run.device
             );
             println!("machine: {}", nbp_core::system::machine_description());
+            if run.device == DeviceArg::Flex {
+                println!("cpu kernels: {}", nbp_kernels::description());
+            }
             println!("encode: {:.2} s ({:.2} frames/s)  runs {:?}", r.encode_seconds, r.encode_fps(), r.all_encode);
             println!("decode: {:.2} s ({:.2} frames/s)  runs {:?}", r.decode_seconds, r.decode_fps(), r.all_decode);
         }
@@ -1033,6 +1046,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("this CPU has no AVX-512, so flex uses Burn's generic kernels; nothing to time");
             };
             println!("machine: {}", nbp_core::system::machine_description());
+            println!("cpu kernels: {}", nbp_kernels::description());
             for t in timings {
                 println!(
                     "{:<44} {:>9.3} ms {:>7.1} GFLOP/s {:>6.1} GB/s of {}",

@@ -44,3 +44,32 @@ pub fn available() -> bool {
         false
     }
 }
+
+/// Which of these kernels flex uses on this CPU, for benchmark reports: for example `AVX-512; bf16 weights on
+/// AMX tiles`, `AVX-512; bf16 weights with AVX512-BF16`, or `none (no AVX-512): Burn's generic kernels`.
+pub fn description() -> String {
+    if !available() {
+        return "none (no AVX-512): Burn's generic kernels".to_string();
+    }
+    let bf16 = if amx_available() {
+        "bf16 weights on AMX tiles"
+    } else if bf16_available() {
+        "bf16 weights with AVX512-BF16"
+    } else {
+        "bf16 weights through Burn's generic product (no AMX or AVX512-BF16; slower than f32)"
+    };
+    format!("AVX-512; {bf16}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_description_names_the_kernels_this_cpu_runs() {
+        let d = super::description();
+        assert_eq!(d.starts_with("AVX-512"), super::available(), "{d}");
+        if super::available() {
+            assert_eq!(d.contains("AMX tiles"), super::amx_available(), "{d}");
+            assert_eq!(d.contains("generic product"), !super::bf16_available(), "{d}");
+        }
+    }
+}
