@@ -39,11 +39,14 @@ pub(super) fn available() -> bool {
 /// `out = bf16(x)·Wᵀ + b` as [`super::linear_bf16`] defines it. The caller has checked [`available`] and the
 /// slice lengths.
 pub(super) fn linear(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: &mut [f32], m: usize, k: usize, n: usize) {
-    let xr: Vec<u16> = if m * k >= 1 << 16 {
-        x[..m * k].par_chunks(k).flat_map_iter(|row| row.iter().map(|&v| super::to_bf16(v))).collect()
+    let mut xr = vec![0u16; m * k];
+    // SAFETY: `available` (checked by the caller) includes AVX512-BF16.
+    let round = |(dst, src): (&mut [u16], &[f32])| unsafe { x86::round(src, dst) };
+    if m * k >= 1 << 16 {
+        xr.par_chunks_mut(k).zip(x[..m * k].par_chunks(k)).for_each(round);
     } else {
-        x[..m * k].iter().map(|&v| super::to_bf16(v)).collect()
-    };
+        round((&mut xr, &x[..m * k]));
+    }
     let by_cache = (TASK_BYTES / (2 * k.max(1))).max(NR);
     let threads = rayon::current_num_threads().max(1);
     let by_balance = n.div_ceil(4 * threads).max(NR);
@@ -78,6 +81,10 @@ mod x86 {
     ) {
         unreachable!("the kernel is only called after the AVX512-BF16 check")
     }
+
+    pub(super) unsafe fn round(_: &[f32], _: &mut [u16]) {
+        unreachable!("the kernel is only called after the AVX512-BF16 check")
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -86,6 +93,28 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{AHEAD, KC, MR, NR, ROWS};
+
+    /// `dst[i] = bf16(src[i])`, rounded to nearest even 32 at a time by `vcvtne2ps2bf16` (which, like
+    /// `vdpbf16ps`, treats denormals as zero), the last few by [`super::super::to_bf16`].
+    ///
+    /// # Safety
+    /// AVX-512 F and BF16; `dst` is at least as long as `src`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn round(src: &[f32], dst: &mut [u16]) {
+        let whole = src.len() / 32 * 32;
+        for i in (0..whole).step_by(32) {
+            // SAFETY: elements i..i + 32 of both slices are in bounds.
+            unsafe {
+                let lo = _mm512_loadu_ps(src.as_ptr().add(i));
+                let hi = _mm512_loadu_ps(src.as_ptr().add(i + 16));
+                let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(dst.as_mut_ptr().add(i).cast(), v);
+            }
+        }
+        for (d, &v) in dst[whole..].iter_mut().zip(&src[whole..]) {
+            *d = super::super::to_bf16(v);
+        }
+    }
 
     /// Pointers to the first row of `x` and of `W` (bfloat16 bits) of a register tile, the inner dimension, and
     /// the distances (in elements) between consecutive rows.
