@@ -459,7 +459,7 @@ mod x86 {
         }
         let mut acc = [[_mm512_setzero_ps(); C]; LR];
         for j in lo..hi {
-            // The value row [`V_AHEAD`] keys on, into L1: the first pass over the values reads them from memory,
+            // The value row V_AHEAD keys on, into L1: the first pass over the values reads them from memory,
             // and without this the vector units waited for them (16 queries over 1024 keys in the 24 layers of
             // `official-base` on a Zen 5: 12.0 ms against 15.6–19.6 ms). Past the keys, harmless.
             for c in 0..C {

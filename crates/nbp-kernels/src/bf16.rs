@@ -117,7 +117,8 @@ pub fn linear_bf16(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: &mut [f32], 
 
 /// Row counts up to which [`linear_bf16`] uses AVX-512 instead of AMX: for so few rows the product is bound by
 /// reading the weights, and plain vector loads stream them faster than tile loads, which take 64 bytes from
-/// each of 16 rows at a time.
+/// each of 16 rows at a time. Without AMX the same holds against the AVX512-BF16 kernel (one row through all
+/// layers of `official-base` on a Zen 5: 47 ms against 63 ms).
 const FEW: usize = 4;
 
 /// [`linear_bf16`] for `m ≤ 4` rows: each weight vector is widened to f32 in registers and multiplied with the

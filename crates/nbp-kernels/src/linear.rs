@@ -204,9 +204,9 @@ pub(crate) mod x86 {
     /// vectors and the row of `x` stay in the 32 vector registers (the compiler spills the generic tile's
     /// accumulators to the stack). Each step also prefetches the weights `ahead` bytes further on: the linear
     /// layers pass one chunk of a row ([`KC`] floats), so that the weights of the next chunk are on their way
-    /// from memory while this one computes (`official-base pass, 16 rows` on a Zen 5: 127–130 ms against 165–173 ms);
-    /// 0 (the convolutions, whose weights stay in cache) prefetches the lines being loaded, which costs nothing
-    /// measurable.
+    /// from memory while this one computes (`official-base pass, 16 rows` on a Zen 5: 127–130 ms against
+    /// 165–173 ms); 0 (the convolutions, whose weights stay in cache) prefetches the lines being loaded, which
+    /// costs nothing measurable.
     ///
     /// # Safety
     /// AVX-512F; `t.x` and `t.w` point at 4 and 6 rows of `t.k` readable floats (`t.ldx`, `t.ldw` apart).
