@@ -14,6 +14,9 @@
 //!
 //! All buffers are row-major `f32` slices; shapes are given in the doc comment of each function.
 
+#[macro_use]
+mod tile_asm;
+
 pub mod attention;
 pub mod bench;
 pub mod bf16;
