@@ -312,7 +312,8 @@ enum BenchCommand {
         /// Tokens per latent frame, to report frames/s (16x16 = 256; 4 pixel frames per latent frame).
         #[arg(long, default_value_t = 256)]
         tokens_per_frame: usize,
-        /// Linear-layer weights in f32 or bf16 (half the bytes per step; AMX or AVX512-BF16 kernels where the CPU has them).
+        /// Linear-layer weights in f32 or bf16 (half the bytes per step; AMX or AVX512-BF16 kernels where the CPU
+        /// has them).
         #[arg(long, default_value_t = nbp_model::Precision::F32)]
         precision: nbp_model::Precision,
         /// Untimed runs first (kernel compilation and autotuning on GPUs).

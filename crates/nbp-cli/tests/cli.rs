@@ -714,8 +714,8 @@ fn bf16_weights_sample_the_same_greedy_clips_as_f32() {
     assert_eq!(f32_ids.len(), 8 * 320);
     let same = f32_ids.iter().zip(&bf16_ids).filter(|(a, b)| a == b).count();
     // Measured with the bundled generator: 2156 of 2560 (84 %; each clip differs in 6 to 186 of its 320 ids,
-    // from the first near-tie that tips the other way) on AMX, 2429 (95 %) with AVX512-BF16 on a Zen 5. This checks the flag end to end; the bf16 logits
-    // themselves are compared with f32 in tests/kv_cache.rs.
+    // from the first near-tie that tips the other way) on AMX, 2429 (95 %) with AVX512-BF16 on a Zen 5. This
+    // checks the flag end to end; the bf16 logits themselves are compared with f32 in tests/kv_cache.rs.
     assert!(same as f64 >= 0.75 * f32_ids.len() as f64, "{same} of {} ids agree", f32_ids.len());
     let o = cli(&["sample", "--precision", "f16", "--no-decode"]);
     assert!(text(&o).contains("precision 'f16': expected f32 or bf16"), "{}", text(&o));

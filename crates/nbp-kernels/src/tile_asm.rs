@@ -11,7 +11,15 @@
 /// Must be expanded inside an `unsafe` block of a function with the target features that `$load` and `$op`
 /// need; the caller guarantees that `$n` vectors of every row are readable.
 macro_rules! tile_4x6_asm {
-    ($load:literal, $op:literal, $acc:expr, n = $n:expr, w = ($wa:expr, $wb:expr, $sw:expr), prefetch = ($pa:expr, $pb:expr), x = ($xa:expr, $xb:expr, $sx:expr)) => {
+    (
+        $load:literal,
+        $op:literal,
+        $acc:expr,
+        n = $n:expr,
+        w = ($wa:expr, $wb:expr, $sw:expr),
+        prefetch = ($pa:expr, $pb:expr),
+        x = ($xa:expr, $xb:expr, $sx:expr)
+    ) => {
         std::arch::asm!(
             "2:",
             "prefetcht0 [{pa}]",

@@ -89,9 +89,9 @@ mod tests {
         }
     }
 
-    /// bfloat16 weights: flex's kernel (AMX or AVX512-BF16 where the CPU has them) and the generic tensor path (here
-    /// `Autodiff<Flex>`, which takes no fast path) compute the same layer up to bfloat16 rounding, and both stay
-    /// close to the f32 layer.
+    /// bfloat16 weights: flex's kernel (AMX or AVX512-BF16 where the CPU has them) and the generic tensor path
+    /// (here `Autodiff<Flex>`, which takes no fast path) compute the same layer up to bfloat16 rounding, and both
+    /// stay close to the f32 layer.
     #[test]
     fn bf16_weights_give_the_same_layer_on_the_kernel_and_the_generic_path() {
         let dev = Default::default();

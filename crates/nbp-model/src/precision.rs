@@ -13,8 +13,8 @@ use burn::tensor::DType;
 ///   checkpoints are stored in bfloat16, so for them this keeps the weights exactly as released. On `flex`
 ///   with an AMX CPU the products run on the AMX tile units, and on a CPU with AVX512-BF16 (AMD Zen 4 and
 ///   later) on its dot-product instruction (both: activations rounded to bfloat16, sums in f32); elsewhere
-///   they go through the backend's bfloat16 matrix product, which on a CPU is slower than f32. Logits move by about 1 % of their
-///   scale against `F32`, so greedy ids can differ where two candidates are nearly tied.
+///   they go through the backend's bfloat16 matrix product, which on a CPU is slower than f32. Logits move by
+///   about 1 % of their scale against `F32`, so greedy ids can differ where two candidates are nearly tied.
 ///
 /// Embeddings, LayerNorms, biases, the KV cache and the attention stay in f32.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
