@@ -19,6 +19,10 @@ use nbp_tokenizer::pipeline::{self, indices_to_npy, npy_to_indices};
 use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, load_tokenizer, load_tokenizer_with_resolution, save_tokenizer};
 use progress::Bar;
 
+/// Large buffers (weights, activations, caches) start on a cache line, where the CPU kernels read them fastest.
+#[global_allocator]
+static ALLOCATOR: nbp_kernels::LineAligned = nbp_kernels::LineAligned;
+
 /// Next-Block Prediction video generation: tokenizer, generator, sampling and benchmarks.
 #[derive(Parser, Debug)]
 #[command(name = "nbp-cli", version, about, long_about = None, propagate_version = true)]

@@ -12,11 +12,14 @@
 //! The exceptions are [`sample_rows`] (top-k/top-p filtering and the categorical draw) and the tokenizer's
 //! group norm and Swish ([`norm`]), which are plain Rust and run everywhere.
 //!
-//! All buffers are row-major `f32` slices; shapes are given in the doc comment of each function.
+//! All buffers are row-major `f32` slices; shapes are given in the doc comment of each function. Binaries that
+//! run the kernels should declare [`LineAligned`] as their global allocator, so that large buffers start on a
+//! cache line ([`alloc`]).
 
 #[macro_use]
 mod tile_asm;
 
+pub mod alloc;
 pub mod attention;
 pub mod bench;
 pub mod bf16;
@@ -29,6 +32,7 @@ pub mod sampling;
 mod simd;
 pub mod winograd;
 
+pub use alloc::LineAligned;
 pub use attention::{AttentionShape, Strides, attention, flags_from_bytes};
 pub use bf16::{amx_available, bf16_available, linear_bf16};
 pub use conv3d::{Conv3dShape, conv3d};
