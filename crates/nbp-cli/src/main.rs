@@ -83,7 +83,7 @@ enum TokenizerCommand {
         #[arg(short, long, default_value = "decoded.gif")]
         output: PathBuf,
         /// Frame rate of the written video.
-        #[arg(long, default_value_t = 8.0)]
+        #[arg(long, default_value_t = 8.0, value_parser = parse_output_rate)]
         fps: f64,
         #[command(flatten)]
         model: TokenizerArgs,
@@ -113,9 +113,10 @@ enum TokenizerCommand {
         input: PathBuf,
         /// .safetensors file to write.
         output: PathBuf,
-        /// Architecture of a PyTorch checkpoint: a preset (official, small, tiny) or a JSON config file.
-        #[arg(long, default_value = "official")]
-        tokenizer_config: String,
+        /// Architecture of a PyTorch checkpoint: a preset (official, small, tiny) or a JSON config file
+        /// (default: official; nbp .safetensors files carry their own).
+        #[arg(long)]
+        tokenizer_config: Option<String>,
     },
     /// Print the configuration and size of a tokenizer checkpoint.
     Info {
@@ -224,8 +225,8 @@ struct SampleArgs {
     /// Frames of --condition-video to keep (1 + 4n; 5 frames = 2 latent frames, as K600).
     #[arg(long, default_value_t = 5)]
     condition_frames: usize,
-    /// Frame rate --condition-video is resampled to.
-    #[arg(long, default_value_t = 8.0)]
+    /// Frame rate --condition-video is resampled to (0 keeps its native rate).
+    #[arg(long, default_value_t = 8.0, value_parser = parse_input_rate)]
     condition_fps: f64,
     /// Continue these token ids (.npy of codes shaped [T', H', W'] or [1, T', H', W'], whole latent frames).
     #[arg(long)]
@@ -237,7 +238,8 @@ struct SampleArgs {
     /// Block shape TxHxW; its size must be the model's block size (default: 1x1xL, rows of L tokens).
     #[arg(long)]
     block_shape: Option<String>,
-    /// Videos to generate (one batch).
+    /// Videos to generate per condition (one batch). A class-conditional model given no --class, --label or
+    /// --condition-ids makes one for each of 8 classes, so 8 times this many.
     #[arg(long, default_value_t = 1)]
     num_samples: usize,
     /// Sampling temperature (positive; below 1 sharpens, above 1 flattens the distribution).
@@ -272,7 +274,7 @@ struct SampleArgs {
     #[arg(short, long, default_value = "sample.gif")]
     out: PathBuf,
     /// Frame rate of the output video.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 8.0, value_parser = parse_output_rate)]
     fps: f64,
     /// Also save the generated token ids (codes, [N, T', H', W'], int32) to this .npy file.
     #[arg(long)]
@@ -386,7 +388,7 @@ struct ClipArgs {
     frames: usize,
     /// Frame rate the video is resampled to before the clip is cut (0 keeps the native rate). Ignored for
     /// frame folders.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 8.0, value_parser = parse_input_rate)]
     fps: f64,
     /// Frame size the video is resized to: N for N×N, or HxW (multiples of 8). Frames already at this size are
     /// not resampled. Default: the size the tokenizer was trained at when its file says so (files written by
@@ -412,6 +414,22 @@ struct RunArgs {
     device: DeviceArg,
 }
 
+/// A frame rate that videos are resampled to: a finite number ≥ 0 (0 keeps the native rate where allowed).
+pub(crate) fn parse_input_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a frame rate: give frames per second, e.g. 8 (0 keeps the native rate)")),
+    }
+}
+
+/// The frame rate of a written video: a positive finite number.
+pub(crate) fn parse_output_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a frame rate: give a positive number of frames per second, e.g. 8")),
+    }
+}
+
 pub(crate) fn parse_resolution(s: &str) -> Result<(usize, usize), String> {
     let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("'{s}' is not N or HxW"));
     let (h, w) = match s.split_once(['x', 'X']) {
@@ -432,16 +450,20 @@ const DEMO_RESOLUTION: FrameSize = (64, 64);
 /// The official tokenizers' frame size, the default `--resolution` with `--tokenizer`.
 const OFFICIAL_RESOLUTION: FrameSize = (128, 128);
 
+/// The frame size clips are read at when `--resolution` is not given: the size the tokenizer was trained at
+/// (`trained`, from its file), else the size the bundled or official tokenizers were made for.
+pub(crate) fn default_resolution(model: &TokenizerArgs, trained: Option<FrameSize>) -> FrameSize {
+    trained.unwrap_or(if model.tokenizer.is_some() { OFFICIAL_RESOLUTION } else { DEMO_RESOLUTION })
+}
+
 impl ClipArgs {
     /// How to read the clip for `model`: `--resolution`, else the size the tokenizer was trained at (`trained`,
     /// from its file), else the size the bundled or official tokenizers were made for.
     fn read_options(&self, model: &TokenizerArgs, trained: Option<FrameSize>) -> ReadOptions {
-        let made_for = if model.tokenizer.is_some() { OFFICIAL_RESOLUTION } else { DEMO_RESOLUTION };
-        let default = trained.unwrap_or(made_for);
         ReadOptions {
             frames: self.frames,
             fps: (self.fps > 0.0).then_some(self.fps),
-            size: Some(self.resolution.unwrap_or(default)),
+            size: Some(self.resolution.unwrap_or(default_resolution(model, trained))),
             start: match self.clip {
                 ClipArg::Start => ClipStart::Start,
                 ClipArg::Center => ClipStart::Center,
@@ -462,14 +484,14 @@ pub(crate) fn load<B: Backend>(args: &TokenizerArgs, device: &B::Device) -> Resu
 }
 
 /// [`load`], and the frame size the tokenizer was trained at when its file records it.
-fn load_with_resolution<B: Backend>(
+pub(crate) fn load_with_resolution<B: Backend>(
     args: &TokenizerArgs,
     device: &B::Device,
 ) -> Result<(VideoTokenizer<B>, Option<FrameSize>)> {
     let config = args.tokenizer_config.as_deref().map(TokenizerConfig::from_name_or_file).transpose()?;
     let path = args.path();
     let (model, source, resolution) = load_tokenizer_with_resolution::<B>(&path, config.as_ref(), device).map_err(|e| {
-        if args.tokenizer.is_none() {
+        if args.tokenizer.is_none() && !path.exists() {
             anyhow::anyhow!(
                 "{e}\nthe bundled demo tokenizer (assets/demo/) was not found: run nbp-cli from the repository root, or pass --tokenizer"
             )
@@ -622,9 +644,35 @@ fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     }
     if let Some(p) = &a.save_tokens {
         npy_output(p, "--save-tokens")?;
+        output_folder(p)?;
+    }
+    if a.condition_video.is_some() && a.condition_frames % 4 != 1 {
+        bail!(
+            "--condition-frames must be 1 + 4n (1, 5, 9, …: 5 frames are 2 latent frames), got {}",
+            a.condition_frames
+        );
+    }
+    if a.no_decode && a.save_tokens.is_none() {
+        bail!("--no-decode stops at token ids and writes no video: pass --save-tokens FILE.npy to keep them");
     }
     if !a.no_decode {
         VideoFormat::for_output(&a.out)?;
+        output_folder(&a.out)?;
+    }
+    Ok(())
+}
+
+/// Refuses, before the work starts, an output whose folder is a file (the write would fail at the end).
+fn output_folder(path: &Path) -> Result<()> {
+    let mut dir = path.parent();
+    while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+        if d.exists() {
+            if !d.is_dir() {
+                bail!("{}: cannot write there: {} is a file, not a folder", path.display(), d.display());
+            }
+            break;
+        }
+        dir = d.parent();
     }
     Ok(())
 }
@@ -643,8 +691,7 @@ fn npy_output(path: &Path, flag: &str) -> Result<()> {
 }
 
 fn parse_grid(s: &str) -> Result<nbp_core::blocks::LatentGrid> {
-    let b = nbp_core::blocks::BlockShape::parse(s).context("--latent-grid")?;
-    Ok(nbp_core::blocks::LatentGrid::new(b.t, b.h, b.w))
+    nbp_core::blocks::LatentGrid::parse(s).context("--latent-grid")
 }
 
 fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
@@ -656,12 +703,20 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     let generator = a.generator.clone().unwrap_or_else(|| demo_asset("generator.safetensors"));
     let mut g = match nbp_model::load_generator::<B>(&generator, &overrides, &device) {
         Ok(g) => g,
-        Err(e) if demo => bail!(
+        Err(e) if demo && !generator.exists() => bail!(
             "{e}\nthe bundled demo model (assets/demo/) was not found: run nbp-cli from the repository root, or pass --generator (an official .ckpt or a model trained with `nbp-cli train`) and --tokenizer"
         ),
         Err(e) => return Err(e.into()),
     };
     let mode = Mode::of(&g.settings);
+    let native = generator.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    if native && (a.n_head.is_some() || a.block_size.is_some()) {
+        eprintln!(
+            "warning: --n-head and --block-size apply to official checkpoints; {} records both, so they are \
+             ignored",
+            generator.display()
+        );
+    }
     g.model = g.model.with_precision(a.precision);
     eprintln!(
         "loaded generator {} ({:.1} M parameters, {}, block {}, {} condition token{}, {} linear weights)",
@@ -680,14 +735,16 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
             ModeArg::Hybrid => Mode::Hybrid,
         };
         if want != mode {
+            let name = |m: Mode| format!("{m:?}").to_lowercase();
             bail!(
-                "--mode {m:?} does not match the model, which was trained for {mode:?} (block size {})",
+                "--mode {} does not match the model, which was trained for {} (block size {}): leave out --mode",
+                name(want),
+                name(mode),
                 g.settings.block
             );
         }
     }
-    let official = !generator.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-    if a.cfg_scale != 0.0 && official {
+    if a.cfg_scale != 0.0 && !native {
         eprintln!(
             "warning: official checkpoints carry an untrained, random null-condition embedding (they were trained \
              without condition dropout), so classifier-free guidance will not behave as intended with them"
@@ -740,15 +797,35 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     };
     let needs_tokenizer = !a.no_decode || a.condition_video.is_some();
     let tokenizer = if needs_tokenizer {
+        if a.tokenizer.is_none() && !demo && native {
+            bail!(
+                "{}: nbp generator files carry no tokenizer: pass --tokenizer (the one the generator's token data \
+                 was made with), or --no-decode --save-tokens FILE.npy to stop at token ids",
+                generator.display()
+            );
+        }
         let path = a
             .tokenizer
             .clone()
             .unwrap_or_else(|| if demo { demo_asset("tokenizer.safetensors") } else { generator.clone() });
         let args = TokenizerArgs { tokenizer: Some(path), tokenizer_config: a.tokenizer_config.clone() };
-        Some(
-            load::<B>(&args, &device)
-                .context("loading the tokenizer (pass --tokenizer, or --no-decode to stop at token ids)")?,
-        )
+        let tok = load::<B>(&args, &device)
+            .context("loading the tokenizer (pass --tokenizer, or --no-decode to stop at token ids)")?;
+        let codebook = nbp_model::generate::vocabulary(&g.settings, g.model.config().vocab_size)?.codebook;
+        let mismatch = format!(
+            "{}: the tokenizer has {} codes but the generator {} was trained on {codebook}",
+            args.path().display(),
+            tok.codebook_size(),
+            generator.display()
+        );
+        let fix = "pass the tokenizer the generator's token data was made with (--tokenizer)";
+        if tok.codebook_size() < codebook {
+            bail!("{mismatch}: it cannot decode the generated codes; {fix}");
+        }
+        if tok.codebook_size() > codebook {
+            eprintln!("warning: {mismatch}, so the decoded video will not show what the generator meant; {fix}");
+        }
+        Some(tok)
     } else {
         None
     };
@@ -768,9 +845,24 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         ids.to_i64()?
     } else if let Some(p) = &a.prefix_tokens {
         let arr = read_npy(p)?;
-        let n: usize = arr.shape.iter().product();
-        if !n.is_multiple_of(grid.h * grid.w) {
-            bail!("{}: {n} tokens are not whole latent frames of {}x{}", p.display(), grid.h, grid.w);
+        let frames = match arr.shape.as_slice() {
+            [t, h, w] | [1, t, h, w] if (*h, *w) == (grid.h, grid.w) && *t > 0 => *t,
+            s => bail!(
+                "{}: token ids shaped {s:?}: --prefix-tokens takes whole latent frames of this grid, shaped \
+                 [T', {h}, {w}] or [1, T', {h}, {w}] with 1 ≤ T' < {t} (one clip; --num-samples continues it \
+                 several times)",
+                p.display(),
+                h = grid.h,
+                w = grid.w,
+                t = grid.t
+            ),
+        };
+        if frames >= grid.t {
+            bail!(
+                "{}: {frames} latent frames leave nothing to generate in a grid of {} (pass a larger --latent-grid)",
+                p.display(),
+                grid.t
+            );
         }
         arr.to_i64().with_context(|| p.display().to_string())?
     } else {
@@ -874,6 +966,17 @@ fn run(cli: Cli) -> Result<()> {
             if count == 0 || frames == 0 {
                 bail!("--count and --frames must be at least 1");
             }
+            // The clips are held in memory as f32 pixels before they are written.
+            let bytes = (count * frames * 3) as f64 * (resolution.0 * resolution.1) as f64 * 4.0;
+            if bytes > 8e9 {
+                bail!(
+                    "{count} clips of {frames} frames at {}x{} would take {:.0} GB of memory: ask for fewer \
+                     clips, frames or pixels (at most 8 GB)",
+                    resolution.0,
+                    resolution.1,
+                    bytes / 1e9
+                );
+            }
             VideoFormat::from_path(&out)?;
             let mut ds = MovingShapes::new(frames, resolution.0, resolution.1, seed);
             if plain {
@@ -902,7 +1005,7 @@ fn run(cli: Cli) -> Result<()> {
             let overrides = nbp_model::Overrides { n_head, block: block_size, ..Default::default() };
             let g = nbp_model::load_generator::<B>(&input, &overrides, &Default::default())?;
             nbp_model::save_generator(&g.model, &g.settings, &output)?;
-            println!("converted {} ({:?}) → {}", input.display(), g.settings, output.display());
+            println!("converted {} ({}) → {}", input.display(), g.settings, output.display());
         }
         Command::Train(args) => train::train(*args)?,
         Command::TrainTokenizer(args) => train::train_tokenizer_cmd(*args)?,
@@ -1005,11 +1108,16 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Tokenizer(TokenizerCommand::Convert { input, output, tokenizer_config }) => {
             type B = burn::backend::Flex;
-            let config = TokenizerConfig::from_name_or_file(&tokenizer_config)?;
+            let native = input.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+            let config = match tokenizer_config {
+                Some(name) => Some(TokenizerConfig::from_name_or_file(&name)?),
+                None if native => None,
+                None => Some(TokenizerConfig::preset("official")?),
+            };
             let device = Default::default();
-            let (model, source) = load_tokenizer::<B>(&input, Some(&config), &device)?;
+            let (model, source) = load_tokenizer::<B>(&input, config.as_ref(), &device)?;
             save_tokenizer(&model, &output)?;
-            println!("converted {} ({source:?}) → {}", input.display(), output.display());
+            println!("converted {} ({source}) → {}", input.display(), output.display());
         }
         Command::Tokenizer(cmd) => {
             let device = match &cmd {

@@ -96,7 +96,8 @@ pub struct TrainArgs {
     /// Seed of the weights, the data order, token corruption and dropout.
     #[arg(long)]
     seed: Option<u64>,
-    /// Continue the run in --out from its latest checkpoint.
+    /// Continue the run in --out from its latest checkpoint, with the settings it saved when it started (flags
+    /// override them; a different architecture is an error).
     #[arg(long)]
     resume: bool,
     /// Compute backend.
@@ -108,11 +109,30 @@ macro_rules! set {
     ($cfg:expr, $args:expr, $($field:ident),*) => { $( if let Some(v) = $args.$field.clone() { $cfg.$field = v; } )* };
 }
 
+/// With `--resume` and no `--config`: the effective config that the run in `--out` (or `default_out`) saved when
+/// it started, which then takes the place of the defaults, so that `--resume --out RUN` alone continues the run
+/// as it was started (flags still override it).
+fn run_config(resume: bool, out: Option<&Path>, default_out: PathBuf, name: &str) -> Option<PathBuf> {
+    let file = out.map_or(default_out, Path::to_path_buf).join(name);
+    (resume && file.is_file()).then(|| {
+        eprintln!("--resume: the run's settings from {} (flags override them)", file.display());
+        file
+    })
+}
+
 impl TrainArgs {
     fn config(&self) -> Result<GeneratorTrainConfig> {
         let mut c: GeneratorTrainConfig = match &self.config {
             Some(p) => load_toml(p)?,
-            None => GeneratorTrainConfig::default(),
+            None => match run_config(
+                self.resume,
+                self.out.as_deref(),
+                GeneratorTrainConfig::default().out,
+                "generator.toml",
+            ) {
+                Some(p) => load_toml(&p)?,
+                None => GeneratorTrainConfig::default(),
+            },
         };
         set!(c, self, tokens, out, preset, dropout, block_shape, mode, condition, p_drop_cond, pkeep, batch_size);
         set!(c, self, pos_init, grad_accumulation, steps, checkpoint_every, valid_clips, seed);
@@ -189,7 +209,8 @@ pub struct TrainTokenizerArgs {
     /// TOML run config (every field below overrides it; see assets/demo/tokenizer.toml).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Dataset: moving-shapes[-plain][-large][:count], folder:<dir>, csv:<file>, ucf:<root>[:<list>], k600:<root>:<list>.
+    /// Dataset: moving-shapes[-plain][-large][-single][-fixed][:count], folder:<dir>, csv:<file>,
+    /// ucf:<root>[:<list>], k600:<root>:<list> (README, "Data").
     #[arg(long)]
     dataset: Option<String>,
     /// Run directory (checkpoints, log, effective config, the final tokenizer.safetensors).
@@ -204,14 +225,14 @@ pub struct TrainTokenizerArgs {
     /// Frames per clip (1 + 4n).
     #[arg(long)]
     frames: Option<usize>,
-    /// Frame height and width (multiples of 8).
+    /// Frame height (multiple of 8).
     #[arg(long)]
     height: Option<usize>,
     /// Frame width (multiple of 8).
     #[arg(long)]
     width: Option<usize>,
     /// Frame rate videos are resampled to (dataset default when unset).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::parse_input_rate)]
     fps: Option<f64>,
     /// Train on random square crops of this size (multiple of 8); validation uses whole frames.
     #[arg(long)]
@@ -279,7 +300,8 @@ pub struct TrainTokenizerArgs {
     /// Seed of the weights, the data order, clip starts and crops.
     #[arg(long)]
     seed: Option<u64>,
-    /// Continue the run in --out from its latest checkpoint.
+    /// Continue the run in --out from its latest checkpoint, with the settings it saved when it started (flags
+    /// override them; a different architecture is an error).
     #[arg(long)]
     resume: bool,
     /// Compute backend.
@@ -308,7 +330,15 @@ impl TrainTokenizerArgs {
                 c.preset = beside_config(p, &c.preset);
                 c
             }
-            None => TokenizerTrainConfig::default(),
+            None => match run_config(
+                self.resume,
+                self.out.as_deref(),
+                TokenizerTrainConfig::default().out,
+                "tokenizer.toml",
+            ) {
+                Some(p) => load_toml(&p)?,
+                None => TokenizerTrainConfig::default(),
+            },
         };
         set!(c, self, dataset, out, preset, frames, height, width, steps, batch_size, checkpoint_every, valid_clips);
         set!(c, self, l1_weight, l2_weight, perceptual_weight, gan_weight, disc_channels, disc_layers, seed);
@@ -365,7 +395,8 @@ pub fn train_tokenizer_cmd(args: TrainTokenizerArgs) -> Result<()> {
 /// training reads tokens, not pixels.
 #[derive(Args, Debug)]
 pub struct TokenizeDatasetArgs {
-    /// Dataset: moving-shapes[-plain][-large][:count], folder:<dir>, csv:<file>, ucf:<root>[:<list>], k600:<root>:<list>.
+    /// Dataset: moving-shapes[-plain][-large][-single][-fixed][:count], folder:<dir>, csv:<file>,
+    /// ucf:<root>[:<list>], k600:<root>:<list> (README, "Data").
     #[arg(long)]
     dataset: String,
     /// Tokenizer checkpoint (.safetensors, official .pt or generator .ckpt). Default: the bundled demo
@@ -381,11 +412,12 @@ pub struct TokenizeDatasetArgs {
     /// Frames per clip (1 + 4n).
     #[arg(long, default_value_t = 17)]
     frames: usize,
-    /// Frame size: N or HxW (multiples of 8).
-    #[arg(long, default_value = "128", value_parser = crate::parse_resolution)]
-    resolution: (usize, usize),
+    /// Frame size: N or HxW (multiples of 8). Default: the size the tokenizer was trained at when its file
+    /// records it, else 64x64 for the bundled demo tokenizer and 128x128 for other files (the official size).
+    #[arg(long, value_parser = crate::parse_resolution)]
+    resolution: Option<(usize, usize)>,
     /// Frame rate videos are resampled to (dataset default when unset).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::parse_input_rate)]
     fps: Option<f64>,
     /// Take clips from the centre of each video (evaluation rule) instead of a random start (seeded).
     #[arg(long)]
@@ -403,21 +435,22 @@ pub struct TokenizeDatasetArgs {
 
 fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Device) -> Result<()> {
     let spec: DatasetSpec = a.dataset.parse()?;
+    let tokenizer =
+        crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() };
+    let (model, trained) = crate::load_with_resolution::<B>(&tokenizer, &device)?;
+    let (height, width) = a.resolution.unwrap_or(crate::default_resolution(&tokenizer, trained));
+    let grid = model.config().latent_shape(a.frames, height, width)?;
     let opts = ClipOptions {
         frames: a.frames,
-        height: a.resolution.0,
-        width: a.resolution.1,
+        height,
+        width,
         fps: a.fps,
         split: if a.center { Split::Eval } else { Split::Train },
     };
     let log = SkipLog::new();
     let source = spec.open(&opts, a.seed)?;
     log.add_total(source.len());
-    println!("{}", source.describe());
-    let tokenizer =
-        crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() };
-    let model = crate::load::<B>(&tokenizer, &device)?;
-    let grid = model.config().latent_shape(a.frames, a.resolution.0, a.resolution.1)?;
+    println!("{} at {height}x{width}", source.describe());
     let classes = source.class_names();
     let info = TokenCacheInfo {
         grid,
@@ -427,8 +460,8 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
         dataset: a.dataset.clone(),
         tokenizer: tokenizer.path().display().to_string(),
         frames: a.frames,
-        height: a.resolution.0,
-        width: a.resolution.1,
+        height,
+        width,
         fps: a.fps.or(spec.default_fps()),
     };
     let started = std::time::Instant::now();
@@ -481,9 +514,10 @@ pub struct EvalFramePredictionArgs {
     /// Frames given to the generator (1 + 4n); the rest are predicted and scored.
     #[arg(long, default_value_t = 5)]
     given_frames: usize,
-    /// Frame size: N or HxW.
-    #[arg(long, default_value = "64", value_parser = crate::parse_resolution)]
-    resolution: (usize, usize),
+    /// Frame size: N or HxW. Default: the size the tokenizer was trained at when its file records it, else
+    /// 64x64 for the bundled demo tokenizer and 128x128 for other files.
+    #[arg(long, value_parser = crate::parse_resolution)]
+    resolution: Option<(usize, usize)>,
     /// Sample with the default filter (temperature 1, top-k 16000, top-p 0.9) instead of greedy decoding.
     #[arg(long)]
     sample: bool,
@@ -498,11 +532,11 @@ pub struct EvalFramePredictionArgs {
 fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs, device: B::Device) -> Result<()> {
     let generator = a.generator.clone().unwrap_or_else(|| crate::demo_asset("generator.safetensors"));
     let g = nbp_model::load_generator::<B>(&generator, &Default::default(), &device)?;
-    let tok =
-        crate::load::<B>(&crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: None }, &device)?;
+    let tokenizer = crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: None };
+    let (tok, trained) = crate::load_with_resolution::<B>(&tokenizer, &device)?;
+    let (height, width) = a.resolution.unwrap_or(crate::default_resolution(&tokenizer, trained));
     let spec: DatasetSpec = a.dataset.parse()?;
-    let opts =
-        ClipOptions { frames: a.frames, height: a.resolution.0, width: a.resolution.1, fps: None, split: Split::Eval };
+    let opts = ClipOptions { frames: a.frames, height, width, fps: None, split: Split::Eval };
     let source = spec.open(&opts, a.data_seed)?;
     let n = source.len();
     let clips = (n.saturating_sub(a.clips)..n)

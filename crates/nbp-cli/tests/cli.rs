@@ -34,6 +34,11 @@ fn make_video(dir: &Path) -> PathBuf {
     path
 }
 
+/// `--save-tokens` for commands with `--no-decode` that are expected to fail before writing anything.
+fn unused_ids() -> String {
+    std::env::temp_dir().join(format!("nbp-cli-unused-{}.npy", std::process::id())).display().to_string()
+}
+
 fn tiny() -> [String; 4] {
     ["--tokenizer".into(), fixture("tiny_magvit2.pt"), "--tokenizer-config".into(), "tiny".into()]
 }
@@ -289,8 +294,9 @@ fn converted_generators_sample_the_same_tokens() {
 
 #[test]
 fn sample_errors_name_the_fix() {
+    let ids = unused_ids();
     let check = |args: &[&str], needle: &str| {
-        let o = cli(args);
+        let o = cli(&[args, &["--save-tokens", &ids]].concat());
         let out = text(&o);
         assert!(!o.status.success() && out.contains(needle) && !out.contains("panicked"), "{args:?}\n{out}");
     };
@@ -578,7 +584,7 @@ fn sample_with_no_arguments_uses_the_bundled_demo_model() {
 #[test]
 fn a_gpu_device_that_cannot_start_is_a_clear_error() {
     let o = Command::new(env!("CARGO_BIN_EXE_nbp-cli"))
-        .args(["sample", "--device", "wgpu", "--no-decode", "--num-samples", "1"])
+        .args(["sample", "--device", "wgpu", "--no-decode", "--num-samples", "1", "--save-tokens", &unused_ids()])
         .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
         .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
         .output()
@@ -593,7 +599,7 @@ fn a_gpu_device_that_cannot_start_is_a_clear_error() {
     );
 
     // CUDA: on a machine with an NVIDIA driver the command runs; anywhere else it says what is missing.
-    let o = cli(&["sample", "--device", "cuda", "--no-decode", "--num-samples", "1"]);
+    let o = cli(&["sample", "--device", "cuda", "--no-decode", "--num-samples", "1", "--save-tokens", &unused_ids()]);
     let out = text(&o);
     assert!(!out.contains("panicked"), "{out}");
     if !o.status.success() {
@@ -674,7 +680,7 @@ fn bench_sample_counts_its_steps_and_refuses_empty_work() {
 fn swapped_model_files_are_named_for_what_they_are() {
     let tok = nbp_core::workspace::workspace_path("assets/demo/tokenizer.safetensors").display().to_string();
     let gen_ = nbp_core::workspace::workspace_path("assets/demo/generator.safetensors").display().to_string();
-    let o = cli(&["sample", "--generator", &tok, "--no-decode"]);
+    let o = cli(&["sample", "--generator", &tok, "--no-decode", "--save-tokens", &unused_ids()]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("is not an nbp generator file: it is a tokenizer (pass it as --tokenizer)"), "{out}");
@@ -724,5 +730,110 @@ fn bf16_weights_sample_the_same_greedy_clips_as_f32() {
     assert!(text(&o).contains("--precision bf16 does not run on --device wgpu: WebGPU shaders have no bfloat16"));
     let o = cli(&["bench", "sample", "--preset", "tiny", "--prefix", "32", "--tokens", "32", "--precision", "bf16"]);
     assert!(o.status.success() && text(&o).contains("bf16 linear weights"), "{}", text(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Mistakes a user can make with `sample`, `tokenizer`, `train` and `dataset` are refused with a message that
+/// names the input and the fix, before any model runs, and never with a panic.
+#[test]
+fn user_mistakes_are_named_before_the_work_starts() {
+    let dir = workdir("mistakes");
+    let root = nbp_core::workspace::workspace_path(".");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_nbp-cli")).args(args).current_dir(&root).output().unwrap();
+        let out = text(&o);
+        assert!(!out.contains("panicked"), "{args:?}\n{out}");
+        (o.status.code(), out)
+    };
+    let refused = |args: &[&str], needles: &[&str]| {
+        let (code, out) = run(args);
+        assert!(code == Some(1) || code == Some(2), "should fail: {args:?}\n{out}");
+        for n in needles {
+            assert!(out.contains(n), "missing '{n}' for {args:?} in:\n{out}");
+        }
+        assert!(!out.contains("generator: "), "{args:?} generated before refusing:\n{out}");
+    };
+    let ids = |name: &str, shape: Vec<usize>| {
+        let n = shape.iter().product();
+        nbp_core::npy::write_npy(dir.join(name), &nbp_core::npy::NpyArray::i32(shape, vec![3; n])).unwrap();
+        path(name)
+    };
+    refused(&["sample", "--no-decode"], &["--no-decode stops at token ids", "--save-tokens"]);
+    // The bundled model's latent grid is 5x8x8: a prefix must be one clip of whole 8x8 frames, shorter than 5.
+    for (name, shape) in [("batch2", vec![2, 2, 8, 8]), ("flat", vec![16, 8]), ("empty", vec![1, 0, 8, 8])] {
+        let p = ids(&format!("{name}.npy"), shape);
+        refused(&["sample", "--prefix-tokens", &p], &[&format!("{name}.npy"), "[T', 8, 8] or [1, T', 8, 8]"]);
+    }
+    let whole = ids("whole.npy", vec![5, 8, 8]);
+    refused(&["sample", "--prefix-tokens", &whole], &["leave nothing to generate"]);
+    let empty = ids("empty-decode.npy", vec![1, 0, 8, 8]);
+    refused(&["tokenizer", "decode", &empty, "-o", &path("x.gif")], &["empty-decode.npy", "is empty"]);
+    refused(&["sample", "--fps", "0"], &["'0' is not a frame rate"]);
+    refused(&["tokenizer", "encode", "assets/demo/shapes.mp4", "--fps", "nan"], &["'nan' is not a frame rate"]);
+    std::fs::write(dir.join("file"), "not a folder").unwrap();
+    refused(&["sample", "--out", &path("file/clips.gif")], &["is a file, not a folder"]);
+    let clip = "assets/demo/shapes.mp4";
+    refused(&["sample", "--condition-video", clip, "--condition-frames", "4"], &["--condition-frames must be 1 + 4n"]);
+    // A tokenizer with more codes (64 000) than the generator's (625) decodes them, with a warning (one with
+    // fewer is refused before generating).
+    let t = tiny();
+    let (code, out) = run(&["sample", &t[0], &t[1], &t[2], &t[3], "--out", &path("mismatch.gif")]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("warning: ") && out.contains("has 64000 codes but the generator"), "{out}");
+    assert!(out.contains("was trained on 625, so the decoded video will not show"), "{out}");
+    // An nbp generator file holds no tokenizer.
+    refused(&["sample", "--generator", "assets/demo/generator.safetensors"], &["carry no tokenizer: pass --tokenizer"]);
+    refused(
+        &["tokenizer", "info", "--tokenizer-config", "tiny"],
+        &["carries its own architecture (channels [8, 16, 32, 32]", "leave out --tokenizer-config"],
+    );
+    let arch = dir.join("arch.json");
+    std::fs::write(
+        &arch,
+        r#"{"channels": [8, 16, 16, 16], "encoder_res_blocks": [1, 1, 1, 1], "decoder_res_blocks": [1, 1, 1, 1],
+            "norm_groups": 4, "fsq_level": [5, 5, 5, 5]}"#,
+    )
+    .unwrap();
+    refused(&["train-tokenizer", "--preset", arch.to_str().unwrap()], &["arch.json", "unknown field 'fsq_level'"]);
+    refused(&["train", "--dropout", "1.5"], &["dropout must be in [0, 1), got 1.5"]);
+    refused(&["dataset", "moving-shapes", "--resolution", "20000", "-o", &path("big.gif")], &["GB of memory"]);
+    refused(&["sample", "--latent-grid", "0x8x8"], &["latent grid '0x8x8' must be written TxHxW"]);
+    // Converting a converted file copies it (its architecture is its own).
+    let (code, out) = run(&["tokenizer", "convert", "assets/demo/tokenizer.safetensors", &path("copy.safetensors")]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("(nbp safetensors)"), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--resume` with only `--out` continues a run with the settings it saved, and a flag that would change the
+/// architecture is refused by name instead of failing to load the checkpoint.
+#[test]
+fn resume_reads_the_run_config_and_refuses_another_architecture() {
+    let dir = workdir("resume-arch");
+    let root = nbp_core::workspace::workspace_path(".");
+    let tokens = dir.join("tokens.safetensors").display().to_string();
+    let out = dir.join("run").display().to_string();
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_nbp-cli")).args(args).current_dir(&root).output().unwrap();
+        (o.status.code(), text(&o))
+    };
+    let (code, text_) =
+        run(&["tokenize-dataset", "--dataset", "moving-shapes-plain:6", "--frames", "5", "--out", &tokens]);
+    assert_eq!(code, Some(0), "{text_}");
+    assert!(text_.contains("at 64x64") && text_.contains("2×8×8 tokens each"), "{text_}");
+    let base = ["train", "--tokens", &tokens, "--out", &out, "--preset", "tiny", "--valid-clips", "2"];
+    let (code, text_) = run(&[&base[..], &["--steps", "1", "--batch-size", "2"]].concat());
+    assert_eq!(code, Some(0), "{text_}");
+    let (code, text_) = run(&["train", "--out", &out, "--resume", "--preset", "small"]);
+    assert_eq!(code, Some(1), "{text_}");
+    assert!(!text_.contains("panicked"), "{text_}");
+    assert!(
+        text_.contains("architecture.toml") && text_.contains("n_layer = 2 when the run started, 6 now"),
+        "{text_}"
+    );
+    let (code, text_) = run(&["train", "--out", &out, "--resume", "--steps", "2"]);
+    assert_eq!(code, Some(0), "{text_}");
+    assert!(text_.contains("the run's settings from") && text_.contains("done after 2 of 2 steps"), "{text_}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -16,6 +16,12 @@ impl LatentGrid {
         Self { t, h, w }
     }
 
+    /// Parses `TxHxW` (e.g. `5x16x16`); every side must be at least 1.
+    pub fn parse(s: &str) -> Result<Self> {
+        let [t, h, w] = parse_sides(s, "latent grid", "5x16x16")?;
+        Ok(Self::new(t, h, w))
+    }
+
     /// Number of tokens.
     pub fn len(&self) -> usize {
         self.t * self.h * self.w
@@ -49,16 +55,19 @@ impl BlockShape {
 
     /// Parses `TxHxW` (e.g. `1x1x16`, `2x2x2`).
     pub fn parse(s: &str) -> Result<Self> {
-        let parts: Vec<usize> =
-            s.split(['x', 'X']).map(|p| p.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|_| {
-                Error::invalid(format!("block shape '{s}' must be written TxHxW with positive integers, e.g. 1x1x16"))
-            })?;
-        match parts.as_slice() {
-            [t, h, w] if *t > 0 && *h > 0 && *w > 0 => Ok(Self::new(*t, *h, *w)),
-            _ => Err(Error::invalid(format!(
-                "block shape '{s}' must be written TxHxW with positive integers, e.g. 1x1x16"
-            ))),
-        }
+        let [t, h, w] = parse_sides(s, "block shape", "1x1x16")?;
+        Ok(Self::new(t, h, w))
+    }
+}
+
+/// The three positive sides of `TxHxW`, or an error naming `what` and an example.
+fn parse_sides(s: &str, what: &str, example: &str) -> Result<[usize; 3]> {
+    let bad = || Error::invalid(format!("{what} '{s}' must be written TxHxW with positive integers, e.g. {example}"));
+    let parts: Vec<usize> =
+        s.split(['x', 'X']).map(|p| p.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|_| bad())?;
+    match parts.as_slice() {
+        [t, h, w] if *t > 0 && *h > 0 && *w > 0 => Ok([*t, *h, *w]),
+        _ => Err(bad()),
     }
 }
 

@@ -52,6 +52,25 @@ pub struct GeneratorSettings {
     pub cond_vocab: usize,
 }
 
+impl std::fmt::Display for GeneratorSettings {
+    /// `block 8, hybrid start, 1 condition token (16 classes)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "block {}", self.block)?;
+        if self.hybrid {
+            write!(f, ", hybrid start")?;
+        }
+        if self.unconditional {
+            return write!(f, ", unconditional");
+        }
+        let s = if self.cond_tokens == 1 { "" } else { "s" };
+        write!(f, ", {} condition token{s}", self.cond_tokens)?;
+        if self.cond_vocab > 0 {
+            write!(f, " ({} condition ids)", self.cond_vocab)?;
+        }
+        Ok(())
+    }
+}
+
 /// Command-line overrides and fallbacks for values a checkpoint may not carry.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {

@@ -45,10 +45,11 @@ pub fn sample<B: Backend>(
 ) -> Result<Tensor<B, 2, Int>> {
     let device = model.devices().into_iter().next().unwrap_or_default();
     if schedule.total_len > model.config().block_size {
+        let (needed, held) = (schedule.total_len, model.config().block_size);
         return Err(Error::invalid(format!(
-            "generation needs {} positions but the model has {}",
-            schedule.total_len,
-            model.config().block_size
+            "generation needs {needed} positions but the model has {held}: use a latent grid of at least {} fewer \
+             tokens (fewer latent frames, that is fewer frames)",
+            needed - held
         )));
     }
     let vocab = model.config().vocab_size;

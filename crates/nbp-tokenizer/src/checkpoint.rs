@@ -291,7 +291,12 @@ pub fn load_tokenizer_with_resolution<B: Backend>(
         if let Some(c) = config.filter(|c| **c != stored) {
             return Err(Error::file(
                 path,
-                format!("stores its own tokenizer config {stored:?}, which differs from the requested {c:?}"),
+                format!(
+                    "carries its own architecture ({}), which differs from the one requested ({}): nbp \
+                     .safetensors files need no architecture config (leave out --tokenizer-config)",
+                    stored.summary(),
+                    c.summary()
+                ),
             ));
         }
         let resolution = match meta.get(RESOLUTION_KEY) {

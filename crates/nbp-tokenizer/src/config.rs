@@ -73,6 +73,20 @@ impl TokenizerConfig {
         }
     }
 
+    /// The architecture in words, for messages: `channels [8, 16, 16, 16], residual units 1,1,1,1 (encoder) /
+    /// 1,1,1,1 (decoder), 4 norm groups, FSQ levels [5, 5, 5, 5]`.
+    pub fn summary(&self) -> String {
+        let units = |v: &[usize]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+        let norm = if self.group_norm { format!("{} norm groups", self.norm_groups) } else { "no group norm".into() };
+        format!(
+            "channels {:?}, residual units {} (encoder) / {} (decoder), {norm}, FSQ levels {:?}",
+            self.channels,
+            units(&self.encoder_res_blocks),
+            units(&self.decoder_res_blocks),
+            self.fsq_levels
+        )
+    }
+
     /// A preset name, or the path of a JSON config file.
     pub fn from_name_or_file(spec: &str) -> Result<Self> {
         if PRESETS.contains(&spec) {
@@ -88,6 +102,20 @@ impl TokenizerConfig {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let config =
             Self::from_json(&text).map_err(|e| Error::file(path, format!("not a valid tokenizer config: {e}")))?;
+        // A misspelt field would otherwise silently keep its default (for example all 64 000 FSQ codes).
+        let known = serde_json::to_value(&config).map_err(|e| Error::file(path, e.to_string()))?;
+        let written: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::file(path, e.to_string()))?;
+        if let (Some(known), Some(written)) = (known.as_object(), written.as_object())
+            && let Some(key) = written.keys().find(|k| !known.contains_key(*k))
+        {
+            return Err(Error::file(
+                path,
+                format!(
+                    "unknown field '{key}' in the tokenizer config (fields: {})",
+                    known.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
         config.validate().map_err(|e| Error::file(path, e.to_string()))?;
         Ok(config)
     }

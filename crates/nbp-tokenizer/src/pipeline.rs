@@ -18,12 +18,7 @@ use crate::tokenizer::{VideoTokenizer, check_indices};
 pub fn read_clip<B: Backend>(tokenizer: &VideoTokenizer<B>, path: &Path, opts: &ReadOptions) -> Result<ReadReport> {
     let report = read_video(path, opts)?;
     let v = &report.video;
-    tokenizer.config().latent_shape(v.frames, v.height, v.width).map_err(|e| {
-        Error::file(
-            path,
-            format!("{e} (use --frames 17 and --resolution 128, or any 1 + 4n frames and multiples of 8)"),
-        )
-    })?;
+    tokenizer.config().latent_shape(v.frames, v.height, v.width).map_err(|e| Error::file(path, e.to_string()))?;
     Ok(report)
 }
 
@@ -49,6 +44,9 @@ pub fn npy_to_indices<B: Backend>(
             )));
         }
     };
+    if shape.contains(&0) {
+        return Err(Error::invalid(format!("the token array {:?} is empty: it holds no clip to decode", array.shape)));
+    }
     let ids = array.to_i64()?;
     check_indices(&ids, codebook_size)?;
     let ids: Vec<i32> = ids.into_iter().map(|v| v as i32).collect();

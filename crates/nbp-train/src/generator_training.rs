@@ -129,6 +129,9 @@ impl GeneratorTrainConfig {
                 self.p_drop_cond, self.pkeep
             ));
         }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
         if !["nbp", "ntp", "hybrid"].contains(&self.mode.as_str()) {
             return bad(format!("unknown mode '{}' (use nbp, ntp or hybrid)", self.mode));
         }
@@ -595,6 +598,7 @@ pub fn train_generator<B: AutodiffBackend>(
     if resume && start.is_none() {
         eprintln!("--resume: {} holds no checkpoint yet, so this is a new run", dir.path().display());
     }
+    dir.check_architecture("architecture.toml", &setup.gpt, start.is_some())?;
     dir.save_config("generator.toml", config)?;
 
     let n_train = cache.len() - config.valid_clips;

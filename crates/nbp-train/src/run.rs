@@ -81,6 +81,45 @@ impl RunDir {
         nbp_core::error::write_atomic(self.path.join(name), text.as_bytes())
     }
 
+    /// Checks that the model a run would build now, `arch` (its architecture config), is the one its checkpoints
+    /// hold, recorded in `name` when the run started, then records it: a resumed run whose flags ask for another
+    /// architecture gets an error naming the differing fields, not a failed load of the checkpoint. A run
+    /// directory from before this record existed is not checked.
+    pub fn check_architecture<T: Serialize>(&self, name: &str, arch: &T, resume: bool) -> Result<()> {
+        let file = self.path.join(name);
+        let now = toml::Value::try_from(arch).map_err(|e| Error::invalid(format!("config does not serialise: {e}")))?;
+        if resume && file.exists() {
+            let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+            let then: toml::Value =
+                toml::from_str(&text).map_err(|e| Error::file(&file, format!("is not a valid TOML file: {e}")))?;
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            flatten("", &then, &mut a);
+            flatten("", &now, &mut b);
+            let mut differ: Vec<String> = Vec::new();
+            for (key, old) in &a {
+                let new = b.iter().find(|(k, _)| k == key).map_or("(none)", |(_, v)| v.as_str());
+                if new != old {
+                    differ.push(format!("{key} = {old} when the run started, {new} now"));
+                }
+            }
+            for (key, new) in b.iter().filter(|(k, _)| !a.iter().any(|(ka, _)| ka == k)) {
+                differ.push(format!("{key} = (none) when the run started, {new} now"));
+            }
+            if !differ.is_empty() {
+                return Err(Error::file(
+                    &file,
+                    format!(
+                        "records the architecture of the run's checkpoints, and this command asks for another ({}): \
+                         resume with the run's own settings (--resume and --out alone read them from the run's \
+                         config), or choose another --out for a new run",
+                        differ.join("; ")
+                    ),
+                ));
+            }
+        }
+        nbp_core::error::write_atomic(&file, toml::to_string_pretty(&now).unwrap_or_default().as_bytes())
+    }
+
     /// Writes the class names, one per line (label `i` on line `i`).
     pub fn save_classes(&self, classes: &[String]) -> Result<()> {
         nbp_core::error::write_atomic(self.path.join("classes.txt"), (classes.join("\n") + "\n").as_bytes())
@@ -91,6 +130,19 @@ impl RunDir {
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(self.path.join("train.log")) {
             let _ = writeln!(f, "{line}");
         }
+    }
+}
+
+/// `value` as `(dotted key, value)` pairs of its leaves.
+fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        v => out.push((prefix.to_string(), v.to_string())),
     }
 }
 
@@ -429,6 +481,34 @@ impl LossHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Serialize)]
+    struct Arch {
+        n_layer: usize,
+        width: Vec<usize>,
+    }
+
+    #[test]
+    fn a_resumed_run_must_ask_for_the_architecture_its_checkpoints_hold() {
+        let path = std::env::temp_dir().join(format!("nbp-arch-check-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let dir = RunDir::create(&path).unwrap();
+        let arch = Arch { n_layer: 2, width: vec![8, 16] };
+        // Resuming a run directory without the record (an older run) only writes it.
+        dir.check_architecture("architecture.toml", &arch, true).unwrap();
+        assert!(std::fs::read_to_string(path.join("architecture.toml")).unwrap().contains("n_layer = 2"));
+        dir.check_architecture("architecture.toml", &arch, true).unwrap();
+        let other = Arch { n_layer: 3, width: vec![8, 32] };
+        let err = dir.check_architecture("architecture.toml", &other, true).unwrap_err().to_string();
+        assert!(err.contains("architecture.toml"), "{err}");
+        assert!(err.contains("n_layer = 2 when the run started, 3 now"), "{err}");
+        assert!(err.contains("width = [8, 16] when the run started, [8, 32] now"), "{err}");
+        // The record is unchanged by a refused resume, and replaced by a new run.
+        dir.check_architecture("architecture.toml", &arch, true).unwrap();
+        dir.check_architecture("architecture.toml", &other, false).unwrap();
+        dir.check_architecture("architecture.toml", &other, true).unwrap();
+        std::fs::remove_dir_all(&path).unwrap();
+    }
 
     #[test]
     fn time_left_follows_the_pace_of_this_session() {

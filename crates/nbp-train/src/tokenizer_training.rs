@@ -378,6 +378,12 @@ pub fn train_tokenizer<B: AutodiffBackend>(
             "already holds a tokenizer run: pass --resume to continue it, or choose another --out",
         ));
     }
+    let disc_config =
+        PatchDiscriminatorConfig::new().with_channels(config.disc_channels).with_layers(config.disc_layers);
+    dir.check_architecture("architecture.toml", &tconfig, start.is_some())?;
+    if gan {
+        dir.check_architecture("discriminator.toml", &disc_config, disc_saved)?;
+    }
     dir.save_config("tokenizer.toml", config)?;
     report(&format!("data: {} ({} training clips, {} held out)", source.describe(), n_train, valid.len()));
 
@@ -386,8 +392,6 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let ckpt = |name: &str, step: usize| dir.path().join("checkpoint").join(format!("{name}-{step}"));
     let mut model = VideoTokenizer::<B>::new(&tconfig, device)?;
     let mut optim = GroupedAdamW::new(&config.optimizer, |_, _| true);
-    let disc_config =
-        PatchDiscriminatorConfig::new().with_channels(config.disc_channels).with_layers(config.disc_layers);
     let mut disc: Option<PatchDiscriminator<B>> = gan.then(|| disc_config.init(device));
     let disc_opt_config = OptimizerConfig { beta1: 0.5, beta2: 0.9, weight_decay: 0.0, ..config.optimizer.clone() };
     let mut disc_optim = disc.as_ref().map(|_| GroupedAdamW::new(&disc_opt_config, |_, _| false));

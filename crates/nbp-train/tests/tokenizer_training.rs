@@ -169,7 +169,7 @@ fn fine_tuning_the_decoder_from_a_file_keeps_every_token_id() {
         ..config(dir.join("other"), 2)
     };
     let err = run(&other, false, &mut lines).unwrap_err().to_string();
-    assert!(err.contains("differs from the requested"), "{err}");
+    assert!(err.contains("differs from the one requested"), "{err}");
 
     // A run resumed with the GAN switched on starts a fresh discriminator from its last checkpoint.
     let mut lines = vec![];
