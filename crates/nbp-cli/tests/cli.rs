@@ -832,7 +832,8 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
         text_.contains("architecture.toml") && text_.contains("n_layer = 2 when the run started, 6 now"),
         "{text_}"
     );
-    let (code, text_) = run(&["train", "--out", &out, "--resume", "--steps", "2"]);
+    // Dropout is not architecture: it may change on resume.
+    let (code, text_) = run(&["train", "--out", &out, "--resume", "--steps", "2", "--dropout", "0"]);
     assert_eq!(code, Some(0), "{text_}");
     assert!(text_.contains("the run's settings from") && text_.contains("done after 2 of 2 steps"), "{text_}");
     std::fs::remove_dir_all(&dir).ok();

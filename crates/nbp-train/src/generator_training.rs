@@ -598,7 +598,12 @@ pub fn train_generator<B: AutodiffBackend>(
     if resume && start.is_none() {
         eprintln!("--resume: {} holds no checkpoint yet, so this is a new run", dir.path().display());
     }
-    dir.check_architecture("architecture.toml", &setup.gpt, start.is_some())?;
+    // Dropout is not part of what the checkpoints hold: a resumed run may change it.
+    let mut arch = toml::Value::try_from(&setup.gpt).map_err(|e| Error::invalid(format!("model config: {e}")))?;
+    if let Some(t) = arch.as_table_mut() {
+        t.remove("dropout");
+    }
+    dir.check_architecture("architecture.toml", &arch, start.is_some())?;
     dir.save_config("generator.toml", config)?;
 
     let n_train = cache.len() - config.valid_clips;
