@@ -822,9 +822,14 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
         run(&["tokenize-dataset", "--dataset", "moving-shapes-plain:6", "--frames", "5", "--out", &tokens]);
     assert_eq!(code, Some(0), "{text_}");
     assert!(text_.contains("at 64x64") && text_.contains("2×8×8 tokens each"), "{text_}");
-    let base = ["train", "--tokens", &tokens, "--out", &out, "--preset", "tiny", "--valid-clips", "2"];
+    let base = ["train", "--tokens", &tokens, "--out", &out, "--preset", "tiny", "--valid-clips", "4"];
     let (code, text_) = run(&[&base[..], &["--steps", "1", "--batch-size", "2"]].concat());
     assert_eq!(code, Some(0), "{text_}");
+    // The validation line shows the mean over the held-out clips (two batches here), as losses.csv records it.
+    let shown = text_.split("validation after epoch 1: Loss ").nth(1).and_then(|t| t.split_whitespace().next());
+    let csv = std::fs::read_to_string(dir.join("run/losses.csv")).unwrap();
+    let mean: f64 = csv.lines().find_map(|l| l.strip_prefix("1,validation loss,")).unwrap().parse().unwrap();
+    assert_eq!(shown, Some(format!("{mean:.4}").as_str()), "{text_}\n{csv}");
     let (code, text_) = run(&["train", "--out", &out, "--resume", "--preset", "small"]);
     assert_eq!(code, Some(1), "{text_}");
     assert!(!text_.contains("panicked"), "{text_}");

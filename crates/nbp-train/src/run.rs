@@ -9,7 +9,7 @@ use std::time::Instant;
 use burn::prelude::Backend;
 use burn::record::{FileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder, RecorderError};
 use burn_train::checkpoint::{CheckpointingAction, CheckpointingStrategy};
-use burn_train::metric::MetricDefinition;
+use burn_train::metric::{MetricDefinition, NumericEntry};
 use burn_train::metric::store::EventStoreClient;
 use burn_train::renderer::{
     EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
@@ -230,7 +230,9 @@ pub struct RunRenderer {
     steps: usize,
     names: HashMap<String, String>,
     train: Vec<(String, f64)>,
-    valid: Vec<(String, f64)>,
+    /// The validation pass so far: per metric, the sum of its batch values weighted by their item counts, and
+    /// the count (the line shows their mean over the held-out clips, not the last batch).
+    valid: Vec<(String, f64, f64)>,
     last: Option<Instant>,
     started: Instant,
     /// Step count when this session's first step was rendered, for the time left.
@@ -279,8 +281,27 @@ impl RunRenderer {
         if let MetricState::Numeric(entry, value) = state {
             let id = format!("{:?}", entry.metric_id);
             let name = self.names.get(&id).cloned().unwrap_or(id);
-            set(if valid { &mut self.valid } else { &mut self.train }, name, value.current());
+            if !valid {
+                set(&mut self.train, name, value.current());
+                return;
+            }
+            let count = match value {
+                NumericEntry::Aggregated { count, .. } => *count as f64,
+                NumericEntry::Value(_) => 1.0,
+            };
+            match self.valid.iter_mut().find(|(n, _, _)| *n == name) {
+                Some(e) => {
+                    e.1 += value.current() * count;
+                    e.2 += count;
+                }
+                None => self.valid.push((name, value.current() * count, count)),
+            }
         }
+    }
+
+    /// The mean of each metric over the validation pass so far.
+    fn valid_means(&self) -> Vec<(String, f64)> {
+        self.valid.iter().map(|(n, sum, count)| (n.clone(), sum / count.max(1.0))).collect()
     }
 
     fn line(&self, line: &str) {
@@ -329,8 +350,9 @@ impl MetricsRendererTraining for RunRenderer {
             self.line(&format!(
                 "validation after epoch {}: {}",
                 item.global_progress.items_processed,
-                fmt_values(&self.valid)
+                fmt_values(&self.valid_means())
             ));
+            self.valid.clear();
         }
         if let Some(t) = self.tui.as_mut() {
             t.render_valid(item, indicators);
