@@ -841,5 +841,15 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
     let (code, text_) = run(&["train", "--out", &out, "--resume", "--steps", "2", "--dropout", "0"]);
     assert_eq!(code, Some(0), "{text_}");
     assert!(text_.contains("the run's settings from") && text_.contains("done after 2 of 2 steps"), "{text_}");
+    // A second resume: the two latest checkpoints stay, the first session's among them removed.
+    let (code, text_) = run(&["train", "--out", &out, "--resume", "--steps", "3"]);
+    assert_eq!(code, Some(0), "{text_}");
+    let mut models: Vec<String> = std::fs::read_dir(dir.join("run/checkpoint"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("model-"))
+        .collect();
+    models.sort();
+    assert_eq!(models, ["model-2.mpk", "model-3.mpk"]);
     std::fs::remove_dir_all(&dir).ok();
 }

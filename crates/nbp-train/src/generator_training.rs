@@ -644,7 +644,7 @@ pub fn train_generator<B: AutodiffBackend>(
         .metric_valid_numeric(ScalarMetric::new("Top-5 accuracy", "top5", true))
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(run::AtomicRecorder::default())
-        .with_checkpointing_strategy(run::KeepLast::new(2))
+        .with_checkpointing_strategy(run::KeepLast::new(2, dir.checkpoints(&["model", "optim", "scheduler"])?))
         .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)))
         .with_interrupter(interrupter.clone())
         .with_application_logger(None)

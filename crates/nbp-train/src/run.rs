@@ -179,7 +179,7 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
     }
 }
 
-/// Keeps the latest `n` checkpoints (numbered by steps).
+/// Keeps the latest `n` checkpoints (numbered by steps), those of earlier sessions of a resumed run included.
 #[derive(Debug, Clone)]
 pub struct KeepLast {
     n: usize,
@@ -187,8 +187,9 @@ pub struct KeepLast {
 }
 
 impl KeepLast {
-    pub fn new(n: usize) -> Self {
-        Self { n: n.max(1), saved: vec![] }
+    /// `existing`: the steps of the checkpoints already in the run directory, in ascending order.
+    pub fn new(n: usize, existing: Vec<usize>) -> Self {
+        Self { n: n.max(1), saved: existing }
     }
 }
 

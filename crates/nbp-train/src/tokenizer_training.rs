@@ -365,7 +365,6 @@ pub fn train_tokenizer<B: AutodiffBackend>(
 
     let dir = RunDir::create(&config.out)?;
     let gan = config.gan_start.is_some();
-    let parts: &[&str] = if gan { &GAN_PARTS } else { &PARTS };
     let start = if resume { dir.checkpoints(&PARTS)?.last().copied() } else { None };
     // A run that adds the GAN when resumed has no discriminator checkpoint yet: the discriminator starts fresh.
     let disc_saved = start.is_some_and(|s| dir.checkpoints(&GAN_PARTS).is_ok_and(|c| c.contains(&s)));
@@ -441,7 +440,8 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let mut losses = vec![];
     let mut validation = None;
     let mut step = first;
-    let mut kept: Vec<usize> = vec![];
+    // The two latest checkpoints stay, those of earlier sessions of a resumed run included.
+    let mut kept: Vec<usize> = dir.checkpoints(&PARTS)?;
     while step < config.steps {
         let videos = stream.next()?;
         let x = videos_to_tensor::<B>(&videos, device)?;
@@ -538,7 +538,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
             kept.push(step);
             while kept.len() > 2 {
                 let old = kept.remove(0);
-                for part in parts {
+                for part in GAN_PARTS {
                     let _ = std::fs::remove_file(ckpt(part, old).with_extension("mpk"));
                 }
             }
