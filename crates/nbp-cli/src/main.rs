@@ -235,7 +235,8 @@ struct SampleArgs {
     /// frames of 128x128).
     #[arg(long)]
     latent_grid: Option<String>,
-    /// Block shape TxHxW; its size must be the model's block size (default: 1x1xL, rows of L tokens).
+    /// Block shape TxHxW; its size must be the model's block size (default: the shape the model was trained
+    /// with when its file records it, else 1x1xL, rows of L tokens).
     #[arg(long)]
     block_shape: Option<String>,
     /// Videos to generate per condition (one batch). A class-conditional model given no --class, --label or
@@ -488,8 +489,18 @@ pub(crate) fn load_with_resolution<B: Backend>(
     args: &TokenizerArgs,
     device: &B::Device,
 ) -> Result<(VideoTokenizer<B>, Option<FrameSize>)> {
-    let config = args.tokenizer_config.as_deref().map(TokenizerConfig::from_name_or_file).transpose()?;
     let path = args.path();
+    let native = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    if native && args.tokenizer_config.is_some() {
+        eprintln!(
+            "warning: --tokenizer-config is ignored for {}: nbp .safetensors files carry their own architecture",
+            path.display()
+        );
+    }
+    let config = match &args.tokenizer_config {
+        Some(name) if !native => Some(TokenizerConfig::from_name_or_file(name)?),
+        _ => None,
+    };
     let (model, source, resolution) = load_tokenizer_with_resolution::<B>(&path, config.as_ref(), device).map_err(|e| {
         if args.tokenizer.is_none() && !path.exists() {
             anyhow::anyhow!(
@@ -755,10 +766,13 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         (None, Some([t, h, w])) => nbp_core::blocks::LatentGrid::new(t, h, w),
         (None, None) => parse_grid("5x16x16")?,
     };
-    let block_shape = match &a.block_shape {
-        Some(s) => nbp_core::blocks::BlockShape::parse(s)?,
-        None if grid.w % g.settings.block == 0 => nbp_core::blocks::BlockShape::new(1, 1, g.settings.block),
-        None => bail!("blocks of {} tokens do not fit rows of {}: pass --block-shape", g.settings.block, grid.w),
+    let block_shape = match (&a.block_shape, g.info.block_shape) {
+        (Some(s), _) => nbp_core::blocks::BlockShape::parse(s)?,
+        (None, Some([t, h, w])) => nbp_core::blocks::BlockShape::new(t, h, w),
+        (None, None) if grid.w % g.settings.block == 0 => nbp_core::blocks::BlockShape::new(1, 1, g.settings.block),
+        (None, None) => {
+            bail!("blocks of {} tokens do not fit rows of {}: pass --block-shape", g.settings.block, grid.w)
+        }
     };
     let classes = &g.info.classes;
     let class_index = |name: &str| {

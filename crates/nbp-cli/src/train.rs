@@ -90,7 +90,8 @@ pub struct TrainArgs {
     /// Global gradient-norm limit (0 disables; official 1.0).
     #[arg(long)]
     grad_clip: Option<f64>,
-    /// Reproduce the official off-by-one of the schedule (update k uses lr(k−1)).
+    /// Reproduce the official order of the schedule: counting updates from 0, update k uses lr(k−1) and update 0
+    /// uses 0 (two zero-rate updates; by default update k, counted from 1, uses lr(k)).
     #[arg(long)]
     official_lr_lag: bool,
     /// Seed of the weights, the data order, token corruption and dropout.

@@ -784,10 +784,9 @@ fn user_mistakes_are_named_before_the_work_starts() {
     assert!(out.contains("was trained on 625, so the decoded video will not show"), "{out}");
     // An nbp generator file holds no tokenizer.
     refused(&["sample", "--generator", "assets/demo/generator.safetensors"], &["carry no tokenizer: pass --tokenizer"]);
-    refused(
-        &["tokenizer", "info", "--tokenizer-config", "tiny"],
-        &["carries its own architecture (channels [8, 16, 32, 32]", "leave out --tokenizer-config"],
-    );
+    let (code, out) = run(&["tokenizer", "info", "--tokenizer-config", "tiny"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("warning: --tokenizer-config is ignored for assets/demo/tokenizer.safetensors"), "{out}");
     let arch = dir.join("arch.json");
     std::fs::write(
         &arch,
@@ -851,5 +850,23 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
         .collect();
     models.sort();
     assert_eq!(models, ["model-2.mpk", "model-3.mpk"]);
+    // The block shape is recorded in the generator file, and sampling and evaluation use it: blocks of 1x4x4
+    // (16 tokens) do not fit the rows of 8 that were the default before.
+    let square = dir.join("square").display().to_string();
+    let (code, text_) =
+        run(&["train", "--tokens", &tokens, "--out", &square, "--preset", "tiny", "--valid-clips", "2"]
+            .iter()
+            .copied()
+            .chain(["--steps", "1", "--batch-size", "2", "--block-shape", "1x4x4"])
+            .collect::<Vec<_>>());
+    assert_eq!(code, Some(0), "{text_}");
+    let model = format!("{square}/generator.safetensors");
+    let ids = dir.join("square.npy").display().to_string();
+    let (code, text_) = run(&["sample", "--generator", &model, "--no-decode", "--save-tokens", &ids, "--class", "0"]);
+    assert_eq!(code, Some(0), "{text_}");
+    assert!(text_.contains("1 clips") && text_.contains("128 tokens"), "{text_}");
+    let (code, text_) =
+        run(&["eval-frame-prediction", "--generator", &model, "--clips", "1", "--frames", "5", "--given-frames", "1"]);
+    assert_eq!(code, Some(0), "{text_}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -25,14 +25,17 @@ pub const SETTINGS_KEY: &str = "nbp.settings";
 /// Metadata key of the [`GeneratorInfo`] (JSON) of models trained by nbp.
 pub const INFO_KEY: &str = "nbp.info";
 
-/// What a model trained by nbp knows about its data: class names (label `i` is `classes[i]`) and the latent grid
-/// of its training clips. Official checkpoints carry neither.
+/// What a model trained by nbp knows about its data: class names (label `i` is `classes[i]`), the latent grid
+/// of its training clips and the block shape `[t, h, w]` it was trained with (files written before it was
+/// recorded, and official checkpoints, use row blocks). Official checkpoints carry none of these.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GeneratorInfo {
     #[serde(default)]
     pub classes: Vec<String>,
     #[serde(default)]
     pub latent_grid: Option<[usize; 3]>,
+    #[serde(default)]
+    pub block_shape: Option<[usize; 3]>,
 }
 
 /// How a checkpoint's model builds and reads sequences (from the official `hyper_parameters.args`).

@@ -292,8 +292,7 @@ pub fn load_tokenizer_with_resolution<B: Backend>(
             return Err(Error::file(
                 path,
                 format!(
-                    "carries its own architecture ({}), which differs from the one requested ({}): nbp \
-                     .safetensors files need no architecture config (leave out --tokenizer-config)",
+                    "carries its own architecture ({}), which differs from the one requested ({})",
                     stored.summary(),
                     c.summary()
                 ),

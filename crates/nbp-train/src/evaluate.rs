@@ -57,10 +57,11 @@ pub fn evaluate_frame_prediction<B: Backend>(
     }
     let grid = LatentGrid::new(t, h, w);
     let block = generator.settings.block;
-    if !w.is_multiple_of(block) {
-        return Err(Error::invalid(format!("blocks of {block} tokens do not tile rows of {w}")));
-    }
-    let block_shape = BlockShape::new(1, 1, block);
+    let block_shape = match generator.info.block_shape {
+        Some([bt, bh, bw]) => BlockShape::new(bt, bh, bw),
+        None if w.is_multiple_of(block) => BlockShape::new(1, 1, block),
+        None => return Err(Error::invalid(format!("blocks of {block} tokens do not tile rows of {w}"))),
+    };
     let (mut model, mut copy, mut recon) = (0.0, 0.0, 0.0);
     for (i, (video, label)) in clips.iter().enumerate() {
         let x = videos_to_tensor::<B>(std::slice::from_ref(video), device)?;

@@ -658,7 +658,12 @@ pub fn train_generator<B: AutodiffBackend>(
     let seconds = started.elapsed().as_secs_f64();
     let steps_done = dir.latest_checkpoint()?.unwrap_or(0);
     let model_path = dir.path().join("generator.safetensors");
-    let info = GeneratorInfo { classes: cache.info.classes.clone(), latent_grid: Some(cache.info.grid) };
+    let b = setup.layout.block;
+    let info = GeneratorInfo {
+        classes: cache.info.classes.clone(),
+        latent_grid: Some(cache.info.grid),
+        block_shape: Some([b.t, b.h, b.w]),
+    };
     save_generator_with_info(&model.gpt, &setup.settings, &info, &model_path)?;
     dir.save_classes(&cache.info.classes)?;
     let new_steps = steps_done.saturating_sub(start.unwrap_or(0));

@@ -9,8 +9,8 @@ use std::time::Instant;
 use burn::prelude::Backend;
 use burn::record::{FileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder, RecorderError};
 use burn_train::checkpoint::{CheckpointingAction, CheckpointingStrategy};
-use burn_train::metric::{MetricDefinition, NumericEntry};
 use burn_train::metric::store::EventStoreClient;
+use burn_train::metric::{MetricDefinition, NumericEntry};
 use burn_train::renderer::{
     EvaluationName, EvaluationProgress, MetricState, MetricsRenderer, MetricsRendererEvaluation,
     MetricsRendererTraining, ProgressType, TrainingProgress,

@@ -424,7 +424,11 @@ pub fn train_tokenizer<B: AutodiffBackend>(
              trained tokenizer (or --resume a run)",
         ));
     } else if let Some(path) = &config.init_from {
-        let (init, _) = load_tokenizer::<B>(path, Some(&tconfig), device)?;
+        let (init, _) = load_tokenizer::<B>(path, Some(&tconfig), device).map_err(|e| {
+            Error::invalid(format!(
+                "{e} (--init-from: the run's architecture, --preset or the config's preset, must be the file's)"
+            ))
+        })?;
         model = model.load_record(init.into_record());
         report(&format!("weights from {}", path.display()));
     }
