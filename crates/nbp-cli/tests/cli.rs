@@ -798,6 +798,14 @@ fn user_mistakes_are_named_before_the_work_starts() {
     refused(&["train", "--dropout", "1.5"], &["dropout must be in [0, 1), got 1.5"]);
     refused(&["dataset", "moving-shapes", "--resolution", "20000", "-o", &path("big.gif")], &["GB of memory"]);
     refused(&["sample", "--latent-grid", "0x8x8"], &["latent grid '0x8x8' must be written TxHxW"]);
+    let official = gen_fixture("nbp_uncond.ckpt");
+    let ids_out = path("ids.npy");
+    for flag in ["--block-size", "--n-head"] {
+        refused(
+            &["sample", "--generator", &official, flag, "0", "--no-decode", "--save-tokens", &ids_out],
+            &["nbp_uncond.ckpt", "both must be at least 1"],
+        );
+    }
     // Converting a converted file copies it (its architecture is its own).
     let (code, out) = run(&["tokenizer", "convert", "assets/demo/tokenizer.safetensors", &path("copy.safetensors")]);
     assert_eq!(code, Some(0), "{out}");

@@ -248,6 +248,15 @@ pub fn load_generator<B: Backend>(
                 "the block size is not recorded in the file: pass --block-size (16 for the official models)",
             )
         })?;
+    if block == 0 || n_head == 0 {
+        return Err(Error::file(
+            path,
+            format!(
+                "block size {block} and {n_head} attention heads: both must be at least 1 (--block-size 16 and \
+                 --n-head 16 for the official base models)"
+            ),
+        ));
+    }
     let hybrid = overrides.hybrid.or_else(|| arg(args.as_ref(), "hybrid").and_then(|v| v.as_bool())).unwrap_or(false);
     let unconditional = overrides
         .unconditional
