@@ -673,6 +673,34 @@ fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     Ok(())
 }
 
+/// Checks that the tokenizer at `tok_path` can stand for the one the generator's token data was made with: one
+/// with fewer codes cannot decode the generated codes (an error), one with more (with `strict`, any other count)
+/// decodes them into something the generator did not mean (a warning, or with `strict` an error: the
+/// evaluation's scores would mean nothing).
+pub(crate) fn check_codebook<B: Backend>(
+    tok: &VideoTokenizer<B>,
+    tok_path: &Path,
+    g: &nbp_model::LoadedGenerator<B>,
+    generator: &Path,
+    strict: bool,
+) -> Result<()> {
+    let codebook = nbp_model::generate::vocabulary(&g.settings, g.model.config().vocab_size)?.codebook;
+    let mismatch = format!(
+        "{}: the tokenizer has {} codes but the generator {} was trained on {codebook}",
+        tok_path.display(),
+        tok.codebook_size(),
+        generator.display()
+    );
+    let fix = "pass the tokenizer the generator's token data was made with (--tokenizer)";
+    if tok.codebook_size() < codebook || (strict && tok.codebook_size() != codebook) {
+        bail!("{mismatch}: they do not belong together; {fix}");
+    }
+    if tok.codebook_size() > codebook {
+        eprintln!("warning: {mismatch}, so the decoded video will not show what the generator meant; {fix}");
+    }
+    Ok(())
+}
+
 /// Refuses, before the work starts, an output whose folder is a file (the write would fail at the end).
 fn output_folder(path: &Path) -> Result<()> {
     let mut dir = path.parent();
@@ -825,20 +853,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         let args = TokenizerArgs { tokenizer: Some(path), tokenizer_config: a.tokenizer_config.clone() };
         let tok = load::<B>(&args, &device)
             .context("loading the tokenizer (pass --tokenizer, or --no-decode to stop at token ids)")?;
-        let codebook = nbp_model::generate::vocabulary(&g.settings, g.model.config().vocab_size)?.codebook;
-        let mismatch = format!(
-            "{}: the tokenizer has {} codes but the generator {} was trained on {codebook}",
-            args.path().display(),
-            tok.codebook_size(),
-            generator.display()
-        );
-        let fix = "pass the tokenizer the generator's token data was made with (--tokenizer)";
-        if tok.codebook_size() < codebook {
-            bail!("{mismatch}: it cannot decode the generated codes; {fix}");
-        }
-        if tok.codebook_size() > codebook {
-            eprintln!("warning: {mismatch}, so the decoded video will not show what the generator meant; {fix}");
-        }
+        check_codebook(&tok, &args.path(), &g, &generator, false)?;
         Some(tok)
     } else {
         None

@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
-use nbp_train::data::{ClipOptions, DatasetSpec, SkipLog, Split};
+use nbp_train::data::{ClipOptions, ClipSource, DatasetSpec, SkipLog, Skipping, Split};
 use nbp_train::generator_training::{GeneratorTrainConfig, train_generator};
 use nbp_train::run::load_toml;
 use nbp_train::token_cache::{TokenCacheInfo, tokenize_dataset};
@@ -170,12 +170,19 @@ impl TrainArgs {
 fn ctrl_c_interrupter() -> burn_train::Interrupter {
     let interrupter = burn_train::Interrupter::new();
     let handle = interrupter.clone();
-    let _ = ctrlc::set_handler(move || {
-        eprintln!("\nCtrl-C: stopping after this step and writing a checkpoint (press again to force quit)");
-        if handle.should_stop() {
+    let mut first: Option<std::time::Instant> = None;
+    let _ = ctrlc::set_handler(move || match first {
+        None => {
+            first = Some(std::time::Instant::now());
+            eprintln!("\nCtrl-C: stopping after this step and writing a checkpoint (press again to force quit)");
+            handle.stop(Some("Ctrl-C"));
+        }
+        // Tools such as `timeout` may deliver one interrupt twice: a second one within a second is that one.
+        Some(t) if t.elapsed().as_secs_f64() < 1.0 => {}
+        Some(_) => {
+            eprintln!("forced quit: this step's checkpoint was not written; --resume continues from the last one");
             std::process::exit(130);
         }
-        handle.stop(Some("Ctrl-C"));
     });
     interrupter
 }
@@ -200,6 +207,13 @@ fn generator<B: AutodiffBackend>(config: &GeneratorTrainConfig, resume: bool, de
 
 pub fn train(args: TrainArgs) -> Result<()> {
     let config = args.config()?;
+    nbp_train::run::check_resume(&config.out, args.resume)?;
+    if !config.tokens.exists() {
+        bail!(
+            "{}: no token cache there: pass --tokens FILE, a cache made by `nbp-cli tokenize-dataset`",
+            config.tokens.display()
+        );
+    }
     with_backend!(args.device, |B, dev| generator::<burn::backend::Autodiff<B>>(&config, args.resume, dev))
 }
 
@@ -535,14 +549,37 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     let g = nbp_model::load_generator::<B>(&generator, &Default::default(), &device)?;
     let tokenizer = crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: None };
     let (tok, trained) = crate::load_with_resolution::<B>(&tokenizer, &device)?;
+    crate::check_codebook(&tok, &tokenizer.path(), &g, &generator, true)?;
     let (height, width) = a.resolution.unwrap_or(crate::default_resolution(&tokenizer, trained));
     let spec: DatasetSpec = a.dataset.parse()?;
     let opts = ClipOptions { frames: a.frames, height, width, fps: None, split: Split::Eval };
-    let source = spec.open(&opts, a.data_seed)?;
-    let n = source.len();
-    let clips = (n.saturating_sub(a.clips)..n)
-        .map(|i| source.clip(i, a.data_seed).map(|c| (c.video, c.label)))
-        .collect::<nbp_core::Result<Vec<_>>>()?;
+    let source = Skipping::new(spec.open(&opts, a.data_seed)?);
+    let classes = g.info.classes.len();
+    if classes > 0 && source.class_names().len() > classes {
+        bail!(
+            "{}: the dataset has {} classes but the generator {} was trained on {classes}: evaluate it on the \
+             data it was trained on (--dataset)",
+            a.dataset,
+            source.class_names().len(),
+            generator.display()
+        );
+    }
+    // The last `clips` readable clips of the dataset (unreadable videos are skipped with a warning).
+    let mut clips = vec![];
+    let mut i = source.len();
+    while clips.len() < a.clips && i > 0 {
+        i -= 1;
+        if let Some(c) = source.clip_or_skip(i, a.data_seed)? {
+            clips.push((c.video, c.label));
+        }
+    }
+    clips.reverse();
+    if clips.is_empty() {
+        bail!("{}: no clip of the dataset could be read", a.dataset);
+    }
+    if let Some(s) = source.log().summary() {
+        eprintln!("{s}");
+    }
     let options = nbp_model::sampling::SampleOptions {
         filter: nbp_core::filter::SamplingFilter::default(),
         greedy: !a.sample,

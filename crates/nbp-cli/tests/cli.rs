@@ -858,6 +858,20 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
         .collect();
     models.sort();
     assert_eq!(models, ["model-2.mpk", "model-3.mpk"]);
+    // A damaged latest checkpoint (a crash or a full disk while it was written): the run resumes from the one
+    // before, and says so.
+    let model3 = dir.join("run/checkpoint/model-3.mpk");
+    let bytes = std::fs::read(&model3).unwrap();
+    std::fs::write(&model3, &bytes[..bytes.len() / 2]).unwrap();
+    let (code, text_) = run(&["train", "--out", &out, "--resume", "--steps", "4"]);
+    assert_eq!(code, Some(0), "{text_}");
+    assert!(text_.contains("checkpoint at step 3") && text_.contains("model-3.mpk: damaged or truncated"), "{text_}");
+    assert!(text_.contains("resuming from the checkpoint at step 2") && text_.contains("done after 4 of 4"), "{text_}");
+    // A mistyped run folder is not a new run.
+    let nope = dir.join("nope").display().to_string();
+    let (code, text_) = run(&["train", "--out", &nope, "--resume"]);
+    assert_eq!(code, Some(1), "{text_}");
+    assert!(text_.contains("nope") && text_.contains("no such run folder"), "{text_}");
     // The block shape is recorded in the generator file, and sampling and evaluation use it: blocks of 1x4x4
     // (16 tokens) do not fit the rows of 8 that were the default before.
     let square = dir.join("square").display().to_string();

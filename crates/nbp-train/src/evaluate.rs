@@ -6,6 +6,14 @@ use serde::Serialize;
 
 use nbp_core::blocks::{BlockShape, LatentGrid};
 use nbp_core::metrics::psnr;
+
+/// The PSNR a clip counts with in the means: identical frames (a still video copied) have an infinite PSNR,
+/// which would make every mean infinite, so each clip counts at most this many dB.
+pub const MAX_PSNR: f64 = 100.0;
+
+fn capped(db: f64) -> f64 {
+    db.min(MAX_PSNR)
+}
 use nbp_core::progress::NoProgress;
 use nbp_core::video::{Video, tensor_to_videos, videos_to_tensor};
 use nbp_core::{Error, Result};
@@ -20,7 +28,7 @@ pub struct FramePrediction {
     pub clips: usize,
     /// Frames given to the model (the rest are predicted and scored).
     pub given_frames: usize,
-    /// Mean PSNR (dB) of the predicted frames against the real ones.
+    /// Mean PSNR (dB) of the predicted frames against the real ones (each clip at most [`MAX_PSNR`]).
     pub psnr_model: f64,
     /// Mean PSNR (dB) of repeating the last given frame.
     pub psnr_copy_last: f64,
@@ -96,9 +104,9 @@ pub fn evaluate_frame_prediction<B: Backend>(
                 })
                 .collect(),
         )?;
-        model += psnr(&predicted.frames_range(given_frames, n)?, &real)?;
-        recon += psnr(&reconstructed.frames_range(given_frames, n)?, &real)?;
-        copy += psnr(&repeated, &real)?;
+        model += capped(psnr(&predicted.frames_range(given_frames, n)?, &real)?);
+        recon += capped(psnr(&reconstructed.frames_range(given_frames, n)?, &real)?);
+        copy += capped(psnr(&repeated, &real)?);
     }
     let k = clips.len() as f64;
     Ok(FramePrediction {
@@ -108,4 +116,16 @@ pub fn evaluate_frame_prediction<B: Backend>(
         psnr_copy_last: copy / k,
         psnr_reconstruction: recon / k,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_still_clip_counts_with_the_capped_psnr() {
+        assert_eq!(capped(f64::INFINITY), MAX_PSNR);
+        assert_eq!(capped(31.5), 31.5);
+        assert_eq!((capped(f64::INFINITY) + capped(20.0)) / 2.0, 60.0);
+    }
 }

@@ -14,8 +14,9 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoaderBuilder, Progress};
 use burn::data::dataset::Dataset;
 use burn::module::{AutodiffModule, Param};
-use burn::optim::GradientsAccumulator;
+use burn::optim::{GradientsAccumulator, Optimizer};
 use burn::prelude::*;
+use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use burn_train::metric::{ItemLazy, LearningRateMetric};
 use burn_train::{
@@ -585,6 +586,7 @@ pub fn train_generator<B: AutodiffBackend>(
     device: &B::Device,
     interrupter: Interrupter,
 ) -> Result<GeneratorRun> {
+    crate::run::check_resume(&config.out, resume)?;
     let cache = Arc::new(TokenCache::load(&config.tokens)?);
     let setup = setup(config, &cache)?;
     if cache.len() < config.valid_clips + 1 {
@@ -594,7 +596,31 @@ pub fn train_generator<B: AutodiffBackend>(
         ));
     }
     let dir = RunDir::create(&config.out)?;
-    let start = if resume { dir.latest_checkpoint()? } else { dir.refuse_existing()? };
+    let start = if resume {
+        // Each candidate checkpoint is read back before the Learner loads it (a damaged file would otherwise stop
+        // the run inside Burn with a panic).
+        let recorder = run::AtomicRecorder::default();
+        let file = |part: &str, step: usize| dir.path().join("checkpoint").join(format!("{part}-{step}"));
+        let mut read = |step: usize| -> std::result::Result<(), String> {
+            let why = |part: &str, e: burn::record::RecorderError| {
+                format!("{part}-{step}.mpk: {}", run::checkpoint_error(&e))
+            };
+            Recorder::<B>::load::<<GptTrainer<B> as Module<B>>::Record>(&recorder, file("model", step), device)
+                .map_err(|e| why("model", e))?;
+            Recorder::<B>::load::<<GroupedAdamW<GptTrainer<B>, B> as Optimizer<GptTrainer<B>, B>>::Record>(
+                &recorder,
+                file("optim", step),
+                device,
+            )
+            .map_err(|e| why("optim", e))?;
+            Recorder::<B>::load::<usize>(&recorder, file("scheduler", step), device)
+                .map_err(|e| why("scheduler", e))?;
+            Ok(())
+        };
+        dir.resumable_checkpoint(&["model", "optim", "scheduler"], &mut read, &mut |l| eprintln!("{l}"))?
+    } else {
+        dir.refuse_existing()?
+    };
     if resume && start.is_none() {
         eprintln!("--resume: {} holds no checkpoint yet, so this is a new run", dir.path().display());
     }
@@ -635,6 +661,12 @@ pub fn train_generator<B: AutodiffBackend>(
         history: Arc::new(std::sync::Mutex::new(LossHistory::read(&dir, start.unwrap_or(0)))),
     };
     let losses = strategy.losses.clone();
+    // The checkpoints this run continues from (none later than its start: a damaged later one is replaced).
+    let earlier: Vec<usize> = dir
+        .checkpoints(&["model", "optim", "scheduler"])?
+        .into_iter()
+        .filter(|&s| start.is_some_and(|start| s <= start))
+        .collect();
     let mut training = SupervisedTraining::new(dir.path(), dl_train, dl_valid)
         .metric_train_numeric(ScalarMetric::new("Loss", "loss", false))
         .metric_valid_numeric(ScalarMetric::new("Loss", "loss", false))
@@ -644,7 +676,7 @@ pub fn train_generator<B: AutodiffBackend>(
         .metric_valid_numeric(ScalarMetric::new("Top-5 accuracy", "top5", true))
         .metric_train_numeric(LearningRateMetric::new())
         .with_file_checkpointer(run::AtomicRecorder::default())
-        .with_checkpointing_strategy(run::KeepLast::new(2, dir.checkpoints(&["model", "optim", "scheduler"])?))
+        .with_checkpointing_strategy(run::KeepLast::new(2, earlier))
         .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)))
         .with_interrupter(interrupter.clone())
         .with_application_logger(None)

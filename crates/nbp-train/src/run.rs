@@ -20,6 +20,34 @@ use serde::Serialize;
 
 use nbp_core::{Error, Result};
 
+/// A checkpoint file's read error in a line: Burn's message without its advice about record formats of old
+/// Burn versions (which a truncated or damaged file triggers too), e.g. `damaged or truncated
+/// (InvalidDataRead(Kind(UnexpectedEof)))`.
+pub fn checkpoint_error(e: &RecorderError) -> String {
+    let text = match e {
+        RecorderError::Unknown(m) => m.clone(),
+        other => other.to_string(),
+    };
+    let first = text.lines().next().unwrap_or("").trim();
+    if first.contains("not found") || first.contains("No such file") {
+        format!("missing ({first})")
+    } else {
+        format!("damaged or truncated ({first})")
+    }
+}
+
+/// `--resume` continues a run: its directory must exist (a mistyped `--out` would otherwise start a new run).
+pub fn check_resume(out: &Path, resume: bool) -> Result<()> {
+    if resume && !out.is_dir() {
+        return Err(Error::file(
+            out,
+            "no such run folder: --resume continues the run in --out (check the path, or leave out --resume to start \
+             a new run there)",
+        ));
+    }
+    Ok(())
+}
+
 /// A run directory: `checkpoint/{model,optim,scheduler}-<step>.mpk`, the effective config, `train.log`, and the
 /// exported model.
 #[derive(Debug, Clone)]
@@ -54,6 +82,68 @@ impl RunDir {
         let mut steps: Vec<usize> = found.into_iter().filter(|&(_, c)| c == parts.len()).map(|(s, _)| s).collect();
         steps.sort_unstable();
         Ok(steps)
+    }
+
+    /// Steps of the checkpoints with at least one of their files present (complete or not).
+    fn any_checkpoints(&self, parts: &[&str]) -> Result<Vec<usize>> {
+        let mut steps: Vec<usize> = parts.iter().map(|p| self.checkpoints(&[p])).collect::<Result<Vec<_>>>()?.concat();
+        steps.sort_unstable();
+        steps.dedup();
+        Ok(steps)
+    }
+
+    /// The checkpoint a resumed run starts from: the latest one whose files `parts` are all present and read
+    /// back (`read` loads the checkpoint of a step, or says which file failed and why). A later checkpoint that is
+    /// incomplete or damaged (a crash while it was written, a full disk) is reported through `report`, naming the
+    /// file, and the one before it is tried. `None` when the directory holds no checkpoint at all; an error when
+    /// it holds some but none can be read.
+    pub fn resumable_checkpoint(
+        &self,
+        parts: &[&str],
+        read: &mut dyn FnMut(usize) -> std::result::Result<(), String>,
+        report: &mut dyn FnMut(&str),
+    ) -> Result<Option<usize>> {
+        let complete = self.checkpoints(parts)?;
+        let candidates = self.any_checkpoints(parts)?;
+        let mut problems = vec![];
+        for &step in candidates.iter().rev() {
+            let problem = if complete.contains(&step) {
+                read(step).err()
+            } else {
+                let missing: Vec<String> = parts
+                    .iter()
+                    .map(|p| format!("{p}-{step}.mpk"))
+                    .filter(|f| !self.path.join("checkpoint").join(f).exists())
+                    .collect();
+                Some(format!("{} missing", missing.join(", ")))
+            };
+            match problem {
+                None => {
+                    if !problems.is_empty() {
+                        report(&format!("resuming from the checkpoint at step {step} instead"));
+                    }
+                    return Ok(Some(step));
+                }
+                Some(why) => {
+                    let line = format!(
+                        "warning: the checkpoint at step {step} in {} cannot be used: {why}",
+                        self.path.join("checkpoint").display()
+                    );
+                    report(&line);
+                    problems.push(line);
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok(None);
+        }
+        Err(Error::file(
+            self.path.join("checkpoint"),
+            format!(
+                "holds no checkpoint that can be read ({}): start a new run in another --out",
+                problems.iter().map(|p| p.trim_start_matches("warning: ")).collect::<Vec<_>>().join("; ")
+            ),
+        ))
     }
 
     /// The latest complete Learner checkpoint (model, optimiser and scheduler), by steps done.

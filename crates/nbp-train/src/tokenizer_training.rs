@@ -29,7 +29,7 @@ use crate::gan::{
     Lpips, PatchDiscriminator, PatchDiscriminatorConfig, adaptive_weight, generator_loss, hinge_d_loss, param_grad_norm,
 };
 use crate::optim::{GroupedAdamW, OptimizerConfig};
-use crate::run::{AtomicRecorder, LossHistory, RunDir, SplitMix};
+use crate::run::{self, AtomicRecorder, LossHistory, RunDir, SplitMix};
 use crate::schedule::{ScheduleConfig, WarmupCosine};
 use burn::lr_scheduler::LrScheduler;
 
@@ -345,27 +345,62 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     report: &mut dyn FnMut(&str),
 ) -> Result<TokenizerRun> {
     config.validate()?;
+    crate::run::check_resume(&config.out, resume)?;
     let tconfig = config.tokenizer_config()?;
     let spec: DatasetSpec = config.dataset.parse()?;
     let skipped = SkipLog::new();
-    let source: Arc<dyn ClipSource> =
-        Arc::new(Skipping::with_log(spec.open(&config.clip_options(Split::Train), config.seed)?, skipped.clone()));
-    let eval_source = Skipping::new(spec.open(&config.clip_options(Split::Eval), config.seed)?);
-    if source.len() <= config.valid_clips {
+    let train_view = spec.open(&config.clip_options(Split::Train), config.seed)?;
+    let eval_view = Skipping::sharing(spec.open(&config.clip_options(Split::Eval), config.seed)?, skipped.clone());
+    let total = train_view.len();
+    if total <= config.valid_clips {
         return Err(Error::invalid(format!(
-            "{} has {} clips: too few to hold out {} for validation",
-            config.dataset,
-            source.len(),
-            config.valid_clips
+            "{} has {total} clips: too few to hold out {} for validation",
+            config.dataset, config.valid_clips
         )));
     }
-    let n_train = source.len() - config.valid_clips;
-    let valid: Vec<Video> =
-        (n_train..source.len()).map(|i| eval_source.clip(i, config.seed).map(|c| c.video)).collect::<Result<_>>()?;
+    // The held-out clips are the last `valid_clips` readable ones; the clips before them are trained on, an
+    // unreadable one replaced by another training clip (never by a held-out one).
+    let mut valid: Vec<Video> = Vec::with_capacity(config.valid_clips);
+    let mut n_train = total;
+    while valid.len() < config.valid_clips && n_train > 1 {
+        n_train -= 1;
+        if let Some(clip) = eval_view.clip_or_skip(n_train, config.seed)? {
+            valid.push(clip.video);
+        }
+    }
+    valid.reverse();
+    if valid.len() < config.valid_clips {
+        return Err(Error::invalid(format!(
+            "{}: fewer than {} readable clips to hold out for validation",
+            config.dataset, config.valid_clips
+        )));
+    }
+    let source: Arc<dyn ClipSource> = Arc::new(Skipping::with_log(train_view, skipped.clone()).split_at(n_train));
 
     let dir = RunDir::create(&config.out)?;
     let gan = config.gan_start.is_some();
-    let start = if resume { dir.checkpoints(&PARTS)?.last().copied() } else { None };
+    let start = if resume {
+        // Each candidate checkpoint is read back first, so a damaged latest one falls back to the one before.
+        let recorder = AtomicRecorder::default();
+        let file = |part: &str, step: usize| dir.path().join("checkpoint").join(format!("{part}-{step}"));
+        let mut read = |step: usize| -> std::result::Result<(), String> {
+            let why = |part: &str, e: burn::record::RecorderError| {
+                format!("{part}-{step}.mpk: {}", run::checkpoint_error(&e))
+            };
+            Recorder::<B>::load::<<VideoTokenizer<B> as Module<B>>::Record>(&recorder, file("tokenizer", step), device)
+                .map_err(|e| why("tokenizer", e))?;
+            Recorder::<B>::load::<<GroupedAdamW<VideoTokenizer<B>, B> as Optimizer<VideoTokenizer<B>, B>>::Record>(
+                &recorder,
+                file("tokenizer_optim", step),
+                device,
+            )
+            .map_err(|e| why("tokenizer_optim", e))?;
+            Ok(())
+        };
+        dir.resumable_checkpoint(&PARTS, &mut read, &mut *report)?
+    } else {
+        None
+    };
     // A run that adds the GAN when resumed has no discriminator checkpoint yet: the discriminator starts fresh.
     let disc_saved = start.is_some_and(|s| dir.checkpoints(&GAN_PARTS).is_ok_and(|c| c.contains(&s)));
     if resume && start.is_none() {
@@ -402,7 +437,9 @@ pub fn train_tokenizer<B: AutodiffBackend>(
             None
         }
     };
-    let load_err = |e: RecorderError| Error::file(dir.path(), format!("cannot read the checkpoint: {e}"));
+    let load_err = |e: RecorderError| {
+        Error::file(dir.path().join("checkpoint"), format!("cannot read a checkpoint: {}", run::checkpoint_error(&e)))
+    };
     use burn::record::RecorderError;
     if let Some(step) = start {
         model = model.load_record(Recorder::<B>::load(&recorder, ckpt("tokenizer", step), device).map_err(load_err)?);
@@ -445,7 +482,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let mut validation = None;
     let mut step = first;
     // The two latest checkpoints stay, those of earlier sessions of a resumed run included.
-    let mut kept: Vec<usize> = dir.checkpoints(&PARTS)?;
+    let mut kept: Vec<usize> = dir.checkpoints(&PARTS)?.into_iter().filter(|&s| s <= first).collect();
     while step < config.steps {
         let videos = stream.next()?;
         let x = videos_to_tensor::<B>(&videos, device)?;
@@ -500,37 +537,40 @@ pub fn train_tokenizer<B: AutodiffBackend>(
             dir.log(&l);
         }
         if step.is_multiple_of(config.checkpoint_every) || step == config.steps || stop {
-            let v = evaluate_reconstruction(&model.valid(), &valid, config.batch_size, device)?;
-            let l = format!(
-                "validation at step {step}: PSNR {:.2} dB (each frame's mean colour: {:.2} dB)  SSIM {:.4}  L1 {:.4}  \
-                 codebook usage {:.1}%",
-                v.psnr,
-                v.psnr_frame_mean,
-                v.ssim,
-                v.l1,
-                v.codebook_usage * 100.0
-            );
-            report(&l);
-            dir.log(&l);
-            history.push("validation PSNR (dB)", step, v.psnr);
-            history.push("frame mean colour PSNR (dB)", step, v.psnr_frame_mean);
-            history.push("validation L1", step, v.l1);
-            history.write(
-                &dir,
-                &[
-                    (
-                        "loss.svg",
-                        "tokenizer training: reconstruction loss",
-                        &[("reconstruction loss", 20), ("validation L1", 1)],
-                    ),
-                    (
-                        "psnr.svg",
-                        "tokenizer: validation PSNR (dB)",
-                        &[("validation PSNR (dB)", 1), ("frame mean colour PSNR (dB)", 1)],
-                    ),
-                ],
-            )?;
-            validation = Some(v);
+            // Without held-out clips (--valid-clips 0) there is nothing to validate on.
+            if !valid.is_empty() {
+                let v = evaluate_reconstruction(&model.valid(), &valid, config.batch_size, device)?;
+                let l = format!(
+                    "validation at step {step}: PSNR {:.2} dB (each frame's mean colour: {:.2} dB)  SSIM {:.4}  L1 {:.4}  \
+                     codebook usage {:.1}%",
+                    v.psnr,
+                    v.psnr_frame_mean,
+                    v.ssim,
+                    v.l1,
+                    v.codebook_usage * 100.0
+                );
+                report(&l);
+                dir.log(&l);
+                history.push("validation PSNR (dB)", step, v.psnr);
+                history.push("frame mean colour PSNR (dB)", step, v.psnr_frame_mean);
+                history.push("validation L1", step, v.l1);
+                history.write(
+                    &dir,
+                    &[
+                        (
+                            "loss.svg",
+                            "tokenizer training: reconstruction loss",
+                            &[("reconstruction loss", 20), ("validation L1", 1)],
+                        ),
+                        (
+                            "psnr.svg",
+                            "tokenizer: validation PSNR (dB)",
+                            &[("validation PSNR (dB)", 1), ("frame mean colour PSNR (dB)", 1)],
+                        ),
+                    ],
+                )?;
+                validation = Some(v);
+            }
             let save = |e: RecorderError| Error::file(dir.path(), format!("cannot write a checkpoint: {e}"));
             Recorder::<B>::record(&recorder, model.clone().into_record(), ckpt("tokenizer", step)).map_err(save)?;
             Recorder::<B>::record(&recorder, optim.to_record(), ckpt("tokenizer_optim", step)).map_err(save)?;

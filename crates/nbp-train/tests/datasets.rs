@@ -98,8 +98,9 @@ fn spec_parses_every_form() {
 fn spec_errors_name_the_accepted_forms() {
     for (s, why) in [
         ("imagenet", "unknown dataset kind 'imagenet'"),
-        ("moving-shapes:0", "positive integer"),
-        ("moving-shapes:many", "positive integer, got 'many'"),
+        ("moving-shapes:0", "an integer from 1 to 100000000, got '0'"),
+        ("moving-shapes:many", "an integer from 1 to 100000000, got 'many'"),
+        ("moving-shapes:18446744073709551615", "an integer from 1 to 100000000"),
         ("moving-shapes-large-plain", "unknown dataset kind 'moving-shapes-large-plain'"),
         ("moving-shapes-single-large", "unknown dataset kind 'moving-shapes-single-large'"),
         ("folder", "'folder' needs a path"),

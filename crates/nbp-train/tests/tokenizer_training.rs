@@ -70,9 +70,13 @@ fn reconstruction_loss_falls_and_resume_is_exact() {
     assert!(err.contains("--resume"), "{err}");
     let rest = train_tokenizer::<B>(&cfg, true, &device, Interrupter::new(), &mut |_| {}).unwrap();
     assert_eq!(rest.steps_done, 12);
-    // --resume on a directory without checkpoints starts a new run and says so.
+    // --resume on a folder that does not exist is an error (a mistyped --out); on one without checkpoints it
+    // starts a new run and says so.
     let mut lines = vec![];
     let straight = config(dir.join("straight"), 12);
+    let err = train_tokenizer::<B>(&straight, true, &device, Interrupter::new(), &mut |_| {}).unwrap_err().to_string();
+    assert!(err.contains("straight") && err.contains("no such run folder"), "{err}");
+    std::fs::create_dir_all(&straight.out).unwrap();
     let uninterrupted =
         train_tokenizer::<B>(&straight, true, &device, Interrupter::new(), &mut |l| lines.push(l.to_string())).unwrap();
     let notice = format!("--resume: {} holds no checkpoint yet, so this is a new run", straight.out.display());

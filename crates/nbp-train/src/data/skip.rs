@@ -107,12 +107,16 @@ fn skippable(error: &Error) -> Option<(String, String)> {
 
 /// A [`ClipSource`] that skips unreadable videos: when clip `i` fails to decode, a line
 /// `warning: skipped <path>: <reason>` goes to stderr (once per file), the file is recorded in the [`SkipLog`],
-/// and clips `i + 1, i + 2, …` (wrapping around) are tried instead. A file that failed once is not decoded again.
+/// and clips `i + 1, i + 2, …` are tried instead, wrapping around within `i`'s part of the dataset (see
+/// [`Skipping::split_at`]: a held-out clip is never replaced by a training clip, nor the other way round). A file
+/// that failed once is not decoded again.
 #[derive(Debug)]
 pub struct Skipping<S> {
     inner: S,
     log: SkipLog,
     bad: Mutex<HashSet<usize>>,
+    /// Indices where a new part of the dataset starts (ascending).
+    splits: Vec<usize>,
 }
 
 impl<S: ClipSource> Skipping<S> {
@@ -125,7 +129,28 @@ impl<S: ClipSource> Skipping<S> {
     /// `inner.len()`).
     pub fn with_log(inner: S, log: SkipLog) -> Self {
         log.add_total(inner.len());
-        Self { inner, log, bad: Mutex::new(HashSet::new()) }
+        Self::sharing(inner, log)
+    }
+
+    /// Wraps `inner`, recording into `log` without counting its videos again: for a second view (another split
+    /// or clip rule) of a dataset that `log` already covers.
+    pub fn sharing(inner: S, log: SkipLog) -> Self {
+        Self { inner, log, bad: Mutex::new(HashSet::new()), splits: vec![] }
+    }
+
+    /// Divides the dataset at `index` (for example between training and held-out clips): an unreadable clip is
+    /// replaced by another of its own part only.
+    pub fn split_at(mut self, index: usize) -> Self {
+        self.splits.push(index);
+        self.splits.sort_unstable();
+        self
+    }
+
+    /// The part `[start, end)` of the dataset that holds `index`.
+    fn part(&self, index: usize) -> (usize, usize) {
+        let start = self.splits.iter().copied().filter(|&b| b <= index).max().unwrap_or(0);
+        let end = self.splits.iter().copied().filter(|&b| b > index).min().unwrap_or(self.inner.len());
+        (start, end)
     }
 
     /// The log of skipped videos.
@@ -143,6 +168,25 @@ impl<S: ClipSource> Skipping<S> {
         self.inner
     }
 
+    /// Clip `index`, or `None` (with the warning and the log entry) when its video cannot be read: for clips
+    /// that must not be replaced by another.
+    pub fn clip_or_skip(&self, index: usize, seed: u64) -> Result<Option<Clip>> {
+        if self.is_bad(index) {
+            return Ok(None);
+        }
+        match self.inner.clip(index, seed) {
+            Ok(clip) => Ok(Some(clip)),
+            Err(e) => {
+                let Some((source, reason)) = skippable(&e) else { return Err(e) };
+                self.bad.lock().unwrap_or_else(PoisonError::into_inner).insert(index);
+                if self.log.record(source.clone(), reason.clone()) {
+                    eprintln!("warning: skipped {source}: {reason}");
+                }
+                Ok(None)
+            }
+        }
+    }
+
     fn is_bad(&self, index: usize) -> bool {
         self.bad.lock().unwrap_or_else(PoisonError::into_inner).contains(&index)
     }
@@ -158,24 +202,17 @@ impl<S: ClipSource> ClipSource for Skipping<S> {
         if index >= n {
             return Err(out_of_range(index, n));
         }
-        for k in 0..n {
-            let i = (index + k) % n;
-            if self.is_bad(i) {
-                continue;
-            }
-            match self.inner.clip(i, seed) {
-                Ok(clip) => return Ok(clip),
-                Err(e) => {
-                    let Some((source, reason)) = skippable(&e) else { return Err(e) };
-                    self.bad.lock().unwrap_or_else(PoisonError::into_inner).insert(i);
-                    if self.log.record(source.clone(), reason.clone()) {
-                        eprintln!("warning: skipped {source}: {reason}");
-                    }
-                }
+        let (start, end) = self.part(index);
+        let len = end - start;
+        for k in 0..len {
+            let i = start + (index - start + k) % len;
+            if let Some(clip) = self.clip_or_skip(i, seed)? {
+                return Ok(clip);
             }
         }
+        let which = if len == n { format!("the {n} videos") } else { format!("videos {start}..{end} of {n}") };
         Err(Error::invalid(format!(
-            "none of the {n} videos of the dataset could be read ({}); {}",
+            "none of {which} of the dataset could be read ({}); {}",
             self.inner.describe(),
             self.log.summary().unwrap_or_default()
         )))
@@ -240,6 +277,32 @@ mod tests {
             "3 of 5 videos were skipped (unreadable or corrupt): v1.mp4, v2.mp4, v4.mp4"
         );
         assert_eq!(s.log().entries()[0].1, "cannot be decoded as a video: moov atom not found");
+    }
+
+    #[test]
+    fn replacements_stay_within_their_part_of_the_dataset() {
+        // Training clips 0..3, held-out clips 3..5; the last training clip and the last held-out one are bad.
+        let log = SkipLog::new();
+        let train = Skipping::with_log(fake(5, &[2, 4]), log.clone()).split_at(3);
+        let held_out = Skipping::sharing(fake(5, &[2, 4]), log.clone()).split_at(3);
+        assert_eq!(train.clip(2, 0).unwrap().source, "v0.mp4", "wraps to the first training clip");
+        assert_eq!(held_out.clip(4, 0).unwrap().source, "v3.mp4", "wraps to the first held-out clip");
+        assert_eq!(held_out.clip(3, 0).unwrap().source, "v3.mp4");
+        // Both views report into one log, which counts the dataset once.
+        assert_eq!(log.summary().unwrap(), "2 of 5 videos were skipped (unreadable or corrupt): v2.mp4, v4.mp4");
+        let all_bad = Skipping::new(fake(4, &[2, 3])).split_at(2);
+        let msg = all_bad.clip(3, 0).unwrap_err().to_string();
+        assert!(msg.contains("none of videos 2..4 of 4"), "{msg}");
+    }
+
+    #[test]
+    fn a_clip_that_must_not_be_replaced_is_skipped() {
+        let s = Skipping::new(fake(3, &[1]));
+        assert_eq!(s.clip_or_skip(0, 0).unwrap().unwrap().source, "v0.mp4");
+        assert!(s.clip_or_skip(1, 0).unwrap().is_none());
+        assert!(s.clip_or_skip(1, 0).unwrap().is_none(), "not decoded again");
+        assert_eq!(*s.inner().calls.lock().unwrap(), vec![0, 1]);
+        assert_eq!(s.log().len(), 1);
     }
 
     #[test]

@@ -10,6 +10,10 @@ use super::files::VideoFileSource;
 use super::moving_shapes_source::MovingShapesSource;
 use super::{ClipOptions, ClipSource};
 
+/// The most moving-shapes clips a spec may ask for: the trainers keep an index per clip, and a token cache
+/// holds every clip's tokens in memory.
+pub const MAX_MOVING_SHAPES: usize = 100_000_000;
+
 /// Number of moving-shapes clips when the spec gives none.
 const DEFAULT_MOVING_SHAPES: usize = 10_000;
 
@@ -126,8 +130,13 @@ impl FromStr for DatasetSpec {
             let count = match rest {
                 None => DEFAULT_MOVING_SHAPES,
                 Some(n) => match n.trim().parse::<usize>() {
-                    Ok(count) if count > 0 => count,
-                    _ => return Err(bad(s, &format!("the clip count must be a positive integer, got '{n}'"))),
+                    Ok(count) if count > 0 && count <= MAX_MOVING_SHAPES => count,
+                    _ => {
+                        return Err(bad(
+                            s,
+                            &format!("the clip count must be an integer from 1 to {MAX_MOVING_SHAPES}, got '{n}'"),
+                        ));
+                    }
                 },
             };
             return Ok(Self::MovingShapes { count, plain, large, single, fixed });
