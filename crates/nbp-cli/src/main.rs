@@ -702,7 +702,7 @@ pub(crate) fn check_codebook<B: Backend>(
 }
 
 /// Refuses, before the work starts, an output whose folder is a file (the write would fail at the end).
-fn output_folder(path: &Path) -> Result<()> {
+pub(crate) fn output_folder(path: &Path) -> Result<()> {
     let mut dir = path.parent();
     while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
         if d.exists() {

@@ -450,6 +450,10 @@ pub struct TokenizeDatasetArgs {
 
 fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Device) -> Result<()> {
     let spec: DatasetSpec = a.dataset.parse()?;
+    if a.out.is_dir() {
+        bail!("{}: is a folder: --out names the token cache file to write (e.g. tokens.safetensors)", a.out.display());
+    }
+    crate::output_folder(&a.out)?;
     let tokenizer =
         crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() };
     let (model, trained) = crate::load_with_resolution::<B>(&tokenizer, &device)?;

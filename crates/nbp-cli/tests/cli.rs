@@ -867,6 +867,10 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
     assert_eq!(code, Some(0), "{text_}");
     assert!(text_.contains("checkpoint at step 3") && text_.contains("model-3.mpk: damaged or truncated"), "{text_}");
     assert!(text_.contains("resuming from the checkpoint at step 2") && text_.contains("done after 4 of 4"), "{text_}");
+    // A --steps below the steps done is refused (it would train nothing and report nonsense).
+    let (code, text_) = run(&["train", "--out", &out, "--resume", "--steps", "1"]);
+    assert_eq!(code, Some(1), "{text_}");
+    assert!(text_.contains("has done 4 steps, more than --steps 1"), "{text_}");
     // A mistyped run folder is not a new run.
     let nope = dir.join("nope").display().to_string();
     let (code, text_) = run(&["train", "--out", &nope, "--resume"]);

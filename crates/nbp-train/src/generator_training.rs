@@ -621,6 +621,15 @@ pub fn train_generator<B: AutodiffBackend>(
     } else {
         dir.refuse_existing()?
     };
+    if let Some(done) = start.filter(|&done| done > config.steps) {
+        return Err(Error::file(
+            dir.path(),
+            format!(
+                "holds a run that has done {done} steps, more than --steps {}: pass a larger --steps to continue it",
+                config.steps
+            ),
+        ));
+    }
     if resume && start.is_none() {
         eprintln!("--resume: {} holds no checkpoint yet, so this is a new run", dir.path().display());
     }

@@ -403,6 +403,15 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     };
     // A run that adds the GAN when resumed has no discriminator checkpoint yet: the discriminator starts fresh.
     let disc_saved = start.is_some_and(|s| dir.checkpoints(&GAN_PARTS).is_ok_and(|c| c.contains(&s)));
+    if let Some(done) = start.filter(|&done| done > config.steps) {
+        return Err(Error::file(
+            dir.path(),
+            format!(
+                "holds a run that has done {done} steps, more than --steps {}: pass a larger --steps to continue it",
+                config.steps
+            ),
+        ));
+    }
     if resume && start.is_none() {
         report(&format!("--resume: {} holds no checkpoint yet, so this is a new run", dir.path().display()));
     }
@@ -431,7 +440,10 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let mut disc_optim = disc.as_ref().map(|_| GroupedAdamW::new(&disc_opt_config, |_, _| false));
     let mut schedule = WarmupCosine::new(config.schedule.clone(), config.steps);
     let lpips = match (&config.lpips_vgg, &config.lpips_lin) {
-        (Some(vgg), Some(lin)) => Some(Lpips::<B>::load(vgg, lin, device)?),
+        (Some(vgg), Some(lin)) => Some(
+            Lpips::<B>::load(vgg, lin, device)
+                .map_err(|e| Error::invalid(format!("{e} (the LPIPS weights of --lpips-vgg and --lpips-lin)")))?,
+        ),
         _ => {
             report("perceptual loss: skipped (no LPIPS weights given; pass --lpips-vgg and --lpips-lin to use it)");
             None
