@@ -14,9 +14,8 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoaderBuilder, Progress};
 use burn::data::dataset::Dataset;
 use burn::module::{AutodiffModule, Param};
-use burn::optim::{GradientsAccumulator, Optimizer};
+use burn::optim::GradientsAccumulator;
 use burn::prelude::*;
-use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use burn_train::metric::{ItemLazy, LearningRateMetric};
 use burn_train::{
@@ -599,37 +598,13 @@ pub fn train_generator<B: AutodiffBackend>(
     let start = if resume {
         // Each candidate checkpoint is read back before the Learner loads it (a damaged file would otherwise stop
         // the run inside Burn with a panic).
-        let recorder = run::AtomicRecorder::default();
-        let file = |part: &str, step: usize| dir.path().join("checkpoint").join(format!("{part}-{step}"));
-        let mut read = |step: usize| -> std::result::Result<(), String> {
-            let why = |part: &str, e: burn::record::RecorderError| {
-                format!("{part}-{step}.mpk: {}", run::checkpoint_error(&e))
-            };
-            Recorder::<B>::load::<<GptTrainer<B> as Module<B>>::Record>(&recorder, file("model", step), device)
-                .map_err(|e| why("model", e))?;
-            Recorder::<B>::load::<<GroupedAdamW<GptTrainer<B>, B> as Optimizer<GptTrainer<B>, B>>::Record>(
-                &recorder,
-                file("optim", step),
-                device,
-            )
-            .map_err(|e| why("optim", e))?;
-            Recorder::<B>::load::<usize>(&recorder, file("scheduler", step), device)
-                .map_err(|e| why("scheduler", e))?;
-            Ok(())
-        };
-        dir.resumable_checkpoint(&["model", "optim", "scheduler"], &mut read, &mut |l| eprintln!("{l}"))?
+        let parts = ("model", "optim", Some("scheduler"));
+        dir.resume_from::<B, GptTrainer<B>, GroupedAdamW<GptTrainer<B>, B>>(parts, config.steps, device, &mut |l| {
+            eprintln!("{l}")
+        })?
     } else {
         dir.refuse_existing()?
     };
-    if let Some(done) = start.filter(|&done| done > config.steps) {
-        return Err(Error::file(
-            dir.path(),
-            format!(
-                "holds a run that has done {done} steps, more than --steps {}: pass a larger --steps to continue it",
-                config.steps
-            ),
-        ));
-    }
     if resume && start.is_none() {
         eprintln!("--resume: {} holds no checkpoint yet, so this is a new run", dir.path().display());
     }

@@ -6,8 +6,11 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::module::AutodiffModule;
+use burn::optim::Optimizer;
 use burn::prelude::Backend;
 use burn::record::{FileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder, RecorderError};
+use burn::tensor::backend::AutodiffBackend;
 use burn_train::checkpoint::{CheckpointingAction, CheckpointingStrategy};
 use burn_train::metric::store::EventStoreClient;
 use burn_train::metric::{MetricDefinition, NumericEntry};
@@ -144,6 +147,46 @@ impl RunDir {
                 problems.iter().map(|p| p.trim_start_matches("warning: ")).collect::<Vec<_>>().join("; ")
             ),
         ))
+    }
+
+    /// The checkpoint a resumed run of `steps` steps starts from ([`Self::resumable_checkpoint`]): each candidate
+    /// is read back as the records of the model `M` (files `<model>-<step>.mpk`), its optimiser `O`
+    /// (`<optim>-<step>.mpk`) and, if named, the Learner's scheduler (`<scheduler>-<step>.mpk`, a step count). A
+    /// run that has done more than `steps` steps is an error (it would train nothing).
+    pub fn resume_from<B, M, O>(
+        &self,
+        (model, optim, scheduler): (&str, &str, Option<&str>),
+        steps: usize,
+        device: &B::Device,
+        report: &mut dyn FnMut(&str),
+    ) -> Result<Option<usize>>
+    where
+        B: AutodiffBackend,
+        M: AutodiffModule<B>,
+        O: Optimizer<M, B>,
+    {
+        let recorder = AtomicRecorder::default();
+        let mut read = |step: usize| -> std::result::Result<(), String> {
+            let file = |part: &str| self.path.join("checkpoint").join(format!("{part}-{step}"));
+            let why = |part: &str, e: RecorderError| format!("{part}-{step}.mpk: {}", checkpoint_error(&e));
+            Recorder::<B>::load::<M::Record>(&recorder, file(model), device).map_err(|e| why(model, e))?;
+            Recorder::<B>::load::<O::Record>(&recorder, file(optim), device).map_err(|e| why(optim, e))?;
+            if let Some(part) = scheduler {
+                Recorder::<B>::load::<usize>(&recorder, file(part), device).map_err(|e| why(part, e))?;
+            }
+            Ok(())
+        };
+        let parts: Vec<&str> = [model, optim].into_iter().chain(scheduler).collect();
+        let start = self.resumable_checkpoint(&parts, &mut read, report)?;
+        if let Some(done) = start.filter(|&done| done > steps) {
+            return Err(Error::file(
+                &self.path,
+                format!(
+                    "holds a run that has done {done} steps, more than --steps {steps}: pass a larger --steps to continue it"
+                ),
+            ));
+        }
+        Ok(start)
     }
 
     /// The latest complete Learner checkpoint (model, optimiser and scheduler), by steps done.

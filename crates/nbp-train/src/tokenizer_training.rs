@@ -381,37 +381,18 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let gan = config.gan_start.is_some();
     let start = if resume {
         // Each candidate checkpoint is read back first, so a damaged latest one falls back to the one before.
-        let recorder = AtomicRecorder::default();
-        let file = |part: &str, step: usize| dir.path().join("checkpoint").join(format!("{part}-{step}"));
-        let mut read = |step: usize| -> std::result::Result<(), String> {
-            let why = |part: &str, e: burn::record::RecorderError| {
-                format!("{part}-{step}.mpk: {}", run::checkpoint_error(&e))
-            };
-            Recorder::<B>::load::<<VideoTokenizer<B> as Module<B>>::Record>(&recorder, file("tokenizer", step), device)
-                .map_err(|e| why("tokenizer", e))?;
-            Recorder::<B>::load::<<GroupedAdamW<VideoTokenizer<B>, B> as Optimizer<VideoTokenizer<B>, B>>::Record>(
-                &recorder,
-                file("tokenizer_optim", step),
-                device,
-            )
-            .map_err(|e| why("tokenizer_optim", e))?;
-            Ok(())
-        };
-        dir.resumable_checkpoint(&PARTS, &mut read, &mut *report)?
+        let parts = ("tokenizer", "tokenizer_optim", None);
+        dir.resume_from::<B, VideoTokenizer<B>, GroupedAdamW<VideoTokenizer<B>, B>>(
+            parts,
+            config.steps,
+            device,
+            report,
+        )?
     } else {
         None
     };
     // A run that adds the GAN when resumed has no discriminator checkpoint yet: the discriminator starts fresh.
     let disc_saved = start.is_some_and(|s| dir.checkpoints(&GAN_PARTS).is_ok_and(|c| c.contains(&s)));
-    if let Some(done) = start.filter(|&done| done > config.steps) {
-        return Err(Error::file(
-            dir.path(),
-            format!(
-                "holds a run that has done {done} steps, more than --steps {}: pass a larger --steps to continue it",
-                config.steps
-            ),
-        ));
-    }
     if resume && start.is_none() {
         report(&format!("--resume: {} holds no checkpoint yet, so this is a new run", dir.path().display()));
     }
