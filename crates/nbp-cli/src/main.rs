@@ -176,10 +176,12 @@ enum GeneratorCommand {
         input: PathBuf,
         /// .safetensors file to write.
         output: PathBuf,
-        /// Attention heads, for checkpoints that do not record them.
+        /// Attention heads of an official checkpoint: needed when it does not record them, and overrides what it
+        /// records (nbp .safetensors files keep their own).
         #[arg(long)]
         n_head: Option<usize>,
-        /// Block size, for checkpoints that do not record it.
+        /// Block size of an official checkpoint: needed when it does not record it, and overrides what it records
+        /// (nbp .safetensors files keep their own).
         #[arg(long)]
         block_size: Option<usize>,
     },
@@ -192,10 +194,12 @@ struct SampleArgs {
     /// moving-shapes demo model (assets/demo/generator.safetensors, with assets/demo/tokenizer.safetensors).
     #[arg(long)]
     generator: Option<PathBuf>,
-    /// Attention heads, for checkpoints that do not record them (16 for official-base, 32 for xl and 3b).
+    /// Attention heads of an official checkpoint (16 for official-base, 32 for xl and 3b): needed when it does
+    /// not record them, and overrides what it records.
     #[arg(long)]
     n_head: Option<usize>,
-    /// Block size, for checkpoints that do not record it (16 for the official models).
+    /// Block size of an official checkpoint (16 for the official models): needed when it does not record it, and
+    /// overrides what it records.
     #[arg(long)]
     block_size: Option<usize>,
     /// Tokenizer for decoding and for --condition-video (default: the tokenizer embedded in an official .ckpt).
@@ -932,11 +936,14 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         codes.extend(out.codes);
     }
     let n = codes.len();
-    let frames_per_latent = 4.0;
-    let new_frames = new_tokens as f64 / (grid.h * grid.w) as f64 * frames_per_latent;
+    // Pixel frames of `t` latent frames: the first decodes to 1 frame, each later one to 4.
+    let pixel_frames = |t: usize| if t == 0 { 0 } else { 1 + 4 * (t - 1) };
+    let given = prefix.len() / (grid.h * grid.w);
+    let new_frames = (n * (pixel_frames(grid.t) - pixel_frames(given))) as f64;
     println!(
-        "generator: {} clips ({}), {} steps, {} tokens in {:.2} s ({:.1} tokens/s, {:.2} frames/s)",
+        "generator: {} clip{} ({}), {} steps, {} tokens in {:.2} s ({:.1} tokens/s, {:.2} frames/s)",
         n,
+        plural(n),
         conditions.iter().map(|c| c.1.as_str()).collect::<Vec<_>>().join(", "),
         steps,
         new_tokens,
@@ -1060,8 +1067,16 @@ fn run(cli: Cli) -> Result<()> {
             if repeats == 0 {
                 bail!("--repeats must be at least 1");
             }
-            if block == 0 || prefix < block || prefix % block != 0 {
+            if block == 0 {
+                bail!("--block must be at least 1");
+            }
+            if prefix < block || prefix % block != 0 {
                 bail!("--prefix must be a positive multiple of --block");
+            }
+            // The model's position table is as long as the sequence.
+            const MAX_POSITIONS: usize = 1 << 20;
+            if prefix.checked_add(tokens).is_none_or(|n| n > MAX_POSITIONS) {
+                bail!("--prefix plus --tokens must be at most {MAX_POSITIONS} positions");
             }
             if tokens == 0 || batch == 0 || vocab == 0 || tokens_per_frame == 0 {
                 bail!("--tokens, --batch, --vocab and --tokens-per-frame must be at least 1");
@@ -1159,8 +1174,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(BenchCommand::Tokenizer { preset, frames, resolution, batch, warmup, repeats, run }) => {
             let config = TokenizerConfig::from_name_or_file(&preset)?;
-            if batch == 0 {
-                bail!("--batch must be at least 1");
+            if batch == 0 || repeats == 0 {
+                bail!("--batch and --repeats must be at least 1");
+            }
+            // The clip in f32, as the benchmark holds it (the activations take several times more).
+            let bytes =
+                [batch, frames, resolution.0, resolution.1, 3, 4].iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+            if bytes.is_none_or(|b| b > 1 << 32) {
+                bail!("{batch} clips of {frames} frames of {}x{} are too large to time", resolution.0, resolution.1);
             }
             let dims = [batch, frames, resolution.0, resolution.1];
             let r = with_backend!(run.device, |B, dev| pipeline::bench::<B>(
@@ -1184,6 +1205,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("decode: {:.2} s ({:.2} frames/s)  runs {:?}", r.decode_seconds, r.decode_fps(), r.all_decode);
         }
         Command::Bench(BenchCommand::Kernels { repeats, seconds }) => {
+            if repeats == 0 || !(seconds.is_finite() && seconds >= 0.0) {
+                bail!("--repeats must be at least 1 and --seconds a finite number ≥ 0, got {repeats} and {seconds}");
+            }
             let Some(timings) = nbp_kernels::bench::official_shapes(repeats, seconds) else {
                 bail!("this CPU has no AVX-512, so flex uses Burn's generic kernels; nothing to time");
             };

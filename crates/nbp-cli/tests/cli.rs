@@ -180,7 +180,7 @@ fn sample_reproduces_the_official_greedy_hybrid_ids() {
         "hybrid",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("1 clips ([1, 5, 2]), 15 steps, 48 tokens"), "{}", text(&o));
+    assert!(text(&o).contains("1 clip ([1, 5, 2]), 15 steps, 48 tokens"), "{}", text(&o));
     // The official sampler's greedy ids (shifted vocabulary), mapped to codes with the official clamp.
     let expected: Vec<i64> = nbp_core::npy::read_npy(gen_fixture("hybrid_text_greedy.npy"))
         .unwrap()
@@ -477,7 +477,7 @@ fn train_both_models_on_real_videos_resume_and_sample() {
         "--out",
         &gif,
     ]);
-    assert!(out.contains("1 clips (pattern)"), "{out}");
+    assert!(out.contains("1 clip (pattern)"), "{out}");
 
     // A config file with a typo names the file and the key.
     let bad = dir.join("bad.toml");
@@ -557,7 +557,15 @@ fn sample_with_no_arguments_uses_the_bundled_demo_model() {
     ]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    assert!(out.contains("1 clips (ring-orbit), 24 steps, 192 tokens"), "{out}");
+    assert!(out.contains("1 clip (ring-orbit), 24 steps, 192 tokens"), "{out}");
+    // 3 new latent frames after the 2 given are 12 pixel frames (17 − 5): frames/s is 12/192 of tokens/s.
+    let rates: Vec<f64> = out
+        .split("tokens in ")
+        .nth(1)
+        .and_then(|t| t.split(['(', ')']).nth(1))
+        .map(|r| r.split(", ").map(|x| x.split_whitespace().next().unwrap().parse().unwrap()).collect())
+        .unwrap();
+    assert!((rates[1] / rates[0] - 12.0 / 192.0).abs() < 1e-3, "{rates:?}\n{out}");
     // `tokenizer encode` without --tokenizer uses the bundled demo tokenizer too, at its 64×64 unless
     // --resolution says otherwise: the same first 2 latent frames.
     let encoded = dir.join("encoded.npy");
@@ -890,7 +898,7 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
     let ids = dir.join("square.npy").display().to_string();
     let (code, text_) = run(&["sample", "--generator", &model, "--no-decode", "--save-tokens", &ids, "--class", "0"]);
     assert_eq!(code, Some(0), "{text_}");
-    assert!(text_.contains("1 clips") && text_.contains("128 tokens"), "{text_}");
+    assert!(text_.contains("1 clip (") && text_.contains("128 tokens"), "{text_}");
     let (code, text_) =
         run(&["eval-frame-prediction", "--generator", &model, "--clips", "1", "--frames", "5", "--given-frames", "1"]);
     assert_eq!(code, Some(0), "{text_}");
