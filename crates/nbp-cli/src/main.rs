@@ -1095,24 +1095,17 @@ fn run(cli: Cli) -> Result<()> {
                 // The fastest of the timed runs, as (total seconds, seconds to the end of the first step).
                 let mut best: Option<(f64, f64)> = None;
                 for run_index in 0..warmup + repeats {
-                    let t0 = std::time::Instant::now();
-                    // The end of the first step (the prefill and the first block): one value of its logits is
-                    // read back, so that asynchronous GPU backends have finished it too.
-                    let mut first = None;
-                    let mut on_logits = |l: &burn::Tensor<B, 2>| {
-                        if first.is_none() {
-                            let _ = l.clone().slice([0..1, 0..1]).into_data();
-                            first = Some(t0.elapsed().as_secs_f64());
-                        }
-                    };
-                    let out =
-                        nbp_model::sampling::sample(&model, &schedule, batch, &opts, &Bar::default(), &mut on_logits)?;
+                    // The end of the first step (the prefill and the first block, its tokens drawn: the draw
+                    // reads the logits back, so asynchronous GPU backends have finished it too).
+                    let bar =
+                        FirstStep { bar: Bar::default(), t0: std::time::Instant::now(), first: Default::default() };
+                    let out = nbp_model::sampling::sample(&model, &schedule, batch, &opts, &bar, &mut |_| {})?;
                     let _ = out.into_data();
-                    let secs = t0.elapsed().as_secs_f64();
+                    let secs = bar.t0.elapsed().as_secs_f64();
                     if run_index < warmup {
                         eprintln!("warm-up run {}: {secs:.2} s", run_index + 1);
                     } else if best.is_none_or(|(b, _)| secs < b) {
-                        best = Some((secs, first.unwrap_or(secs)));
+                        best = Some((secs, bar.first.get().unwrap_or(secs)));
                     }
                 }
                 let (secs, first) = best.expect("--repeats is at least 1");
@@ -1240,6 +1233,30 @@ fn main() -> ExitCode {
 }
 
 /// "s" unless `n` is 1, for messages that count things.
+/// A progress bar that also notes when the first unit of work was done (seconds since `t0`).
+struct FirstStep {
+    bar: Bar,
+    t0: std::time::Instant,
+    first: std::cell::Cell<Option<f64>>,
+}
+
+impl nbp_core::progress::Progress for FirstStep {
+    fn start(&self, label: &str, total: usize) {
+        self.bar.start(label, total);
+    }
+
+    fn advance(&self, n: usize) {
+        if self.first.get().is_none() {
+            self.first.set(Some(self.t0.elapsed().as_secs_f64()));
+        }
+        self.bar.advance(n);
+    }
+
+    fn finish(&self) {
+        self.bar.finish();
+    }
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
