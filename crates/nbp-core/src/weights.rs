@@ -267,6 +267,71 @@ impl WeightWriter {
             .collect();
         let bytes = safetensors::serialize(views, Some(self.metadata.clone()))
             .map_err(|e| Error::file(path, format!("cannot serialise weights: {e}")))?;
-        write_atomic(path, &bytes)
+        write_atomic(path, &canonical_header(bytes))
+    }
+}
+
+/// `value` with the keys of every object inserted in sorted order (whether or not serde_json keeps insertion
+/// order).
+fn sort_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort_keys(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// A serialised `.safetensors` file with its JSON header's keys in sorted order. The safetensors crate writes
+/// the metadata from a `HashMap`, in an order that changes from run to run, so the same weights would give files
+/// that differ; sorted, the same content always gives the same bytes. The header keeps its length (the same
+/// keys and values, compact, then the original padding), so the data offsets stay valid.
+pub fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let Some(len) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize) else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + len) else { return bytes };
+    let text = String::from_utf8_lossy(header);
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text.trim_end()) else { return bytes };
+    let sorted = sort_keys(value).to_string();
+    if sorted.len() <= len {
+        let end = 8 + sorted.len();
+        bytes[8..end].copy_from_slice(sorted.as_bytes());
+        bytes[end..8 + len].fill(b' ');
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_weights_and_metadata_give_the_same_file() {
+        let dir = std::env::temp_dir().join(format!("nbp-canonical-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let device = Default::default();
+        let files: Vec<Vec<u8>> = (0..6)
+            .map(|i| {
+                let mut w = WeightWriter::new();
+                for key in ["nbp.kind", "nbp.config", "nbp.settings", "nbp.info", "zeta", "alpha"] {
+                    w.metadata(key, format!("value of {key}"));
+                }
+                let t = Tensor::<burn::backend::Flex, 2>::from_data([[1.0f32, 2.0], [3.0, 4.0]], &device);
+                w.put("b", &t);
+                w.put("a", &t);
+                let path = dir.join(format!("w{i}.safetensors"));
+                w.write(&path).unwrap();
+                std::fs::read(&path).unwrap()
+            })
+            .collect();
+        assert!(files.windows(2).all(|f| f[0] == f[1]), "the files differ");
+        // Still a valid file with every entry.
+        let (_, meta) = WeightMap::read_safetensors(dir.join("w0.safetensors")).unwrap();
+        assert_eq!(meta.len(), 6);
+        assert_eq!(meta["zeta"], "value of zeta");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -103,7 +103,7 @@ impl TokenCache {
         .into();
         let bytes = safetensors::serialize(views, Some(metadata))
             .map_err(|e| Error::file(path, format!("cannot serialise the token cache: {e}")))?;
-        nbp_core::error::write_atomic(path, &bytes)
+        nbp_core::error::write_atomic(path, &nbp_core::weights::canonical_header(bytes))
     }
 
     /// Reads a cache written by [`TokenCache::save`].
