@@ -110,31 +110,32 @@ macro_rules! set {
     ($cfg:expr, $args:expr, $($field:ident),*) => { $( if let Some(v) = $args.$field.clone() { $cfg.$field = v; } )* };
 }
 
-/// With `--resume` and no `--config`: the effective config that the run in `--out` (or `default_out`) saved when
-/// it started, which then takes the place of the defaults, so that `--resume --out RUN` alone continues the run
-/// as it was started (flags still override it).
-fn run_config(resume: bool, out: Option<&Path>, default_out: PathBuf, name: &str) -> Option<PathBuf> {
-    let file = out.map_or(default_out, Path::to_path_buf).join(name);
-    (resume && file.is_file()).then(|| {
-        eprintln!("--resume: the run's settings from {} (flags override them)", file.display());
-        file
-    })
+/// The config the flags start from: `--config`, else with `--resume` the effective config that the run in
+/// `--out` (or `default_out`) saved when it started (`name` in the run folder; so that `--resume --out RUN` alone
+/// continues the run as it was started), else the defaults.
+fn base_config<T: serde::de::DeserializeOwned + Default>(
+    config: Option<&Path>,
+    resume: bool,
+    out: Option<&Path>,
+    default_out: PathBuf,
+    name: &str,
+) -> Result<T> {
+    if let Some(p) = config {
+        return Ok(load_toml(p)?);
+    }
+    let saved = out.map_or(default_out, Path::to_path_buf).join(name);
+    if resume && saved.is_file() {
+        eprintln!("--resume: the run's settings from {} (flags override them)", saved.display());
+        return Ok(load_toml(&saved)?);
+    }
+    Ok(T::default())
 }
 
 impl TrainArgs {
     fn config(&self) -> Result<GeneratorTrainConfig> {
-        let mut c: GeneratorTrainConfig = match &self.config {
-            Some(p) => load_toml(p)?,
-            None => match run_config(
-                self.resume,
-                self.out.as_deref(),
-                GeneratorTrainConfig::default().out,
-                "generator.toml",
-            ) {
-                Some(p) => load_toml(&p)?,
-                None => GeneratorTrainConfig::default(),
-            },
-        };
+        let default_out = GeneratorTrainConfig::default().out;
+        let mut c: GeneratorTrainConfig =
+            base_config(self.config.as_deref(), self.resume, self.out.as_deref(), default_out, "generator.toml")?;
         set!(c, self, tokens, out, preset, dropout, block_shape, mode, condition, p_drop_cond, pkeep, batch_size);
         set!(c, self, pos_init, grad_accumulation, steps, checkpoint_every, valid_clips, seed);
         if self.n_layer.is_some() {
@@ -207,13 +208,6 @@ fn generator<B: AutodiffBackend>(config: &GeneratorTrainConfig, resume: bool, de
 
 pub fn train(args: TrainArgs) -> Result<()> {
     let config = args.config()?;
-    nbp_train::run::check_resume(&config.out, args.resume)?;
-    if !config.tokens.exists() {
-        bail!(
-            "{}: no token cache there: pass --tokens FILE, a cache made by `nbp-cli tokenize-dataset`",
-            config.tokens.display()
-        );
-    }
     with_backend!(args.device, |B, dev| generator::<burn::backend::Autodiff<B>>(&config, args.resume, dev))
 }
 
@@ -339,22 +333,12 @@ fn beside_config(config: &Path, value: &str) -> String {
 
 impl TrainTokenizerArgs {
     fn config(&self) -> Result<TokenizerTrainConfig> {
-        let mut c: TokenizerTrainConfig = match &self.config {
-            Some(p) => {
-                let mut c: TokenizerTrainConfig = load_toml(p)?;
-                c.preset = beside_config(p, &c.preset);
-                c
-            }
-            None => match run_config(
-                self.resume,
-                self.out.as_deref(),
-                TokenizerTrainConfig::default().out,
-                "tokenizer.toml",
-            ) {
-                Some(p) => load_toml(&p)?,
-                None => TokenizerTrainConfig::default(),
-            },
-        };
+        let default_out = TokenizerTrainConfig::default().out;
+        let mut c: TokenizerTrainConfig =
+            base_config(self.config.as_deref(), self.resume, self.out.as_deref(), default_out, "tokenizer.toml")?;
+        if let Some(p) = &self.config {
+            c.preset = beside_config(p, &c.preset);
+        }
         set!(c, self, dataset, out, preset, frames, height, width, steps, batch_size, checkpoint_every, valid_clips);
         set!(c, self, l1_weight, l2_weight, perceptual_weight, gan_weight, disc_channels, disc_layers, seed);
         set!(c, self, unquantized_steps);

@@ -586,6 +586,12 @@ pub fn train_generator<B: AutodiffBackend>(
     interrupter: Interrupter,
 ) -> Result<GeneratorRun> {
     crate::run::check_resume(&config.out, resume)?;
+    if !config.tokens.exists() {
+        return Err(Error::file(
+            &config.tokens,
+            "no token cache there: pass --tokens FILE, a cache made by `nbp-cli tokenize-dataset`",
+        ));
+    }
     let cache = Arc::new(TokenCache::load(&config.tokens)?);
     let setup = setup(config, &cache)?;
     if cache.len() < config.valid_clips + 1 {
