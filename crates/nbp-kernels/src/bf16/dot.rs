@@ -19,8 +19,6 @@ const NR: usize = 6;
 const ROWS: usize = 32;
 /// Inner elements per pass over a block of rows: 1 KB of each row, as the f32 kernel's chunk.
 const KC: usize = 512;
-/// Bytes ahead (one chunk of a weight row) at which the register tile prefetches its weights.
-const AHEAD: usize = 2 * KC;
 /// Bytes of weight rows per parallel task (kept in L2 while the blocks of `x` rows pass over them).
 const TASK_BYTES: usize = 384 * 1024;
 
@@ -91,7 +89,7 @@ mod x86 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{AHEAD, KC, MR, NR, ROWS};
+    use super::{KC, MR, NR, ROWS};
 
     /// `dst[i] = bf16(src[i])`, rounded to nearest even 32 at a time by `vcvtne2ps2bf16` (which, like
     /// `vdpbf16ps`, treats denormals as zero), the last few by [`super::super::to_bf16`].
@@ -124,6 +122,8 @@ mod x86 {
         k: usize,
         ldx: usize,
         ldw: usize,
+        /// Where the tile's weights of the next chunk begin (the same rows further on, or the next tile's rows).
+        next: *const u16,
     }
 
     /// Columns `j0..j1` of `out = xr·Wᵀ + b`, `xr` already rounded: the loop of the f32 kernel
@@ -161,6 +161,7 @@ mod x86 {
                 let mut p = 0;
                 while p < k {
                     let len = KC.min(k - p);
+                    let next = crate::linear::x86::next_chunk(w.as_ptr(), j, nr, p + len, k);
                     for (s, a) in acc.iter_mut().enumerate() {
                         let i = i0 + s * MR;
                         let mr = MR.min(i1 - i);
@@ -172,6 +173,7 @@ mod x86 {
                                 k: len,
                                 ldx: k,
                                 ldw: k,
+                                next,
                             };
                             if (mr, nr) == (MR, NR) { accumulate_4x6(t, a) } else { accumulate(mr, nr, t, a) }
                         }
@@ -192,10 +194,12 @@ mod x86 {
     /// Adds the products of a full `4 × 6` tile over `t.k` inner elements to the 24 accumulators
     /// (`acc[r·6 + c]`: row `r` of `x` times weight row `c`). The loop over whole 32-element steps is in
     /// assembly, as the f32 kernel's, so that the accumulators, six weight vectors and a row of `x` stay in the
-    /// 32 vector registers; the last partial step is masked. Each step prefetches the weights [`AHEAD`] bytes
-    /// further on, the same place in the next chunk: when the weights come from memory (a sampling step), the
-    /// first row tile over a chunk otherwise waits for them while the vector units stand idle
-    /// (`official-base pass, 16 rows, bf16` on a Zen 5: 71–78 ms against 88–108 ms).
+    /// 32 vector registers; the last partial step is masked. Each step prefetches the weights of the chunk
+    /// that comes next (`t.next`, from `crate::linear::x86::next_chunk`): when the weights come from memory (a
+    /// sampling step), the first row tile over a chunk otherwise waits for them while the vector units stand
+    /// idle (`official-base pass, 16 rows, bf16` on a Zen 5: 71–78 ms against 88–108 ms with a prefetch one
+    /// chunk ahead in the same rows, 47–49 ms against 57–59 ms once the last chunk of a tile prefetched the
+    /// next tile's rows).
     ///
     /// # Safety
     /// AVX-512 F, BW and BF16; `t.x` and `t.w` point at 4 and 6 rows of `t.k` readable elements.
@@ -213,7 +217,7 @@ mod x86 {
                     acc,
                     n = whole,
                     w = (t.w, t.w.add(3 * t.ldw), 2 * t.ldw),
-                    prefetch = (t.w.wrapping_byte_add(AHEAD), t.w.add(3 * t.ldw).wrapping_byte_add(AHEAD)),
+                    prefetch = (t.next, t.next.wrapping_add(3 * t.ldw)),
                     x = (t.x, t.x.add(3 * t.ldx), 2 * t.ldx)
                 );
             }
