@@ -409,12 +409,18 @@ mod x86 {
         mut max: __m512,
     ) -> __m512 {
         let mut acc = [_mm512_setzero_ps(); R];
-        // The keys two blocks ahead, into L1 (without this the scores ran at half the speed of memory). A
+        // The keys two blocks ahead, into L1 (without this the scores ran at half the speed of memory), one
+        // line per step of the loop below: all of a block's prefetches at once, at its start, left the scores of
+        // 16 queries over 1024 keys in the 24 layers of `official-base` at 12.1–12.8 ms on a Zen 5, against
+        // 9.5–10.1 ms spread out (the scores alone had taken 7.8 ms: the keys came at 19 GB/s). A
         // prefetch of an address past the keys is harmless.
-        for line in (0..R * ldk).step_by(16) {
-            _mm_prefetch::<_MM_HINT_T0>(k.wrapping_add(2 * R * ldk + line).cast());
-        }
+        let (lines, ahead) = (d.div_ceil(16), k.wrapping_add(2 * R * ldk));
         for p in 0..d {
+            let mut line = p;
+            while line < R * lines {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add((line / lines) * ldk + 16 * (line % lines)).cast());
+                line += d;
+            }
             // SAFETY: row p of qt holds 16 floats; element p of each key row is in bounds.
             unsafe {
                 let qv = _mm512_loadu_ps(qt.as_ptr().add(16 * p));

@@ -52,6 +52,23 @@ pub fn available() -> bool {
     }
 }
 
+/// Stack size of the kernels' worker threads when [`on_pool`] sets up the pool: the work that runs there
+/// (a whole `nbp-cli` command) needs what a main thread has, in debug builds too.
+const POOL_STACK: usize = 16 << 20;
+
+/// Runs `f` on a worker thread of the pool that runs the kernels' parallel loops, and returns its result.
+///
+/// Called from a thread outside the pool (a program's main thread), every parallel loop hands its work to the
+/// pool and sleeps until the pool is done: two thread switches per loop, and a sampling step of `official-base`
+/// runs a few hundred loops. From a worker thread the caller takes its share of each loop at once. Binaries
+/// that run the kernels should run their work through this. The first call sets up the pool (one thread per
+/// core, [`POOL_STACK`] of stack each) unless it already exists.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    // An error means the pool already exists (set up by an earlier call, or used before): keep it.
+    let _ = rayon::ThreadPoolBuilder::new().stack_size(POOL_STACK).build_global();
+    rayon::scope(|_| f())
+}
+
 /// Which of these kernels flex uses on this CPU, for benchmark reports: for example `AVX-512; bf16 weights on
 /// AMX tiles`, `AVX-512; bf16 weights with AVX512-BF16`, or `none (no AVX-512): Burn's generic kernels`.
 pub fn description() -> String {

@@ -134,7 +134,6 @@ pub(crate) mod x86 {
                 let mut i = i0;
                 if nr == NR && tiles > 0 {
                     let acc = &mut acc[..tiles];
-                    acc.iter_mut().for_each(|a| *a = [_mm512_setzero_ps(); MR * NR]);
                     let mut p = 0;
                     while p < k {
                         let len = KC.min(k - p);
@@ -145,7 +144,7 @@ pub(crate) mod x86 {
                             unsafe {
                                 let x = x.as_ptr().add((i0 + s * MR) * k + p);
                                 let t = Tile { x, w: w.as_ptr().add(j * k + p), k: len, ldx: k, ldw: k };
-                                accumulate_4x6(t, a, next);
+                                accumulate_4x6(t, a, next, p == 0);
                             }
                         }
                         p += len;
@@ -211,7 +210,8 @@ pub(crate) mod x86 {
 
     /// Adds the products of a full `4 × 6` tile over `t.k` elements of the inner dimension to the 24
     /// accumulators `acc` (row-major: `acc[r·6 + c]` holds lane-wise partial sums of row `r` of `x` times row `c`
-    /// of `W`). The loop over whole vectors is written in assembly so that the accumulators, the six weight
+    /// of `W`), or with `first` sets them to those products (the registers start at zero, where a memset of
+    /// the accumulators of every weight tile took 3 % of a sampling step's time). The loop over whole vectors is written in assembly so that the accumulators, the six weight
     /// vectors and the row of `x` stay in the 32 vector registers (the compiler spills the generic tile's
     /// accumulators to the stack). Each step also prefetches one line of each of six weight rows from `next`
     /// on (rows `t.ldw` apart): the linear layers pass the weights of the chunk that comes after this one
@@ -224,23 +224,30 @@ pub(crate) mod x86 {
     /// Prefetches never fault, wherever `next` points.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn accumulate_4x6(t: Tile, acc: &mut [__m512; 24], next: *const f32) {
+    pub(crate) unsafe fn accumulate_4x6(t: Tile, acc: &mut [__m512; 24], next: *const f32, first: bool) {
         let k = t.k;
         let whole = k / 16;
-        if whole > 0 {
-            // SAFETY: the loop reads `whole` vectors from each of the 4 rows of x and 6 rows of W, which the
-            // caller guarantees are readable; it writes only the named vector registers.
-            unsafe {
+        macro_rules! tile {
+            ($init:expr) => {
                 tile_4x6_asm!(
                     "vmovups",
                     "vfmadd231ps",
-                    acc,
+                    $init => acc,
                     n = whole,
                     w = (t.w, t.w.add(3 * t.ldw), 4 * t.ldw),
                     prefetch = (next, next.wrapping_add(3 * t.ldw)),
                     x = (t.x, t.x.add(3 * t.ldx), 4 * t.ldx)
-                );
-            }
+                )
+            };
+        }
+        let zero = [_mm512_setzero_ps(); MR * NR];
+        // SAFETY: the loop reads `whole` vectors from each of the 4 rows of x and 6 rows of W, which the caller
+        // guarantees are readable; it writes only the named vector registers.
+        match (whole > 0, first) {
+            (true, true) => unsafe { tile!(zero) },
+            (true, false) => unsafe { tile!(acc) },
+            (false, true) => *acc = zero,
+            (false, false) => {}
         }
         let p = whole * 16;
         if p < k {
@@ -265,7 +272,7 @@ pub(crate) mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(crate) unsafe fn accumulate(mr: usize, nr: usize, t: Tile, acc: &mut [__m512; 24]) {
         if (mr, nr) == (MR, NR) {
-            return unsafe { accumulate_4x6(t, acc, t.w) };
+            return unsafe { accumulate_4x6(t, acc, t.w, false) };
         }
         macro_rules! arms {
             ($($m:literal),*) => {

@@ -4,8 +4,9 @@
 /// One pass of the 4 × 6 register tile in assembly: for each of `$n` steps, prefetch the six weight rows at
 /// `$pa`/`$pb` (rows 0–2 and 3–5, `$sw` bytes apart), load one 64-byte vector of each of the six weight rows at
 /// `$wa`/`$wb` with `$load`, then for each of the four rows of `x` at `$xa`/`$xb` (rows 0–2 and 3, `$sx` bytes
-/// apart) load its vector and `$op` it with the six into the 24 accumulators `$acc[r·6 + c]`; all pointers
-/// advance by 64 bytes per step. The accumulators, six weight vectors and a row of `x` stay in the 32 vector
+/// apart) load its vector and `$op` it with the six into the 24 accumulators `r·6 + c`; all pointers advance by
+/// 64 bytes per step. The accumulators start from `$init` and end in `$acc` (`acc => acc` to add to sums, or a
+/// zero array, which the compiler sets in the registers without touching memory). The accumulators, six weight vectors and a row of `x` stay in the 32 vector
 /// registers (the compiler spills such a tile's accumulators to the stack when it is written with intrinsics).
 ///
 /// Must be expanded inside an `unsafe` block of a function with the target features that `$load` and `$op`
@@ -14,7 +15,7 @@ macro_rules! tile_4x6_asm {
     (
         $load:literal,
         $op:literal,
-        $acc:expr,
+        $init:expr => $acc:expr,
         n = $n:expr,
         w = ($wa:expr, $wb:expr, $sw:expr),
         prefetch = ($pa:expr, $pb:expr),
@@ -79,30 +80,30 @@ macro_rules! tile_4x6_asm {
             sw = in(reg) $sw,
             sx = in(reg) $sx,
             n = inout(reg) $n => _,
-            inout("zmm0") $acc[0],
-            inout("zmm1") $acc[1],
-            inout("zmm2") $acc[2],
-            inout("zmm3") $acc[3],
-            inout("zmm4") $acc[4],
-            inout("zmm5") $acc[5],
-            inout("zmm6") $acc[6],
-            inout("zmm7") $acc[7],
-            inout("zmm8") $acc[8],
-            inout("zmm9") $acc[9],
-            inout("zmm10") $acc[10],
-            inout("zmm11") $acc[11],
-            inout("zmm12") $acc[12],
-            inout("zmm13") $acc[13],
-            inout("zmm14") $acc[14],
-            inout("zmm15") $acc[15],
-            inout("zmm16") $acc[16],
-            inout("zmm17") $acc[17],
-            inout("zmm18") $acc[18],
-            inout("zmm19") $acc[19],
-            inout("zmm20") $acc[20],
-            inout("zmm21") $acc[21],
-            inout("zmm22") $acc[22],
-            inout("zmm23") $acc[23],
+            inout("zmm0") $init[0] => $acc[0],
+            inout("zmm1") $init[1] => $acc[1],
+            inout("zmm2") $init[2] => $acc[2],
+            inout("zmm3") $init[3] => $acc[3],
+            inout("zmm4") $init[4] => $acc[4],
+            inout("zmm5") $init[5] => $acc[5],
+            inout("zmm6") $init[6] => $acc[6],
+            inout("zmm7") $init[7] => $acc[7],
+            inout("zmm8") $init[8] => $acc[8],
+            inout("zmm9") $init[9] => $acc[9],
+            inout("zmm10") $init[10] => $acc[10],
+            inout("zmm11") $init[11] => $acc[11],
+            inout("zmm12") $init[12] => $acc[12],
+            inout("zmm13") $init[13] => $acc[13],
+            inout("zmm14") $init[14] => $acc[14],
+            inout("zmm15") $init[15] => $acc[15],
+            inout("zmm16") $init[16] => $acc[16],
+            inout("zmm17") $init[17] => $acc[17],
+            inout("zmm18") $init[18] => $acc[18],
+            inout("zmm19") $init[19] => $acc[19],
+            inout("zmm20") $init[20] => $acc[20],
+            inout("zmm21") $init[21] => $acc[21],
+            inout("zmm22") $init[22] => $acc[22],
+            inout("zmm23") $init[23] => $acc[23],
             out("zmm24") _,
             out("zmm25") _,
             out("zmm26") _,
