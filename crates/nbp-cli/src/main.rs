@@ -1207,11 +1207,12 @@ fn run(cli: Cli) -> Result<()> {
             println!("machine: {}", nbp_core::system::machine_description());
             println!("cpu kernels: {}", nbp_kernels::description());
             for t in timings {
+                // The sampling rows do no arithmetic worth counting (flops 0).
+                let gflops = if t.flops > 0.0 { format!("{:>7.1} GFLOP/s", t.gflops()) } else { " ".repeat(15) };
                 println!(
-                    "{:<44} {:>9.3} ms {:>7.1} GFLOP/s {:>6.1} GB/s of {}",
+                    "{:<44} {:>9.3} ms {gflops} {:>6.1} GB/s of {}",
                     t.name,
                     t.seconds * 1e3,
-                    t.gflops(),
                     t.weight_gbs(),
                     t.bytes_of
                 );
@@ -1232,7 +1233,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// "s" unless `n` is 1, for messages that count things.
 /// A progress bar that also notes when the first unit of work was done (seconds since `t0`).
 struct FirstStep {
     bar: Bar,
@@ -1257,6 +1257,7 @@ impl nbp_core::progress::Progress for FirstStep {
     }
 }
 
+/// "s" unless `n` is 1, for messages that count things.
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }

@@ -415,12 +415,19 @@ mod x86 {
         // 9.5–10.1 ms spread out (the scores alone had taken 7.8 ms: the keys came at 19 GB/s). A
         // prefetch of an address past the keys is harmless.
         let (lines, ahead) = (d.div_ceil(16), k.wrapping_add(2 * R * ldk));
-        for p in 0..d {
-            let mut line = p;
-            while line < R * lines {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add((line / lines) * ldk + 16 * (line % lines)).cast());
-                line += d;
+        // The next line to prefetch: `col`-th of row `row` of the block ahead.
+        let (mut row, mut col) = (0, 0);
+        let mut prefetch = || {
+            if row < R {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(row * ldk + 16 * col).cast());
+                col += 1;
+                if col == lines {
+                    (row, col) = (row + 1, 0);
+                }
             }
+        };
+        for p in 0..d {
+            prefetch();
             // SAFETY: row p of qt holds 16 floats; element p of each key row is in bounds.
             unsafe {
                 let qv = _mm512_loadu_ps(qt.as_ptr().add(16 * p));
@@ -428,6 +435,10 @@ mod x86 {
                     *a = _mm512_fmadd_ps(_mm512_set1_ps(*k.add(r * ldk + p)), qv, *a);
                 }
             }
+        }
+        // The lines the loop had no step for (rows of more than 16·⌊d/16⌋ floats).
+        for _ in d..R * lines {
+            prefetch();
         }
         let minus_inf = _mm512_set1_ps(f32::NEG_INFINITY);
         for (r, a) in acc.iter().enumerate() {

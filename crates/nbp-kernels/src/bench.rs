@@ -195,6 +195,27 @@ pub fn time_attention(queries: usize, keys: usize, repeats: usize) -> Option<Ker
     })
 }
 
+/// Times [`crate::sample_rows`] on `rows` rows of 64 000 logits (the K600 vocabulary, values spread evenly over
+/// [−4, 4]) with the official filter (top-k 16 000, top-p 0.9): the sampling of an NTP step (1 row) or of an
+/// NBP-16 step (16). `flops` is 0; `weight_bytes` counts the logits read.
+pub fn time_sampling(rows: usize, repeats: usize, min_seconds: f64) -> Option<KernelTiming> {
+    let vocab = 64000;
+    let logits: Vec<f32> = values(rows * vocab, 5).iter().map(|v| 4.0 * v).collect();
+    let uniforms: Vec<f32> = (0..rows).map(|r| (r as f32 + 0.5) / rows as f32).collect();
+    let mut out = vec![0i64; rows];
+    let seconds = best(repeats, min_seconds, || {
+        crate::sample_rows(&logits, vocab, Some(16000), Some(0.9), &uniforms, &mut out);
+        true
+    })?;
+    Some(KernelTiming {
+        name: format!("sample {rows} row{} of 64000, top-k and top-p", if rows == 1 { "" } else { "s" }),
+        flops: 0.0,
+        weight_bytes: (rows * vocab * 4) as f64,
+        bytes_of: "logits",
+        seconds,
+    })
+}
+
 /// Times one convolution as [`crate::conv3d()`] computes it, either always as the direct product or
 /// (`winograd`) through Winograd's transform wherever its shape allows, even on frames too small for
 /// [`crate::conv3d()`] to choose it; the operations counted are those of the direct product either way. `None`
@@ -220,8 +241,8 @@ pub fn time_conv3d(s: Conv3dShape, winograd: bool, repeats: usize, min_seconds: 
 }
 
 /// The kernels on the shapes of `official-base` sampling (a 16-token step, the 512-token prefill; in f32 and,
-/// where the CPU has AMX or AVX512-BF16, with bfloat16 weights; and one pass of 1 and of 16 rows through all of
-/// its linear layers, with the weights coming from memory) and of typical layers of the `official` tokenizer (on
+/// where the CPU has AMX or AVX512-BF16, with bfloat16 weights; one pass of 1 and of 16 rows through all of
+/// its linear layers, with the weights coming from memory; attention; the top-k/top-p draw of 1 and 16 rows) and of typical layers of the `official` tokenizer (on
 /// a 17×128×128 clip, on its 2× smaller level and on the latent grid), these both as the direct product and
 /// through Winograd's transform.
 pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTiming>> {
@@ -249,6 +270,9 @@ pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTim
     for (queries, keys) in [(1, 1024), (16, 1024), (512, 512)] {
         out.push(time_attention(queries, keys, repeats)?);
     }
+    for rows in [1, 16] {
+        out.extend(time_sampling(rows, repeats, min_seconds));
+    }
     let conv =
         |c_in, c_out, input| Conv3dShape { c_in, c_out, input, pad: [2, 1, 1], kernel: [3, 3, 3], stride: [1, 1, 1] };
     for s in [conv(128, 128, [17, 128, 128]), conv(256, 256, [17, 64, 64]), conv(512, 512, [5, 16, 16])] {
@@ -274,6 +298,11 @@ mod tests {
         assert!(t.seconds > 0.0 && t.gflops() > 0.0);
         let s = Conv3dShape { c_in: 16, c_out: 4, input: [3, 5, 6], pad: [0; 3], kernel: [3, 3, 3], stride: [1; 3] };
         let c = time_conv3d(s, true, 1, 0.0).unwrap();
+        let sampling = time_sampling(2, 1, 0.0).unwrap();
+        assert_eq!(
+            (sampling.name.as_str(), sampling.weight_bytes),
+            ("sample 2 rows of 64000, top-k and top-p", 512000.0)
+        );
         // 1×3×4 output positions, 4 channels, 16·27 products each.
         assert_eq!(c.flops, 2.0 * 12.0 * 4.0 * 432.0);
         if let Some(t) = time_tiles(true, 1) {
