@@ -500,7 +500,10 @@ pub fn train_tokenizer<B: AutodiffBackend>(
                 let gan_norm = param_grad_norm(generator_loss(d.forward(model.last_layer().forward(h))), &w);
                 let weight = adaptive_weight(rec_norm, gan_norm, 1e4) * config.gan_weight;
                 let g = generator_loss(d.forward(fwd.reconstruction.clone()));
-                line += &format!("  g {:.4}  w {weight:.3e}", g.clone().into_scalar().elem::<f64>());
+                let g_value = g.clone().into_scalar().elem::<f64>();
+                line += &format!("  g {g_value:.4}  w {weight:.3e}");
+                history.push("generator GAN loss", step + 1, g_value);
+                history.push("adaptive GAN weight", step + 1, weight);
                 rec + g.mul_scalar(weight)
             }
             _ => rec,
@@ -509,7 +512,9 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         model = optim.step(lr, model, grads);
         if gan_on && let (Some(d), Some(o)) = (disc.take(), disc_optim.as_mut()) {
             let d_loss = hinge_d_loss(d.forward(x.clone()), d.forward(fwd.reconstruction.detach()));
-            line += &format!("  d {:.4}", d_loss.clone().into_scalar().elem::<f64>());
+            let d_value = d_loss.clone().into_scalar().elem::<f64>();
+            line += &format!("  d {d_value:.4}");
+            history.push("discriminator loss", step + 1, d_value);
             let grads = GradientsParams::from_grads(d_loss.backward(), &d);
             disc = Some(o.step(config.disc_lr.unwrap_or(lr), d, grads));
         }
@@ -547,23 +552,29 @@ pub fn train_tokenizer<B: AutodiffBackend>(
                 history.push("validation PSNR (dB)", step, v.psnr);
                 history.push("frame mean colour PSNR (dB)", step, v.psnr_frame_mean);
                 history.push("validation L1", step, v.l1);
-                history.write(
-                    &dir,
-                    &[
-                        (
-                            "loss.svg",
-                            "tokenizer training: reconstruction loss",
-                            &[("reconstruction loss", 20), ("validation L1", 1)],
-                        ),
-                        (
-                            "psnr.svg",
-                            "tokenizer: validation PSNR (dB)",
-                            &[("validation PSNR (dB)", 1), ("frame mean colour PSNR (dB)", 1)],
-                        ),
-                    ],
-                )?;
                 validation = Some(v);
             }
+            // The losses are kept with every checkpoint, with or without held-out clips.
+            let mut plots: Vec<run::Plot<'_>> = vec![(
+                "loss.svg",
+                "tokenizer training: reconstruction loss",
+                &[("reconstruction loss", 20), ("validation L1", 1)],
+            )];
+            if !valid.is_empty() {
+                plots.push((
+                    "psnr.svg",
+                    "tokenizer: validation PSNR (dB)",
+                    &[("validation PSNR (dB)", 1), ("frame mean colour PSNR (dB)", 1)],
+                ));
+            }
+            if gan {
+                plots.push((
+                    "gan.svg",
+                    "tokenizer training: GAN losses",
+                    &[("generator GAN loss", 20), ("discriminator loss", 20)],
+                ));
+            }
+            history.write(&dir, &plots)?;
             let save = |e: RecorderError| Error::file(dir.path(), format!("cannot write a checkpoint: {e}"));
             Recorder::<B>::record(&recorder, model.clone().into_record(), ckpt("tokenizer", step)).map_err(save)?;
             Recorder::<B>::record(&recorder, optim.to_record(), ckpt("tokenizer_optim", step)).map_err(save)?;

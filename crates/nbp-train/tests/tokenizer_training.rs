@@ -128,6 +128,23 @@ fn the_gan_phase_runs_with_an_adaptive_weight() {
     // The adaptive weight is a finite positive number.
     let w: f64 = gan_lines[0].split("  w ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     assert!(w.is_finite() && w > 0.0, "{w}");
+    // losses.csv keeps the GAN losses of steps 3 and 4 (the discriminator starts after step 2) with the
+    // adaptive weight (the logged one among them), and gan.svg draws them.
+    let csv = std::fs::read_to_string(dir.join("losses.csv")).unwrap();
+    let rows = |series: &str| -> Vec<(usize, f64)> {
+        csv.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f.get(1) == Some(&series)).then(|| (f[0].parse().unwrap(), f[2].parse().unwrap()))
+            })
+            .collect()
+    };
+    let steps = |series: &str| rows(series).iter().map(|r| r.0).collect::<Vec<_>>();
+    assert_eq!(steps("generator GAN loss"), [3, 4], "{csv}");
+    assert_eq!(steps("discriminator loss"), [3, 4], "{csv}");
+    assert!(rows("adaptive GAN weight").iter().any(|r| (r.1 - w).abs() <= 1e-3 * w), "the logged {w}: {csv}");
+    assert!(rows("discriminator loss").iter().all(|r| r.1.is_finite() && r.1 >= 0.0), "hinge losses are ≥ 0: {csv}");
+    assert!(std::fs::read_to_string(dir.join("gan.svg")).unwrap().contains("discriminator loss"));
     // Discriminator checkpoints are written next to the tokenizer's.
     assert!(dir.join("checkpoint/disc-4.mpk").exists());
     std::fs::remove_dir_all(&dir).ok();
