@@ -227,28 +227,20 @@ pub(crate) mod x86 {
     pub(crate) unsafe fn accumulate_4x6(t: Tile, acc: &mut [__m512; 24], next: *const f32, first: bool) {
         let k = t.k;
         let whole = k / 16;
-        macro_rules! tile {
-            ($init:expr) => {
-                tile_4x6_asm!(
-                    "vmovups",
-                    "vfmadd231ps",
-                    $init => acc,
-                    n = whole,
-                    w = (t.w, t.w.add(3 * t.ldw), 4 * t.ldw),
-                    prefetch = (next, next.wrapping_add(3 * t.ldw)),
-                    x = (t.x, t.x.add(3 * t.ldx), 4 * t.ldx)
-                )
-            };
-        }
-        let zero = [_mm512_setzero_ps(); MR * NR];
         // SAFETY: the loop reads `whole` vectors from each of the 4 rows of x and 6 rows of W, which the caller
         // guarantees are readable; it writes only the named vector registers.
-        match (whole > 0, first) {
-            (true, true) => unsafe { tile!(zero) },
-            (true, false) => unsafe { tile!(acc) },
-            (false, true) => *acc = zero,
-            (false, false) => {}
-        }
+        unsafe {
+            tile_4x6!(
+                "vmovups",
+                "vfmadd231ps",
+                acc,
+                first = first,
+                n = whole,
+                w = (t.w, t.w.add(3 * t.ldw), 4 * t.ldw),
+                prefetch = (next, next.wrapping_add(3 * t.ldw)),
+                x = (t.x, t.x.add(3 * t.ldx), 4 * t.ldx)
+            )
+        };
         let p = whole * 16;
         if p < k {
             let mask: __mmask16 = (1u32 << (k - p)).wrapping_sub(1) as __mmask16;

@@ -116,3 +116,20 @@ macro_rules! tile_4x6_asm {
         )
     };
 }
+
+/// [`tile_4x6_asm`] for the kernels' accumulate functions: over `$n` steps (none when `$n` is 0), starting from
+/// zeroed registers when `$first` (the first chunk of a weight tile: no memset of the accumulators) or else
+/// from the sums in `$acc` (a `&mut [__m512; 24]`), which receives the result.
+///
+/// Same safety conditions as [`tile_4x6_asm`].
+macro_rules! tile_4x6 {
+    ($load:literal, $op:literal, $acc:expr, first = $first:expr, n = $n:expr, w = $w:tt, prefetch = $p:tt, x = $x:tt) => {{
+        let zero = [std::arch::x86_64::_mm512_setzero_ps(); 24];
+        match ($n > 0, $first) {
+            (true, true) => tile_4x6_asm!($load, $op, zero => $acc, n = $n, w = $w, prefetch = $p, x = $x),
+            (true, false) => tile_4x6_asm!($load, $op, $acc => $acc, n = $n, w = $w, prefetch = $p, x = $x),
+            (false, true) => *$acc = zero,
+            (false, false) => {}
+        }
+    }};
+}

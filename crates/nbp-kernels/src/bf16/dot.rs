@@ -215,28 +215,20 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     unsafe fn accumulate_4x6(t: Tile, acc: &mut [__m512; 24], first: bool) {
         let whole = t.k / 32;
-        macro_rules! tile {
-            ($init:expr) => {
-                tile_4x6_asm!(
-                    "vmovdqu16",
-                    "vdpbf16ps",
-                    $init => acc,
-                    n = whole,
-                    w = (t.w, t.w.add(3 * t.ldw), 2 * t.ldw),
-                    prefetch = (t.next, t.next.wrapping_add(3 * t.ldw)),
-                    x = (t.x, t.x.add(3 * t.ldx), 2 * t.ldx)
-                )
-            };
-        }
-        let zero = [_mm512_setzero_ps(); MR * NR];
         // SAFETY: the loop reads `whole` 64-byte vectors from each of the 4 rows of x and 6 rows of W, which the
         // caller guarantees are readable; it writes only the named vector registers.
-        match (whole > 0, first) {
-            (true, true) => unsafe { tile!(zero) },
-            (true, false) => unsafe { tile!(acc) },
-            (false, true) => *acc = zero,
-            (false, false) => {}
-        }
+        unsafe {
+            tile_4x6!(
+                "vmovdqu16",
+                "vdpbf16ps",
+                acc,
+                first = first,
+                n = whole,
+                w = (t.w, t.w.add(3 * t.ldw), 2 * t.ldw),
+                prefetch = (t.next, t.next.wrapping_add(3 * t.ldw)),
+                x = (t.x, t.x.add(3 * t.ldx), 2 * t.ldx)
+            )
+        };
         let p = whole * 32;
         if p < t.k {
             // SAFETY: as the caller guarantees.
