@@ -411,7 +411,7 @@ mod x86 {
         let mut acc = [_mm512_setzero_ps(); R];
         // The keys two blocks ahead, into L1 (without this the scores ran at half the speed of memory), one
         // line per step of the loop below: all of a block's prefetches at once, at its start, left the scores of
-        // 16 queries over 1024 keys in the 24 layers of `official-base` at 12.1–12.8 ms on a Zen 5, against
+        // 16 queries over 1024 keys in the 24 layers of `official-base` at 12.2–12.9 ms on a Zen 5, against
         // 9.5–10.1 ms spread out (the scores alone had taken 7.8 ms: the keys came at 19 GB/s). A
         // prefetch of an address past the keys is harmless.
         let (lines, ahead) = (d.div_ceil(16), k.wrapping_add(2 * R * ldk));
