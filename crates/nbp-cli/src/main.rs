@@ -359,8 +359,9 @@ enum BenchCommand {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Time the flex CPU kernels (AVX-512) on the shapes of official-base sampling and of the official
-    /// tokenizer's convolutions; prints GFLOP/s and, for the linear layers, the weight bytes read per second.
+    /// Time the flex CPU kernels (AVX-512) on the shapes of official-base sampling (linear layers, attention,
+    /// the top-k/top-p draw) and of the official tokenizer's convolutions; prints GFLOP/s and the bytes read
+    /// per second (weights, cached keys and values, or logits).
     Kernels {
         /// Rounds per kernel; the best is reported.
         #[arg(long, default_value_t = 3)]
