@@ -308,6 +308,10 @@ enum BenchCommand {
         /// Block size: 16 = NBP with rows, 1 = NTP.
         #[arg(long, default_value_t = 16)]
         block: usize,
+        /// Also time this block size on the same weights and print how many times faster --block is (for
+        /// example `--block 16 --versus 1`: NBP-16 against NTP, the paper's speed-up).
+        #[arg(long)]
+        versus: Option<usize>,
         /// Known tokens before generation (512 = 2 latent frames, K600 frame prediction).
         #[arg(long, default_value_t = 512)]
         prefix: usize,
@@ -1055,6 +1059,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Sample {
             preset,
             block,
+            versus,
             prefix,
             tokens,
             vocab,
@@ -1068,11 +1073,14 @@ fn run(cli: Cli) -> Result<()> {
             if repeats == 0 {
                 bail!("--repeats must be at least 1");
             }
-            if block == 0 {
-                bail!("--block must be at least 1");
-            }
-            if prefix < block || prefix % block != 0 {
-                bail!("--prefix must be a positive multiple of --block");
+            let blocks: Vec<usize> = std::iter::once(block).chain(versus).collect();
+            for (b, flag) in blocks.iter().zip(["--block", "--versus"]) {
+                if *b == 0 {
+                    bail!("{flag} must be at least 1");
+                }
+                if prefix < *b || prefix % b != 0 {
+                    bail!("--prefix must be a positive multiple of {flag} ({b}), got {prefix}");
+                }
             }
             // The model's position table is as long as the sequence.
             const MAX_POSITIONS: usize = 1 << 20;
@@ -1091,30 +1099,36 @@ fn run(cli: Cli) -> Result<()> {
                 let model = nbp_model::Gpt::<B>::new(&config, &dev)?.with_precision(precision);
                 nbp_core::module::materialize(&model);
                 let ids: Vec<i64> = (0..prefix as i64).map(|i| i % vocab as i64).collect();
-                let schedule = nbp_model::Schedule::blocks(&[], None, &ids, tokens, block);
                 let opts = nbp_model::sampling::SampleOptions { filter: Default::default(), greedy: false, cfg: None };
-                // The fastest of the timed runs, as (total seconds, seconds to the end of the first step).
-                let mut best: Option<(f64, f64)> = None;
-                for run_index in 0..warmup + repeats {
-                    // The end of the first step (the prefill and the first block, its tokens drawn: the draw
-                    // reads the logits back, so asynchronous GPU backends have finished it too).
-                    let bar =
-                        FirstStep { bar: Bar::default(), t0: std::time::Instant::now(), first: Default::default() };
-                    let out = nbp_model::sampling::sample(&model, &schedule, batch, &opts, &bar, &mut |_| {})?;
-                    let _ = out.into_data();
-                    let secs = bar.t0.elapsed().as_secs_f64();
-                    if run_index < warmup {
-                        eprintln!("warm-up run {}: {secs:.2} s", run_index + 1);
-                    } else if best.is_none_or(|(b, _)| secs < b) {
-                        best = Some((secs, bar.first.get().unwrap_or(secs)));
+                // Per block size, the fastest of its timed runs: (steps, total seconds, seconds to the end of the
+                // first step).
+                let mut results = vec![];
+                for &b in &blocks {
+                    let schedule = nbp_model::Schedule::blocks(&[], None, &ids, tokens, b);
+                    let mut best: Option<(f64, f64)> = None;
+                    for run_index in 0..warmup + repeats {
+                        // The end of the first step (the prefill and the first block, its tokens drawn: the draw
+                        // reads the logits back, so asynchronous GPU backends have finished it too).
+                        let bar =
+                            FirstStep { bar: Bar::default(), t0: std::time::Instant::now(), first: Default::default() };
+                        let out = nbp_model::sampling::sample(&model, &schedule, batch, &opts, &bar, &mut |_| {})?;
+                        let _ = out.into_data();
+                        let secs = bar.t0.elapsed().as_secs_f64();
+                        if run_index < warmup {
+                            eprintln!("block {b}: warm-up run {}: {secs:.2} s", run_index + 1);
+                        } else if best.is_none_or(|(t, _)| secs < t) {
+                            best = Some((secs, bar.first.get().unwrap_or(secs)));
+                        }
                     }
+                    let (secs, first) = best.expect("--repeats is at least 1");
+                    results.push((schedule.len(), secs, first));
                 }
-                let (secs, first) = best.expect("--repeats is at least 1");
-                Ok::<_, anyhow::Error>((schedule.len(), secs, first, model.num_params()))
+                Ok::<_, anyhow::Error>((results, model.num_params()))
             })?;
-            let (steps, secs, first, params) = r;
+            let (results, params) = r;
+            let versus_text = versus.map(|v| format!(" (and {v} on the same weights)")).unwrap_or_default();
             println!(
-                "sample benchmark: preset {preset} ({:.1} M parameters, {precision} linear weights), block {block}, prefix {prefix}, {tokens} new tokens x {batch} on {}",
+                "sample benchmark: preset {preset} ({:.1} M parameters, {precision} linear weights), block {block}, prefix {prefix}, {tokens} new tokens x {batch} on {}{versus_text}",
                 params as f64 / 1e6,
                 run.device
             );
@@ -1129,19 +1143,25 @@ fn run(cli: Cli) -> Result<()> {
                     plural(warmup)
                 );
             }
-            println!(
-                "{steps} steps in {secs:.2} s: {:.1} tokens/s, {:.3} frames/s ({:.3} s/step)",
-                (tokens * batch) as f64 / secs,
-                (tokens * batch) as f64 / tokens_per_frame as f64 * 4.0 / secs,
-                secs / steps as f64
-            );
-            if steps > 1 {
+            for (&b, &(steps, secs, first)) in blocks.iter().zip(&results) {
+                let label = if versus.is_some() { format!("block {b}: ") } else { String::new() };
                 println!(
-                    "of which the prefill of {prefix} tokens with the first step {first:.2} s, then {} more step{} of {:.3} s each",
-                    steps - 1,
-                    plural(steps - 1),
-                    (secs - first) / (steps - 1) as f64
+                    "{label}{steps} steps in {secs:.2} s: {:.1} tokens/s, {:.3} frames/s ({:.3} s/step)",
+                    (tokens * batch) as f64 / secs,
+                    (tokens * batch) as f64 / tokens_per_frame as f64 * 4.0 / secs,
+                    secs / steps as f64
                 );
+                if steps > 1 {
+                    println!(
+                        "{label}of which the prefill of {prefix} tokens with the first step {first:.2} s, then {} more step{} of {:.3} s each",
+                        steps - 1,
+                        plural(steps - 1),
+                        (secs - first) / (steps - 1) as f64
+                    );
+                }
+            }
+            if let (Some(v), [(_, secs, _), (_, versus_secs, _)]) = (versus, results.as_slice()) {
+                println!("block {block} is {:.2}x as fast as block {v} on the same weights", versus_secs / secs);
             }
         }
         Command::Tokenizer(TokenizerCommand::Convert { input, output, tokenizer_config }) => {

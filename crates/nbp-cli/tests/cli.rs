@@ -681,6 +681,27 @@ fn bench_sample_counts_its_steps_and_refuses_empty_work() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("--tokens, --batch, --vocab and --tokens-per-frame must be at least 1"), "{out}");
+    // --versus times a second block size on the same weights and prints the ratio of the two times.
+    let o = cli(&[
+        "bench", "sample", "--preset", "tiny", "--block", "16", "--versus", "1", "--prefix", "32", "--tokens", "32",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let secs = |prefix: &str| -> f64 {
+        let line = out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in {out}"));
+        line[prefix.len()..].split(" s:").next().unwrap().parse().unwrap()
+    };
+    let (nbp, ntp) = (secs("block 16: 2 steps in "), secs("block 1: 32 steps in "));
+    let line = out.lines().find(|l| l.starts_with("block 16 is ")).unwrap_or_else(|| panic!("{out}"));
+    let ratio: f64 = line["block 16 is ".len()..].split('x').next().unwrap().parse().unwrap();
+    // The printed times are rounded to 10 ms.
+    let (lo, hi) = ((ntp - 0.005) / (nbp + 0.005), (ntp + 0.005) / (nbp - 0.005).max(1e-9));
+    assert!(ratio >= lo - 0.01 && (ratio <= hi + 0.01 || nbp < 0.01), "{ratio} from {ntp} / {nbp}: {out}");
+    assert!(line.ends_with("as fast as block 1 on the same weights"), "{line}");
+    let o = cli(&["bench", "sample", "--preset", "tiny", "--versus", "3", "--prefix", "32", "--tokens", "32"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("--prefix must be a positive multiple of --versus (3), got 32"), "{out}");
 }
 
 /// A tokenizer given where a generator is expected (and the other way round) is named for what it is.
