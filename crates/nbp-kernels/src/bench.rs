@@ -240,11 +240,11 @@ pub fn time_conv3d(s: Conv3dShape, winograd: bool, repeats: usize, min_seconds: 
     })
 }
 
-/// The kernels on the shapes of `official-base` sampling (a 16-token step, the 512-token prefill; in f32 and,
-/// where the CPU has AMX or AVX512-BF16, with bfloat16 weights; one pass of 1 and of 16 rows through all of
-/// its linear layers, with the weights coming from memory; attention; the top-k/top-p draw of 1 and 16 rows) and of typical layers of the `official` tokenizer (on
-/// a 17×128×128 clip, on its 2× smaller level and on the latent grid), these both as the direct product and
-/// through Winograd's transform.
+/// The kernels on the shapes of `official-base` sampling (a 16-token step, the 512-token prefill; in f32 and, where the
+/// CPU has AMX or AVX512-BF16, with bfloat16 weights; one pass of 1 and of 16 rows through all of its linear layers,
+/// with the weights coming from memory; attention; the top-k/top-p draw of 1 and 16 rows) and of typical layers of the
+/// `official` tokenizer (on a 17×128×128 clip, on its 2× smaller level and on the latent grid), these both as the
+/// direct product and through Winograd's transform.
 pub fn official_shapes(repeats: usize, min_seconds: f64) -> Option<Vec<KernelTiming>> {
     let mut out = Vec::new();
     for m in [1, 16, 512] {

@@ -208,16 +208,17 @@ pub(crate) mod x86 {
         }
     }
 
-    /// Adds the products of a full `4 × 6` tile over `t.k` elements of the inner dimension to the 24
-    /// accumulators `acc` (row-major: `acc[r·6 + c]` holds lane-wise partial sums of row `r` of `x` times row `c`
-    /// of `W`), or with `first` sets them to those products (the registers start at zero, where a memset of
-    /// the accumulators of every weight tile took 3 % of a sampling step's time). The loop over whole vectors is written in assembly so that the accumulators, the six weight
-    /// vectors and the row of `x` stay in the 32 vector registers (the compiler spills the generic tile's
-    /// accumulators to the stack). Each step also prefetches one line of each of six weight rows from `next`
-    /// on (rows `t.ldw` apart): the linear layers pass the weights of the chunk that comes after this one
-    /// ([`next_chunk`]), so that they are on their way from memory while this one computes
-    /// (`official-base pass, 16 rows` on a Zen 5: 127–130 ms against 165–173 ms); the convolutions, whose
-    /// weights stay in cache, pass `t.w`, the lines being loaded, which costs nothing measurable.
+    /// Adds the products of a full `4 × 6` tile over `t.k` elements of the inner dimension to the 24 accumulators `acc`
+    /// (row-major: `acc[r·6 + c]` holds lane-wise partial sums of row `r` of `x` times row `c` of `W`), or with `first`
+    /// sets them to those products: the registers start at zero, where a memset of the accumulators before every weight
+    /// tile showed as 3 % of a sampling run's profile (the 512-row pass of `official-base` in bfloat16 took
+    /// 1159–1183 ms after, 1205–1263 ms before). The loop over whole vectors is written in assembly so that the accumulators, the
+    /// six weight vectors and the row of `x` stay in the 32 vector registers (the compiler spills the generic tile's
+    /// accumulators to the stack). Each step also prefetches one line of each of six weight rows from `next` on (rows
+    /// `t.ldw` apart): the linear layers pass the weights of the chunk that comes after this one ([`next_chunk`]), so
+    /// that they are on their way from memory while this one computes (`official-base pass, 16 rows` on a Zen 5:
+    /// 127–130 ms against 165–173 ms); the convolutions, whose weights stay in cache, pass `t.w`, the lines being
+    /// loaded, which costs nothing measurable.
     ///
     /// # Safety
     /// AVX-512F; `t.x` and `t.w` point at 4 and 6 rows of `t.k` readable floats (`t.ldx`, `t.ldw` apart).

@@ -1,13 +1,13 @@
 //! The inner loop of the 4 × 6 register tile shared by the f32 kernel ([`crate::linear`]) and the
 //! AVX512-BF16 one (`bf16/dot.rs`): written once, with the load and multiply-add instructions as parameters.
 
-/// One pass of the 4 × 6 register tile in assembly: for each of `$n` steps, prefetch the six weight rows at
-/// `$pa`/`$pb` (rows 0–2 and 3–5, `$sw` bytes apart), load one 64-byte vector of each of the six weight rows at
-/// `$wa`/`$wb` with `$load`, then for each of the four rows of `x` at `$xa`/`$xb` (rows 0–2 and 3, `$sx` bytes
-/// apart) load its vector and `$op` it with the six into the 24 accumulators `r·6 + c`; all pointers advance by
-/// 64 bytes per step. The accumulators start from `$init` and end in `$acc` (`acc => acc` to add to sums, or a
-/// zero array, which the compiler sets in the registers without touching memory). The accumulators, six weight vectors and a row of `x` stay in the 32 vector
-/// registers (the compiler spills such a tile's accumulators to the stack when it is written with intrinsics).
+/// One pass of the 4 × 6 register tile in assembly: for each of `$n` steps, prefetch the six weight rows at `$pa`/`$pb`
+/// (rows 0–2 and 3–5, `$sw` bytes apart), load one 64-byte vector of each of the six weight rows at `$wa`/`$wb` with
+/// `$load`, then for each of the four rows of `x` at `$xa`/`$xb` (rows 0–2 and 3, `$sx` bytes apart) load its vector
+/// and `$op` it with the six into the 24 accumulators `r·6 + c`; all pointers advance by 64 bytes per step. The
+/// accumulators start from `$init` and end in `$acc` (`acc => acc` to add to sums, or a zero array, which the compiler
+/// sets in the registers without touching memory). The accumulators, six weight vectors and a row of `x` stay in the 32
+/// vector registers (the compiler spills such a tile's accumulators to the stack when it is written with intrinsics).
 ///
 /// Must be expanded inside an `unsafe` block of a function with the target features that `$load` and `$op`
 /// need; the caller guarantees that `$n` vectors of every row are readable.

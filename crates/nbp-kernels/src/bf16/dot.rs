@@ -197,17 +197,15 @@ mod x86 {
         }
     }
 
-    /// Adds the products of a full `4 × 6` tile over `t.k` inner elements to the 24 accumulators
-    /// (`acc[r·6 + c]`: row `r` of `x` times weight row `c`), or with `first` sets them to those products (the
-    /// registers start at zero: a memset of the accumulators of every weight tile took 3 % of a sampling
-    /// step's time). The loop over whole 32-element steps is in
-    /// assembly, as the f32 kernel's, so that the accumulators, six weight vectors and a row of `x` stay in the
-    /// 32 vector registers; the last partial step is masked. Each step prefetches the weights of the chunk
-    /// that comes next (`t.next`, from `crate::linear::x86::next_chunk`): when the weights come from memory (a
-    /// sampling step), the first row tile over a chunk otherwise waits for them while the vector units stand
-    /// idle (`official-base pass, 16 rows, bf16` on a Zen 5: 71–78 ms against 88–108 ms with a prefetch one
-    /// chunk ahead in the same rows, 47–49 ms against 57–59 ms once the last chunk of a tile prefetched the
-    /// next tile's rows).
+    /// Adds the products of a full `4 × 6` tile over `t.k` inner elements to the 24 accumulators (`acc[r·6 + c]`: row
+    /// `r` of `x` times weight row `c`), or with `first` sets them to those products (the registers start at zero, as
+    /// in the f32 kernel's `accumulate_4x6`). The loop over whole 32-element steps is in assembly, as the f32 kernel's,
+    /// so that the accumulators, six weight vectors and a row of `x` stay in the 32 vector registers; the last partial
+    /// step is masked. Each step prefetches the weights of the chunk that comes next (`t.next`, from
+    /// `crate::linear::x86::next_chunk`): when the weights come from memory (a sampling step), the first row tile over
+    /// a chunk otherwise waits for them while the vector units stand idle (`official-base pass, 16 rows, bf16` on a
+    /// Zen 5: 71–78 ms against 88–108 ms with a prefetch one chunk ahead in the same rows, 47–49 ms against 57–59 ms
+    /// once the last chunk of a tile prefetched the next tile's rows).
     ///
     /// # Safety
     /// AVX-512 F, BW and BF16; `t.x` and `t.w` point at 4 and 6 rows of `t.k` readable elements.
