@@ -499,7 +499,7 @@ pub(crate) fn load_with_resolution<B: Backend>(
     device: &B::Device,
 ) -> Result<(VideoTokenizer<B>, Option<FrameSize>)> {
     let path = args.path();
-    let native = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let native = nbp_core::weights::is_safetensors(&path);
     if native && args.tokenizer_config.is_some() {
         eprintln!(
             "warning: --tokenizer-config is ignored for {}: nbp .safetensors files carry their own architecture",
@@ -757,7 +757,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     let mode = Mode::of(&g.settings);
-    let native = generator.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let native = nbp_core::weights::is_safetensors(&generator);
     if native && (a.n_head.is_some() || a.block_size.is_some()) {
         eprintln!(
             "warning: --n-head and --block-size apply to official checkpoints; {} records both, so they are \
@@ -803,13 +803,9 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         (None, Some([t, h, w])) => nbp_core::blocks::LatentGrid::new(t, h, w),
         (None, None) => parse_grid("5x16x16")?,
     };
-    let block_shape = match (&a.block_shape, g.info.block_shape) {
-        (Some(s), _) => nbp_core::blocks::BlockShape::parse(s)?,
-        (None, Some([t, h, w])) => nbp_core::blocks::BlockShape::new(t, h, w),
-        (None, None) if grid.w % g.settings.block == 0 => nbp_core::blocks::BlockShape::new(1, 1, g.settings.block),
-        (None, None) => {
-            bail!("blocks of {} tokens do not fit rows of {}: pass --block-shape", g.settings.block, grid.w)
-        }
+    let block_shape = match &a.block_shape {
+        Some(s) => nbp_core::blocks::BlockShape::parse(s)?,
+        None => g.default_block_shape(&grid).map_err(|e| anyhow::anyhow!("{e}: pass --block-shape"))?,
     };
     let classes = &g.info.classes;
     let class_index = |name: &str| {
@@ -1040,7 +1036,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Generator(GeneratorCommand::Convert { input, output, n_head, block_size }) => {
             type B = burn::backend::Flex;
-            if !output.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
+            if !nbp_core::weights::is_safetensors(&output) {
                 bail!("{}: generator files are saved as .safetensors", output.display());
             }
             let overrides = nbp_model::Overrides { n_head, block: block_size, ..Default::default() };
@@ -1099,30 +1095,20 @@ fn run(cli: Cli) -> Result<()> {
                 let model = nbp_model::Gpt::<B>::new(&config, &dev)?.with_precision(precision);
                 nbp_core::module::materialize(&model);
                 let ids: Vec<i64> = (0..prefix as i64).map(|i| i % vocab as i64).collect();
-                let opts = nbp_model::sampling::SampleOptions { filter: Default::default(), greedy: false, cfg: None };
-                // Per block size, the fastest of its timed runs: (steps, total seconds, seconds to the end of the
-                // first step).
-                let mut results = vec![];
-                for &b in &blocks {
-                    let schedule = nbp_model::Schedule::blocks(&[], None, &ids, tokens, b);
-                    let mut best: Option<(f64, f64)> = None;
-                    for run_index in 0..warmup + repeats {
-                        // The end of the first step (the prefill and the first block, its tokens drawn: the draw
-                        // reads the logits back, so asynchronous GPU backends have finished it too).
-                        let bar =
-                            FirstStep { bar: Bar::default(), t0: std::time::Instant::now(), first: Default::default() };
-                        let out = nbp_model::sampling::sample(&model, &schedule, batch, &opts, &bar, &mut |_| {})?;
-                        let _ = out.into_data();
-                        let secs = bar.t0.elapsed().as_secs_f64();
-                        if run_index < warmup {
-                            eprintln!("block {b}: warm-up run {}: {secs:.2} s", run_index + 1);
-                        } else if best.is_none_or(|(t, _)| secs < t) {
-                            best = Some((secs, bar.first.get().unwrap_or(secs)));
-                        }
-                    }
-                    let (secs, first) = best.expect("--repeats is at least 1");
-                    results.push((schedule.len(), secs, first));
-                }
+                let results = blocks
+                    .iter()
+                    .map(|&b| {
+                        nbp_model::bench::time_sampling(
+                            &model,
+                            &ids,
+                            tokens,
+                            (b, batch),
+                            (warmup, repeats),
+                            &Bar::default(),
+                            &mut |l| eprintln!("{l}"),
+                        )
+                    })
+                    .collect::<nbp_core::Result<Vec<_>>>()?;
                 Ok::<_, anyhow::Error>((results, model.num_params()))
             })?;
             let (results, params) = r;
@@ -1143,7 +1129,8 @@ fn run(cli: Cli) -> Result<()> {
                     plural(warmup)
                 );
             }
-            for (&b, &(steps, secs, first)) in blocks.iter().zip(&results) {
+            for (&b, t) in blocks.iter().zip(&results) {
+                let (steps, secs, first) = (t.steps, t.seconds, t.first_step);
                 let label = if versus.is_some() { format!("block {b}: ") } else { String::new() };
                 println!(
                     "{label}{steps} steps in {secs:.2} s: {:.1} tokens/s, {:.3} frames/s ({:.3} s/step)",
@@ -1160,13 +1147,16 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
-            if let (Some(v), [(_, secs, _), (_, versus_secs, _)]) = (versus, results.as_slice()) {
-                println!("block {block} is {:.2}x as fast as block {v} on the same weights", versus_secs / secs);
+            if let (Some(v), [t, versus_t]) = (versus, results.as_slice()) {
+                println!(
+                    "block {block} is {:.2}x as fast as block {v} on the same weights",
+                    versus_t.seconds / t.seconds
+                );
             }
         }
         Command::Tokenizer(TokenizerCommand::Convert { input, output, tokenizer_config }) => {
             type B = burn::backend::Flex;
-            let native = input.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+            let native = nbp_core::weights::is_safetensors(&input);
             let config = match tokenizer_config {
                 Some(name) => Some(TokenizerConfig::from_name_or_file(&name)?),
                 None if native => None,
@@ -1251,30 +1241,6 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// A progress bar that also notes when the first unit of work was done (seconds since `t0`).
-struct FirstStep {
-    bar: Bar,
-    t0: std::time::Instant,
-    first: std::cell::Cell<Option<f64>>,
-}
-
-impl nbp_core::progress::Progress for FirstStep {
-    fn start(&self, label: &str, total: usize) {
-        self.bar.start(label, total);
-    }
-
-    fn advance(&self, n: usize) {
-        if self.first.get().is_none() {
-            self.first.set(Some(self.t0.elapsed().as_secs_f64()));
-        }
-        self.bar.advance(n);
-    }
-
-    fn finish(&self) {
-        self.bar.finish();
     }
 }
 

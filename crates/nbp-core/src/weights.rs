@@ -271,6 +271,12 @@ impl WeightWriter {
     }
 }
 
+/// True when `path` names a `.safetensors` file (any case): the project's own format, which carries its own
+/// architecture; every other extension is read as a PyTorch checkpoint.
+pub fn is_safetensors(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+}
+
 /// `value` with the keys of every object inserted in sorted order (whether or not serde_json keeps insertion
 /// order).
 fn sort_keys(value: serde_json::Value) -> serde_json::Value {

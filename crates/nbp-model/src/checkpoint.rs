@@ -56,7 +56,7 @@ pub struct GeneratorSettings {
 }
 
 impl std::fmt::Display for GeneratorSettings {
-    /// `block 8, hybrid start, 1 condition token (16 classes)`.
+    /// `block 8, hybrid start, 1 condition token (16 condition ids)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "block {}", self.block)?;
         if self.hybrid {
@@ -179,6 +179,20 @@ pub struct LoadedGenerator<B: Backend> {
     pub info: GeneratorInfo,
 }
 
+impl<B: Backend> LoadedGenerator<B> {
+    /// The block shape to generate with when none is asked for: the one the model was trained with when its
+    /// file records it, else rows of `block` tokens, which must tile the rows of `grid`.
+    pub fn default_block_shape(&self, grid: &nbp_core::blocks::LatentGrid) -> Result<nbp_core::blocks::BlockShape> {
+        use nbp_core::blocks::BlockShape;
+        let block = self.settings.block;
+        match self.info.block_shape {
+            Some([t, h, w]) => Ok(BlockShape::new(t, h, w)),
+            None if grid.w.is_multiple_of(block) => Ok(BlockShape::new(1, 1, block)),
+            None => Err(Error::invalid(format!("blocks of {block} tokens do not fit rows of {}", grid.w))),
+        }
+    }
+}
+
 /// Loads a generator from an official Lightning `.ckpt` or a project `.safetensors` file.
 ///
 /// For `.ckpt` files the architecture is inferred from the tensor shapes (`V`, `d`, layers, positions) and the
@@ -193,7 +207,7 @@ pub fn load_generator<B: Backend>(
     if !path.exists() {
         return Err(Error::file(path, "generator checkpoint not found"));
     }
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
+    if nbp_core::weights::is_safetensors(path) {
         let (w, meta) = WeightMap::read_safetensors(path)?;
         let kind = meta.get(KIND_KEY).map(String::as_str);
         if kind != Some("generator") {
@@ -309,4 +323,24 @@ pub fn save_generator_with_info<B: Backend>(
     w.metadata(SETTINGS_KEY, serde_json::to_string(settings).expect("settings serialise"));
     export_gpt(m, &mut w, "");
     w.write(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use nbp_core::blocks::{BlockShape, LatentGrid};
+
+    use super::*;
+
+    #[test]
+    fn the_default_block_shape_is_the_trained_one_else_rows() {
+        let model = Gpt::<burn::backend::Flex>::new(&GptConfig::new(40, 1, 2, 16), &Default::default()).unwrap();
+        let settings =
+            GeneratorSettings { block: 8, hybrid: false, unconditional: true, cond_tokens: 0, cond_vocab: 0 };
+        let mut g = LoadedGenerator { model, settings, info: GeneratorInfo::default() };
+        assert_eq!(g.default_block_shape(&LatentGrid::new(5, 8, 16)).unwrap(), BlockShape::new(1, 1, 8));
+        let err = g.default_block_shape(&LatentGrid::new(5, 12, 12)).unwrap_err().to_string();
+        assert!(err.contains("blocks of 8 tokens do not fit rows of 12"), "{err}");
+        g.info.block_shape = Some([2, 2, 2]);
+        assert_eq!(g.default_block_shape(&LatentGrid::new(5, 12, 12)).unwrap(), BlockShape::new(2, 2, 2));
+    }
 }

@@ -2,6 +2,7 @@
 //! schedules (NBP, NTP, hybrid start), and checkpoint import/export.
 
 pub mod attention;
+pub mod bench;
 pub mod block;
 pub mod checkpoint;
 pub mod classes;

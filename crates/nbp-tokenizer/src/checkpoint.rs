@@ -271,8 +271,7 @@ pub fn load_tokenizer_with_resolution<B: Backend>(
     if !path.exists() {
         return Err(Error::file(path, "tokenizer checkpoint not found"));
     }
-    let is_safetensors = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-    if is_safetensors {
+    if nbp_core::weights::is_safetensors(path) {
         let (w, meta) = WeightMap::read_safetensors(path)?;
         let kind = meta.get(KIND_KEY).map(String::as_str);
         if kind != Some(TOKENIZER_KIND) {
@@ -332,7 +331,7 @@ pub fn save_tokenizer_with_resolution<B: Backend>(
     resolution: Option<(usize, usize)>,
 ) -> Result<()> {
     let path = path.as_ref();
-    if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
+    if !nbp_core::weights::is_safetensors(path) {
         return Err(Error::invalid(format!("{}: tokenizer files are saved as .safetensors", path.display())));
     }
     let mut w = WeightWriter::new();

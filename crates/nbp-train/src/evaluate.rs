@@ -6,6 +6,13 @@ use serde::Serialize;
 
 use nbp_core::blocks::{BlockShape, LatentGrid};
 use nbp_core::metrics::psnr;
+use nbp_core::progress::NoProgress;
+use nbp_core::video::{Video, tensor_to_videos, videos_to_tensor};
+use nbp_core::{Error, Result};
+use nbp_model::LoadedGenerator;
+use nbp_model::generate::{Condition, Request, generate};
+use nbp_model::sampling::SampleOptions;
+use nbp_tokenizer::VideoTokenizer;
 
 /// The PSNR a clip counts with in the means: identical frames (a still video copied) have an infinite PSNR,
 /// which would make every mean infinite, so each clip counts at most this many dB.
@@ -14,13 +21,6 @@ pub const MAX_PSNR: f64 = 100.0;
 fn capped(db: f64) -> f64 {
     db.min(MAX_PSNR)
 }
-use nbp_core::progress::NoProgress;
-use nbp_core::video::{Video, tensor_to_videos, videos_to_tensor};
-use nbp_core::{Error, Result};
-use nbp_model::LoadedGenerator;
-use nbp_model::generate::{Condition, Request, generate};
-use nbp_model::sampling::SampleOptions;
-use nbp_tokenizer::VideoTokenizer;
 
 /// PSNR of predicted frames, for the model and for the baseline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -64,12 +64,7 @@ pub fn evaluate_frame_prediction<B: Backend>(
         )));
     }
     let grid = LatentGrid::new(t, h, w);
-    let block = generator.settings.block;
-    let block_shape = match generator.info.block_shape {
-        Some([bt, bh, bw]) => BlockShape::new(bt, bh, bw),
-        None if w.is_multiple_of(block) => BlockShape::new(1, 1, block),
-        None => return Err(Error::invalid(format!("blocks of {block} tokens do not tile rows of {w}"))),
-    };
+    let block_shape = generator.default_block_shape(&grid)?;
     let (mut model, mut copy, mut recon) = (0.0, 0.0, 0.0);
     for (i, (video, label)) in clips.iter().enumerate() {
         let x = videos_to_tensor::<B>(std::slice::from_ref(video), device)?;

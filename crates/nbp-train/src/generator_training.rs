@@ -608,6 +608,7 @@ pub fn train_generator<B: AutodiffBackend>(
         dir.resume_from::<B, GptTrainer<B>, GroupedAdamW<GptTrainer<B>, B>>(parts, config.steps, device, &mut |l| {
             eprintln!("{l}")
         })?
+        .map(|(step, _, _)| step)
     } else {
         dir.refuse_existing()?
     };

@@ -151,29 +151,34 @@ impl RunDir {
 
     /// The checkpoint a resumed run of `steps` steps starts from ([`Self::resumable_checkpoint`]): each candidate
     /// is read back as the records of the model `M` (files `<model>-<step>.mpk`), its optimiser `O`
-    /// (`<optim>-<step>.mpk`) and, if named, the Learner's scheduler (`<scheduler>-<step>.mpk`, a step count). A
-    /// run that has done more than `steps` steps is an error (it would train nothing).
+    /// (`<optim>-<step>.mpk`) and, if named, the Learner's scheduler (`<scheduler>-<step>.mpk`, a step count).
+    /// Returns the step with the model and optimiser records read (a trainer that loads its own checkpoint, as
+    /// Burn's Learner does, drops them). A run that has done more than `steps` steps is an error (it would train
+    /// nothing).
     pub fn resume_from<B, M, O>(
         &self,
         (model, optim, scheduler): (&str, &str, Option<&str>),
         steps: usize,
         device: &B::Device,
         report: &mut dyn FnMut(&str),
-    ) -> Result<Option<usize>>
+    ) -> Result<Option<(usize, M::Record, O::Record)>>
     where
         B: AutodiffBackend,
         M: AutodiffModule<B>,
         O: Optimizer<M, B>,
     {
         let recorder = AtomicRecorder::default();
+        // The records of the last checkpoint read back whole: the one `resumable_checkpoint` returns.
+        let mut loaded = None;
         let mut read = |step: usize| -> std::result::Result<(), String> {
             let file = |part: &str| self.path.join("checkpoint").join(format!("{part}-{step}"));
             let why = |part: &str, e: RecorderError| format!("{part}-{step}.mpk: {}", checkpoint_error(&e));
-            Recorder::<B>::load::<M::Record>(&recorder, file(model), device).map_err(|e| why(model, e))?;
-            Recorder::<B>::load::<O::Record>(&recorder, file(optim), device).map_err(|e| why(optim, e))?;
+            let m = Recorder::<B>::load::<M::Record>(&recorder, file(model), device).map_err(|e| why(model, e))?;
+            let o = Recorder::<B>::load::<O::Record>(&recorder, file(optim), device).map_err(|e| why(optim, e))?;
             if let Some(part) = scheduler {
                 Recorder::<B>::load::<usize>(&recorder, file(part), device).map_err(|e| why(part, e))?;
             }
+            loaded = Some((m, o));
             Ok(())
         };
         let parts: Vec<&str> = [model, optim].into_iter().chain(scheduler).collect();
@@ -186,7 +191,7 @@ impl RunDir {
                 ),
             ));
         }
-        Ok(start)
+        Ok(start.zip(loaded).map(|(step, (m, o))| (step, m, o)))
     }
 
     /// The latest complete Learner checkpoint (model, optimiser and scheduler), by steps done.

@@ -345,7 +345,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     report: &mut dyn FnMut(&str),
 ) -> Result<TokenizerRun> {
     config.validate()?;
-    crate::run::check_resume(&config.out, resume)?;
+    run::check_resume(&config.out, resume)?;
     let tconfig = config.tokenizer_config()?;
     let spec: DatasetSpec = config.dataset.parse()?;
     let skipped = SkipLog::new();
@@ -379,8 +379,9 @@ pub fn train_tokenizer<B: AutodiffBackend>(
 
     let dir = RunDir::create(&config.out)?;
     let gan = config.gan_start.is_some();
-    let start = if resume {
-        // Each candidate checkpoint is read back first, so a damaged latest one falls back to the one before.
+    // The tokenizer and optimiser records to continue from: each candidate checkpoint is read back whole, so a
+    // damaged latest one falls back to the one before.
+    let resumed = if resume {
         let parts = ("tokenizer", "tokenizer_optim", None);
         dir.resume_from::<B, VideoTokenizer<B>, GroupedAdamW<VideoTokenizer<B>, B>>(
             parts,
@@ -391,6 +392,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     } else {
         None
     };
+    let start = resumed.as_ref().map(|r| r.0);
     // A run that adds the GAN when resumed has no discriminator checkpoint yet: the discriminator starts fresh.
     let disc_saved = start.is_some_and(|s| dir.checkpoints(&GAN_PARTS).is_ok_and(|c| c.contains(&s)));
     if resume && start.is_none() {
@@ -434,10 +436,9 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         Error::file(dir.path().join("checkpoint"), format!("cannot read a checkpoint: {}", run::checkpoint_error(&e)))
     };
     use burn::record::RecorderError;
-    if let Some(step) = start {
-        model = model.load_record(Recorder::<B>::load(&recorder, ckpt("tokenizer", step), device).map_err(load_err)?);
-        optim =
-            optim.load_record(Recorder::<B>::load(&recorder, ckpt("tokenizer_optim", step), device).map_err(load_err)?);
+    if let Some((step, model_record, optim_record)) = resumed {
+        model = model.load_record(model_record);
+        optim = optim.load_record(optim_record);
         if disc_saved && let (Some(d), Some(o)) = (disc.take(), disc_optim.take()) {
             disc = Some(d.load_record(Recorder::<B>::load(&recorder, ckpt("disc", step), device).map_err(load_err)?));
             disc_optim = Some(

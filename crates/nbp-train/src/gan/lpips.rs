@@ -127,7 +127,7 @@ impl LpipsConfig {
 
 /// Reads `.safetensors` files as safetensors and everything else as PyTorch pickles.
 fn read_weights(path: &Path) -> Result<WeightMap> {
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
+    if nbp_core::weights::is_safetensors(path) {
         Ok(WeightMap::read_safetensors(path)?.0)
     } else {
         WeightMap::read_pytorch(path)

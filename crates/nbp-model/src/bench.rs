@@ -1,0 +1,120 @@
+//! Timing of KV-cached sampling, for `nbp-cli bench sample`: the whole generation and, apart, the prefill with
+//! the first step.
+
+use std::cell::Cell;
+use std::time::Instant;
+
+use burn::prelude::*;
+use nbp_core::Result;
+use nbp_core::progress::Progress;
+
+use crate::gpt::Gpt;
+use crate::sampling::{SampleOptions, sample};
+use crate::schedule::Schedule;
+
+/// The fastest timed run of one schedule ([`time_sampling`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleTiming {
+    /// Steps of the schedule.
+    pub steps: usize,
+    /// Seconds of the whole run.
+    pub seconds: f64,
+    /// Seconds to the end of the first step: the prefill and the first block, its tokens drawn (the draw reads
+    /// the logits back, so asynchronous GPU backends have finished it too).
+    pub first_step: f64,
+}
+
+/// Times the generation of `tokens` tokens after the known tokens `prefix` in blocks of `block` (a row schedule,
+/// as `Schedule::blocks`), `batch` sequences at once, with the default filter: `warmup` untimed runs (each
+/// reported through `report`), then the fastest of `repeats` timed ones (at least one). `progress` sees every
+/// run's steps.
+pub fn time_sampling<B: Backend>(
+    model: &Gpt<B>,
+    prefix: &[i64],
+    tokens: usize,
+    (block, batch): (usize, usize),
+    (warmup, repeats): (usize, usize),
+    progress: &dyn Progress,
+    report: &mut dyn FnMut(&str),
+) -> Result<SampleTiming> {
+    let schedule = Schedule::blocks(&[], None, prefix, tokens, block);
+    let opts = SampleOptions { filter: Default::default(), greedy: false, cfg: None };
+    let mut best: Option<SampleTiming> = None;
+    for run in 0..warmup + repeats.max(1) {
+        let timer = FirstStep { inner: progress, t0: Instant::now(), first: Cell::new(None) };
+        let out = sample(model, &schedule, batch, &opts, &timer, &mut |_| {})?;
+        let _ = out.into_data();
+        let seconds = timer.t0.elapsed().as_secs_f64();
+        if run < warmup {
+            report(&format!("block {block}: warm-up run {}: {seconds:.2} s", run + 1));
+        } else if best.is_none_or(|b| seconds < b.seconds) {
+            let first_step = timer.first.get().unwrap_or(seconds);
+            best = Some(SampleTiming { steps: schedule.len(), seconds, first_step });
+        }
+    }
+    Ok(best.expect("at least one timed run"))
+}
+
+/// A [`Progress`] that forwards to `inner` and notes when the first step was done (seconds since `t0`).
+struct FirstStep<'a> {
+    inner: &'a dyn Progress,
+    t0: Instant,
+    first: Cell<Option<f64>>,
+}
+
+impl Progress for FirstStep<'_> {
+    fn start(&self, label: &str, total: usize) {
+        self.inner.start(label, total);
+    }
+
+    fn advance(&self, n: usize) {
+        if self.first.get().is_none() {
+            self.first.set(Some(self.t0.elapsed().as_secs_f64()));
+        }
+        self.inner.advance(n);
+    }
+
+    fn finish(&self) {
+        self.inner.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use nbp_core::progress::NoProgress;
+
+    use crate::GptConfig;
+
+    /// Counts the steps it is told of.
+    #[derive(Default)]
+    struct Count(Cell<usize>);
+
+    impl Progress for Count {
+        fn start(&self, _: &str, _: usize) {}
+        fn advance(&self, n: usize) {
+            self.0.set(self.0.get() + n);
+        }
+        fn finish(&self) {}
+    }
+
+    #[test]
+    fn timings_count_the_schedule_and_the_warm_up_runs() {
+        let dev = Default::default();
+        let model =
+            Gpt::<Flex>::new(&GptConfig::new(50, 1, 2, 16).with_block_size(64).with_dropout(0.0), &dev).unwrap();
+        let prefix: Vec<i64> = (0..16).collect();
+        let (count, mut lines) = (Count::default(), vec![]);
+        let t = time_sampling(&model, &prefix, 32, (8, 2), (1, 2), &count, &mut |l| lines.push(l.to_string())).unwrap();
+        // 32 tokens in blocks of 8: 4 steps per run, and the progress saw all three runs.
+        assert_eq!(t.steps, 4);
+        assert_eq!(count.0.get(), 12);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("block 8: warm-up run 1: "), "{lines:?}");
+        assert!(0.0 < t.first_step && t.first_step <= t.seconds, "{t:?}");
+        // NTP: one token per step.
+        let ntp = time_sampling(&model, &prefix, 32, (1, 1), (0, 1), &NoProgress, &mut |_| {}).unwrap();
+        assert_eq!(ntp.steps, 32);
+    }
+}
