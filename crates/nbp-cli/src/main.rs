@@ -331,7 +331,9 @@ enum BenchCommand {
         /// has them).
         #[arg(long, default_value_t = nbp_model::Precision::F32)]
         precision: nbp_model::Precision,
-        /// Untimed runs first (kernel compilation and autotuning on GPUs).
+        /// Untimed full runs of each block size first (kernel compilation and autotuning on GPUs). With 0, one
+        /// untimed prefill and first step still runs first, so that no timed run pays for the process's first
+        /// use of memory (its time is printed).
         #[arg(long, default_value_t = 0)]
         warmup: usize,
         /// Timed runs; the fastest is reported.
@@ -1095,6 +1097,10 @@ fn run(cli: Cli) -> Result<()> {
                 let model = nbp_model::Gpt::<B>::new(&config, &dev)?.with_precision(precision);
                 nbp_core::module::materialize(&model);
                 let ids: Vec<i64> = (0..prefix as i64).map(|i| i % vocab as i64).collect();
+                let first_touch = match warmup {
+                    0 => Some(nbp_model::bench::warm_up(&model, &ids, tokens, (block, batch))?),
+                    _ => None,
+                };
                 let results = blocks
                     .iter()
                     .map(|&b| {
@@ -1109,9 +1115,9 @@ fn run(cli: Cli) -> Result<()> {
                         )
                     })
                     .collect::<nbp_core::Result<Vec<_>>>()?;
-                Ok::<_, anyhow::Error>((results, model.num_params()))
+                Ok::<_, anyhow::Error>((results, model.num_params(), first_touch))
             })?;
-            let (results, params) = r;
+            let (results, params, first_touch) = r;
             let versus_text = versus.map(|v| format!(" (and {v} on the same weights)")).unwrap_or_default();
             println!(
                 "sample benchmark: preset {preset} ({:.1} M parameters, {precision} linear weights), block {block}, prefix {prefix}, {tokens} new tokens x {batch} on {}{versus_text}",
@@ -1127,6 +1133,11 @@ fn run(cli: Cli) -> Result<()> {
                     "fastest of {repeats} timed run{} after {warmup} warm-up run{}",
                     plural(repeats),
                     plural(warmup)
+                );
+            }
+            if let Some(secs) = first_touch {
+                println!(
+                    "untimed warm-up: the prefill and first step of block {block} took {secs:.2} s (the process's first use of its memory)"
                 );
             }
             for (&b, t) in blocks.iter().zip(&results) {

@@ -55,6 +55,24 @@ pub fn time_sampling<B: Backend>(
     Ok(best.expect("at least one timed run"))
 }
 
+/// Seconds of one untimed generation of a single block after `prefix` (the prefill and one step), with caches
+/// for `tokens` new tokens as [`time_sampling`]'s. Run before the timed runs, so that neither of two compared
+/// block sizes pays alone for this process's first use of memory (the page faults of fresh pages, which later
+/// runs, reusing the freed memory, do not take).
+pub fn warm_up<B: Backend>(
+    model: &Gpt<B>,
+    prefix: &[i64],
+    tokens: usize,
+    (block, batch): (usize, usize),
+) -> Result<f64> {
+    let mut schedule = Schedule::blocks(&[], None, prefix, block.min(tokens), block);
+    schedule.total_len = prefix.len() + tokens;
+    let opts = SampleOptions { filter: Default::default(), greedy: false, cfg: None };
+    let t0 = Instant::now();
+    let _ = sample(model, &schedule, batch, &opts, &nbp_core::progress::NoProgress, &mut |_| {})?.into_data();
+    Ok(t0.elapsed().as_secs_f64())
+}
+
 /// A [`Progress`] that forwards to `inner` and notes when the first step was done (seconds since `t0`).
 struct FirstStep<'a> {
     inner: &'a dyn Progress,
@@ -116,5 +134,18 @@ mod tests {
         // NTP: one token per step.
         let ntp = time_sampling(&model, &prefix, 32, (1, 1), (0, 1), &NoProgress, &mut |_| {}).unwrap();
         assert_eq!(ntp.steps, 32);
+    }
+
+    #[test]
+    fn the_warm_up_generates_one_block_and_checks_its_input() {
+        let dev = Default::default();
+        let model =
+            Gpt::<Flex>::new(&GptConfig::new(50, 1, 2, 16).with_block_size(32).with_dropout(0.0), &dev).unwrap();
+        let prefix: Vec<i64> = (0..16).collect();
+        assert!(warm_up(&model, &prefix, 16, (8, 2)).unwrap() > 0.0);
+        // Its caches are as long as those of the timed runs: 16 known and 24 new tokens do not fit the model's
+        // 32 positions, even though the warm-up generates only one block of 8.
+        let err = warm_up(&model, &prefix, 24, (8, 1)).unwrap_err().to_string();
+        assert!(err.contains("generation needs 40 positions but the model has 32"), "{err}");
     }
 }

@@ -4,7 +4,7 @@
 use burn::prelude::*;
 use serde::Serialize;
 
-use nbp_core::blocks::{BlockShape, LatentGrid};
+use nbp_core::blocks::LatentGrid;
 use nbp_core::metrics::psnr;
 use nbp_core::progress::NoProgress;
 use nbp_core::video::{Video, tensor_to_videos, videos_to_tensor};

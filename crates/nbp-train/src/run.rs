@@ -58,6 +58,10 @@ pub struct RunDir {
     path: PathBuf,
 }
 
+/// Where a resumed run starts ([`RunDir::resume_from`]): the steps done, and the model and optimiser records of
+/// that checkpoint.
+pub type Resumed<MR, OR> = (usize, MR, OR);
+
 impl RunDir {
     /// Creates the directory (and its parents).
     pub fn create(path: &Path) -> Result<Self> {
@@ -161,7 +165,7 @@ impl RunDir {
         steps: usize,
         device: &B::Device,
         report: &mut dyn FnMut(&str),
-    ) -> Result<Option<(usize, M::Record, O::Record)>>
+    ) -> Result<Option<Resumed<M::Record, O::Record>>>
     where
         B: AutodiffBackend,
         M: AutodiffModule<B>,
