@@ -62,6 +62,9 @@ struct Kept {
 struct Scratch {
     /// The tokens that survive top-k.
     kept: Kept,
+    /// Room for a whole row of token places, where the top-k candidates are collected (never shortened, so
+    /// that no row pays for filling it again).
+    slots: Vec<u32>,
     /// The values of the histogram bin that holds the k-th largest.
     bin: Vec<f32>,
     /// Value and weight of the tokens in the bin where the top-p mass crosses `p`.
@@ -77,26 +80,53 @@ thread_local! {
 /// Fills `s.kept` with the tokens of `row` that survive top-k and returns the smallest logit that survives
 /// top-k then top-p (`−∞` when neither filters); `None` when no logit is above `−∞` (the draw is then token 0).
 fn filter(row: &[f32], top_k: Option<usize>, top_p: Option<f64>, s: &mut Scratch) -> Option<f32> {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let top_k = top_k.map(|k| k.clamp(1, row.len())).filter(|&k| k < row.len());
+    let kept = &mut s.kept;
+    let mut cut = f32::NEG_INFINITY;
+    match top_k {
+        None => {
+            kept.index.clear();
+            kept.index.extend(0..row.len() as u32);
+            kept.value.clear();
+            kept.value.extend_from_slice(row);
+        }
+        Some(k) => {
+            // The candidates: the tokens in the histogram bins from the one that holds the k-th largest value up,
+            // collected without branches (about a quarter of the row for a top-k of 16 000 in 64 000, in no
+            // pattern). The k-th largest is then selected among the candidates of its bin, and the candidates below
+            // it (the rest of that bin) dropped.
+            let (bin, above) = kth_bin(row, k);
+            if s.slots.len() < row.len() {
+                s.slots.resize(row.len(), 0);
+            }
+            let mut n = 0;
+            for (i, &x) in row.iter().enumerate() {
+                s.slots[n] = i as u32;
+                n += usize::from(key_bin(x) >= bin);
+            }
+            kept.index.clear();
+            kept.index.extend_from_slice(&s.slots[..n]);
+            kept.value.clear();
+            kept.value.extend(kept.index.iter().map(|&i| row[i as usize]));
+            s.bin.clear();
+            s.bin.extend(kept.value.iter().copied().filter(|&x| key_bin(x) == bin));
+            let (_, kth, _) = s.bin.select_nth_unstable_by(k - above - 1, |a, b| b.total_cmp(a));
+            cut = *kth;
+            let mut n = 0;
+            for t in 0..kept.value.len() {
+                let (i, x) = (kept.index[t], kept.value[t]);
+                kept.index[n] = i;
+                kept.value[n] = x;
+                n += usize::from(x >= cut);
+            }
+            kept.index.truncate(n);
+            kept.value.truncate(n);
+        }
+    }
+    let max = largest(&kept.value);
     if max == f32::NEG_INFINITY {
         return None;
     }
-    let top_k = top_k.map(|k| k.clamp(1, row.len())).filter(|&k| k < row.len());
-    let mut cut = match top_k {
-        Some(k) => kth_largest(row, k, &mut s.bin),
-        None => f32::NEG_INFINITY,
-    };
-    // Without branches: about a quarter of the tokens survive a top-k of 16 000 in 64 000, in no pattern.
-    let kept = &mut s.kept;
-    kept.index.resize(row.len(), 0);
-    let mut n = 0;
-    for (i, &x) in row.iter().enumerate() {
-        kept.index[n] = i as u32;
-        n += usize::from(x >= cut);
-    }
-    kept.index.truncate(n);
-    kept.value.clear();
-    kept.value.extend(kept.index.iter().map(|&i| row[i as usize]));
     kept.weight.clear();
     kept.weight.extend(kept.value.iter().map(|&x| (x - max).exp()));
     if let Some(p) = top_p.filter(|&p| p < 1.0) {
@@ -105,33 +135,72 @@ fn filter(row: &[f32], top_k: Option<usize>, top_p: Option<f64>, s: &mut Scratch
     Some(cut)
 }
 
+/// The largest value of `values` (NaN ignored; `−∞` when there is none): sixteen running maxima side by side,
+/// which the compiler keeps in one vector register, instead of one chain of dependent comparisons.
+fn largest(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = values.chunks_exact(16);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (m, &x) in lanes.iter_mut().zip(chunk) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    rest.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+}
+
+/// The smallest value of `values` above `−∞` (`start` when there is none or `start` is smaller), as
+/// [`largest`].
+fn smallest_finite(values: &[f32], start: f32) -> f32 {
+    let lowest = |m: f32, x: f32| if x < m && x > f32::NEG_INFINITY { x } else { m };
+    let mut lanes = [start; 16];
+    let chunks = values.chunks_exact(16);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (m, &x) in lanes.iter_mut().zip(chunk) {
+            *m = lowest(*m, x);
+        }
+    }
+    rest.iter().chain(&lanes).fold(start, |m, &x| lowest(m, x))
+}
+
 /// A key whose unsigned order is `f32::total_cmp`'s order of the values.
 fn order_key(x: f32) -> u32 {
     let b = x.to_bits();
     if b >> 31 == 1 { !b } else { b | 1 << 31 }
 }
 
-/// Leading bits of [`order_key`] that pick a histogram bin in [`kth_largest`].
+/// Leading bits of [`order_key`] that pick a histogram bin in [`kth_bin`].
 const KEY_BITS: u32 = 12;
 
-/// The `k`-th largest value of `row` (`1 ≤ k ≤ row.len()`, in `f32::total_cmp`'s order): a histogram of the
-/// leading bits of the values' order keys finds the bin that holds it, and a selection among that bin's values
-/// (`bin`, scratch) finds it there.
-fn kth_largest(row: &[f32], k: usize, bin: &mut Vec<f32>) -> f32 {
-    let shift = 32 - KEY_BITS;
-    let mut hist = vec![0u32; 1 << KEY_BITS];
-    for &x in row {
-        hist[(order_key(x) >> shift) as usize] += 1;
+/// The histogram bin of `x` in [`kth_bin`]: the leading bits of its order key.
+fn key_bin(x: f32) -> usize {
+    (order_key(x) >> (32 - KEY_BITS)) as usize
+}
+
+/// The bin ([`key_bin`]) that holds the `k`-th largest value of `row` (`1 ≤ k ≤ row.len()`, in
+/// `f32::total_cmp`'s order), and how many values lie in the bins above it.
+fn kth_bin(row: &[f32], k: usize) -> (usize, usize) {
+    // Four histograms, for the four values of each group of four: logits of one row share a few exponents, so
+    // neighbours often land in one bin, and one histogram would make each count wait for the one before.
+    let bins = 1 << KEY_BITS;
+    let mut four = vec![0u32; 4 * bins];
+    let groups = row.chunks_exact(4);
+    for &x in groups.remainder() {
+        four[key_bin(x)] += 1;
     }
-    let (mut above, mut b) = (0usize, hist.len() - 1);
-    while above + (hist[b] as usize) < k {
-        above += hist[b] as usize;
+    for g in groups {
+        for (h, &x) in g.iter().enumerate() {
+            four[h * bins + key_bin(x)] += 1;
+        }
+    }
+    let count = |b: usize| (four[b] + four[bins + b] + four[2 * bins + b] + four[3 * bins + b]) as usize;
+    let (mut above, mut b) = (0usize, bins - 1);
+    while above + count(b) < k {
+        above += count(b);
         b -= 1;
     }
-    bin.clear();
-    bin.extend(row.iter().copied().filter(|&x| (order_key(x) >> shift) as usize == b));
-    let (_, kth, _) = bin.select_nth_unstable_by(k - above - 1, |a, b| b.total_cmp(a));
-    *kth
+    (b, above)
 }
 
 /// Bins of the top-p mass histogram in [`top_p_cut`].
@@ -146,7 +215,7 @@ const MASS_BINS: usize = 1024;
 /// bin's tokens are sorted.
 fn top_p_cut(kept: &Kept, max: f32, p: f64, mass: &mut Vec<f64>, crossing: &mut Vec<(f32, f32)>) -> f32 {
     let total: f64 = kept.weight.iter().map(|&w| w as f64).sum();
-    let lowest = kept.value.iter().copied().filter(|v| *v > f32::NEG_INFINITY).fold(max, f32::min);
+    let lowest = smallest_finite(&kept.value, max);
     if lowest == max {
         return max;
     }
