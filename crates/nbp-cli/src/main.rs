@@ -1163,6 +1163,13 @@ fn run(cli: Cli) -> Result<()> {
                     "block {block} is {:.2}x as fast as block {v} on the same weights",
                     versus_t.seconds / t.seconds
                 );
+                let later = (t.later_tokens_per_second(tokens, block), versus_t.later_tokens_per_second(tokens, v));
+                if let (Some(a), Some(b)) = later {
+                    println!(
+                        "after the prefill and first step: block {block} draws {a:.1} tokens/s, block {v} {b:.1} tokens/s ({:.2}x, the steps alone)",
+                        a / b
+                    );
+                }
             }
         }
         Command::Tokenizer(TokenizerCommand::Convert { input, output, tokenizer_config }) => {

@@ -698,6 +698,17 @@ fn bench_sample_counts_its_steps_and_refuses_empty_work() {
     let (lo, hi) = ((ntp - 0.005) / (nbp + 0.005), (ntp + 0.005) / (nbp - 0.005).max(1e-9));
     assert!(ratio >= lo - 0.01 && (ratio <= hi + 0.01 || nbp < 0.01), "{ratio} from {ntp} / {nbp}: {out}");
     assert!(line.ends_with("as fast as block 1 on the same weights"), "{line}");
+    assert!(out.contains("untimed warm-up: the prefill and first step of block 16 took "), "{out}");
+    // The steps alone, without the prefill and first step: their two rates and the ratio of those.
+    let later =
+        out.lines().find(|l| l.starts_with("after the prefill and first step: ")).unwrap_or_else(|| panic!("{out}"));
+    let number = |after: &str| -> f64 {
+        let rest = &later[later.find(after).unwrap_or_else(|| panic!("no {after:?} in {later}")) + after.len()..];
+        rest.split([' ', 'x']).next().unwrap().parse().unwrap()
+    };
+    let (a, b, r) = (number("block 16 draws "), number("block 1 "), number("tokens/s ("));
+    assert!(a > 0.0 && b > 0.0 && (r - a / b).abs() <= 0.01 + 0.06 * r / a.min(b), "{later}");
+    assert!(later.ends_with("x, the steps alone)"), "{later}");
     let o = cli(&["bench", "sample", "--preset", "tiny", "--versus", "3", "--prefix", "32", "--tokens", "32"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");

@@ -24,6 +24,15 @@ pub struct SampleTiming {
     pub first_step: f64,
 }
 
+impl SampleTiming {
+    /// Tokens per second of the steps after the first, for a run of `tokens` tokens in blocks of `block`: the
+    /// speed of generation alone, without the prefill that every block size shares. `None` for a run of one step.
+    pub fn later_tokens_per_second(&self, tokens: usize, block: usize) -> Option<f64> {
+        let later = tokens.saturating_sub(block.max(1));
+        (self.steps > 1 && self.seconds > self.first_step).then(|| later as f64 / (self.seconds - self.first_step))
+    }
+}
+
 /// Times the generation of `tokens` tokens after the known tokens `prefix` in blocks of `block` (a row schedule,
 /// as `Schedule::blocks`), `batch` sequences at once, with the default filter: `warmup` untimed runs (each
 /// reported through `report`), then the fastest of `repeats` timed ones (at least one). `progress` sees every
@@ -134,6 +143,16 @@ mod tests {
         // NTP: one token per step.
         let ntp = time_sampling(&model, &prefix, 32, (1, 1), (0, 1), &NoProgress, &mut |_| {}).unwrap();
         assert_eq!(ntp.steps, 32);
+    }
+
+    #[test]
+    fn later_steps_leave_out_the_prefill_and_the_first_block() {
+        let nbp = SampleTiming { steps: 48, seconds: 4.33, first_step: 1.2 };
+        let ntp = SampleTiming { steps: 768, seconds: 46.83, first_step: 1.17 };
+        let (a, b) = (nbp.later_tokens_per_second(768, 16).unwrap(), ntp.later_tokens_per_second(768, 1).unwrap());
+        assert!((a - 752.0 / 3.13).abs() < 1e-9 && (b - 767.0 / 45.66).abs() < 1e-9, "{a} {b}");
+        assert!((a / b - 14.30).abs() < 0.01, "{}", a / b);
+        assert_eq!(SampleTiming { steps: 1, seconds: 1.0, first_step: 1.0 }.later_tokens_per_second(16, 16), None);
     }
 
     #[test]
