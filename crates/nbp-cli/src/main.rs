@@ -333,7 +333,7 @@ enum BenchCommand {
         precision: nbp_model::Precision,
         /// Untimed full runs of each block size first (kernel compilation and autotuning on GPUs). With 0, one
         /// untimed prefill and first step still runs first, so that no timed run pays for the process's first
-        /// use of memory (its time is printed).
+        /// use of memory (and on GPUs of the prefill's kernels); its time is printed.
         #[arg(long, default_value_t = 0)]
         warmup: usize,
         /// Timed runs; the fastest is reported.
@@ -1137,7 +1137,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let Some(secs) = first_touch {
                 println!(
-                    "untimed warm-up: the prefill and first step of block {block} took {secs:.2} s (the process's first use of its memory)"
+                    "untimed warm-up: the prefill and first step of block {block} took {secs:.2} s (the process's first use of its memory{})",
+                    if run.device == DeviceArg::Flex { "" } else { " and kernels" }
                 );
             }
             for (&b, t) in blocks.iter().zip(&results) {

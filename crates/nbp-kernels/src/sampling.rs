@@ -62,8 +62,7 @@ struct Kept {
 struct Scratch {
     /// The tokens that survive top-k.
     kept: Kept,
-    /// Room for a whole row of token places, where the top-k candidates are collected (never shortened, so
-    /// that no row pays for filling it again).
+    /// Room for a whole row of token places, where [`collect`] gathers the tokens it keeps.
     slots: Vec<u32>,
     /// The values of the histogram bin that holds the k-th largest.
     bin: Vec<f32>,
@@ -84,30 +83,14 @@ fn filter(row: &[f32], top_k: Option<usize>, top_p: Option<f64>, s: &mut Scratch
     let kept = &mut s.kept;
     let mut cut = f32::NEG_INFINITY;
     match top_k {
-        None => {
-            kept.index.clear();
-            kept.index.extend(0..row.len() as u32);
-            kept.value.clear();
-            kept.value.extend_from_slice(row);
-        }
+        // Every token but NaN.
+        None => collect(row, &mut s.slots, kept, |x| x >= f32::NEG_INFINITY),
         Some(k) => {
-            // The candidates: the tokens in the histogram bins from the one that holds the k-th largest value up,
-            // collected without branches (about a quarter of the row for a top-k of 16 000 in 64 000, in no
-            // pattern). The k-th largest is then selected among the candidates of its bin, and the candidates below
-            // it (the rest of that bin) dropped.
+            // The candidates: the tokens in the histogram bins from the one that holds the k-th largest value up
+            // (about a quarter of the row for a top-k of 16 000 in 64 000). The k-th largest is then selected among
+            // the candidates of its bin, and the candidates below it (the rest of that bin, and NaN) dropped.
             let (bin, above) = kth_bin(row, k);
-            if s.slots.len() < row.len() {
-                s.slots.resize(row.len(), 0);
-            }
-            let mut n = 0;
-            for (i, &x) in row.iter().enumerate() {
-                s.slots[n] = i as u32;
-                n += usize::from(key_bin(x) >= bin);
-            }
-            kept.index.clear();
-            kept.index.extend_from_slice(&s.slots[..n]);
-            kept.value.clear();
-            kept.value.extend(kept.index.iter().map(|&i| row[i as usize]));
+            collect(row, &mut s.slots, kept, |x| key_bin(x) >= bin);
             s.bin.clear();
             s.bin.extend(kept.value.iter().copied().filter(|&x| key_bin(x) == bin));
             let (_, kth, _) = s.bin.select_nth_unstable_by(k - above - 1, |a, b| b.total_cmp(a));
@@ -133,6 +116,24 @@ fn filter(row: &[f32], top_k: Option<usize>, top_p: Option<f64>, s: &mut Scratch
         cut = cut.max(top_p_cut(&s.kept, max, p, &mut s.mass, &mut s.crossing));
     }
     Some(cut)
+}
+
+/// Fills `kept` with the places and values of the tokens of `row` for which `keep` holds, in vocabulary order,
+/// collected without branches (the kept tokens come in no pattern), through `slots`.
+fn collect(row: &[f32], slots: &mut Vec<u32>, kept: &mut Kept, keep: impl Fn(f32) -> bool) {
+    if slots.len() < row.len() {
+        // Grown, never shortened: no row pays for filling it again.
+        slots.resize(row.len(), 0);
+    }
+    let mut n = 0;
+    for (i, &x) in row.iter().enumerate() {
+        slots[n] = i as u32;
+        n += usize::from(keep(x));
+    }
+    kept.index.clear();
+    kept.index.extend_from_slice(&slots[..n]);
+    kept.value.clear();
+    kept.value.extend(kept.index.iter().map(|&i| row[i as usize]));
 }
 
 /// The largest value of `values` (NaN ignored; `−∞` when there is none): sixteen running maxima side by side,
@@ -291,6 +292,20 @@ mod tests {
         // Top-k 3 leaves [3, 2, 2]: mass before 0, 0.5761, 0.7881; the 1 is gone whatever p.
         assert_eq!(threshold(&row, Some(3), Some(0.55)), 3.0);
         assert_eq!(threshold(&row, Some(3), Some(0.99)), 2.0, "top-p only sees the top-k survivors");
+    }
+
+    #[test]
+    fn nan_logits_are_never_kept_nor_drawn() {
+        // The row of the test above with a NaN inserted at place 1: the same cuts as without it.
+        let row = [1.0, f32::NAN, 3.0, 2.0, 2.0, 0.0];
+        assert_eq!(threshold(&row, None, Some(0.6)), 2.0);
+        assert_eq!(threshold(&row, None, Some(0.98)), 0.0);
+        let us: Vec<f32> = (0..50).map(|i| i as f32 / 50.0).collect();
+        let logits: Vec<f32> = (0..50).flat_map(|_| row).collect();
+        let mut out = vec![0i64; 50];
+        sample_rows(&logits, 6, None, None, &us, &mut out);
+        assert!(out.iter().all(|&t| t != 1), "{out:?}");
+        assert!([0, 2, 3, 4, 5].iter().all(|t| out.contains(t)), "{out:?}");
     }
 
     /// Top-p by sorting, as the tensor path does it.

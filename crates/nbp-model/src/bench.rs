@@ -47,12 +47,10 @@ pub fn time_sampling<B: Backend>(
     report: &mut dyn FnMut(&str),
 ) -> Result<SampleTiming> {
     let schedule = Schedule::blocks(&[], None, prefix, tokens, block);
-    let opts = SampleOptions { filter: Default::default(), greedy: false, cfg: None };
     let mut best: Option<SampleTiming> = None;
     for run in 0..warmup + repeats.max(1) {
         let timer = FirstStep { inner: progress, t0: Instant::now(), first: Cell::new(None) };
-        let out = sample(model, &schedule, batch, &opts, &timer, &mut |_| {})?;
-        let _ = out.into_data();
+        generate(model, &schedule, batch, &timer)?;
         let seconds = timer.t0.elapsed().as_secs_f64();
         if run < warmup {
             report(&format!("block {block}: warm-up run {}: {seconds:.2} s", run + 1));
@@ -64,10 +62,18 @@ pub fn time_sampling<B: Backend>(
     Ok(best.expect("at least one timed run"))
 }
 
+/// One generation by `schedule` with the default filter, its ids read back (so that asynchronous GPU backends
+/// have finished it).
+fn generate<B: Backend>(model: &Gpt<B>, schedule: &Schedule, batch: usize, progress: &dyn Progress) -> Result<()> {
+    let opts = SampleOptions { filter: Default::default(), greedy: false, cfg: None };
+    let _ = sample(model, schedule, batch, &opts, progress, &mut |_| {})?.into_data();
+    Ok(())
+}
+
 /// Seconds of one untimed generation of a single block after `prefix` (the prefill and one step), with caches
 /// for `tokens` new tokens as [`time_sampling`]'s. Run before the timed runs, so that neither of two compared
 /// block sizes pays alone for this process's first use of memory (the page faults of fresh pages, which later
-/// runs, reusing the freed memory, do not take).
+/// runs, reusing the freed memory, do not take) and, on the GPU backends, for compiling the prefill's kernels.
 pub fn warm_up<B: Backend>(
     model: &Gpt<B>,
     prefix: &[i64],
@@ -76,9 +82,8 @@ pub fn warm_up<B: Backend>(
 ) -> Result<f64> {
     let mut schedule = Schedule::blocks(&[], None, prefix, block.min(tokens), block);
     schedule.total_len = prefix.len() + tokens;
-    let opts = SampleOptions { filter: Default::default(), greedy: false, cfg: None };
     let t0 = Instant::now();
-    let _ = sample(model, &schedule, batch, &opts, &nbp_core::progress::NoProgress, &mut |_| {})?.into_data();
+    generate(model, &schedule, batch, &nbp_core::progress::NoProgress)?;
     Ok(t0.elapsed().as_secs_f64())
 }
 
@@ -126,11 +131,15 @@ mod tests {
         fn finish(&self) {}
     }
 
+    /// A one-layer model of `positions` positions.
+    fn tiny(positions: usize) -> Gpt<Flex> {
+        let config = GptConfig::new(50, 1, 2, 16).with_block_size(positions).with_dropout(0.0);
+        Gpt::new(&config, &Default::default()).unwrap()
+    }
+
     #[test]
     fn timings_count_the_schedule_and_the_warm_up_runs() {
-        let dev = Default::default();
-        let model =
-            Gpt::<Flex>::new(&GptConfig::new(50, 1, 2, 16).with_block_size(64).with_dropout(0.0), &dev).unwrap();
+        let model = tiny(64);
         let prefix: Vec<i64> = (0..16).collect();
         let (count, mut lines) = (Count::default(), vec![]);
         let t = time_sampling(&model, &prefix, 32, (8, 2), (1, 2), &count, &mut |l| lines.push(l.to_string())).unwrap();
@@ -157,9 +166,7 @@ mod tests {
 
     #[test]
     fn the_warm_up_generates_one_block_and_checks_its_input() {
-        let dev = Default::default();
-        let model =
-            Gpt::<Flex>::new(&GptConfig::new(50, 1, 2, 16).with_block_size(32).with_dropout(0.0), &dev).unwrap();
+        let model = tiny(32);
         let prefix: Vec<i64> = (0..16).collect();
         assert!(warm_up(&model, &prefix, 16, (8, 2)).unwrap() > 0.0);
         // Its caches are as long as those of the timed runs: 16 known and 24 new tokens do not fit the model's
