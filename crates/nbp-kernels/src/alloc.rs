@@ -215,6 +215,32 @@ mod tests {
     }
 
     #[test]
+    fn growing_and_shrinking_large_buffers_keeps_their_contents_and_alignment() {
+        // As a growing Vec does, through the heap and through mmap'ed blocks (whose start offsets differ).
+        let pattern = |i: usize| (i * 31 % 253) as u8;
+        unsafe {
+            let mut layout = Layout::from_size_align(LARGE, 8).unwrap();
+            let mut p = LineAligned.alloc_zeroed(layout);
+            for i in 0..LARGE {
+                *p.add(i) = pattern(i);
+            }
+            let mut sizes: Vec<usize> = std::iter::successors(Some(LARGE), |s| Some(s * 3 / 2)).take(22).collect();
+            sizes.extend(sizes.clone().into_iter().rev().skip(1));
+            for &size in &sizes[1..] {
+                let kept = layout.size().min(size);
+                p = LineAligned.realloc(p, layout, size);
+                layout = Layout::from_size_align(size, 8).unwrap();
+                assert_eq!(p as usize % LINE, 0, "{size} bytes");
+                assert!((0..kept).all(|i| *p.add(i) == pattern(i)), "{size} bytes");
+                for i in kept..size {
+                    *p.add(i) = pattern(i);
+                }
+            }
+            LineAligned.dealloc(p, layout);
+        }
+    }
+
+    #[test]
     fn realloc_keeps_the_contents_across_the_large_threshold_both_ways() {
         let small = Layout::from_size_align(1000, 4).unwrap();
         unsafe {
