@@ -77,10 +77,43 @@ pub fn from_bf16(v: u16) -> f32 {
 /// # Panics
 /// When a slice is shorter than its shape says.
 pub fn linear_bf16(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: &mut [f32], m: usize, k: usize, n: usize) -> bool {
-    assert!(
-        x.len() >= m * k && w.len() >= n * k && out.len() >= m * n,
-        "linear_bf16: slices shorter than their shapes"
-    );
+    assert!(out.len() >= m * n, "linear_bf16: output shorter than {m}×{n}");
+    // SAFETY: `out` holds `m·n` writable floats.
+    unsafe { linear_bf16_raw(x, w, bias, out.as_mut_ptr(), m, k, n) }
+}
+
+/// [`linear_bf16`] into a new vector of the `m·n` outputs, which the kernels write without their being zeroed
+/// first: `None` where [`linear_bf16`] returns `false`.
+///
+/// # Panics
+/// When a slice is shorter than its shape says.
+pub fn linear_bf16_to_vec(
+    x: &[f32],
+    w: &[u16],
+    bias: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Option<Vec<f32>> {
+    // SAFETY: `new_outputs` hands over room for `m·n` floats.
+    unsafe { crate::linear::new_outputs(m * n, |out| linear_bf16_raw(x, w, bias, out, m, k, n)) }
+}
+
+/// [`linear_bf16`] writing the outputs at `out`: returns `false` (nothing written) without AMX or
+/// AVX512-BF16, and otherwise writes every one of the `m·n` outputs.
+///
+/// # Safety
+/// `out` points at `m·n` writable floats.
+unsafe fn linear_bf16_raw(
+    x: &[f32],
+    w: &[u16],
+    bias: Option<&[f32]>,
+    out: *mut f32,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> bool {
+    assert!(x.len() >= m * k && w.len() >= n * k, "linear_bf16: slices shorter than their shapes");
     assert!(bias.is_none_or(|b| b.len() >= n), "linear_bf16: bias shorter than {n}");
     if !bf16_available() {
         return false;
@@ -89,22 +122,24 @@ pub fn linear_bf16(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: &mut [f32], 
         return true;
     }
     if m <= FEW && cfg!(all(target_arch = "x86_64", target_os = "linux")) {
-        few_rows(x, w, bias, out, m, k, n);
+        // SAFETY: as the caller guarantees.
+        unsafe { few_rows(x, w, bias, out, m, k, n) };
         return true;
     }
     if !amx_available() {
-        dot::linear(x, w, bias, out, m, k, n);
+        // SAFETY: as the caller guarantees; AVX512-BF16 is available (checked above, without AMX).
+        unsafe { dot::linear(x, w, bias, out, m, k, n) };
         return true;
     }
     let packed = Packed::new(x, m, k);
     let tiles = n.div_ceil(T);
     let per_task = task_tiles(k, tiles);
     let tasks = tiles.div_ceil(per_task);
-    let out_ptr = SyncPtr(out.as_mut_ptr());
+    let out_ptr = SyncPtr(out);
     let run = |t: usize| {
         let (t0, t1) = (t * per_task, ((t + 1) * per_task).min(tiles));
-        // SAFETY: AMX was granted above; every task writes its own columns `16·t0..16·t1` of `out`, whose length
-        // was checked, and `packed` covers the `m` rows of `x`.
+        // SAFETY: AMX was granted above; every task writes its own columns `16·t0..16·t1` of `out`, which holds
+        // `m·n` floats (the caller guarantees it), and `packed` covers the `m` rows of `x`.
         unsafe { amx::columns(&packed, w, bias, out_ptr.get(), n, t0, t1) }
     };
     if tasks == 1 || m * n * k < 1 << 18 {
@@ -124,11 +159,14 @@ const FEW: usize = 4;
 /// [`linear_bf16`] for `m ≤ 4` rows: each weight vector is widened to f32 in registers and multiplied with the
 /// bfloat16-rounded rows of `x` (those products are exact in f32, as on AMX), the output columns split over the
 /// cores.
-fn few_rows(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: &mut [f32], m: usize, k: usize, n: usize) {
+///
+/// # Safety
+/// `out` points at `m·n` writable floats; AVX-512 F and BW are available.
+unsafe fn few_rows(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: *mut f32, m: usize, k: usize, n: usize) {
     let xr: Vec<f32> = x[..m * k].iter().map(|&v| from_bf16(to_bf16(v))).collect();
     let cols = ((256 * 1024) / (2 * k.max(1))).clamp(8, n.div_ceil(4 * rayon::current_num_threads().max(1)).max(8));
     let cols = cols.next_multiple_of(8);
-    let out_ptr = SyncPtr(out.as_mut_ptr());
+    let out_ptr = SyncPtr(out);
     let run = |t: usize| {
         let (j0, j1) = (t * cols, ((t + 1) * cols).min(n));
         // SAFETY: AVX-512 F and BW were checked by the caller (both come with AMX and with AVX512-BF16 here);
@@ -698,9 +736,27 @@ mod tests {
         let round = |v: f32| from_bf16(to_bf16(v));
         check_linear(&shapes, 1e-5, round, |x, w, b, out, m, k, n| {
             let w: Vec<u16> = w.iter().map(|&v| to_bf16(v)).collect();
-            dot::linear(x, &w, b, out, m, k, n);
+            // SAFETY: AVX512-BF16 was checked; `out` holds `m·n` floats (`check_linear` makes it so).
+            unsafe { dot::linear(x, &w, b, out.as_mut_ptr(), m, k, n) };
             true
         });
+    }
+
+    #[test]
+    fn new_vectors_hold_what_the_slice_version_writes() {
+        if !bf16_available() {
+            return;
+        }
+        // Few rows, the tile kernels, and uneven edges of both.
+        for (m, k, n) in [(1, 1, 1), (3, 1536, 40), (7, 33, 9), (16, 1536, 100), (40, 1000, 30)] {
+            let (x, b) = (values(m * k, 1), values(n, 3));
+            let w: Vec<u16> = values(n * k, 2).iter().map(|&v| to_bf16(v)).collect();
+            let mut want = vec![f32::NAN; m * n];
+            assert!(linear_bf16(&x, &w, Some(&b), &mut want, m, k, n));
+            let got = linear_bf16_to_vec(&x, &w, Some(&b), m, k, n).unwrap();
+            assert_eq!(got.len(), m * n);
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{m}×{k}×{n}");
+        }
     }
 
     #[test]

@@ -34,10 +34,10 @@ pub mod winograd;
 
 pub use alloc::LineAligned;
 pub use attention::{AttentionShape, Strides, attention, flags_from_bytes};
-pub use bf16::{amx_available, bf16_available, linear_bf16};
+pub use bf16::{amx_available, bf16_available, linear_bf16, linear_bf16_to_vec};
 pub use conv3d::{Conv3dShape, conv3d};
 pub use gelu::gelu;
-pub use linear::linear;
+pub use linear::{linear, linear_to_vec};
 pub use sampling::sample_rows;
 
 /// True when this CPU can run the kernels (x86-64 with AVX-512F).

@@ -29,7 +29,43 @@ const KC: usize = 256;
 /// # Panics
 /// When a slice is shorter than its shape says.
 pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], m: usize, k: usize, n: usize) -> bool {
-    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n, "linear: slices shorter than their shapes");
+    assert!(out.len() >= m * n, "linear: output shorter than {m}×{n}");
+    // SAFETY: `out` holds `m·n` writable floats.
+    unsafe { linear_raw(x, w, bias, out.as_mut_ptr(), m, k, n) }
+}
+
+/// [`linear`] into a new vector of the `m·n` outputs, which the kernel writes without their being zeroed first
+/// (a pass over the outputs less): `None` where [`linear`] returns `false`.
+///
+/// # Panics
+/// When a slice is shorter than its shape says.
+pub fn linear_to_vec(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Option<Vec<f32>> {
+    // SAFETY: `new_outputs` hands over room for `m·n` floats.
+    unsafe { new_outputs(m * n, |out| linear_raw(x, w, bias, out, m, k, n)) }
+}
+
+/// A new vector of `len` floats written by `kernel` at the pointer it gets: kept when `kernel` returns true,
+/// which it must do only after writing all `len` of them.
+///
+/// # Safety
+/// `kernel` writes only inside the `len` floats, and all of them when it returns true.
+pub(crate) unsafe fn new_outputs(len: usize, kernel: impl FnOnce(*mut f32) -> bool) -> Option<Vec<f32>> {
+    let mut out = Vec::with_capacity(len);
+    if !kernel(out.as_mut_ptr()) {
+        return None;
+    }
+    // SAFETY: the capacity holds `len` floats, all written (the caller guarantees it).
+    unsafe { out.set_len(len) };
+    Some(out)
+}
+
+/// [`linear`] writing the outputs at `out`: returns `false` (nothing written) without AVX-512, and otherwise
+/// writes every one of the `m·n` outputs.
+///
+/// # Safety
+/// `out` points at `m·n` writable floats.
+unsafe fn linear_raw(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: *mut f32, m: usize, k: usize, n: usize) -> bool {
+    assert!(x.len() >= m * k && w.len() >= n * k, "linear: slices shorter than their shapes");
     assert!(bias.is_none_or(|b| b.len() >= n), "linear: bias shorter than {n}");
     if !crate::available() {
         return false;
@@ -37,13 +73,13 @@ pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], m: us
     if m == 0 || n == 0 {
         return true;
     }
-    let out_ptr = SyncPtr(out.as_mut_ptr());
+    let out_ptr = SyncPtr(out);
     let cols = task_columns(k, n);
     let tasks = n.div_ceil(cols);
     let run = |t: usize| {
         let (j0, j1) = (t * cols, ((t + 1) * cols).min(n));
-        // SAFETY: AVX-512 was detected above; every task writes its own columns `j0..j1` of `out`, whose
-        // length was checked.
+        // SAFETY: AVX-512 was detected above; every task writes its own columns `j0..j1` of `out`, which holds
+        // `m·n` floats (the caller guarantees it).
         unsafe { x86::columns(x, w, bias, out_ptr.get(), m, k, n, j0, j1) }
     };
     if tasks == 1 || m * n * k < 1 << 18 {
@@ -367,6 +403,22 @@ mod tests {
             (20, 600, 12),
         ];
         check_linear(&shapes, 1e-4, |v| v, linear);
+    }
+
+    #[test]
+    fn new_vectors_hold_what_the_slice_version_writes() {
+        if !crate::available() {
+            return;
+        }
+        for (m, k, n) in [(1, 1, 1), (7, 33, 9), (16, 1536, 100), (40, 1000, 30)] {
+            let (x, w, b) =
+                (crate::bench::values(m * k, 1), crate::bench::values(n * k, 2), crate::bench::values(n, 3));
+            let mut want = vec![f32::NAN; m * n];
+            assert!(linear(&x, &w, Some(&b), &mut want, m, k, n));
+            let got = linear_to_vec(&x, &w, Some(&b), m, k, n).unwrap();
+            assert_eq!(got.len(), m * n);
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{m}×{k}×{n}");
+        }
     }
 
     #[test]

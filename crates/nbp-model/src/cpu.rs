@@ -68,20 +68,16 @@ pub(crate) fn linear<B: Backend, const D: usize>(
         Some(b) => Some(b.as_slice::<f32>()?),
         None => None,
     };
-    let mut out = vec![0.0f32; m * n];
-    let done = match wf.dtype() {
-        DType::F32 => nbp_kernels::linear(xs, wf.as_slice::<f32>()?, bs, &mut out, m, k, n),
+    let out = match wf.dtype() {
+        DType::F32 => nbp_kernels::linear_to_vec(xs, wf.as_slice::<f32>()?, bs, m, k, n)?,
         DType::BF16 => {
             let ws = wf.as_slice::<bf16>()?;
             // SAFETY: `bf16` is a transparent wrapper around its `u16` bits.
             let ws = unsafe { std::slice::from_raw_parts(ws.as_ptr().cast::<u16>(), ws.len()) };
-            nbp_kernels::linear_bf16(xs, ws, bs, &mut out, m, k, n)
+            nbp_kernels::linear_bf16_to_vec(xs, ws, bs, m, k, n)?
         }
-        _ => false,
+        _ => return None,
     };
-    if !done {
-        return None;
-    }
     let mut shape = dims;
     shape[D - 1] = n;
     Some(Tensor::from_data(TensorData::new(out, shape), &x.device()))

@@ -34,9 +34,11 @@ pub(super) fn available() -> bool {
     }
 }
 
-/// `out = bf16(x)·Wᵀ + b` as [`super::linear_bf16`] defines it. The caller has checked [`available`] and the
-/// slice lengths.
-pub(super) fn linear(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: &mut [f32], m: usize, k: usize, n: usize) {
+/// `out = bf16(x)·Wᵀ + b` as [`super::linear_bf16`] defines it, every one of the `m·n` outputs written.
+///
+/// # Safety
+/// The caller has checked [`available`] and the slice lengths; `out` points at `m·n` writable floats.
+pub(super) unsafe fn linear(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: *mut f32, m: usize, k: usize, n: usize) {
     let mut xr = vec![0u16; m * k];
     // SAFETY: `available` (checked by the caller) includes AVX512-BF16.
     let round = |(dst, src): (&mut [u16], &[f32])| unsafe { x86::round(src, dst) };
@@ -50,7 +52,7 @@ pub(super) fn linear(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: &mut [f32]
     let by_balance = n.div_ceil(4 * threads).max(NR);
     let cols = by_cache.min(by_balance).next_multiple_of(NR);
     let tasks = n.div_ceil(cols);
-    let out_ptr = SyncPtr(out.as_mut_ptr());
+    let out_ptr = SyncPtr(out);
     let run = |t: usize| {
         let (j0, j1) = (t * cols, ((t + 1) * cols).min(n));
         // SAFETY: the caller checked AVX-512 F/BW/BF16 and the lengths; every task writes its own columns.
