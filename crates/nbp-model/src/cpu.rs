@@ -89,25 +89,8 @@ pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor
     if !enabled::<B>() {
         return Err(x);
     }
-    let Some(f) = flex(x.clone()) else { return Err(x) };
-    let (dims, device) = (x.dims(), x.device());
-    drop(x);
-    let mut f = contiguous(f);
-    let range = f.layout().contiguous_offsets();
-    if let (Some((start, end)), Some(data)) = (range, f.try_storage_mut::<f32>()) {
-        // The kernel leaves the data untouched when it does not run, so `f` is then still `x`.
-        let done = nbp_kernels::gelu(&mut data[start..end]);
-        let t = from_flex(f);
-        return if done { Ok(t) } else { Err(t) };
-    }
-    let mut data = match f.as_slice::<f32>() {
-        Some(d) => d.to_vec(),
-        None => return Err(from_flex(f)),
-    };
-    if !nbp_kernels::gelu(&mut data) {
-        return Err(from_flex(f));
-    }
-    Ok(Tensor::from_data(TensorData::new(data, dims), &device))
+    // The kernel leaves the values untouched when it does not run.
+    nbp_core::flex::update_f32(x, nbp_kernels::gelu)
 }
 
 /// Multi-head self-attention on the outputs of the query/key/value layers, `q, k, v: [batch, new, d]`

@@ -10,8 +10,7 @@
 use burn::nn::PaddingConfig3d;
 use burn::nn::conv::Conv3d;
 use burn::prelude::*;
-use burn::tensor::DType;
-use nbp_core::flex::{contiguous, flex_f32, is_flex};
+use nbp_core::flex::{contiguous, flex_f32, is_flex, update_f32};
 use nbp_kernels::Conv3dShape;
 
 /// Input channels below which the kernel's vectors (which run over input channels) would be mostly empty.
@@ -60,15 +59,6 @@ fn values<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Vec<f32>> {
     Some(contiguous(flex_f32(x.clone())?).as_slice::<f32>()?.to_vec())
 }
 
-/// The values of a flex tensor as owned f32 data, moved without a copy when no other tensor shares its buffer;
-/// the tensor back when it is not an f32 flex tensor.
-fn take_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<TensorData, Tensor<B, D>> {
-    if !is_flex::<B>() || x.dtype() != DType::F32 {
-        return Err(x);
-    }
-    Ok(x.into_data())
-}
-
 /// Per-frame group normalisation of `x: [batch, channels, time, height, width]` (see `GroupNorm3d`), in place
 /// when `x` is not shared; `x` back when the fast path does not apply.
 pub(crate) fn group_norm<B: Backend>(
@@ -79,22 +69,22 @@ pub(crate) fn group_norm<B: Backend>(
     epsilon: f64,
 ) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
     let (Some(gamma), Some(beta)) = (values(gamma), values(beta)) else { return Err(x) };
-    let ([b, c, t, h, w], device) = (x.dims(), x.device());
-    let mut data = take_f32(x)?;
-    let Ok(slice) = data.as_mut_slice::<f32>() else { unreachable!("take_f32 returns f32 data") };
-    nbp_kernels::norm::group_norm(slice, [b, c, t, h * w], groups, &gamma, &beta, epsilon as f32);
-    Ok(Tensor::from_data(data, &device))
+    let [b, c, t, h, w] = x.dims();
+    update_f32(x, |v| {
+        nbp_kernels::norm::group_norm(v, [b, c, t, h * w], groups, &gamma, &beta, epsilon as f32);
+        true
+    })
 }
 
 /// `x·σ(β_c·x)` for `x: [batch, channels, time, height, width]`, in place when `x` is not shared; `x` back when
 /// the fast path does not apply.
 pub(crate) fn swish<B: Backend>(x: Tensor<B, 5>, beta: &Tensor<B, 1>) -> Result<Tensor<B, 5>, Tensor<B, 5>> {
     let Some(beta) = values(beta) else { return Err(x) };
-    let ([b, c, t, h, w], device) = (x.dims(), x.device());
-    let mut data = take_f32(x)?;
-    let Ok(slice) = data.as_mut_slice::<f32>() else { unreachable!("take_f32 returns f32 data") };
-    nbp_kernels::norm::swish(slice, [b, c, t * h * w], &beta);
-    Ok(Tensor::from_data(data, &device))
+    let [b, c, t, h, w] = x.dims();
+    update_f32(x, |v| {
+        nbp_kernels::norm::swish(v, [b, c, t * h * w], &beta);
+        true
+    })
 }
 
 #[cfg(test)]
