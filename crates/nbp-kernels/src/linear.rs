@@ -158,6 +158,7 @@ pub(crate) mod x86 {
         j1: usize,
     ) {
         let mut acc = [[_mm512_setzero_ps(); MR * NR]; ROWS / MR];
+        let ahead = prefetch_chunks(m, ROWS);
         let mut i0 = 0;
         while i0 < m {
             let i1 = (i0 + ROWS).min(m);
@@ -173,7 +174,7 @@ pub(crate) mod x86 {
                     let mut p = 0;
                     while p < k {
                         let len = KC.min(k - p);
-                        let next = next_chunk(w.as_ptr(), j, NR, p + len, k);
+                        let next = chunk_ahead(w.as_ptr(), (j, p), NR, (k, KC), ahead);
                         for (s, a) in acc.iter_mut().enumerate() {
                             // SAFETY: rows i0 + s·MR.. of x and j.. of w, from column p on for len elements,
                             // are in bounds.
@@ -206,15 +207,42 @@ pub(crate) mod x86 {
         }
     }
 
-    /// Where the weights of the chunk after one that ends at inner element `end` of weight rows `j..j + nr`
-    /// begin: the same rows from `end` on, or, at the end of the rows, the first chunk of the next tile's rows
-    /// (`j + nr..`), which the loop reads next. Only an address for prefetching, never dereferenced (at the
-    /// last tile it points past the weights). Prefetching a fixed distance ahead instead fetched, at the last
-    /// chunk of every tile, lines the tile had already read, and the first row tile of the next weight tile
-    /// waited for memory: one chunk in three of `official-base`'s 1536-wide rows in bfloat16
-    /// (`official-base pass, 16 rows, bf16` on a Zen 5: 47.4–49.4 ms against 57.5–58.8 ms).
-    pub(crate) fn next_chunk<T>(w: *const T, j: usize, nr: usize, end: usize, k: usize) -> *const T {
-        if end < k { w.wrapping_add(j * k + end) } else { w.wrapping_add((j + nr) * k) }
+    /// Where the weights of the chunk `ahead` chunks after the one at inner elements `p..` of weight rows
+    /// `j..j + nr` begin, in the order the loop reads them: the same rows further on, and after their last
+    /// chunk (chunks of `kc` of rows of `k`) the first chunk of the next tile's rows (`j + nr..`). Only an address
+    /// for prefetching, never dereferenced (near the last tile it points past the weights). Prefetching a fixed
+    /// distance ahead in the same rows instead fetched, at the last chunk of every tile, lines the tile had
+    /// already read, and the first row tile of the next weight tile waited for memory: one chunk in three of
+    /// `official-base`'s 1536-wide rows in bfloat16 (`official-base pass, 16 rows, bf16` on a Zen 5: 47.4–49.4 ms
+    /// against 57.5–58.8 ms).
+    pub(crate) fn chunk_ahead<T>(
+        w: *const T,
+        (j, p): (usize, usize),
+        nr: usize,
+        (k, kc): (usize, usize),
+        ahead: usize,
+    ) -> *const T {
+        let (mut j, mut p) = (j, p);
+        for _ in 0..ahead {
+            if p + kc < k {
+                p += kc;
+            } else {
+                (j, p) = (j + nr, 0);
+            }
+        }
+        w.wrapping_add(j * k + p)
+    }
+
+    /// Chunks ahead at which the register-tile loops prefetch the weights ([`chunk_ahead`]) for a block of
+    /// `rows` rows of `x`. When all rows fit in one block (a sampling step) every weight is read from memory
+    /// once, right where the products over it follow, and one chunk of lead (the work of the block's row tiles
+    /// over a chunk, about 190 ns for 16 rows in bfloat16) is hardly more than the memory's latency; two chunks
+    /// took a 16-row pass through the linear layers of `official-base` in bfloat16 from 47.1–49.9 ms to
+    /// 44.6–48.7 ms on a Zen 5, the one-row pass reading the same weights in 44.8–47.2 ms. Larger products (a
+    /// prefill) come back to each weight tile for every block of rows, from the caches, and ran 2–5 % slower
+    /// with two.
+    pub(crate) fn prefetch_chunks(m: usize, rows: usize) -> usize {
+        if m <= rows { 2 } else { 1 }
     }
 
     /// Pointers to the first row of `x` and of `W` of a register tile, the inner dimension, and the distances
@@ -251,7 +279,7 @@ pub(crate) mod x86 {
     /// 1159–1183 ms after, 1205–1263 ms before). The loop over whole vectors is written in assembly so that the accumulators, the
     /// six weight vectors and the row of `x` stay in the 32 vector registers (the compiler spills the generic tile's
     /// accumulators to the stack). Each step also prefetches one line of each of six weight rows from `next` on (rows
-    /// `t.ldw` apart): the linear layers pass the weights of the chunk that comes after this one ([`next_chunk`]), so
+    /// `t.ldw` apart): the linear layers pass the weights of a chunk that comes after this one ([`chunk_ahead`]), so
     /// that they are on their way from memory while this one computes (`official-base pass, 16 rows` on a Zen 5:
     /// 127–130 ms against 165–173 ms); the convolutions, whose weights stay in cache, pass `t.w`, the lines being
     /// loaded, which costs nothing measurable.

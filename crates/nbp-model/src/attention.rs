@@ -51,22 +51,40 @@ impl<B: Backend> SelfAttention<B> {
     /// cached tokens followed by the new ones (and possibly unused cache slots, masked out); the new keys and
     /// values are appended to the cache.
     pub fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 4, Bool>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        let new = x.dims()[1];
+        self.forward_last(x, mask, cache, new)
+    }
+
+    /// Like [`SelfAttention::forward`], but only the last `last` new tokens (`1 ≤ last ≤ new`) query:
+    /// `[batch, last, d]`, with `mask: [1, 1, last, keys]` (their rows). Every new token's key and value is
+    /// still computed and appended to the cache.
+    pub fn forward_last(
+        &self,
+        x: Tensor<B, 3>,
+        mask: Tensor<B, 4, Bool>,
+        cache: Option<&mut KvCache<B>>,
+        last: usize,
+    ) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
         let hs = d / self.n_head;
-        let (q, k, v) = (self.query.forward(x.clone()), self.key.forward(x.clone()), self.value.forward(x));
+        let queries = if last < n { x.clone().slice([0..b, n - last..n, 0..d]) } else { x.clone() };
+        let (q, k, v) = (self.query.forward(queries), self.key.forward(x.clone()), self.value.forward(x));
         let mut cache = cache;
         if let Some(y) = crate::cpu::self_attention(&q, &k, &v, self.n_head, &mask, cache.as_deref_mut()) {
             return self.proj.forward(y);
         }
-        let heads = |t: Tensor<B, 3>| t.reshape([b, n, self.n_head, hs]).swap_dims(1, 2); // [b, h, n, hs]
+        let heads = |t: Tensor<B, 3>| {
+            let rows = t.dims()[1];
+            t.reshape([b, rows, self.n_head, hs]).swap_dims(1, 2) // [b, h, rows, hs]
+        };
         let (q, k, v) = (heads(q), heads(k), heads(v));
         let (k, v) = match cache {
             Some(c) => c.append(k, v, mask.dims()[3]),
             None => (k, v),
         };
-        let keys = k.dims()[2];
-        let mask = mask.expand([b, self.n_head, n, keys]);
+        let (queries, keys) = (q.dims()[2], k.dims()[2]);
+        let mask = mask.expand([b, self.n_head, queries, keys]);
         let y = fused_attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
-        self.proj.forward(y.swap_dims(1, 2).reshape([b, n, d]))
+        self.proj.forward(y.swap_dims(1, 2).reshape([b, queries, d]))
     }
 }

@@ -59,7 +59,24 @@ impl<B: Backend> Block<B> {
 
     /// `x: [batch, new, d]` → same; see [`SelfAttention::forward`] for `mask` and `cache`.
     pub fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 4, Bool>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
-        let x = x.clone() + self.dropout.forward(self.attn.forward(self.ln1.forward(x), mask, cache));
+        let new = x.dims()[1];
+        self.forward_last(x, mask, cache, new)
+    }
+
+    /// Like [`Block::forward`], but only for the last `last` of the new tokens: `[batch, last, d]`. All new tokens
+    /// still give their keys and values (to the cache); `mask: [1, 1, last, keys]` has the rows of the last ones.
+    /// The last block of a prefill needs no more rows than the step predicts from.
+    pub fn forward_last(
+        &self,
+        x: Tensor<B, 3>,
+        mask: Tensor<B, 4, Bool>,
+        cache: Option<&mut KvCache<B>>,
+        last: usize,
+    ) -> Tensor<B, 3> {
+        let [b, n, d] = x.dims();
+        let a = self.attn.forward_last(self.ln1.forward(x.clone()), mask, cache, last);
+        let x = if last < n { x.slice([0..b, n - last..n, 0..d]) } else { x };
+        let x = x + self.dropout.forward(a);
         let h = self.fc.forward(self.ln2.forward(x.clone()));
         let h = crate::cpu::gelu(h).unwrap_or_else(|h| self.gelu.forward(h));
         let h = self.fc_out.forward(h);

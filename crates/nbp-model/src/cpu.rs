@@ -93,9 +93,9 @@ pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor
     nbp_core::flex::update_f32(x, nbp_kernels::gelu)
 }
 
-/// Multi-head self-attention on the outputs of the query/key/value layers, `q, k, v: [batch, new, d]`
-/// (`n_head` heads side by side), under `mask: [1, 1, new, keys]` (`true` = masked out): `[batch, new, d]`
-/// before the output projection. With a cache, `k` and `v` are first written into it in place and the
+/// Multi-head self-attention on the outputs of the query/key/value layers, `k, v: [batch, new, d]` and the
+/// queries of the last of them, `q: [batch, queries, d]` (`n_head` heads side by side), under
+/// `mask: [1, 1, queries, keys]` (`true` = masked out): `[batch, queries, d]` before the output projection. With a cache, `k` and `v` are first written into it in place and the
 /// attention reads the cached keys and values where they lie.
 pub(crate) fn self_attention<B: Backend>(
     q: &Tensor<B, 3>,
@@ -108,10 +108,11 @@ pub(crate) fn self_attention<B: Backend>(
     if !enabled::<B>() {
         return None;
     }
-    let [b, n, d] = q.dims();
+    let [b, queries, d] = q.dims();
+    let n = k.dims()[1];
     let hs = d / n_head;
     let keys = n + cache.as_ref().map_or(0, |c| c.len());
-    if mask.dims() != [1, 1, n, keys] || k.dims() != [b, n, d] || v.dims() != [b, n, d] {
+    if mask.dims() != [1, 1, queries, keys] || k.dims() != [b, n, d] || v.dims() != [b, n, d] || queries > n {
         return None;
     }
     let mf = contiguous(flex_bool(mask.clone())?);
@@ -135,20 +136,20 @@ pub(crate) fn self_attention<B: Backend>(
     let shape = AttentionShape {
         batch: b,
         heads: n_head,
-        queries: n,
+        queries,
         keys,
         head_dim: hs,
-        q: Strides::token_major(n, n_head, hs),
+        q: Strides::token_major(queries, n_head, hs),
         kv,
-        out: Strides::token_major(n, n_head, hs),
+        out: Strides::token_major(queries, n_head, hs),
     };
-    let mut out = vec![0.0f32; b * n * d];
+    let mut out = vec![0.0f32; b * queries * d];
     let scale = 1.0 / (hs as f32).sqrt();
     let (qs, ks, vs) = (qf.as_slice::<f32>()?, kf.as_slice::<f32>()?, vf.as_slice::<f32>()?);
     if !nbp_kernels::attention(qs, ks, vs, &masked, &mut out, shape, scale) {
         return None;
     }
-    Some(Tensor::from_data(TensorData::new(out, [b, n, d]), &q.device()))
+    Some(Tensor::from_data(TensorData::new(out, [b, queries, d]), &q.device()))
 }
 
 /// Writes the rows of `new: [batch, n, heads·d]` (token-major) into rows `start..start + n` of

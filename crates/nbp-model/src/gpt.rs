@@ -112,18 +112,30 @@ impl<B: Backend> Gpt<B> {
         self.head.forward(self.hidden(x, mask, caches))
     }
 
-    /// Like [`Gpt::forward_embeddings`], but the head runs only on the last `last` positions: logits
-    /// `[batch, last, V]` (a sampling step needs only the rows it predicts from).
+    /// Like [`Gpt::forward_embeddings`], but only for the last `last` positions: logits `[batch, last, V]` (a
+    /// sampling step needs only the rows it predicts from). The last block, after which nothing needs the other
+    /// positions, computes only their keys and values: a 512-token prefill of `official-base` thus skips about 23
+    /// of its 696 GFLOP.
     pub fn forward_last(
         &self,
-        x: Tensor<B, 3>,
+        mut x: Tensor<B, 3>,
         mask: Tensor<B, 4, Bool>,
-        caches: Option<&mut [KvCache<B>]>,
+        mut caches: Option<&mut [KvCache<B>]>,
         last: usize,
     ) -> Tensor<B, 3> {
-        let h = self.hidden(x, mask, caches);
-        let [b, n, d] = h.dims();
-        self.head.forward(h.slice([0..b, n - last.min(n)..n, 0..d]))
+        let [_, n, _] = x.dims();
+        let layers = self.blocks.len();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let cache = caches.as_deref_mut().map(|c| &mut c[i]);
+            x = if i + 1 == layers && 0 < last && last < n {
+                let [one, heads, _, keys] = mask.dims();
+                block.forward_last(x, mask.clone().slice([0..one, 0..heads, n - last..n, 0..keys]), cache, last)
+            } else {
+                block.forward(x, mask.clone(), cache)
+            };
+        }
+        let [b, rows, d] = x.dims();
+        self.head.forward(self.ln_f.forward(x.slice([0..b, rows - last.min(rows)..rows, 0..d])))
     }
 
     /// The blocks and the final LayerNorm: hidden states `[batch, new, d]` before the head.

@@ -161,6 +161,7 @@ mod x86 {
         j1: usize,
     ) {
         let mut acc = [[_mm512_setzero_ps(); MR * NR]; ROWS / MR];
+        let ahead = crate::linear::x86::prefetch_chunks(m, ROWS);
         let mut i0 = 0;
         while i0 < m {
             let i1 = (i0 + ROWS).min(m);
@@ -174,7 +175,7 @@ mod x86 {
                 let mut p = 0;
                 while p < k {
                     let len = KC.min(k - p);
-                    let next = crate::linear::x86::next_chunk(w.as_ptr(), j, nr, p + len, k);
+                    let next = crate::linear::x86::chunk_ahead(w.as_ptr(), (j, p), nr, (k, KC), ahead);
                     for (s, a) in acc.iter_mut().enumerate() {
                         let i = i0 + s * MR;
                         let mr = MR.min(i1 - i);
@@ -216,7 +217,7 @@ mod x86 {
     /// in the f32 kernel's `accumulate_4x6`). The loop over whole 32-element steps is in assembly, as the f32 kernel's,
     /// so that the accumulators, six weight vectors and a row of `x` stay in the 32 vector registers; the last partial
     /// step is masked. Each step prefetches the weights of the chunk that comes next (`t.next`, from
-    /// `crate::linear::x86::next_chunk`): when the weights come from memory (a sampling step), the first row tile over
+    /// `crate::linear::x86::chunk_ahead`): when the weights come from memory (a sampling step), the first row tile over
     /// a chunk otherwise waits for them while the vector units stand idle (`official-base pass, 16 rows, bf16` on a
     /// Zen 5: 71–78 ms against 88–108 ms with a prefetch one chunk ahead in the same rows, 47–49 ms against 57–59 ms
     /// once the last chunk of a tile prefetched the next tile's rows).
