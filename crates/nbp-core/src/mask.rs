@@ -50,9 +50,41 @@ impl MaskSpec {
         r >= p && (c - p) / self.block <= (r - p) / self.block
     }
 
+    /// One past the last video column that row `r` sees: it sees the video columns `P..limit` (none when
+    /// `limit ≤ P`) and no later one ([`MaskSpec::allows`] with the video columns of a row as one range).
+    fn video_limit(&self, r: usize) -> usize {
+        let p = self.prefix();
+        if self.hybrid {
+            let start = p + self.block;
+            let block_end = if r >= start { start + ((r - start) / self.block + 1) * self.block } else { 0 };
+            (r + 1).max(block_end)
+        } else if r >= p {
+            p + ((r - p) / self.block + 1) * self.block
+        } else {
+            p
+        }
+    }
+
+    /// Writes row `r` of the mask over `row.len()` key columns, of which the first `kv_len` are keys:
+    /// `row[c] = seen` where `r` may attend to `c`, `!seen` elsewhere (and in the padding). The video columns
+    /// are filled as ranges: a sampling step builds the rows of its block over up to 5120 keys each.
+    fn fill_row(&self, r: usize, row: &mut [bool], kv_len: usize, seen: bool) {
+        let p = self.prefix().min(kv_len);
+        for (c, x) in row[..p].iter_mut().enumerate() {
+            *x = self.allows(r, c) == seen;
+        }
+        let limit = self.video_limit(r).clamp(p, kv_len);
+        row[p..limit].fill(seen);
+        row[limit..].fill(!seen);
+    }
+
     /// Rows `rows` of the mask over keys `0..kv_len`, row-major, `true` = may attend.
     pub fn allowed(&self, rows: Range<usize>, kv_len: usize) -> Vec<bool> {
-        rows.flat_map(|r| (0..kv_len).map(move |c| self.allows(r, c))).collect()
+        let mut out = vec![false; rows.len() * kv_len];
+        for (row, r) in out.chunks_mut(kv_len.max(1)).zip(rows) {
+            self.fill_row(r, row, kv_len, true);
+        }
+        out
     }
 
     /// The mask as Burn's attention expects it: `[1, 1, rows, kv_len]`, `true` = masked out.
@@ -72,7 +104,10 @@ impl MaskSpec {
     ) -> Tensor<B, 4, Bool> {
         assert!(keys >= kv_len, "{keys} key columns for {kv_len} keys");
         let n = rows.len();
-        let masked: Vec<bool> = rows.flat_map(|r| (0..keys).map(move |c| c >= kv_len || !self.allows(r, c))).collect();
+        let mut masked = vec![true; n * keys];
+        for (row, r) in masked.chunks_mut(keys.max(1)).zip(rows) {
+            self.fill_row(r, row, kv_len, false);
+        }
         Tensor::from_data(TensorData::new(masked, [1, 1, n, keys]), device)
     }
 }
@@ -90,6 +125,37 @@ mod tests {
         // Reference §2.7: P = 1, tps = 2, S = 7: c0 b z0 | z1 m1 | z2 z3.
         let spec = MaskSpec::new(2, true, 1);
         assert_eq!(render(&spec, 7), ["1000000", "1100000", "1110000", "1111100", "1111100", "1111111", "1111111"]);
+    }
+
+    #[test]
+    fn rows_built_by_ranges_match_the_rule_everywhere() {
+        let mut specs = vec![];
+        for block in [1, 2, 3, 4, 16] {
+            for hybrid in [false, true] {
+                for prefix in [0, 1, 3] {
+                    specs.push(MaskSpec::new(block, hybrid, prefix));
+                }
+            }
+        }
+        // Hidden condition padding (the official treatment of padded condition tokens).
+        specs.push(MaskSpec { block: 2, hybrid: false, condition_visible: vec![true, false, true] });
+        specs.push(MaskSpec { block: 3, hybrid: true, condition_visible: vec![false, true, false, false] });
+        for spec in &specs {
+            for (s, kv_len) in [(20, 20), (9, 25), (30, 7)] {
+                let rule: Vec<bool> =
+                    (0..s).flat_map(|r| (0..kv_len).map(move |c| (r, c))).map(|(r, c)| spec.allows(r, c)).collect();
+                assert_eq!(spec.allowed(0..s, kv_len), rule, "{spec:?}, {s} rows over {kv_len} keys");
+                let rows = s / 3..s;
+                let keys = kv_len + 5;
+                let t = spec.padded_tensor::<burn::backend::Flex>(rows.clone(), kv_len, keys, &Default::default());
+                let masked = t.into_data().into_vec::<bool>().unwrap();
+                let expected: Vec<bool> = rows
+                    .flat_map(|r| (0..keys).map(move |c| (r, c)))
+                    .map(|(r, c)| c >= kv_len || !spec.allows(r, c))
+                    .collect();
+                assert_eq!(masked, expected, "{spec:?}, padded");
+            }
+        }
     }
 
     #[test]
