@@ -33,7 +33,7 @@ mod simd;
 pub mod winograd;
 
 pub use alloc::LineAligned;
-pub use attention::{AttentionShape, Strides, attention, flags_from_bytes};
+pub use attention::{AttentionShape, Strides, attention, flags_from_bytes, write_cache_rows};
 pub use bf16::{amx_available, bf16_available, linear_bf16, linear_bf16_to_vec};
 pub use conv3d::{Conv3dShape, conv3d};
 pub use gelu::gelu;

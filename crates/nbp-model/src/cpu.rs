@@ -175,15 +175,7 @@ pub(crate) fn write_token_rows<B: Backend>(cache: &mut Tensor<B, 4>, new: &Tenso
     let written = c.is_contiguous() && c.layout().start_offset() == 0 && {
         match c.try_storage_mut::<f32>() {
             Some(dst) => {
-                for bi in 0..b {
-                    for t in 0..n {
-                        for hi in 0..h {
-                            let from = (bi * n + t) * h * d + hi * d;
-                            let to = ((bi * h + hi) * cap + start + t) * d;
-                            dst[to..to + d].copy_from_slice(&src[from..from + d]);
-                        }
-                    }
-                }
+                nbp_kernels::write_cache_rows(src, [b, n, h, d], dst, cap, start);
                 true
             }
             None => false,
