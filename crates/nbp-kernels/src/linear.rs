@@ -470,6 +470,22 @@ mod tests {
     use super::*;
     use crate::bench::check_linear;
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn prefetches_follow_the_loop_into_the_next_weight_tile() {
+        use x86::chunk_ahead;
+        let w = std::ptr::null::<u16>();
+        let at = |j: usize, p: usize, ahead: usize| chunk_ahead(w, (j, p), 6, (1536, 512), ahead) as usize / 2;
+        // Rows of 1536 in chunks of 512: three chunks per tile of 6 rows, then the next tile's first chunk.
+        assert_eq!([at(0, 0, 1), at(0, 0, 2), at(0, 0, 3)], [512, 1024, 6 * 1536]);
+        assert_eq!([at(0, 1024, 1), at(0, 1024, 2)], [6 * 1536, 6 * 1536 + 512]);
+        assert_eq!(at(6, 512, 2), 12 * 1536);
+        // A last partial chunk (rows of 1300: chunks at 0, 512, 1024).
+        assert_eq!(chunk_ahead(w, (0, 1024), 6, (1300, 512), 1) as usize / 2, 6 * 1300);
+        assert_eq!(x86::prefetch_chunks(16, 32), 2);
+        assert_eq!(x86::prefetch_chunks(512, 32), 1);
+    }
+
     #[test]
     fn matches_a_double_precision_product_on_every_edge_shape() {
         if !crate::available() {
