@@ -138,6 +138,11 @@ fn sum_above(value: &[f32], weight: &[f32], cut: f32) -> f64 {
         // SAFETY: AVX-512F was detected.
         return unsafe { x86::sum_above(value, weight, cut) };
     }
+    sum_above_portable(value, weight, cut)
+}
+
+/// [`sum_above`] without AVX-512.
+fn sum_above_portable(value: &[f32], weight: &[f32], cut: f32) -> f64 {
     let mut lanes = [0.0f64; 8];
     let (values, weights) = (value.chunks_exact(8), weight.chunks_exact(8));
     let rest: f64 =
@@ -176,12 +181,15 @@ fn collect_keys(row: &[f32], slots: &mut Vec<u32>, kept: &mut Kept, lowest: u32)
         kept.value.clear();
         // Room for a whole vector past the last kept token: each step stores 16 lanes, of which the kept ones
         // first.
-        kept.index.resize(row.len() + 16, 0);
-        kept.value.resize(row.len() + 16, 0.0);
-        // SAFETY: AVX-512F was detected; both buffers have 16 more places than `row` has tokens.
-        let n = unsafe { x86::collect_keys(row, &mut kept.index, &mut kept.value, lowest) };
-        kept.index.truncate(n);
-        kept.value.truncate(n);
+        kept.index.reserve(row.len() + 16);
+        kept.value.reserve(row.len() + 16);
+        // SAFETY: AVX-512F was detected; both buffers have room for 16 more places than `row` has tokens, and
+        // the kernel writes the first `n` of them before the lengths are set.
+        unsafe {
+            let n = x86::collect_keys(row, kept.index.as_mut_ptr(), kept.value.as_mut_ptr(), lowest);
+            kept.index.set_len(n);
+            kept.value.set_len(n);
+        }
         return;
     }
     collect(row, slots, kept, |x| order_key(x) >= lowest);
@@ -381,9 +389,9 @@ mod x86 {
     /// in vocabulary order, written from the start of `index` and `value`; returns how many.
     ///
     /// # Safety
-    /// AVX-512F; `index` and `value` hold at least `row.len() + 16` elements.
+    /// AVX-512F; `index` and `value` point at room for at least `row.len() + 16` elements.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn collect_keys(row: &[f32], index: &mut [u32], value: &mut [f32], lowest: u32) -> usize {
+    pub(super) unsafe fn collect_keys(row: &[f32], index: *mut u32, value: *mut f32, lowest: u32) -> usize {
         let (sign, low) = (_mm512_set1_epi32(i32::MIN), _mm512_set1_epi32(lowest as i32));
         let step = _mm512_set1_epi32(16);
         let mut places = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -399,8 +407,8 @@ mod x86 {
             let keep = mask & _mm512_cmpge_epu32_mask(key, low);
             // SAFETY: `n ≤ t`, so the 16 lanes stored from `n` on stay inside the `row.len() + 16` places.
             unsafe {
-                _mm512_storeu_si512(index.as_mut_ptr().add(n).cast(), _mm512_maskz_compress_epi32(keep, places));
-                _mm512_storeu_si512(value.as_mut_ptr().add(n).cast(), _mm512_maskz_compress_epi32(keep, bits));
+                _mm512_storeu_si512(index.add(n).cast(), _mm512_maskz_compress_epi32(keep, places));
+                _mm512_storeu_si512(value.add(n).cast(), _mm512_maskz_compress_epi32(keep, bits));
             }
             n += keep.count_ones() as usize;
             places = _mm512_add_epi32(places, step);
@@ -433,6 +441,49 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vector_paths_match_the_portable_ones() {
+        if !crate::available() {
+            return;
+        }
+        let row: Vec<f32> = crate::bench::values(1000, 3)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match i % 97 {
+                5 => f32::NEG_INFINITY,
+                7 => f32::NAN,
+                11 => -0.0,
+                // Values whose keys are the thresholds below: ties with the lowest key kept.
+                13 => -1.0,
+                17 => 0.0,
+                19 => 2.5,
+                _ => 8.0 * v,
+            })
+            .collect();
+        for len in [0, 1, 15, 16, 17, 999, 1000] {
+            let row = &row[..len];
+            for lowest in [0, order_key(-1.0), order_key(0.0), order_key(2.5), u32::MAX] {
+                let (mut vector, mut portable) = (Kept::default(), Kept::default());
+                collect_keys(row, &mut Vec::new(), &mut vector, lowest);
+                collect(row, &mut Vec::new(), &mut portable, |x| order_key(x) >= lowest);
+                assert_eq!(vector.index, portable.index, "{len} tokens from key {lowest}");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&vector.value), bits(&portable.value), "{len} tokens from key {lowest}");
+            }
+            let finite: Vec<f32> = row.iter().copied().filter(|x| !x.is_nan()).collect();
+            let mut w = vec![];
+            weights(&finite, 8.0, &mut w);
+            for (&x, &got) in finite.iter().zip(&w) {
+                let want = (x - 8.0).exp();
+                assert!((got - want).abs() <= 1e-6 * want, "e^({x} − 8): {got} against {want}");
+            }
+            for cut in [f32::NEG_INFINITY, -1.0, 3.0] {
+                let (a, b) = (sum_above(&finite, &w, cut), sum_above_portable(&finite, &w, cut));
+                assert!((a - b).abs() <= 1e-12 * b.abs().max(1e-30), "cut {cut}: {a} against {b}");
+            }
+        }
+    }
 
     #[test]
     fn thresholds_follow_top_k_with_ties_then_top_p() {

@@ -67,8 +67,8 @@ impl<B: Backend> SelfAttention<B> {
     ) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
         let hs = d / self.n_head;
-        let queries = if last < n { x.clone().slice([0..b, n - last..n, 0..d]) } else { x.clone() };
-        let (q, k, v) = (self.query.forward(queries), self.key.forward(x.clone()), self.value.forward(x));
+        let asking = if last < n { x.clone().slice([0..b, n - last..n, 0..d]) } else { x.clone() };
+        let (q, k, v) = (self.query.forward(asking), self.key.forward(x.clone()), self.value.forward(x));
         let mut cache = cache;
         if let Some(y) = crate::cpu::self_attention(&q, &k, &v, self.n_head, &mask, cache.as_deref_mut()) {
             return self.proj.forward(y);

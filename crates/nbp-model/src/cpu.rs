@@ -95,8 +95,9 @@ pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor
 
 /// Multi-head self-attention on the outputs of the query/key/value layers, `k, v: [batch, new, d]` and the
 /// queries of the last of them, `q: [batch, queries, d]` (`n_head` heads side by side), under
-/// `mask: [1, 1, queries, keys]` (`true` = masked out): `[batch, queries, d]` before the output projection. With a cache, `k` and `v` are first written into it in place and the
-/// attention reads the cached keys and values where they lie.
+/// `mask: [1, 1, queries, keys]` (`true` = masked out): `[batch, queries, d]` before the output projection.
+/// With a cache, `k` and `v` are first written into it in place and the attention reads the cached keys and
+/// values where they lie.
 pub(crate) fn self_attention<B: Backend>(
     q: &Tensor<B, 3>,
     k: &Tensor<B, 3>,

@@ -113,17 +113,36 @@ impl<B: Backend> Gpt<B> {
     }
 
     /// Like [`Gpt::forward_embeddings`], but only for the last `last` positions: logits `[batch, last, V]` (a
-    /// sampling step needs only the rows it predicts from). The last block, after which nothing needs the other
-    /// positions, computes only their keys and values: a 512-token prefill of `official-base` thus skips about 23
-    /// of its 696 GFLOP.
+    /// sampling step needs only the rows it predicts from).
     pub fn forward_last(
+        &self,
+        x: Tensor<B, 3>,
+        mask: Tensor<B, 4, Bool>,
+        caches: Option<&mut [KvCache<B>]>,
+        last: usize,
+    ) -> Tensor<B, 3> {
+        let h = self.blocks_last(x, mask, caches, last);
+        let [b, rows, d] = h.dims();
+        self.head.forward(self.ln_f.forward(h.slice([0..b, rows - last.min(rows)..rows, 0..d])))
+    }
+
+    /// The blocks and the final LayerNorm: hidden states `[batch, new, d]` before the head.
+    pub fn hidden(&self, x: Tensor<B, 3>, mask: Tensor<B, 4, Bool>, caches: Option<&mut [KvCache<B>]>) -> Tensor<B, 3> {
+        let new = x.dims()[1];
+        self.ln_f.forward(self.blocks_last(x, mask, caches, new))
+    }
+
+    /// The blocks, the last of them only for the last `last` positions when `0 < last < new` (`[batch, last, d]`;
+    /// otherwise `[batch, new, d]`): after it nothing needs the other positions, whose keys and values it still
+    /// computes for the cache. A 512-token prefill of `official-base` thus skips about 23 of its 696 GFLOP.
+    fn blocks_last(
         &self,
         mut x: Tensor<B, 3>,
         mask: Tensor<B, 4, Bool>,
         mut caches: Option<&mut [KvCache<B>]>,
         last: usize,
     ) -> Tensor<B, 3> {
-        let [_, n, _] = x.dims();
+        let n = x.dims()[1];
         let layers = self.blocks.len();
         for (i, block) in self.blocks.iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
@@ -134,22 +153,7 @@ impl<B: Backend> Gpt<B> {
                 block.forward(x, mask.clone(), cache)
             };
         }
-        let [b, rows, d] = x.dims();
-        self.head.forward(self.ln_f.forward(x.slice([0..b, rows - last.min(rows)..rows, 0..d])))
-    }
-
-    /// The blocks and the final LayerNorm: hidden states `[batch, new, d]` before the head.
-    pub fn hidden(
-        &self,
-        mut x: Tensor<B, 3>,
-        mask: Tensor<B, 4, Bool>,
-        mut caches: Option<&mut [KvCache<B>]>,
-    ) -> Tensor<B, 3> {
-        for (i, block) in self.blocks.iter().enumerate() {
-            let cache = caches.as_deref_mut().map(|c| &mut c[i]);
-            x = block.forward(x, mask.clone(), cache);
-        }
-        self.ln_f.forward(x)
+        x
     }
 
     /// Logits `[batch, S, V]` of a whole sequence `ids: [batch, S]` under `mask: [1, 1, S, S]`.
