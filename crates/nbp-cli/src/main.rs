@@ -336,7 +336,9 @@ enum BenchCommand {
         /// use of memory (and on GPUs of the prefill's kernels); its time is printed.
         #[arg(long, default_value_t = 0)]
         warmup: usize,
-        /// Timed runs; the fastest is reported.
+        /// Timed runs of each block size; the fastest is reported. With --versus the two block sizes take
+        /// turns (block, versus, block, versus, …), so that a change in the machine's speed during the
+        /// benchmark falls on both alike.
         #[arg(long, default_value_t = 1)]
         repeats: usize,
         #[command(flatten)]
@@ -1101,20 +1103,16 @@ fn run(cli: Cli) -> Result<()> {
                     0 => Some(nbp_model::bench::warm_up(&model, &ids, tokens, (block, batch))?),
                     _ => None,
                 };
-                let results = blocks
-                    .iter()
-                    .map(|&b| {
-                        nbp_model::bench::time_sampling(
-                            &model,
-                            &ids,
-                            tokens,
-                            (b, batch),
-                            (warmup, repeats),
-                            &Bar::default(),
-                            &mut |l| eprintln!("{l}"),
-                        )
-                    })
-                    .collect::<nbp_core::Result<Vec<_>>>()?;
+                let results = nbp_model::bench::time_sampling(
+                    &model,
+                    &ids,
+                    tokens,
+                    &blocks,
+                    batch,
+                    (warmup, repeats),
+                    &Bar::default(),
+                    &mut |l| eprintln!("{l}"),
+                )?;
                 Ok::<_, anyhow::Error>((results, model.num_params(), first_touch))
             })?;
             let (results, params, first_touch) = r;
@@ -1130,9 +1128,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             if warmup + repeats > 1 {
                 println!(
-                    "fastest of {repeats} timed run{} after {warmup} warm-up run{}",
+                    "fastest of {repeats} timed run{} after {warmup} warm-up run{}{}",
                     plural(repeats),
-                    plural(warmup)
+                    plural(warmup),
+                    if versus.is_some() { ", the two block sizes in turns" } else { "" }
                 );
             }
             if let Some(secs) = first_touch {

@@ -33,33 +33,40 @@ impl SampleTiming {
     }
 }
 
-/// Times the generation of `tokens` tokens after the known tokens `prefix` in blocks of `block` (a row schedule,
-/// as `Schedule::blocks`), `batch` sequences at once, with the default filter: `warmup` untimed runs (each
-/// reported through `report`), then the fastest of `repeats` timed ones (at least one). `progress` sees every
-/// run's steps.
+/// Times the generation of `tokens` tokens after the known tokens `prefix` in blocks of each size in `blocks` (a
+/// row schedule, as `Schedule::blocks`), `batch` sequences at once, with the default filter: `warmup` untimed runs
+/// of each (each reported through `report`), then `repeats` timed ones (at least one), of which the fastest is
+/// kept. The block sizes take turns run by run (16, 1, 16, 1, … for `[16, 1]`), so that a change in the machine's
+/// speed during the benchmark (other tenants, clocks, the memory's state) falls on all of them alike rather than
+/// on whichever ran its repeats last. `progress` sees every run's steps.
+#[allow(clippy::too_many_arguments)]
 pub fn time_sampling<B: Backend>(
     model: &Gpt<B>,
     prefix: &[i64],
     tokens: usize,
-    (block, batch): (usize, usize),
+    blocks: &[usize],
+    batch: usize,
     (warmup, repeats): (usize, usize),
     progress: &dyn Progress,
     report: &mut dyn FnMut(&str),
-) -> Result<SampleTiming> {
-    let schedule = Schedule::blocks(&[], None, prefix, tokens, block);
-    let mut best: Option<SampleTiming> = None;
+) -> Result<Vec<SampleTiming>> {
+    let schedules: Vec<Schedule> =
+        blocks.iter().map(|&block| Schedule::blocks(&[], None, prefix, tokens, block)).collect();
+    let mut best: Vec<Option<SampleTiming>> = vec![None; blocks.len()];
     for run in 0..warmup + repeats.max(1) {
-        let timer = FirstStep { inner: progress, t0: Instant::now(), first: Cell::new(None) };
-        generate(model, &schedule, batch, &timer)?;
-        let seconds = timer.t0.elapsed().as_secs_f64();
-        if run < warmup {
-            report(&format!("block {block}: warm-up run {}: {seconds:.2} s", run + 1));
-        } else if best.is_none_or(|b| seconds < b.seconds) {
-            let first_step = timer.first.get().unwrap_or(seconds);
-            best = Some(SampleTiming { steps: schedule.len(), seconds, first_step });
+        for ((&block, schedule), best) in blocks.iter().zip(&schedules).zip(&mut best) {
+            let timer = FirstStep { inner: progress, t0: Instant::now(), first: Cell::new(None) };
+            generate(model, schedule, batch, &timer)?;
+            let seconds = timer.t0.elapsed().as_secs_f64();
+            if run < warmup {
+                report(&format!("block {block}: warm-up run {}: {seconds:.2} s", run + 1));
+            } else if best.is_none_or(|b| seconds < b.seconds) {
+                let first_step = timer.first.get().unwrap_or(seconds);
+                *best = Some(SampleTiming { steps: schedule.len(), seconds, first_step });
+            }
         }
     }
-    Ok(best.expect("at least one timed run"))
+    Ok(best.into_iter().map(|b| b.expect("at least one timed run")).collect())
 }
 
 /// One generation by `schedule` with the default filter, its ids read back (so that asynchronous GPU backends
@@ -142,16 +149,43 @@ mod tests {
         let model = tiny(64);
         let prefix: Vec<i64> = (0..16).collect();
         let (count, mut lines) = (Count::default(), vec![]);
-        let t = time_sampling(&model, &prefix, 32, (8, 2), (1, 2), &count, &mut |l| lines.push(l.to_string())).unwrap();
+        let t =
+            time_sampling(&model, &prefix, 32, &[8], 2, (1, 2), &count, &mut |l| lines.push(l.to_string())).unwrap();
         // 32 tokens in blocks of 8: 4 steps per run, and the progress saw all three runs.
-        assert_eq!(t.steps, 4);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].steps, 4);
         assert_eq!(count.0.get(), 12);
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(lines[0].starts_with("block 8: warm-up run 1: "), "{lines:?}");
-        assert!(0.0 < t.first_step && t.first_step <= t.seconds, "{t:?}");
+        assert!(0.0 < t[0].first_step && t[0].first_step <= t[0].seconds, "{t:?}");
         // NTP: one token per step.
-        let ntp = time_sampling(&model, &prefix, 32, (1, 1), (0, 1), &NoProgress, &mut |_| {}).unwrap();
-        assert_eq!(ntp.steps, 32);
+        let ntp = time_sampling(&model, &prefix, 32, &[1], 1, (0, 1), &NoProgress, &mut |_| {}).unwrap();
+        assert_eq!(ntp[0].steps, 32);
+    }
+
+    /// Records the step count of every run it is told of.
+    #[derive(Default)]
+    struct Runs(std::cell::RefCell<Vec<usize>>);
+
+    impl Progress for Runs {
+        fn start(&self, _: &str, total: usize) {
+            self.0.borrow_mut().push(total);
+        }
+        fn advance(&self, _: usize) {}
+        fn finish(&self) {}
+    }
+
+    #[test]
+    fn compared_block_sizes_take_turns() {
+        let model = tiny(64);
+        let prefix: Vec<i64> = (0..16).collect();
+        let (runs, mut lines) = (Runs::default(), vec![]);
+        let t =
+            time_sampling(&model, &prefix, 16, &[8, 1], 1, (1, 2), &runs, &mut |l| lines.push(l.to_string())).unwrap();
+        // Each run's schedule length tells which block size ran: 2 steps of 8, or 16 of 1, in turns.
+        assert_eq!(*runs.0.borrow(), [2, 16, 2, 16, 2, 16]);
+        assert_eq!(lines.iter().map(|l| &l[..9]).collect::<Vec<_>>(), ["block 8: ", "block 1: "], "{lines:?}");
+        assert_eq!((t[0].steps, t[1].steps), (2, 16));
     }
 
     #[test]
