@@ -39,13 +39,11 @@ impl SampleTiming {
 /// kept. The block sizes take turns run by run (16, 1, 16, 1, … for `[16, 1]`), so that a change in the machine's
 /// speed during the benchmark (other tenants, clocks, the memory's state) falls on all of them alike rather than
 /// on whichever ran its repeats last. `progress` sees every run's steps.
-#[allow(clippy::too_many_arguments)]
 pub fn time_sampling<B: Backend>(
     model: &Gpt<B>,
     prefix: &[i64],
     tokens: usize,
-    blocks: &[usize],
-    batch: usize,
+    (blocks, batch): (&[usize], usize),
     (warmup, repeats): (usize, usize),
     progress: &dyn Progress,
     report: &mut dyn FnMut(&str),
@@ -150,7 +148,7 @@ mod tests {
         let prefix: Vec<i64> = (0..16).collect();
         let (count, mut lines) = (Count::default(), vec![]);
         let t =
-            time_sampling(&model, &prefix, 32, &[8], 2, (1, 2), &count, &mut |l| lines.push(l.to_string())).unwrap();
+            time_sampling(&model, &prefix, 32, (&[8], 2), (1, 2), &count, &mut |l| lines.push(l.to_string())).unwrap();
         // 32 tokens in blocks of 8: 4 steps per run, and the progress saw all three runs.
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].steps, 4);
@@ -159,7 +157,7 @@ mod tests {
         assert!(lines[0].starts_with("block 8: warm-up run 1: "), "{lines:?}");
         assert!(0.0 < t[0].first_step && t[0].first_step <= t[0].seconds, "{t:?}");
         // NTP: one token per step.
-        let ntp = time_sampling(&model, &prefix, 32, &[1], 1, (0, 1), &NoProgress, &mut |_| {}).unwrap();
+        let ntp = time_sampling(&model, &prefix, 32, (&[1], 1), (0, 1), &NoProgress, &mut |_| {}).unwrap();
         assert_eq!(ntp[0].steps, 32);
     }
 
@@ -180,8 +178,8 @@ mod tests {
         let model = tiny(64);
         let prefix: Vec<i64> = (0..16).collect();
         let (runs, mut lines) = (Runs::default(), vec![]);
-        let t =
-            time_sampling(&model, &prefix, 16, &[8, 1], 1, (1, 2), &runs, &mut |l| lines.push(l.to_string())).unwrap();
+        let t = time_sampling(&model, &prefix, 16, (&[8, 1], 1), (1, 2), &runs, &mut |l| lines.push(l.to_string()))
+            .unwrap();
         // Each run's schedule length tells which block size ran: 2 steps of 8, or 16 of 1, in turns.
         assert_eq!(*runs.0.borrow(), [2, 16, 2, 16, 2, 16]);
         assert_eq!(lines.iter().map(|l| &l[..9]).collect::<Vec<_>>(), ["block 8: ", "block 1: "], "{lines:?}");
