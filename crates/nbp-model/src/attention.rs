@@ -65,9 +65,9 @@ impl<B: Backend> SelfAttention<B> {
         cache: Option<&mut KvCache<B>>,
         last: usize,
     ) -> Tensor<B, 3> {
-        let [b, n, d] = x.dims();
+        let [b, _, d] = x.dims();
         let hs = d / self.n_head;
-        let asking = if last < n { x.clone().slice([0..b, n - last..n, 0..d]) } else { x.clone() };
+        let asking = last_rows(x.clone(), last);
         let (q, k, v) = (self.query.forward(asking), self.key.forward(x.clone()), self.value.forward(x));
         let mut cache = cache;
         if let Some(y) = crate::cpu::self_attention(&q, &k, &v, self.n_head, &mask, cache.as_deref_mut()) {
@@ -87,4 +87,10 @@ impl<B: Backend> SelfAttention<B> {
         let y = fused_attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
         self.proj.forward(y.swap_dims(1, 2).reshape([b, queries, d]))
     }
+}
+
+/// The last `last` positions of `x: [batch, n, d]` (`[batch, last, d]`), or `x` itself when `last ≥ n`.
+pub(crate) fn last_rows<B: Backend>(x: Tensor<B, 3>, last: usize) -> Tensor<B, 3> {
+    let [b, n, d] = x.dims();
+    if last < n { x.slice([0..b, n - last..n, 0..d]) } else { x }
 }

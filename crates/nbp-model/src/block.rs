@@ -73,9 +73,8 @@ impl<B: Backend> Block<B> {
         cache: Option<&mut KvCache<B>>,
         last: usize,
     ) -> Tensor<B, 3> {
-        let [b, n, d] = x.dims();
         let a = self.attn.forward_last(self.ln1.forward(x.clone()), mask, cache, last);
-        let x = if last < n { x.slice([0..b, n - last..n, 0..d]) } else { x };
+        let x = crate::attention::last_rows(x, last);
         let x = x + self.dropout.forward(a);
         let h = self.fc.forward(self.ln2.forward(x.clone()));
         let h = crate::cpu::gelu(h).unwrap_or_else(|h| self.gelu.forward(h));

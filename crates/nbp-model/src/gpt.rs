@@ -122,8 +122,7 @@ impl<B: Backend> Gpt<B> {
         last: usize,
     ) -> Tensor<B, 3> {
         let h = self.blocks_last(x, mask, caches, last);
-        let [b, rows, d] = h.dims();
-        self.head.forward(self.ln_f.forward(h.slice([0..b, rows - last.min(rows)..rows, 0..d])))
+        self.head.forward(self.ln_f.forward(crate::attention::last_rows(h, last)))
     }
 
     /// The blocks and the final LayerNorm: hidden states `[batch, new, d]` before the head.
