@@ -2,6 +2,7 @@
 //! work is done by the `nbp-*` libraries.
 
 mod backend;
+mod demo;
 mod progress;
 mod train;
 
@@ -13,6 +14,7 @@ use burn::prelude::*;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use backend::{DeviceArg, with_backend};
+use demo::demo_asset;
 use nbp_core::npy::{NpyArray, read_npy, write_npy};
 use nbp_core::video::{ClipStart, ReadOptions, VideoFormat, tensor_to_videos, write_videos};
 use nbp_tokenizer::pipeline::{self, indices_to_npy, npy_to_indices};
@@ -517,7 +519,7 @@ pub(crate) fn load_with_resolution<B: Backend>(
     let (model, source, resolution) = load_tokenizer_with_resolution::<B>(&path, config.as_ref(), device).map_err(|e| {
         if args.tokenizer.is_none() && !path.exists() {
             anyhow::anyhow!(
-                "{e}\nthe bundled demo tokenizer (assets/demo/) was not found: run nbp-cli from the repository root, or pass --tokenizer"
+                "{e}\nthe bundled demo tokenizer was neither in assets/demo/ nor unpacked from the binary (see the warning above): set XDG_CACHE_HOME to a writable folder, or pass --tokenizer"
             )
         } else {
             anyhow::Error::from(e)
@@ -756,7 +758,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     let mut g = match nbp_model::load_generator::<B>(&generator, &overrides, &device) {
         Ok(g) => g,
         Err(e) if demo && !generator.exists() => bail!(
-            "{e}\nthe bundled demo model (assets/demo/) was not found: run nbp-cli from the repository root, or pass --generator (an official .ckpt or a model trained with `nbp-cli train`) and --tokenizer"
+            "{e}\nthe bundled demo model was neither in assets/demo/ nor unpacked from the binary (see the warning above): set XDG_CACHE_HOME to a writable folder, or pass --generator (an official .ckpt or a model trained with `nbp-cli train`) and --tokenizer"
         ),
         Err(e) => return Err(e.into()),
     };
@@ -978,15 +980,6 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         println!("wrote {}", a.out.display());
     }
     Ok(())
-}
-
-/// A file of the bundled demo (`assets/demo/`), found from the working directory or the source tree.
-pub(crate) fn demo_asset(name: &str) -> PathBuf {
-    let local = Path::new("assets/demo").join(name);
-    if local.exists() {
-        return local;
-    }
-    nbp_core::workspace::workspace_path("assets/demo").join(name)
 }
 
 fn run(cli: Cli) -> Result<()> {
