@@ -179,11 +179,11 @@ enum GeneratorCommand {
         /// .safetensors file to write.
         output: PathBuf,
         /// Attention heads of an official checkpoint: needed when it does not record them, and overrides what it
-        /// records (nbp .safetensors files keep their own).
+        /// records (an nbp .safetensors file keeps the value it records; another one is an error).
         #[arg(long)]
         n_head: Option<usize>,
         /// Block size of an official checkpoint: needed when it does not record it, and overrides what it records
-        /// (nbp .safetensors files keep their own).
+        /// (an nbp .safetensors file keeps the value it records; another one is an error).
         #[arg(long)]
         block_size: Option<usize>,
     },
@@ -197,11 +197,12 @@ struct SampleArgs {
     #[arg(long)]
     generator: Option<PathBuf>,
     /// Attention heads of an official checkpoint (16 for official-base, 32 for xl and 3b): needed when it does
-    /// not record them, and overrides what it records.
+    /// not record them, and overrides what it records (an nbp .safetensors file keeps the value it records; another
+    /// one is an error).
     #[arg(long)]
     n_head: Option<usize>,
     /// Block size of an official checkpoint (16 for the official models): needed when it does not record it, and
-    /// overrides what it records.
+    /// overrides what it records (an nbp .safetensors file keeps the value it records; another one is an error).
     #[arg(long)]
     block_size: Option<usize>,
     /// Tokenizer for decoding and for --condition-video (default: the tokenizer embedded in an official .ckpt).

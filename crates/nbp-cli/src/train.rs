@@ -533,6 +533,9 @@ pub struct EvalFramePredictionArgs {
 }
 
 fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs, device: B::Device) -> Result<()> {
+    if a.clips == 0 {
+        bail!("--clips must be at least 1");
+    }
     let generator = a.generator.clone().unwrap_or_else(|| crate::demo_asset("generator.safetensors"));
     let g = nbp_model::load_generator::<B>(&generator, &Default::default(), &device)?;
     let tokenizer = crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: None };

@@ -229,6 +229,23 @@ pub fn load_generator<B: Backend>(
             Some(text) => serde_json::from_str(text).map_err(|e| Error::file(path, format!("bad info: {e}")))?,
             None => GeneratorInfo::default(),
         };
+        // The file records what the model was trained with; an override that differs would silently sample
+        // a model other than the trained one.
+        let recorded = [
+            ("--n-head", overrides.n_head, config.n_head, format!("{} attention heads", config.n_head)),
+            ("--block-size", overrides.block, settings.block, format!("block size {}", settings.block)),
+        ];
+        for (flag, asked, value, what) in recorded {
+            if let Some(asked) = asked.filter(|&a| a != value) {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "{flag} {asked} differs from what this nbp file records ({what}), which the model was \
+                         trained with: leave out {flag} (it is for official .ckpt files)"
+                    ),
+                ));
+            }
+        }
         let model = import_gpt(&config, w, device)?;
         return Ok(LoadedGenerator { model, settings, info });
     }

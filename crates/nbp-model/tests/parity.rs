@@ -127,6 +127,21 @@ fn native_format_round_trips() {
     let a = g.model.forward(x.clone(), mask.clone()).unwrap().into_data().into_vec::<f32>().unwrap();
     let b = h.model.forward(x, mask).unwrap().into_data().into_vec::<f32>().unwrap();
     assert_eq!(a, b);
+    // What the file records is what it was trained with: the same value as a flag is fine, another an error.
+    let same = Overrides { n_head: Some(g.model.config().n_head), block: Some(4), ..Default::default() };
+    assert_eq!(g.settings.block, 4);
+    assert!(load_generator::<B>(&path, &same, &Default::default()).is_ok());
+    for (other, flag) in [
+        (
+            Overrides { block: Some(8), ..Default::default() },
+            "--block-size 8 differs from what this nbp file records (block size 4)",
+        ),
+        (Overrides { n_head: Some(1), ..Default::default() }, "--n-head 1 differs from what this nbp file records ("),
+    ] {
+        let err = load_generator::<B>(&path, &other, &Default::default()).err().expect("a mismatch is an error");
+        let msg = err.to_string();
+        assert!(msg.contains(flag) && msg.contains(path.to_str().unwrap()), "{msg}");
+    }
     std::fs::remove_file(&path).ok();
 }
 
