@@ -138,7 +138,9 @@ fn native_format_round_trips() {
         ),
         (Overrides { n_head: Some(1), ..Default::default() }, "--n-head 1 differs from what this nbp file records ("),
     ] {
-        let err = load_generator::<B>(&path, &other, &Default::default()).err().expect("a mismatch is an error");
+        let Err(err) = load_generator::<B>(&path, &other, &Default::default()) else {
+            panic!("{flag}: a mismatch is an error");
+        };
         let msg = err.to_string();
         assert!(msg.contains(flag) && msg.contains(path.to_str().unwrap()), "{msg}");
     }
