@@ -313,6 +313,22 @@ fn sample_errors_name_the_fix() {
         &["sample", "--generator", &h, "--condition-ids", "1,2", "--latent-grid", "3x4x4", "--no-decode"],
         "expects 3 condition tokens",
     );
+    // The bundled model records block 8 and 4 heads: other values are errors, the same ones are not.
+    check(&["sample", "--block-size", "7", "--no-decode"], "--block-size 7 differs from what this nbp file records");
+    check(&["sample", "--n-head", "2", "--no-decode"], "leave out --n-head");
+    let o = cli(&[
+        "sample",
+        "--block-size",
+        "8",
+        "--n-head",
+        "4",
+        "--num-samples",
+        "1",
+        "--no-decode",
+        "--save-tokens",
+        &ids,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 #[test]
