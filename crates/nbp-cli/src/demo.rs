@@ -50,6 +50,7 @@ fn find_or_unpack(name: &str, candidates: &[PathBuf], cache: &Path) -> anyhow::R
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    eprintln!("unpacked the bundled demo file {name} into {} (assets/demo/ was not found)", dir.display());
     Ok(Some(path))
 }
 
