@@ -39,7 +39,9 @@ fn find_or_unpack(name: &str, candidates: &[PathBuf], cache: &Path) -> anyhow::R
     let Some((_, bytes)) = EMBEDDED.iter().find(|(n, _)| *n == name) else {
         return Ok(None);
     };
-    let hash = EMBEDDED.iter().fold(FNV_OFFSET, |h, (_, bytes)| fnv1a(h, bytes));
+    // Hashed once per process, however many demo files it asks for.
+    static HASH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let hash = HASH.get_or_init(|| EMBEDDED.iter().fold(FNV_OFFSET, |h, (_, bytes)| fnv1a(h, bytes)));
     let dir = cache.join(format!("demo-{hash:016x}"));
     let path = dir.join(name);
     if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
