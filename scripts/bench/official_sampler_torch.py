@@ -11,7 +11,6 @@ position, and `multinomial` draws each position. It prints the time of the prefi
 it, and of the whole generation, the fastest of --repeats runs after --warmup untimed ones.
 """
 import argparse
-import math
 import time
 
 import torch
@@ -157,7 +156,6 @@ def main():
               f"prefill {times[0] * 1e3:.1f} ms, later steps {mean_step * 1e3:.2f} ms each")
     if a.versus:
         print(f"block {a.block} is {sum(best[a.versus]) / sum(best[a.block]):.2f}x faster than block {a.versus}")
-    assert not math.isnan(sum(best[a.block]))
 
 
 if __name__ == "__main__":
