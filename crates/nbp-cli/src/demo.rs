@@ -59,15 +59,12 @@ fn find_or_unpack(name: &str, candidates: &[PathBuf], cache: &Path) -> anyhow::R
 /// Where the embedded demo files are unpacked: `$XDG_CACHE_HOME/nbp`, else `$HOME/.cache/nbp`, else `nbp` in the
 /// system's temporary directory.
 fn cache_root() -> PathBuf {
-    user_cache_dir().unwrap_or_else(std::env::temp_dir).join("nbp")
-}
-
-/// The user's cache directory: `$XDG_CACHE_HOME`, else `$HOME/.cache` (each only when absolute).
-pub(crate) fn user_cache_dir() -> Option<PathBuf> {
     let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     std::env::var_os("XDG_CACHE_HOME")
         .and_then(absolute)
         .or_else(|| std::env::var_os("HOME").and_then(absolute).map(|h| h.join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("nbp")
 }
 
 /// The 64-bit FNV-1a hash's starting value.
