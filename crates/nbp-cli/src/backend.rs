@@ -34,6 +34,7 @@ pub fn not_compiled(device: DeviceArg, feature: &str) -> anyhow::Error {
 ///
 /// Burn's GPU backends run their device on a service thread and panic there on a driver or validation error,
 /// which then panics the calling thread too; this is how such a failure becomes an error message.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn catching<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     use std::sync::{Arc, Mutex};
     let first: Arc<Mutex<Option<String>>> = Arc::default();
@@ -61,6 +62,7 @@ fn catching<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 /// the backend panics on its service thread. This moves two numbers to the device and back while catching such a
 /// panic, and turns it into an error that names the device and the fix. The round trip compiles no kernel, so it
 /// is cheap even on a software Vulkan driver.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub fn probe<B: burn::prelude::Backend>(device: &B::Device, arg: DeviceArg) -> anyhow::Result<()> {
     let result = catching(|| burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0], device).into_data().to_vec::<f32>());
     match result {
@@ -88,11 +90,13 @@ pub fn probe<B: burn::prelude::Backend>(device: &B::Device, arg: DeviceArg) -> a
 /// Runs the work `f` of a command on a GPU backend that has started, turning a failure of the backend (a panic
 /// on its service thread: a wgpu validation error, a CUDA launch error) into an error that names the device and
 /// the cause instead of a panic with a backtrace.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub fn guarded<T>(arg: DeviceArg, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     catching(f).unwrap_or_else(|cause| Err(backend_failure(arg, &cause)))
 }
 
 /// The error for a GPU backend that failed while working, with the fix where one is known.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn backend_failure(arg: DeviceArg, cause: &str) -> anyhow::Error {
     let cause = cause.trim();
     let fix = if cause.contains("buffer_binding_size") || cause.contains("can't allocate buffer") {
@@ -120,15 +124,49 @@ fn backend_failure(arg: DeviceArg, cause: &str) -> anyhow::Error {
 /// Where CubeCL keeps its autotune results, as its configuration says (`cubecl.toml`, `CUBECL_*` variables; by
 /// default `target/autotune` under the nearest directory above the working directory that holds a `Cargo.toml`,
 /// else `cubecl/autotune` in the user's cache directory).
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn cubecl_autotune_dir() -> std::path::PathBuf {
     use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
     CubeClRuntimeConfig::get().autotune.cache.root().join("autotune")
 }
 
-#[cfg(not(feature = "cuda"))]
-fn cubecl_autotune_dir() -> std::path::PathBuf {
-    unreachable!("only CUDA errors name the autotune cache")
+/// Prints, before the first work of a GPU backend on this machine, that its kernels are compiled and tuned as
+/// they are first needed: without the note a first run looks stuck at its first step for minutes.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub fn note_first_run(arg: DeviceArg) {
+    if let Some(note) = first_run_note(arg, &cubecl_autotune_dir()) {
+        eprintln!("{note}");
+    }
+}
+
+/// The note of [`note_first_run`], or `None` when CubeCL's autotune cache `dir` already holds results of this
+/// device's runtime (a run has tuned kernels on it before).
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn first_run_note(arg: DeviceArg, dir: &std::path::Path) -> Option<String> {
+    let runtime = if arg == DeviceArg::Cuda { "cuda" } else { "wgpu" };
+    if has_tuned(dir, runtime) {
+        return None;
+    }
+    Some(format!(
+        "note: the first run on --device {arg} here compiles and tunes GPU kernels as they are first needed, which \
+         takes minutes (the bundled demo's `nbp-cli sample`: 3.4 min on Mesa's software Vulkan driver with 2 CPU \
+         cores, 4 min with CUDA on an H100); CubeCL keeps what it learnt in {}, so later runs start in seconds",
+        dir.display()
+    ))
+}
+
+/// Whether CubeCL's autotune cache `dir` (laid out `<version>/device-<type>-<index>-<runtime>/`) has a folder for a
+/// runtime whose name contains `runtime` (`wgpu<wgsl>` and `wgpu<spirv>` are stored as `wgpu_wgsl_`, `wgpu_spirv_`).
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn has_tuned(dir: &std::path::Path, runtime: &str) -> bool {
+    let Ok(versions) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    versions
+        .flatten()
+        .filter_map(|version| std::fs::read_dir(version.path()).ok())
+        .flat_map(|devices| devices.flatten())
+        .any(|device| device.file_name().to_string_lossy().contains(runtime))
 }
 
 /// Runs `$body` with `$B` bound to the backend type of `$device` and `$dev` to its device.
@@ -146,7 +184,10 @@ macro_rules! with_backend {
                 type $B = burn::backend::Wgpu;
                 let $dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
                 match $crate::backend::probe::<$B>(&$dev, DeviceArg::Wgpu) {
-                    Ok(()) => $crate::backend::guarded(DeviceArg::Wgpu, || $body),
+                    Ok(()) => {
+                        $crate::backend::note_first_run(DeviceArg::Wgpu);
+                        $crate::backend::guarded(DeviceArg::Wgpu, || $body)
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -156,7 +197,10 @@ macro_rules! with_backend {
                 let $dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
                 burn::backend::wgpu::init_setup::<burn::backend::wgpu::graphics::Vulkan>(&$dev, Default::default());
                 match $crate::backend::probe::<$B>(&$dev, DeviceArg::Vulkan) {
-                    Ok(()) => $crate::backend::guarded(DeviceArg::Vulkan, || $body),
+                    Ok(()) => {
+                        $crate::backend::note_first_run(DeviceArg::Vulkan);
+                        $crate::backend::guarded(DeviceArg::Vulkan, || $body)
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -165,7 +209,10 @@ macro_rules! with_backend {
                 type $B = burn::backend::Cuda;
                 let $dev = burn::backend::cuda::CudaDevice::default();
                 match $crate::backend::probe::<$B>(&$dev, DeviceArg::Cuda) {
-                    Ok(()) => $crate::backend::guarded(DeviceArg::Cuda, || $body),
+                    Ok(()) => {
+                        $crate::backend::note_first_run(DeviceArg::Cuda);
+                        $crate::backend::guarded(DeviceArg::Cuda, || $body)
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -179,10 +226,30 @@ macro_rules! with_backend {
 }
 pub(crate) use with_backend;
 
-#[cfg(all(test, feature = "cuda"))]
+#[cfg(all(test, any(feature = "wgpu", feature = "cuda")))]
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_first_run_note_is_printed_until_the_runtime_has_tuned_kernels() {
+        let dir = std::env::temp_dir().join(format!("nbp-first-run-note-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // No cache folder yet: a first run for every GPU backend.
+        let note = first_run_note(DeviceArg::Wgpu, &dir).expect("a note before any tuning");
+        assert!(note.starts_with("note: the first run on --device wgpu here compiles and tunes"), "{note}");
+        assert!(note.contains(&format!("keeps what it learnt in {},", dir.display())), "{note}");
+        // CubeCL's layout after a wgpu run (as on Mesa's software driver): wgpu has tuned, CUDA has not.
+        std::fs::create_dir_all(dir.join("0.10.0/device-4-0-wgpu_wgsl_")).unwrap();
+        assert_eq!(first_run_note(DeviceArg::Wgpu, &dir), None);
+        assert_eq!(first_run_note(DeviceArg::Vulkan, &dir), None);
+        let cuda = first_run_note(DeviceArg::Cuda, &dir).expect("CUDA has not tuned here");
+        assert!(cuda.starts_with("note: the first run on --device cuda here"), "{cuda}");
+        std::fs::create_dir_all(dir.join("0.10.0/device-0-0-cuda")).unwrap();
+        assert_eq!(first_run_note(DeviceArg::Cuda, &dir), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(feature = "cuda")]
     #[test]
     fn a_cuda_launch_error_names_the_autotune_cache() {
         let e = backend_failure(
