@@ -178,6 +178,9 @@ pub struct ReadReport {
     pub native_fps: Option<f64>,
 }
 
+/// The most memory a clip read by [`read_video`] may take as floats (`frames × 3 × height × width × 4` bytes).
+const MAX_CLIP_BYTES: usize = 16 << 30;
+
 /// Reads a clip from a video file (through ffmpeg) or from a folder of image frames (sorted by name).
 pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadReport> {
     let path = path.as_ref();
@@ -185,23 +188,48 @@ pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadRepo
         return Err(Error::invalid("the number of frames to read must be at least 1"));
     }
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let (frames, native_fps) = if meta.is_dir() {
-        (read_frame_folder(path, opts.size)?, None)
-    } else {
-        let (frames, fps) = decode_frames(path, opts.size)?;
-        let keep = match opts.fps {
-            Some(target) => resample_indices(frames.len(), fps, target),
-            None => (0..frames.len()).collect(),
-        };
-        (keep.iter().map(|&i| frames[i].clone()).collect(), Some(fps))
+    if let Some((h, w)) = opts.size {
+        side(path, h)?;
+        side(path, w)?;
+    }
+    // The frames (at the requested rate) that the clip takes out of `available` ones.
+    let window = |available: usize| {
+        let start = if available >= opts.frames { clip_start(available, opts.frames, opts.start) } else { 0 };
+        start..start.saturating_add(opts.frames).min(available)
     };
-    let available = frames.len();
+    let (mut clip, available, native_fps) = if meta.is_dir() {
+        let frames = read_frame_folder(path, opts.size)?;
+        let available = frames.len();
+        (frames[window(available)].to_vec(), available, None)
+    } else {
+        let mut available = 0;
+        let (clip, _, fps) = decode_selected(path, opts.size, |len, fps| {
+            let keep = match opts.fps {
+                Some(target) => resample_indices(len, fps, target),
+                None => (0..len).collect(),
+            };
+            available = keep.len();
+            keep[window(available)].to_vec()
+        })?;
+        (clip, available, Some(fps))
+    };
     if available == 0 {
         return Err(Error::file(path, "contains no frames"));
     }
-    let start = if available >= opts.frames { clip_start(available, opts.frames, opts.start) } else { 0 };
-    let mut clip: Vec<RgbImage> = frames.into_iter().skip(start).take(opts.frames).collect();
     let padded = opts.frames - clip.len();
+    let bytes = opts.frames as f64 * clip[0].width() as f64 * clip[0].height() as f64 * 3.0 * 4.0;
+    if bytes > MAX_CLIP_BYTES as f64 {
+        return Err(Error::invalid(format!(
+            "{}: a clip of {} frames of {}x{} would take {:.1} GB as floats (at most {} GB): ask for fewer frames or a \
+             smaller resolution",
+            path.display(),
+            opts.frames,
+            clip[0].width(),
+            clip[0].height(),
+            bytes / 1e9,
+            MAX_CLIP_BYTES >> 30
+        )));
+    }
     let (w, h) = (clip[0].width(), clip[0].height());
     clip.extend((0..padded).map(|_| RgbImage::new(w, h)));
     Ok(ReadReport { video: Video::from_rgb8(&clip)?, available_frames: available, padded_frames: padded, native_fps })
@@ -287,12 +315,95 @@ fn last_line<'a>(path: &Path, stderr: &'a str) -> Option<&'a str> {
     Some(line.strip_prefix(prefix.as_str()).unwrap_or(line))
 }
 
-/// Decodes every frame of a video file (through ffmpeg) at its native rate, resized to `size` `(height, width)`;
-/// returns the frames and the native frame rate. A truncated file gives the frames before the damage (with a
-/// warning); a file with no decodable frame is an error naming it.
-pub fn decode_frames(path: &Path, size: Option<(usize, usize)>) -> Result<(Vec<RgbImage>, f64)> {
+/// Bytes of decoded frames that [`decode_selected`] keeps while it reads a video once: a longer video is read a
+/// second time, keeping only the frames picked (a 10-minute 30 fps video at 256×256 would take 3.5 GB).
+const FRAME_BUDGET: usize = 512 << 20;
+
+/// The largest side a video is resized to: beyond it `width × height × 3` bytes per frame stop being sensible.
+pub const MAX_SIDE: usize = 16384;
+
+/// Decodes the frames of a video file (through ffmpeg) that `select(len, native_fps)` picks from its `len`
+/// frames at the native rate (indices in any order, repeats allowed), each resized to `size` `(height, width)`
+/// (`None`: the native size); returns them in the order picked, with `len` and the native frame rate.
+///
+/// A video whose frames at this size fit in [`FRAME_BUDGET`] is decoded once; a longer one is decoded a first
+/// time only to count its frames and a second time to keep the picked ones, so that reading a clip out of a long
+/// video never holds more than the clip. A truncated file gives the frames before the damage (with a warning); a
+/// file with no decodable frame is an error naming it.
+pub fn decode_selected(
+    path: &Path,
+    size: Option<(usize, usize)>,
+    select: impl FnOnce(usize, f64) -> Vec<usize>,
+) -> Result<(Vec<RgbImage>, usize, f64)> {
+    decode_within(path, size, select, FRAME_BUDGET)
+}
+
+/// [`decode_selected`] keeping at most `budget` bytes of frames in its first pass.
+fn decode_within(
+    path: &Path,
+    size: Option<(usize, usize)>,
+    select: impl FnOnce(usize, f64) -> Vec<usize>,
+    budget: usize,
+) -> Result<(Vec<RgbImage>, usize, f64)> {
     let (w0, h0, fps) = probe(path)?;
-    let (h, w) = size.map(|(h, w)| (h as u32, w as u32)).unwrap_or((h0, w0));
+    let (h, w) = match size {
+        Some((h, w)) => (side(path, h)?, side(path, w)?),
+        None => (h0, w0),
+    };
+    let frame_bytes = w as usize * h as usize * 3;
+    let budget = budget / frame_bytes.max(1);
+    let mut kept = Vec::new();
+    let len = each_frame(path, (w, h), true, |_, raw| {
+        if kept.len() < budget {
+            kept.push(raw.to_vec());
+        }
+    })?;
+    let picked = select(len, fps);
+    if let Some(&bad) = picked.iter().find(|&&i| i >= len) {
+        return Err(Error::invalid(format!("frame {bad} picked from {} of {len} frames", path.display())));
+    }
+    let image = |raw: Vec<u8>| RgbImage::from_raw(w, h, raw).expect("whole frames");
+    if len <= kept.len() {
+        return Ok((picked.iter().map(|&i| image(kept[i].clone())).collect(), len, fps));
+    }
+    // The second pass: only the picked frames, each once however often it is picked.
+    drop(kept);
+    let mut wanted: Vec<usize> = picked.clone();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut found: std::collections::HashMap<usize, Vec<u8>> = std::collections::HashMap::new();
+    let again = each_frame(path, (w, h), false, |i, raw| {
+        if wanted.binary_search(&i).is_ok() {
+            found.insert(i, raw.to_vec());
+        }
+    })?;
+    let get = |i: usize| {
+        found.get(&i).cloned().map(image).ok_or_else(|| {
+            Error::file(
+                path,
+                format!("gave {again} frames when read again, {len} the first time: it changed while being read"),
+            )
+        })
+    };
+    Ok((picked.iter().map(|&i| get(i)).collect::<Result<_>>()?, len, fps))
+}
+
+/// A side of the size a video is resized to, as ffmpeg takes it.
+fn side(path: &Path, n: usize) -> Result<u32> {
+    if (1..=MAX_SIDE).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(Error::invalid(format!(
+            "{}: cannot resize frames to a side of {n} pixels (1 to {MAX_SIDE})",
+            path.display()
+        )))
+    }
+}
+
+/// Runs ffmpeg on `path`, handing each decoded frame (`w × h` RGB bytes) to `frame(index, bytes)`, and returns
+/// how many it decoded: none is an error naming the file, and an ffmpeg error after some frames (a truncated file)
+/// is a warning when `warn` is set.
+fn each_frame(path: &Path, (w, h): (u32, u32), warn: bool, mut frame: impl FnMut(usize, &[u8])) -> Result<usize> {
     let mut child = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-i"])
         .arg(path)
@@ -312,27 +423,35 @@ pub fn decode_frames(path: &Path, size: Option<(usize, usize)>) -> Result<(Vec<R
         stderr.read_to_string(&mut err).ok();
         err
     });
-    let mut raw = Vec::new();
-    child.stdout.take().expect("piped").read_to_end(&mut raw).map_err(|e| Error::io(path, e))?;
+    let mut out = std::io::BufReader::with_capacity(1 << 20, child.stdout.take().expect("piped"));
+    let mut raw = vec![0u8; w as usize * h as usize * 3];
+    let mut count = 0;
+    loop {
+        match out.read_exact(&mut raw) {
+            Ok(()) => {
+                frame(count, &raw);
+                count += 1;
+            }
+            // The end of the stream (a partial last frame, from a file cut short, is dropped).
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
     let err = errors.join().unwrap_or_default();
     let status = child.wait().map_err(|e| Error::io(path, e))?;
-    let frame_bytes = (w * h * 3) as usize;
-    let frames: Vec<RgbImage> =
-        raw.chunks_exact(frame_bytes).map(|c| RgbImage::from_raw(w, h, c.to_vec()).expect("frame size")).collect();
-    if frames.is_empty() {
+    if count == 0 {
         let msg = last_line(path, &err).unwrap_or("no frame could be decoded");
         return Err(Error::file(path, format!("cannot be decoded as a video: {msg}")));
     }
-    if !status.success() {
+    if !status.success() && warn {
         // Truncated files still yield their first frames; say so rather than failing silently.
         eprintln!(
-            "warning: {}: ffmpeg reported an error after {} frames ({}); using the frames decoded so far",
+            "warning: {}: ffmpeg reported an error after {count} frames ({}); using the frames decoded so far",
             path.display(),
-            frames.len(),
             last_line(path, &err).unwrap_or("unknown error")
         );
     }
-    Ok((frames, fps))
+    Ok(count)
 }
 
 /// How several videos are arranged side by side.
@@ -606,6 +725,46 @@ mod tests {
         let back = read_video(&folder, &opts).unwrap();
         assert_eq!(back.video, v);
         assert!(VideoFormat::from_path(Path::new("x.txt")).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn long_videos_are_read_again_for_the_picked_frames_only() {
+        let dir = std::env::temp_dir().join(format!("nbp-video-long-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("long.mkv");
+        // 40 distinct frames, losslessly coded so that both passes decode the same bytes.
+        let made = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=32x24:rate=10", "-t", "4"])
+            .args(["-c:v", "ffv1"])
+            .arg(&path)
+            .status();
+        if !made.is_ok_and(|s| s.success()) {
+            panic!("ffmpeg is needed for this test (apt-get install ffmpeg)");
+        }
+        let pick = |len: usize, fps: f64| {
+            assert_eq!((len, fps), (40, 10.0));
+            vec![31, 2, 31, 39]
+        };
+        let (once, len, _) = decode_within(&path, Some((16, 16)), pick, FRAME_BUDGET).unwrap();
+        // A budget of two frames: counted in a first pass, the picked frames kept in a second one.
+        let (twice, len2, _) = decode_within(&path, Some((16, 16)), pick, 2 * 16 * 16 * 3).unwrap();
+        assert_eq!((len, len2, once.len()), (40, 40, 4));
+        assert_eq!(once, twice);
+        assert_eq!(once[0], once[2]);
+        assert_ne!(once[0], once[1]);
+        assert_ne!(once[0], once[3]);
+        // The clip of `read_video` is the same whichever way the frames were read.
+        let opts = ReadOptions { frames: 4, fps: Some(5.0), size: Some((16, 16)), start: ClipStart::Center };
+        let clip = read_video(&path, &opts).unwrap();
+        let (expected, _, _) = decode_within(&path, Some((16, 16)), |_, _| vec![16, 18, 20, 22], 0).unwrap();
+        assert_eq!((clip.available_frames, clip.padded_frames), (20, 0));
+        assert_eq!(clip.video, Video::from_rgb8(&expected).unwrap());
+        // Sizes ffmpeg cannot be asked for, and a clip too large for memory, are errors before any work.
+        let big = ReadOptions { size: Some((16, MAX_SIDE + 1)), ..opts.clone() };
+        assert!(read_video(&path, &big).unwrap_err().to_string().contains("a side of 16385 pixels"));
+        let long = ReadOptions { frames: usize::MAX / 2, ..opts };
+        assert!(read_video(&path, &long).unwrap_err().to_string().contains("ask for fewer frames"));
         std::fs::remove_dir_all(&dir).ok();
     }
 

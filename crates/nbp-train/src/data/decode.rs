@@ -1,13 +1,13 @@
 //! Decoding one clip from a video file with the official frame selection.
 //!
 //! `nbp_core::video::read_video` only starts a clip at the beginning or the centre, while training needs a
-//! random start chosen *after* the video's length is known. So this module decodes the whole video once with
-//! `nbp_core::video::decode_frames` (the decoder `read_video` uses), then picks the frames with
-//! [`select_frames`].
+//! random start chosen *after* the video's length is known. So this module decodes the video with
+//! `nbp_core::video::decode_selected` (the decoder `read_video` uses), which picks the frames with
+//! [`select_frames`] once it knows the length.
 
 use std::path::Path;
 
-use nbp_core::video::{Video, decode_frames};
+use nbp_core::video::{Video, decode_selected};
 use nbp_core::{Error, Result};
 
 use super::ClipOptions;
@@ -23,16 +23,18 @@ use super::frames::select_frames;
 pub fn read_clip(path: &Path, opts: &ClipOptions, seed: u64, index: usize) -> Result<Video> {
     opts.validate()?;
     let (h, w) = (opts.height, opts.width);
-    let (frames, native_fps) = decode_frames(path, Some((h, w)))?;
-    let native_len = frames.len();
-    let sel = select_frames(native_len, native_fps, opts.fps, opts.frames, opts.split, seed, index);
+    let mut sel = None;
+    let (picked, native_len, native_fps) = decode_selected(path, Some((h, w)), |len, fps| {
+        let chosen = select_frames(len, fps, opts.fps, opts.frames, opts.split, seed, index);
+        sel.insert(chosen).indices.clone()
+    })?;
+    let sel = sel.expect("chosen when decoded");
     if sel.indices.is_empty() {
         return Err(Error::file(
             path,
             format!("has no frame at {} fps ({native_len} frames at {native_fps} fps)", opts.fps.unwrap_or(native_fps)),
         ));
     }
-    let picked: Vec<_> = sel.indices.iter().map(|&i| frames[i].clone()).collect();
     let part = Video::from_rgb8(&picked)?;
     let mut video = Video::black(opts.frames, h, w);
     let (plane, n) = (h * w, picked.len());
