@@ -87,7 +87,7 @@ pub struct TrainArgs {
     /// Weight decay of linear weights (official 0.01).
     #[arg(long)]
     weight_decay: Option<f32>,
-    /// Global gradient-norm limit (0 disables; official 1.0).
+    /// Global gradient-norm limit (0 or less disables; official 1.0).
     #[arg(long)]
     grad_clip: Option<f64>,
     /// Reproduce the official order of the schedule: counting updates from 0, update k uses lr(k−1) and update 0
@@ -157,7 +157,8 @@ impl TrainArgs {
             c.optimizer.weight_decay = v;
         }
         if let Some(v) = self.grad_clip {
-            c.optimizer.grad_clip = (v > 0.0).then_some(v);
+            // NaN and infinity are kept, so that validation names them.
+            c.optimizer.grad_clip = (v > 0.0 || v.is_nan()).then_some(v);
         }
         if self.official_lr_lag {
             c.schedule.official_lag = true;

@@ -194,6 +194,16 @@ impl WeightMap {
                 TensorData::new(file.read_f32(t)?, entry.shape.clone())
             }
         };
+        if let Some(at) = first_non_finite(&data) {
+            return Err(Error::file(
+                &self.path,
+                format!(
+                    "tensor '{}' holds a non-finite value (an infinity or a NaN) at element {at}: the file is damaged, \
+                     or it was saved from a training run that diverged",
+                    self.key_in_file(key)
+                ),
+            ));
+        }
         self.taken.insert(key.to_string());
         Ok(data)
     }
@@ -310,6 +320,18 @@ pub fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
+/// The index of the first infinity or NaN of a float tensor's values (`None` for integer tensors).
+fn first_non_finite(data: &TensorData) -> Option<usize> {
+    use burn::tensor::DType;
+    let (width, exponent) = match data.dtype {
+        DType::F32 => (4, 0x7f80_0000),
+        DType::BF16 => (2, 0x7f80),
+        DType::F16 => (2, 0x7c00),
+        _ => return None,
+    };
+    nbp_kernels::first_non_finite(data.as_bytes(), width, exponent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +360,28 @@ mod tests {
         let (_, meta) = WeightMap::read_safetensors(dir.join("w0.safetensors")).unwrap();
         assert_eq!(meta.len(), 6);
         assert_eq!(meta["zeta"], "value of zeta");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_tensor_with_a_nan_or_an_infinity_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("nbp-non-finite-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let device = Default::default();
+        let mut w = WeightWriter::new();
+        let t = |v: [f32; 3]| Tensor::<burn::backend::Flex, 1>::from_data(v, &device);
+        w.put("fine", &t([1.0, -2.0, f32::MAX]));
+        w.put("diverged", &t([1.0, f32::NAN, 0.0]));
+        w.put("blown", &t([1.0, 0.0, f32::NEG_INFINITY]).cast(burn::tensor::DType::BF16));
+        let path = dir.join("w.safetensors");
+        w.write(&path).unwrap();
+        let (mut map, _) = WeightMap::read_safetensors(&path).unwrap();
+        assert_eq!(map.take_data("fine", &[3]).unwrap().to_vec::<f32>().unwrap(), [1.0, -2.0, f32::MAX]);
+        let e = map.take_data("diverged", &[3]).unwrap_err().to_string();
+        assert!(e.contains("w.safetensors") && e.contains("tensor 'diverged' holds a non-finite value"), "{e}");
+        assert!(e.contains("at element 1"), "{e}");
+        let e = map.take_data("blown", &[3]).unwrap_err().to_string();
+        assert!(e.contains("tensor 'blown'") && e.contains("at element 2"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

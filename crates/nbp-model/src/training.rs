@@ -136,7 +136,8 @@ pub fn chunked_loss<B: Backend>(
         let t = targets.clone().slice([0..b, start..start + len]).reshape([b * len, 1]);
         if accuracy {
             let own = logits.clone().gather(1, t.clone()).expand([b * len, model.config().vocab_size]);
-            let above = logits.clone().greater(own).int().sum_dim(1).reshape([b * len]);
+            // Logits not at most the target's: with a NaN anywhere in a row, that row is no hit.
+            let above = logits.clone().lower_equal(own).bool_not().int().sum_dim(1).reshape([b * len]);
             top1 = top1 + above.clone().lower_elem(1).int().sum();
             top5 = top5 + above.lower_elem(5).int().sum();
         }

@@ -147,10 +147,8 @@ impl GeneratorTrainConfig {
         if self.p_drop_cond > 0.0 && self.condition == "none" {
             return bad("p_drop_cond needs a condition to drop".into());
         }
-        if self.schedule.lr <= 0.0 {
-            return bad(format!("the learning rate must be positive, got {}", self.schedule.lr));
-        }
-        Ok(())
+        self.schedule.validate()?;
+        self.optimizer.validate()
     }
 
     /// The block shape for latent grid `grid` (`row` = `1×1×W`; `ntp` mode forces `1×1×1`).

@@ -34,6 +34,29 @@ impl Default for OptimizerConfig {
     }
 }
 
+impl OptimizerConfig {
+    /// Settings AdamW can run with: betas in `[0, 1)`, `eps > 0`, a finite weight decay `≥ 0` and a finite
+    /// clipping norm (NaN would otherwise train silently into a model of NaN).
+    pub fn validate(&self) -> nbp_core::Result<()> {
+        let bad = |what: String| Err(nbp_core::Error::invalid(format!("optimizer: {what}")));
+        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return bad(format!("{name} must be in [0, 1), got {b}"));
+            }
+        }
+        if !(self.eps > 0.0 && self.eps.is_finite()) {
+            return bad(format!("eps must be a positive number, got {}", self.eps));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad(format!("weight_decay must be a finite number ≥ 0, got {}", self.weight_decay));
+        }
+        if let Some(c) = self.grad_clip.filter(|c| !c.is_finite()) {
+            return bad(format!("grad_clip must be a finite number (0 or less: no clipping), got {c}"));
+        }
+        Ok(())
+    }
+}
+
 /// Which parameters are weight-decayed, decided from the parameter's module path (e.g.
 /// `["blocks", "3", "attn", "query", "weight"]`) and the container type of its module (e.g. `"Struct:Linear"`).
 pub type DecayRule = fn(path: &[String], container: &str) -> bool;

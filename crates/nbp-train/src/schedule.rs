@@ -31,6 +31,22 @@ impl Default for ScheduleConfig {
 }
 
 impl ScheduleConfig {
+    /// A schedule that gives finite, non-negative rates: `lr > 0`, `0 ≤ min_lr ≤ lr`, `0 ≤ warmup_lr_init`, all
+    /// finite (a NaN rate would otherwise train silently into a model of NaN).
+    pub fn validate(&self) -> nbp_core::Result<()> {
+        let bad = |what: String| Err(nbp_core::Error::invalid(format!("learning-rate schedule: {what}")));
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("the learning rate must be a positive number, got {}", self.lr));
+        }
+        if !(0.0..=self.lr).contains(&self.min_lr) {
+            return bad(format!("min_lr must be between 0 and the learning rate {}, got {}", self.lr, self.min_lr));
+        }
+        if !(self.warmup_lr_init >= 0.0 && self.warmup_lr_init.is_finite()) {
+            return bad(format!("warmup_lr_init must be a finite number ≥ 0, got {}", self.warmup_lr_init));
+        }
+        Ok(())
+    }
+
     /// The timm formula at absolute step `t` for a cosine of `total` steps.
     pub fn lr_at(&self, t: usize, total: usize) -> f64 {
         if t < self.warmup_steps {
@@ -96,6 +112,36 @@ impl LrScheduler for WarmupCosine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedules_and_optimizers_that_would_train_into_nan_are_refused() {
+        let ok = ScheduleConfig::default();
+        ok.validate().unwrap();
+        for bad in [
+            ScheduleConfig { lr: f64::NAN, ..ok.clone() },
+            ScheduleConfig { lr: f64::INFINITY, ..ok.clone() },
+            ScheduleConfig { lr: 0.0, ..ok.clone() },
+            ScheduleConfig { min_lr: -1.0, ..ok.clone() },
+            ScheduleConfig { min_lr: 1.0, ..ok.clone() },
+            ScheduleConfig { warmup_lr_init: f64::NAN, ..ok.clone() },
+        ] {
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains("learning-rate schedule:"), "{e}");
+        }
+        let adamw = crate::optim::OptimizerConfig::default();
+        adamw.validate().unwrap();
+        crate::optim::OptimizerConfig { grad_clip: Some(-1.0), ..adamw.clone() }.validate().unwrap();
+        for bad in [
+            crate::optim::OptimizerConfig { weight_decay: f32::NAN, ..adamw.clone() },
+            crate::optim::OptimizerConfig { weight_decay: -1e30, ..adamw.clone() },
+            crate::optim::OptimizerConfig { beta1: 2.0, ..adamw.clone() },
+            crate::optim::OptimizerConfig { eps: -1.0, ..adamw.clone() },
+            crate::optim::OptimizerConfig { grad_clip: Some(f64::NAN), ..adamw.clone() },
+        ] {
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains("optimizer:"), "{e}");
+        }
+    }
 
     fn official() -> ScheduleConfig {
         ScheduleConfig { lr: 6e-4, min_lr: 0.0, warmup_steps: 5000, warmup_lr_init: 0.0, official_lag: true }

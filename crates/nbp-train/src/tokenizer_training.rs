@@ -144,8 +144,10 @@ impl TokenizerTrainConfig {
         if self.batch_size == 0 || self.steps == 0 || self.checkpoint_every == 0 {
             return Err(Error::invalid("batch_size, steps and checkpoint_every must be at least 1"));
         }
-        if self.l1_weight < 0.0 || self.l2_weight < 0.0 || self.l1_weight + self.l2_weight == 0.0 {
-            return Err(Error::invalid("l1_weight and l2_weight must be ≥ 0 and not both 0"));
+        if !(self.l1_weight >= 0.0 && self.l2_weight >= 0.0 && (self.l1_weight + self.l2_weight).is_finite())
+            || self.l1_weight + self.l2_weight == 0.0
+        {
+            return Err(Error::invalid("l1_weight and l2_weight must be finite numbers ≥ 0, not both 0"));
         }
         if self.lpips_vgg.is_some() != self.lpips_lin.is_some() {
             return Err(Error::invalid(
@@ -159,8 +161,12 @@ impl TokenizerTrainConfig {
                 self.unquantized_steps, self.steps
             )));
         }
-        if self.schedule.lr <= 0.0 {
-            return Err(Error::invalid(format!("the learning rate must be positive, got {}", self.schedule.lr)));
+        self.schedule.validate()?;
+        self.optimizer.validate()?;
+        for (name, v) in [("perceptual_weight", self.perceptual_weight), ("gan_weight", self.gan_weight)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(Error::invalid(format!("{name} must be a finite number ≥ 0, got {v}")));
+            }
         }
         if let Some(c) = self.crop
             && (c == 0 || !c.is_multiple_of(8) || c > self.height.min(self.width))
