@@ -439,6 +439,18 @@ pub(crate) fn parse_input_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The frame rate of a clip read at `--fps requested` (0: the native rate) from a video of `native` frames per
+/// second (`None`: a folder of frames): a video is only ever resampled down, and a folder is taken as it is, at
+/// `requested` or, with 0, the usual 8.
+fn clip_rate(requested: f64, native: Option<f64>) -> f64 {
+    match (requested > 0.0, native) {
+        (true, Some(native)) => requested.min(native),
+        (false, Some(native)) => native,
+        (true, None) => requested,
+        (false, None) => 8.0,
+    }
+}
+
 /// The frame rate of a written video: a positive finite number.
 pub(crate) fn parse_output_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -455,6 +467,9 @@ pub(crate) fn parse_resolution(s: &str) -> Result<(usize, usize), String> {
     };
     if h == 0 || w == 0 || h % 8 != 0 || w % 8 != 0 {
         return Err(format!("resolution {h}x{w}: height and width must be positive multiples of 8"));
+    }
+    if h.max(w) > nbp_core::video::MAX_SIDE {
+        return Err(format!("resolution {h}x{w}: at most {} pixels a side", nbp_core::video::MAX_SIDE));
     }
     Ok((h, w))
 }
@@ -613,13 +628,14 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
             let (tok, trained) = load_with_resolution::<B>(&model, &device)?;
             let report = pipeline::read_clip(&tok, &input, &clip.read_options(&model, trained))?;
             print_clip(&input, &report);
+            let report_fps = report.native_fps;
             let r = pipeline::reconstruct(&tok, vec![report.video], &bar)?;
             if let Some(p) = &save_tokens {
                 write_npy(p, &r.indices)?;
                 println!("wrote {}", p.display());
             }
             let pairs: Vec<_> = r.input.iter().zip(&r.output).flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
-            write_videos(&output, &pairs, clip.fps.max(1.0))?;
+            write_videos(&output, &pairs, clip_rate(clip.fps, report_fps))?;
             println!("wrote {} (input | reconstruction)", output.display());
             println!(
                 "PSNR {:.2} dB  SSIM {:.4}  (encode {:.2} s, decode {:.2} s, tokens {:?})",
@@ -660,14 +676,20 @@ fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     if a.num_samples == 0 {
         bail!("--num-samples must be at least 1");
     }
-    if !(a.temperature > 0.0 && a.temperature.is_finite()) {
-        bail!("--temperature must be positive, got {} (use --greedy for deterministic decoding)", a.temperature);
+    // Below 1e-6 the division of f32 logits overflows into infinities and NaN.
+    if !(a.temperature >= 1e-6 && a.temperature.is_finite()) {
+        bail!(
+            "--temperature must be a positive number of at least 1e-6, got {} (use --greedy for deterministic \
+             decoding)",
+            a.temperature
+        );
     }
     if !(a.top_p > 0.0 && a.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1], got {} (1 keeps every token)", a.top_p);
     }
-    if !(a.cfg_scale >= 0.0 && a.cfg_scale.is_finite()) {
-        bail!("--cfg-scale must be 0 (off) or positive, got {}", a.cfg_scale);
+    // Beyond this the guided f32 logits overflow; useful scales are below 20.
+    if !(0.0..=1e4).contains(&a.cfg_scale) {
+        bail!("--cfg-scale must be 0 (off) or positive, at most 10000, got {}", a.cfg_scale);
     }
     if let Some(p) = &a.save_tokens {
         npy_output(p, "--save-tokens")?;

@@ -316,6 +316,11 @@ fn sample_errors_name_the_fix() {
     // The bundled model records block 8 and 4 heads: other values are errors, the same ones are not.
     check(&["sample", "--block-size", "7", "--no-decode"], "--block-size 7 differs from what this nbp file records");
     check(&["sample", "--n-head", "2", "--no-decode"], "leave out --n-head");
+    // More sequences than any machine holds the key/value cache of: refused before allocating.
+    check(
+        &["sample", "--class", "circle-grow", "--num-samples", "100000000000", "--no-decode"],
+        "of key/value cache (at most 1000 GB): generate fewer at a time",
+    );
     let o = cli(&[
         "sample",
         "--block-size",
@@ -660,11 +665,14 @@ fn a_tensor_larger_than_the_wgpu_adapter_can_bind_is_a_clear_error() {
 fn sampling_flags_out_of_range_are_clear_errors() {
     for (flag, value, expected) in [
         ("--num-samples", "0", "--num-samples must be at least 1"),
-        ("--temperature", "-1", "--temperature must be positive, got -1"),
-        ("--temperature", "0", "--temperature must be positive, got 0"),
+        ("--temperature", "-1", "--temperature must be a positive number of at least 1e-6, got -1"),
+        ("--temperature", "0", "--temperature must be a positive number of at least 1e-6, got 0"),
+        // Divided by this, f32 logits overflow into infinities and NaN.
+        ("--temperature", "1e-39", "--temperature must be a positive number of at least 1e-6, got 0.000000000000000"),
         ("--top-p", "2", "--top-p must be in (0, 1], got 2"),
         ("--top-p", "0", "--top-p must be in (0, 1], got 0"),
-        ("--cfg-scale", "-3", "--cfg-scale must be 0 (off) or positive, got -3"),
+        ("--cfg-scale", "-3", "--cfg-scale must be 0 (off) or positive, at most 10000, got -3"),
+        ("--cfg-scale", "1e39", "--cfg-scale must be 0 (off) or positive, at most 10000, got 1000000000000000"),
         ("--out", "clips.xyz", "clips.xyz: unknown video extension '.xyz'"),
         (
             "--save-tokens",

@@ -66,7 +66,13 @@ fn parse_sides(s: &str, what: &str, example: &str) -> Result<[usize; 3]> {
     let parts: Vec<usize> =
         s.split(['x', 'X']).map(|p| p.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|_| bad())?;
     match parts.as_slice() {
-        [t, h, w] if *t > 0 && *h > 0 && *w > 0 => Ok([*t, *h, *w]),
+        // At most 2^32 tokens in all, so that every product of sides stays far from overflowing.
+        [t, h, w] if *t > 0 && *h > 0 && *w > 0 && (*t as u128) * (*h as u128) * (*w as u128) <= 1 << 32 => {
+            Ok([*t, *h, *w])
+        }
+        [t, h, w] if *t > 0 && *h > 0 && *w > 0 => {
+            Err(Error::invalid(format!("{what} '{s}' has more than 2^32 tokens: no model has that many positions")))
+        }
         _ => Err(bad()),
     }
 }
@@ -160,6 +166,17 @@ impl BlockLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grids_and_blocks_too_large_for_any_model_are_refused() {
+        assert_eq!(LatentGrid::parse("5x16x16").unwrap().len(), 1280);
+        for s in ["18446744073709551615x8x8", "65536x65536x2"] {
+            let e = LatentGrid::parse(s).unwrap_err().to_string();
+            assert!(e.contains("more than 2^32 tokens"), "{e}");
+        }
+        assert!(BlockShape::parse("4294967296x4294967296x8").is_err());
+        assert!(LatentGrid::parse("0x16x16").unwrap_err().to_string().contains("positive integers"));
+    }
 
     #[test]
     fn row_blocks_need_no_permutation() {

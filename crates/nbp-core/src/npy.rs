@@ -140,7 +140,11 @@ impl NpyArray {
             .filter(|s| !s.is_empty())
             .map(|s| s.parse::<usize>().map_err(|_| bad(&format!("bad dimension '{s}'"))))
             .collect::<Result<Vec<_>>>()?;
-        let count: usize = shape.iter().product();
+        let count = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|n| n.checked_mul(8).is_some())
+            .ok_or_else(|| bad(&format!("shape {shape:?} has more elements than any file can hold")))?;
         let payload = &bytes[start + header_len..];
         let take = |size: usize| -> Result<&[u8]> {
             payload.get(..count * size).ok_or_else(|| {
@@ -218,6 +222,14 @@ mod tests {
         assert!(err.to_string().contains("x.npy") && err.to_string().contains("truncated"), "{err}");
         let err = NpyArray::from_bytes(b"GIF89a.....", Path::new("y.npy")).unwrap_err();
         assert!(err.to_string().contains("magic"), "{err}");
+        // A damaged header whose shape overflows the element count.
+        let header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 1099511627776), }\n";
+        let mut damaged = b"\x93NUMPY\x01\x00".to_vec();
+        damaged.extend((header.len() as u16).to_le_bytes());
+        damaged.extend(header);
+        damaged.extend([0; 32]);
+        let err = NpyArray::from_bytes(&damaged, Path::new("z.npy")).unwrap_err().to_string();
+        assert!(err.contains("z.npy") && err.contains("more elements than any file can hold"), "{err}");
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct Guidance {
     pub growing: bool,
 }
 
+/// The most memory the key/value caches of one [`sample`] call may take (keys and values of every layer, in f32,
+/// for both streams of guidance): beyond it the allocation would fail on any machine this runs on.
+const MAX_CACHE_BYTES: u128 = 1_000_000_000_000;
+
 /// Generates `schedule.generated` tokens for `batch` sequences and returns their ids `[batch, generated]` in the
 /// generator vocabulary. `on_logits` receives, per step, the logits the tokens were drawn from (after the
 /// temperature, before filtering), `[batch · predict, V]`.
@@ -56,6 +60,18 @@ pub fn sample<B: Backend>(
     // On the GPU backends the cache holds whole key buckets, so that every step attends over a multiple of
     // KEY_BUCKET keys.
     let capacity = key_columns::<B>(schedule.total_len);
+    let streams = if options.cfg.is_some_and(|g| g.scale != 0.0) { 2 } else { 1 };
+    let bytes = [batch, capacity, model.config().n_embd, model.config().n_layer, 2 * 4 * streams]
+        .iter()
+        .try_fold(1u128, |n, &f| n.checked_mul(f as u128));
+    if bytes.is_none_or(|b| b > MAX_CACHE_BYTES) {
+        return Err(Error::invalid(format!(
+            "{batch} sequences of {capacity} positions need {} of key/value cache (at most {} GB): generate fewer \
+             at a time",
+            bytes.map_or("more than 2^128 bytes".into(), |b| format!("{:.0} GB", b as f64 / 1e9)),
+            MAX_CACHE_BYTES / 1_000_000_000
+        )));
+    }
     let mut caches = model.new_caches(batch, capacity, &device);
     let cond_len = schedule.mask.prefix();
     let mut guided = match options.cfg {

@@ -162,7 +162,7 @@ impl TokenizerConfig {
         if self.fsq_levels.is_empty() || self.fsq_levels.iter().any(|&l| l < 2) {
             return Err(Error::invalid(format!("tokenizer config: FSQ levels must be ≥ 2, got {:?}", self.fsq_levels)));
         }
-        if self.fsq_levels.iter().map(|&l| l as u64).product::<u64>() > i32::MAX as u64 {
+        if self.fsq_levels.iter().try_fold(1u64, |n, &l| n.checked_mul(l as u64)).is_none_or(|n| n > i32::MAX as u64) {
             return Err(Error::invalid("tokenizer config: the FSQ codebook is larger than 2^31"));
         }
         Ok(())
