@@ -172,7 +172,8 @@ type Pr<T> = std::result::Result<T, String>;
 
 impl<'a> Machine<'a> {
     fn take(&mut self, n: usize) -> Pr<&'a [u8]> {
-        let s = self.data.get(self.pos..self.pos + n).ok_or("unexpected end of the pickle stream")?;
+        let end = self.pos.checked_add(n).ok_or("a pickle length beyond any file")?;
+        let s = self.data.get(self.pos..end).ok_or("unexpected end of the pickle stream")?;
         self.pos += n;
         Ok(s)
     }
@@ -414,18 +415,22 @@ fn persistent_load(pid: Value) -> Pr<Value> {
     match t.as_slice() {
         [Value::Str(kind), Value::Global(_, class), Value::Str(key), _location, numel] if kind == "storage" => {
             let dtype = StorageDtype::from_class(class).ok_or_else(|| format!("unsupported storage type {class}"))?;
-            let numel = numel.as_i64().ok_or("storage size is not an integer")? as usize;
+            let numel = non_negative(numel, "storage size")?;
             Ok(Value::Storage(Rc::new(Storage { dtype, key: key.clone(), numel })))
         }
         _ => Err(format!("unsupported persistent id {t:?}")),
     }
 }
 
+/// A size, stride or offset: a non-negative integer.
+fn non_negative(v: &Value, what: &str) -> Pr<usize> {
+    let n = v.as_i64().ok_or_else(|| format!("{what} is not an integer"))?;
+    usize::try_from(n).map_err(|_| format!("{what} is negative ({n})"))
+}
+
 fn ints(v: &Value) -> Pr<Vec<usize>> {
     match v {
-        Value::Tuple(items) => {
-            items.iter().map(|i| i.as_i64().map(|x| x as usize).ok_or_else(|| "bad size".to_string())).collect()
-        }
+        Value::Tuple(items) => items.iter().map(|i| non_negative(i, "a tensor size or stride")).collect(),
         _ => Err("tensor size/stride is not a tuple".into()),
     }
 }
@@ -445,7 +450,7 @@ fn reduce(func: Value, args: Value) -> Pr<Value> {
             };
             Ok(Value::Tensor(Rc::new(TensorRef {
                 storage: s.clone(),
-                offset: offset.as_i64().ok_or("bad storage offset")? as usize,
+                offset: non_negative(offset, "a storage offset")?,
                 shape: ints(size)?,
                 stride: ints(stride)?,
             })))
@@ -523,11 +528,13 @@ impl TorchFile {
     }
 
     /// Every tensor reachable through (nested) dicts, with dotted keys (`state_dict.transformer.head.weight`).
+    /// Dicts nested deeper than 32 levels (a checkpoint has 3 or 4; a dict that holds itself has any number) are not
+    /// entered.
     pub fn tensors(&self) -> Vec<(String, Rc<TensorRef>)> {
-        fn walk(v: &Value, path: &str, out: &mut Vec<(String, Rc<TensorRef>)>) {
+        fn walk(v: &Value, path: &str, out: &mut Vec<(String, Rc<TensorRef>)>, depth: usize) {
             match v {
                 Value::Tensor(t) => out.push((path.to_string(), t.clone())),
-                Value::Dict(d) => {
+                Value::Dict(d) if depth < 32 => {
                     for (k, v) in d.borrow().iter() {
                         let key = match k {
                             Value::Str(s) => s.clone(),
@@ -535,37 +542,43 @@ impl TorchFile {
                             _ => continue,
                         };
                         let p = if path.is_empty() { key } else { format!("{path}.{key}") };
-                        walk(v, &p, out);
+                        walk(v, &p, out, depth + 1);
                     }
                 }
                 _ => {}
             }
         }
         let mut out = vec![];
-        walk(&self.root, "", &mut out);
+        walk(&self.root, "", &mut out, 0);
         out
     }
 
     fn storage_bytes(&self, s: &Storage) -> Result<Rc<Vec<u8>>> {
-        if let Some(b) = self.cache.borrow().get(&s.key) {
-            return Ok(b.clone());
-        }
         let name = format!("{}data/{}", self.prefix, s.key);
+        let need = s.numel.checked_mul(s.dtype.size()).ok_or_else(|| {
+            Error::file(
+                &self.path,
+                format!("tensor storage {name} claims {} elements, more than any file holds", s.numel),
+            )
+        })?;
+        let truncated =
+            |len: usize| Error::file(&self.path, format!("tensor storage {name} is truncated ({len} of {need} bytes)"));
+        if let Some(b) = self.cache.borrow().get(&s.key) {
+            // Another tensor's view of the same storage may claim more elements than were read for the first.
+            return if b.len() < need { Err(truncated(b.len())) } else { Ok(b.clone()) };
+        }
         let mut bytes = Vec::new();
         self.archive
             .borrow_mut()
             .by_name(&name)
             .and_then(|mut f| f.read_to_end(&mut bytes).map_err(Into::into))
             .map_err(|e| Error::file(&self.path, format!("cannot read tensor storage {name}: {e}")))?;
-        if bytes.len() < s.numel * s.dtype.size() {
-            return Err(Error::file(
-                &self.path,
-                format!("tensor storage {name} is truncated ({} of {} bytes)", bytes.len(), s.numel * s.dtype.size()),
-            ));
+        if bytes.len() < need {
+            return Err(truncated(bytes.len()));
         }
         let bytes = Rc::new(bytes);
         // Storages shared by several tensors are read once; large ones are not kept (memory).
-        if s.numel * s.dtype.size() < (64 << 20) {
+        if need < (64 << 20) {
             self.cache.borrow_mut().insert(s.key.clone(), bytes.clone());
         }
         Ok(bytes)
@@ -575,8 +588,8 @@ impl TorchFile {
     pub fn read_f32(&self, t: &TensorRef) -> Result<Vec<f32>> {
         let bytes = self.storage_bytes(&t.storage)?;
         let size = t.storage.dtype.size();
-        let numel: usize = t.shape.iter().product();
-        let mut out = Vec::with_capacity(numel);
+        let beyond = || Error::file(&self.path, "a tensor view reaches beyond its storage");
+        let numel = t.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(beyond)?;
         let contiguous = {
             let mut expect = 1;
             t.shape.iter().zip(&t.stride).rev().all(|(&d, &s)| {
@@ -585,10 +598,13 @@ impl TorchFile {
                 ok
             })
         };
-        let max_index = t.offset + t.shape.iter().zip(&t.stride).map(|(&d, &s)| d.saturating_sub(1) * s).sum::<usize>();
-        if numel > 0 && max_index >= t.storage.numel {
-            return Err(Error::file(&self.path, "a tensor view reaches beyond its storage"));
+        // In u128: a damaged stride or offset must not wrap around into the storage.
+        let max_index = t.offset as u128
+            + t.shape.iter().zip(&t.stride).map(|(&d, &s)| d.saturating_sub(1) as u128 * s as u128).sum::<u128>();
+        if numel > 0 && max_index >= t.storage.numel as u128 {
+            return Err(beyond());
         }
+        let mut out = Vec::with_capacity(numel);
         if contiguous && t.storage.dtype == StorageDtype::F32 {
             let b = &bytes[t.offset * 4..(t.offset + numel) * 4];
             out.extend(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
@@ -607,5 +623,104 @@ impl TorchFile {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A PyTorch-style zip checkpoint holding `pickle` as `archive/data.pkl` and 16 bytes of storage `0`
+    /// (four f32: 1, 2, 3, 4).
+    fn checkpoint(name: &str, pickle: &[u8]) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("nbp-pickle-{name}-{}.pt", std::process::id()));
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("archive/data.pkl", opts).unwrap();
+        zip.write_all(pickle).unwrap();
+        zip.start_file("archive/data/0", opts).unwrap();
+        for v in [1.0f32, 2.0, 3.0, 4.0] {
+            zip.write_all(&v.to_le_bytes()).unwrap();
+        }
+        zip.finish().unwrap();
+        path
+    }
+
+    fn int(out: &mut Vec<u8>, v: i32) {
+        out.push(b'J');
+        out.extend(v.to_le_bytes());
+    }
+
+    fn text(out: &mut Vec<u8>, s: &str) {
+        out.push(b'X');
+        out.extend((s.len() as u32).to_le_bytes());
+        out.extend(s.as_bytes());
+    }
+
+    /// `{name: tensor}` for each `(name, numel, offset, size, stride)`, all views of storage `0`, as
+    /// `torch.save` pickles them (`_rebuild_tensor_v2` of a persistent storage id).
+    fn tensors(views: &[(&str, i32, i32, i32, i32)]) -> Vec<u8> {
+        let mut p = b"\x80\x02}".to_vec();
+        for &(name, numel, offset, size, stride) in views {
+            text(&mut p, name);
+            p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+            text(&mut p, "storage");
+            p.extend(b"ctorch\nFloatStorage\n");
+            text(&mut p, "0");
+            text(&mut p, "cpu");
+            int(&mut p, numel);
+            p.extend(b"tQ");
+            int(&mut p, offset);
+            p.push(b'(');
+            int(&mut p, size);
+            p.extend(b"t(");
+            int(&mut p, stride);
+            p.extend(b"t\x89}tRs");
+        }
+        p.push(b'.');
+        p
+    }
+
+    #[test]
+    fn damaged_sizes_offsets_and_shared_storages_are_errors_not_panics() {
+        let path = checkpoint("fine", &tensors(&[("w", 4, 1, 3, 1)]));
+        let f = TorchFile::open(&path).unwrap();
+        let [(name, t)] = f.tensors().try_into().unwrap();
+        assert_eq!((name.as_str(), f.read_f32(&t).unwrap()), ("w", vec![2.0, 3.0, 4.0]));
+        for (name, views, expected) in [
+            ("numel", vec![("w", -1, 0, 4, 1)], "storage size is negative (-1)"),
+            ("offset", vec![("w", 4, -1, 4, 1)], "a storage offset is negative (-1)"),
+            ("stride", vec![("w", 4, 0, 4, -32)], "a tensor size or stride is negative (-32)"),
+        ] {
+            let path = checkpoint(name, &tensors(&views));
+            let e = TorchFile::open(&path).unwrap_err().to_string();
+            assert!(e.contains("cannot unpickle") && e.contains(expected), "{name}: {e}");
+            std::fs::remove_file(path).unwrap();
+        }
+        // A second view of a storage read (and cached) for the first one claims far more elements than it has.
+        let path2 = checkpoint("shared", &tensors(&[("a", 4, 0, 4, 1), ("b", 100_000, 5000, 4, 1)]));
+        let f2 = TorchFile::open(&path2).unwrap();
+        let views: HashMap<String, Rc<TensorRef>> = f2.tensors().into_iter().collect();
+        assert_eq!(f2.read_f32(&views["a"]).unwrap(), [1.0, 2.0, 3.0, 4.0]);
+        let e = f2.read_f32(&views["b"]).unwrap_err().to_string();
+        assert!(e.contains("tensor storage archive/data/0 is truncated (16 of 400000 bytes)"), "{e}");
+        // A view whose stride reaches past the storage.
+        let path3 = checkpoint("reach", &tensors(&[("w", 4, 0, 4, 1 << 30)]));
+        let f3 = TorchFile::open(&path3).unwrap();
+        let e = f3.read_f32(&f3.tensors()[0].1).unwrap_err().to_string();
+        assert!(e.contains("reaches beyond its storage"), "{e}");
+        for p in [path, path2, path3] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_dict_that_holds_itself_is_walked_to_a_finite_depth() {
+        // d = {}; d['a'] = d
+        let path = checkpoint("cycle", b"\x80\x02}q\x00X\x01\x00\x00\x00ah\x00s.");
+        let f = TorchFile::open(&path).unwrap();
+        assert!(f.tensors().is_empty());
+        std::fs::remove_file(path).unwrap();
     }
 }

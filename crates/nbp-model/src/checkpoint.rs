@@ -87,6 +87,13 @@ fn arg(args: Option<&Value>, name: &str) -> Option<Value> {
     args.and_then(|a| a.get(name))
 }
 
+/// A count among the hyper-parameters (heads, block size): a negative or absurd one (above 2^20) reads as 0, which
+/// the checks that follow refuse.
+fn count_arg(args: Option<&Value>, name: &str) -> Option<usize> {
+    let n = arg(args, name)?.as_i64()?;
+    Some(usize::try_from(n).ok().filter(|&n| n <= 1 << 20).unwrap_or(0))
+}
+
 fn linear<B: Backend>(l: &Linear<B>, w: &mut WeightMap, key: &str) -> Result<Linear<B>> {
     let weight = l.weight.val();
     let device = weight.device();
@@ -264,21 +271,18 @@ pub fn load_generator<B: Backend>(
         .ok_or_else(|| Error::file(path, "tok_emb.weight is missing or not 2-D"))?;
     let block_size =
         shape("pos_emb").and_then(|s| s.get(1).copied()).ok_or_else(|| Error::file(path, "pos_emb is missing"))?;
-    let cond_tokens = shape("uncond_embedding").map(|s| s[0]).unwrap_or(0);
+    let cond_tokens = match shape("uncond_embedding") {
+        Some(s) => *s.first().ok_or_else(|| Error::file(path, "uncond_embedding is 0-D, not [condition tokens, d]"))?,
+        None => 0,
+    };
     let n_layer = (0..).take_while(|i| w.contains(&format!("blocks.{i}.ln1.weight"))).count();
     let n_head = overrides
         .n_head
-        .or_else(|| arg(args.as_ref(), "n_head").and_then(|v| v.as_i64()).map(|v| v as usize))
+        .or_else(|| count_arg(args.as_ref(), "n_head"))
         .ok_or_else(|| Error::file(path, "the number of attention heads cannot be inferred from the weights and the file has no hyper_parameters.args.n_head: pass --n-head (16 for base, 32 for xl and 3b)"))?;
-    let block = overrides
-        .block
-        .or_else(|| arg(args.as_ref(), "token_number_per_step").and_then(|v| v.as_i64()).map(|v| v as usize))
-        .ok_or_else(|| {
-            Error::file(
-                path,
-                "the block size is not recorded in the file: pass --block-size (16 for the official models)",
-            )
-        })?;
+    let block = overrides.block.or_else(|| count_arg(args.as_ref(), "token_number_per_step")).ok_or_else(|| {
+        Error::file(path, "the block size is not recorded in the file: pass --block-size (16 for the official models)")
+    })?;
     if block == 0 || n_head == 0 {
         return Err(Error::file(
             path,
@@ -297,7 +301,10 @@ pub fn load_generator<B: Backend>(
         0
     } else {
         match arg(args.as_ref(), "cond_stage_vocab_size").and_then(|v| v.as_i64()) {
-            Some(n) => n as usize,
+            Some(n) => usize::try_from(n)
+                .ok()
+                .filter(|&n| n <= u32::MAX as usize)
+                .ok_or_else(|| Error::file(path, format!("hyper_parameters.args.cond_stage_vocab_size is {n}")))?,
             None if arg(args.as_ref(), "cond_stage_key")
                 .as_ref()
                 .and_then(|v| v.as_str().map(str::to_string))
