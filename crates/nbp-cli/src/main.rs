@@ -451,11 +451,11 @@ fn clip_rate(requested: f64, native: Option<f64>) -> f64 {
     }
 }
 
-/// The frame rate of a written video: a positive finite number.
+/// The frame rate of a written video: 0.01 to 1000 frames per second (what GIF delays and ffmpeg's encoders take).
 pub(crate) fn parse_output_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("'{s}' is not a frame rate: give a positive number of frames per second, e.g. 8")),
+        Ok(v) if (0.01..=1000.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a frame rate: give 0.01 to 1000 frames per second, e.g. 8")),
     }
 }
 
@@ -579,6 +579,7 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
     match cmd {
         TokenizerCommand::Encode { input, output, model, clip, .. } => {
             npy_output(&output, "-o")?;
+            output_folder(&output)?;
             let (tok, trained) = load_with_resolution::<B>(&model, &device)?;
             let report = pipeline::read_clip(&tok, &input, &clip.read_options(&model, trained))?;
             print_clip(&input, &report);
@@ -593,6 +594,7 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
             if !raw_pixels {
                 VideoFormat::for_output(&output)?;
             }
+            output_folder(&output)?;
             let tok = load::<B>(&model, &device)?;
             let array = read_npy(&input)?;
             let ids = npy_to_indices::<B>(&array, tok.codebook_size(), &device)
@@ -622,8 +624,10 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
         }
         TokenizerCommand::Reconstruct { input, output, save_tokens, model, clip, .. } => {
             VideoFormat::for_output(&output)?;
+            output_folder(&output)?;
             if let Some(p) = &save_tokens {
                 npy_output(p, "--save-tokens")?;
+                output_folder(p)?;
             }
             let (tok, trained) = load_with_resolution::<B>(&model, &device)?;
             let report = pipeline::read_clip(&tok, &input, &clip.read_options(&model, trained))?;
@@ -1024,7 +1028,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--count and --frames must be at least 1");
             }
             // The clips are held in memory as f32 pixels before they are written.
-            let bytes = (count * frames * 3) as f64 * (resolution.0 * resolution.1) as f64 * 4.0;
+            let bytes = count as f64 * frames as f64 * 3.0 * resolution.0 as f64 * resolution.1 as f64 * 4.0;
             if bytes > 8e9 {
                 bail!(
                     "{count} clips of {frames} frames at {}x{} would take {:.0} GB of memory: ask for fewer \
@@ -1034,7 +1038,11 @@ fn run(cli: Cli) -> Result<()> {
                     bytes / 1e9
                 );
             }
+            if start.checked_add(count).is_none() {
+                bail!("--start {start} with --count {count} runs past the last clip index ({})", usize::MAX);
+            }
             VideoFormat::from_path(&out)?;
+            output_folder(&out)?;
             let mut ds = MovingShapes::new(frames, resolution.0, resolution.1, seed);
             if plain {
                 ds = ds.with_plain_backgrounds();

@@ -834,9 +834,20 @@ fn user_mistakes_are_named_before_the_work_starts() {
     let empty = ids("empty-decode.npy", vec![1, 0, 8, 8]);
     refused(&["tokenizer", "decode", &empty, "-o", &path("x.gif")], &["empty-decode.npy", "is empty"]);
     refused(&["sample", "--fps", "0"], &["'0' is not a frame rate"]);
+    refused(&["sample", "--fps", "1e-300"], &["'1e-300' is not a frame rate: give 0.01 to 1000 frames per second"]);
     refused(&["tokenizer", "encode", "assets/demo/shapes.mp4", "--fps", "nan"], &["'nan' is not a frame rate"]);
     std::fs::write(dir.join("file"), "not a folder").unwrap();
     refused(&["sample", "--out", &path("file/clips.gif")], &["is a file, not a folder"]);
+    // Refused before the clip is read and encoded, not when the result is written.
+    for args in [
+        &["tokenizer", "encode", "assets/demo/shapes.mp4", "-o", &path("file/ids.npy")][..],
+        &["tokenizer", "reconstruct", "assets/demo/shapes.mp4", "-o", &path("file/r.gif")],
+        &["dataset", "moving-shapes", "-o", &path("file/shapes.gif")],
+    ] {
+        let (code, out) = run(args);
+        let early = out.contains("is a file, not a folder") && !out.contains("loaded tokenizer");
+        assert!(code == Some(1) && early, "{args:?}:\n{out}");
+    }
     let clip = "assets/demo/shapes.mp4";
     refused(&["sample", "--condition-video", clip, "--condition-frames", "4"], &["--condition-frames must be 1 + 4n"]);
     // A tokenizer with more codes (64 000) than the generator's (625) decodes them, with a warning (one with
@@ -860,7 +871,14 @@ fn user_mistakes_are_named_before_the_work_starts() {
     .unwrap();
     refused(&["train-tokenizer", "--preset", arch.to_str().unwrap()], &["arch.json", "unknown field 'fsq_level'"]);
     refused(&["train", "--dropout", "1.5"], &["dropout must be in [0, 1), got 1.5"]);
-    refused(&["dataset", "moving-shapes", "--resolution", "20000", "-o", &path("big.gif")], &["GB of memory"]);
+    refused(
+        &["dataset", "moving-shapes", "--resolution", "16000", "--count", "100", "-o", &path("big.gif")],
+        &["GB of memory"],
+    );
+    refused(
+        &["dataset", "moving-shapes", "--resolution", "20000", "-o", &path("big.gif")],
+        &["at most 16384 pixels a side"],
+    );
     refused(&["sample", "--latent-grid", "0x8x8"], &["latent grid '0x8x8' must be written TxHxW"]);
     let official = gen_fixture("nbp_uncond.ckpt");
     let ids_out = path("ids.npy");

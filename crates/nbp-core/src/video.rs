@@ -607,18 +607,17 @@ fn write_ffmpeg(path: &Path, frames: Vec<RgbImage>, fps: f64) -> Result<()> {
     }
     let mut child =
         cmd.arg(path).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|_| ffmpeg_missing("ffmpeg"))?;
-    {
+    // A write fails when ffmpeg has stopped (a broken pipe); its own message then says why.
+    let written = {
         let mut stdin = child.stdin.take().expect("piped");
-        for f in &frames {
-            stdin.write_all(f.as_raw()).map_err(|e| Error::io(path, e))?;
-        }
-    }
+        frames.iter().try_for_each(|f| stdin.write_all(f.as_raw()))
+    };
     let out = child.wait_with_output().map_err(|e| Error::io(path, e))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(Error::file(path, format!("ffmpeg could not encode the video: {}", err.trim())));
     }
-    Ok(())
+    written.map_err(|e| Error::io(path, e))
 }
 
 /// Stacks clips of equal shape into a tensor `[batch, 3, T, H, W]`.
