@@ -122,11 +122,23 @@ fn layer_norm<B: Backend>(l: &LayerNorm<B>, w: &mut WeightMap, key: &str) -> Res
 /// Fills a model built from `config` with the tensors of `w` (official names without the `transformer.`
 /// prefix), strictly.
 pub fn import_gpt<B: Backend>(config: &GptConfig, mut w: WeightMap, device: &B::Device) -> Result<Gpt<B>> {
-    let mut m = Gpt::<B>::new(config, device)?;
     let (v, d, bs, c) = (config.vocab_size, config.n_embd, config.block_size, config.cond_tokens);
-    m.tok_emb.weight = Param::from_tensor(w.take::<B, 2>("tok_emb.weight", [v, d], device)?);
-    m.pos_emb = Param::from_tensor(w.take::<B, 3>("pos_emb", [1, bs, d], device)?);
-    m.uncond_embedding = Param::from_tensor(w.take::<B, 2>("uncond_embedding", [c, d], device)?);
+    // The sizes the file has, before the model is built: a configuration that promises more (a damaged or
+    // mismatched header) would otherwise allocate a model larger than the file before any shape is compared.
+    let tok_emb = w.take::<B, 2>("tok_emb.weight", [v, d], device)?;
+    let pos_emb = w.take::<B, 3>("pos_emb", [1, bs, d], device)?;
+    let uncond_embedding = w.take::<B, 2>("uncond_embedding", [c, d], device)?;
+    let last = config.n_layer.saturating_sub(1);
+    if config.n_layer > 0 && !w.contains(&format!("blocks.{last}.ln1.weight")) {
+        return Err(Error::file(
+            w.path(),
+            format!("the configuration has {} layers, but the file has no tensors of layer {last}", config.n_layer),
+        ));
+    }
+    let mut m = Gpt::<B>::new(config, device)?;
+    m.tok_emb.weight = Param::from_tensor(tok_emb);
+    m.pos_emb = Param::from_tensor(pos_emb);
+    m.uncond_embedding = Param::from_tensor(uncond_embedding);
     let blocks = std::mem::take(&mut m.blocks);
     for (i, mut b) in blocks.into_iter().enumerate() {
         let p = format!("blocks.{i}");
@@ -366,5 +378,28 @@ mod tests {
         assert!(err.contains("blocks of 8 tokens do not fit rows of 12"), "{err}");
         g.info.block_shape = Some([2, 2, 2]);
         assert_eq!(g.default_block_shape(&LatentGrid::new(5, 12, 12)).unwrap(), BlockShape::new(2, 2, 2));
+    }
+
+    /// A configuration that promises a larger model than the file holds (a damaged header) is refused by the
+    /// file's own sizes, before a model of the promised size is allocated.
+    #[test]
+    fn the_file_sizes_are_compared_before_the_model_is_built() {
+        type B = burn::backend::Flex;
+        let device = Default::default();
+        let config = GptConfig::new(40, 2, 2, 16);
+        let model = Gpt::<B>::new(&config, &device).unwrap();
+        let settings =
+            GeneratorSettings { block: 8, hybrid: false, unconditional: true, cond_tokens: 0, cond_vocab: 0 };
+        let path = std::env::temp_dir().join(format!("nbp-sizes-first-{}.safetensors", std::process::id()));
+        save_generator(&model, &settings, &path).unwrap();
+        let file = || WeightMap::read_safetensors(&path).unwrap().0;
+        import_gpt::<B>(&config, file(), &device).unwrap();
+        let huge = GptConfig { vocab_size: 1 << 40, ..config.clone() };
+        let e = import_gpt::<B>(&huge, file(), &device).unwrap_err().to_string();
+        assert!(e.contains("tok_emb.weight") && e.contains("has shape [40, 16] in the file"), "{e}");
+        let deep = GptConfig { n_layer: 1 << 30, ..config };
+        let e = import_gpt::<B>(&deep, file(), &device).unwrap_err().to_string();
+        assert!(e.contains("1073741824 layers, but the file has no tensors of layer 1073741823"), "{e}");
+        std::fs::remove_file(path).unwrap();
     }
 }

@@ -153,6 +153,14 @@ impl TokenizerConfig {
                 self.channels
             )));
         }
+        // Far beyond any tokenizer (the official one: 128 to 512 channels, 4 units a level), and small enough
+        // that a damaged or mistyped configuration is named before a network of that size is allocated.
+        if let Some(c) = self.channels.iter().find(|&&c| c > 16384) {
+            return Err(Error::invalid(format!("tokenizer config: a channel width of {c} (at most 16384)")));
+        }
+        if let Some(n) = self.encoder_res_blocks.iter().chain(&self.decoder_res_blocks).find(|&&n| n > 64) {
+            return Err(Error::invalid(format!("tokenizer config: {n} residual units at one level (at most 64)")));
+        }
         if self.group_norm && (self.norm_groups == 0 || self.channels.iter().any(|&c| c % self.norm_groups != 0)) {
             return Err(Error::invalid(format!(
                 "tokenizer config: every channel width {:?} must be a positive multiple of norm_groups = {}",
@@ -187,5 +195,23 @@ impl TokenizerConfig {
             )));
         }
         Ok([1 + (frames - 1) / TEMPORAL_FACTOR, height / SPATIAL_FACTOR, width / SPATIAL_FACTOR])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_beyond_any_tokenizer_are_refused_before_building() {
+        TokenizerConfig::official().validate().unwrap();
+        let wide = TokenizerConfig { channels: vec![8, 16, 32, 1 << 40], ..TokenizerConfig::official() };
+        let e = wide.validate().unwrap_err().to_string();
+        assert!(e.contains("a channel width of 1099511627776 (at most 16384)"), "{e}");
+        let deep = TokenizerConfig { encoder_res_blocks: vec![1, 1, 1, 100_000_000], ..TokenizerConfig::official() };
+        let e = deep.validate().unwrap_err().to_string();
+        assert!(e.contains("100000000 residual units at one level (at most 64)"), "{e}");
+        let huge_codebook = TokenizerConfig { fsq_levels: vec![65536; 5], ..TokenizerConfig::official() };
+        assert!(huge_codebook.validate().unwrap_err().to_string().contains("larger than 2^31"));
     }
 }

@@ -120,6 +120,10 @@ impl TokenCache {
         }
         let info: TokenCacheInfo = serde_json::from_str(meta.get(INFO_KEY).ok_or_else(|| not_cache("no info"))?)
             .map_err(|e| not_cache(&format!("bad info: {e}")))?;
+        // The codes of any tokenizer fit in an i32 (FSQ codebooks are at most 2^31).
+        if info.codebook == 0 || info.codebook > i32::MAX as usize {
+            return Err(not_cache(&format!("a codebook of {} codes (1 to 2^31)", info.codebook)));
+        }
         let st = SafeTensors::deserialize(&bytes).map_err(|e| not_cache(&e.to_string()))?;
         let read = |name: &str| -> Result<(Vec<usize>, Vec<i32>)> {
             let v = st.tensor(name).map_err(|_| not_cache(&format!("no `{name}` tensor")))?;
