@@ -512,6 +512,18 @@ impl TorchFile {
             .by_name(&pkl)
             .and_then(|mut f| f.read_to_end(&mut bytes).map_err(Into::into))
             .map_err(|e| Error::file(path, format!("cannot read {pkl}: {e}")))?;
+        // torch.save records the byte order of the storages; they are read as little-endian.
+        let mut order = String::new();
+        if let Ok(mut f) = archive.by_name(&format!("{prefix}byteorder")) {
+            f.read_to_string(&mut order).ok();
+        }
+        if order.trim() == "big" {
+            return Err(Error::file(
+                path,
+                "holds big-endian tensors (saved on a big-endian machine): load it with torch on a little-endian \
+                 machine and save it again",
+            ));
+        }
         let machine = Machine { data: &bytes, pos: 0, stack: vec![], marks: vec![], memo: HashMap::new() };
         let root = machine.run().map_err(|e| Error::file(path, format!("cannot unpickle {pkl}: {e}")))?;
         Ok(Self { path: path.to_path_buf(), archive: RefCell::new(archive), prefix, root, cache: RefCell::default() })
@@ -639,6 +651,10 @@ mod tests {
         let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
         zip.start_file("archive/data.pkl", opts).unwrap();
         zip.write_all(pickle).unwrap();
+        if let Some(order) = name.strip_prefix("order-") {
+            zip.start_file("archive/byteorder", opts).unwrap();
+            zip.write_all(order.as_bytes()).unwrap();
+        }
         zip.start_file("archive/data/0", opts).unwrap();
         for v in [1.0f32, 2.0, 3.0, 4.0] {
             zip.write_all(&v.to_le_bytes()).unwrap();
@@ -711,6 +727,19 @@ mod tests {
         let e = f3.read_f32(&f3.tensors()[0].1).unwrap_err().to_string();
         assert!(e.contains("reaches beyond its storage"), "{e}");
         for p in [path, path2, path3] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn big_endian_storages_are_refused_little_endian_ones_read() {
+        let little = checkpoint("order-little", &tensors(&[("w", 4, 0, 4, 1)]));
+        let f = TorchFile::open(&little).unwrap();
+        assert_eq!(f.read_f32(&f.tensors()[0].1).unwrap(), [1.0, 2.0, 3.0, 4.0]);
+        let big = checkpoint("order-big", &tensors(&[("w", 4, 0, 4, 1)]));
+        let e = TorchFile::open(&big).unwrap_err().to_string();
+        assert!(e.contains("holds big-endian tensors"), "{e}");
+        for p in [little, big] {
             std::fs::remove_file(p).unwrap();
         }
     }

@@ -103,6 +103,19 @@ pub fn generate<B: Backend>(
             settings.block
         )));
     }
+    // A grid beyond the model's positions is refused before its layout (a permutation of its tokens) is built.
+    let [t, h, w] = [request.grid.t, request.grid.h, request.grid.w].map(|n| n as u128);
+    if t * h * w > model.config().block_size as u128 {
+        return Err(Error::invalid(format!(
+            "a latent grid of {}x{}x{} ({} tokens) is larger than the model's {} positions: use fewer latent frames \
+             (fewer frames) or a smaller grid",
+            request.grid.t,
+            request.grid.h,
+            request.grid.w,
+            t * h * w,
+            model.config().block_size
+        )));
+    }
     let layout = BlockLayout::new(request.grid, request.block_shape)?;
     let total = request.grid.len();
     if request.prefix.len() >= total {

@@ -73,6 +73,11 @@ fn bad_requests_are_clear_errors() {
     let mut r = request(vec![0; 64], grid, BlockShape::new(1, 1, 8));
     r.condition = Condition::Tokens(vec![1]);
     assert!(err(r).contains("unconditional"));
+    // Larger than the model's 300 positions (grids from a damaged file's metadata included): refused before
+    // the grid's layout is built.
+    let huge = LatentGrid::new(1 << 40, 1 << 20, 8);
+    let e = err(request(vec![0; 64], huge, BlockShape::new(1, 1, 8)));
+    assert!(e.contains("(9223372036854775808 tokens) is larger than the model's 300 positions"), "{e}");
 }
 
 #[test]
