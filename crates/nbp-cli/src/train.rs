@@ -417,7 +417,7 @@ pub struct TokenizeDatasetArgs {
     #[arg(long, value_parser = crate::parse_resolution)]
     resolution: Option<(usize, usize)>,
     /// Frame rate videos are resampled to (dataset default when unset).
-    #[arg(long, value_parser = crate::parse_input_rate)]
+    #[arg(long, value_parser = crate::parse_output_rate)]
     fps: Option<f64>,
     /// Take clips from the centre of each video (evaluation rule) instead of a random start (seeded).
     #[arg(long)]
@@ -439,6 +439,9 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
         bail!("{}: is a folder: --out names the token cache file to write (e.g. tokens.safetensors)", a.out.display());
     }
     crate::output_folder(&a.out)?;
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
     let tokenizer =
         crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() };
     let (model, trained) = crate::load_with_resolution::<B>(&tokenizer, &device)?;

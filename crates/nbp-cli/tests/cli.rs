@@ -831,6 +831,14 @@ fn user_mistakes_are_named_before_the_work_starts() {
     }
     let whole = ids("whole.npy", vec![5, 8, 8]);
     refused(&["sample", "--prefix-tokens", &whole], &["leave nothing to generate"]);
+    // Ids beyond the bundled model's 625 codes, named with the file.
+    let mut codes = vec![3; 64];
+    codes[10] = 700;
+    nbp_core::npy::write_npy(dir.join("beyond.npy"), &nbp_core::npy::NpyArray::i32(vec![1, 8, 8], codes)).unwrap();
+    refused(
+        &["sample", "--prefix-tokens", &path("beyond.npy")],
+        &["beyond.npy: token id 700 is outside the generator's codebook 0..625"],
+    );
     let empty = ids("empty-decode.npy", vec![1, 0, 8, 8]);
     refused(&["tokenizer", "decode", &empty, "-o", &path("x.gif")], &["empty-decode.npy", "is empty"]);
     refused(&["sample", "--fps", "0"], &["'0' is not a frame rate"]);

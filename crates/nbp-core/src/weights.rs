@@ -71,6 +71,13 @@ impl WeightMap {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let bad = |e: safetensors::SafeTensorError| Error::file(path, format!("not a valid safetensors file: {e}"));
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(bad)?;
+        if meta.metadata().as_ref().and_then(|m| m.get("nbp.kind")).is_some_and(|k| k == "token-cache") {
+            return Err(Error::file(
+                path,
+                "is a token cache (token ids written by `nbp-cli tokenize-dataset`), not model weights: it goes to \
+                 `nbp-cli train --tokens`",
+            ));
+        }
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(bad)?;
         let mut entries = BTreeMap::new();
         for (name, view) in st.tensors() {
@@ -361,6 +368,18 @@ mod tests {
         assert_eq!(meta.len(), 6);
         assert_eq!(meta["zeta"], "value of zeta");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_token_cache_given_as_model_weights_is_named() {
+        let path = std::env::temp_dir().join(format!("nbp-cache-as-model-{}.safetensors", std::process::id()));
+        let mut w = WeightWriter::new();
+        w.metadata("nbp.kind", "token-cache");
+        w.put("labels", &Tensor::<burn::backend::Flex, 1>::from_data([0.0f32, 1.0], &Default::default()));
+        w.write(&path).unwrap();
+        let e = WeightMap::read_safetensors(&path).unwrap_err().to_string();
+        assert!(e.contains("is a token cache") && e.contains("`nbp-cli train --tokens`"), "{e}");
+        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
