@@ -123,6 +123,16 @@ impl GeneratorTrainConfig {
         if self.batch_size == 0 || self.grad_accumulation == 0 || self.steps == 0 || self.checkpoint_every == 0 {
             return bad("batch_size, grad_accumulation, steps and checkpoint_every must be at least 1".into());
         }
+        // The order of the clips a run reads is drawn up front, 4 bytes a clip.
+        let clips = [self.steps, self.batch_size, self.grad_accumulation]
+            .iter()
+            .try_fold(1u64, |n, &f| n.checked_mul(f as u64));
+        if clips.is_none_or(|n| n > 1 << 30) {
+            return bad(format!(
+                "{} steps of {} x {} clips read more than 2^30 clips in all: train fewer steps or smaller batches",
+                self.steps, self.batch_size, self.grad_accumulation
+            ));
+        }
         if !(0.0..=1.0).contains(&self.p_drop_cond) || !(0.0..=1.0).contains(&self.pkeep) || self.pkeep == 0.0 {
             return bad(format!(
                 "p_drop_cond must be in [0, 1] and pkeep in (0, 1], got {} and {}",

@@ -177,7 +177,13 @@ impl TokenizerTrainConfig {
             )));
         }
         let side = self.crop.unwrap_or(self.height.min(self.width));
-        let min_side = 3 << self.disc_layers.min(16);
+        if self.gan_start.is_some() && !(1..=12).contains(&self.disc_layers) {
+            return Err(Error::invalid(format!(
+                "a PatchGAN discriminator needs 1 to 12 stride-2 layers (3 is usual), got {}",
+                self.disc_layers
+            )));
+        }
+        let min_side = 3 << self.disc_layers.min(12);
         if self.gan_start.is_some() && side < min_side {
             return Err(Error::invalid(format!(
                 "a PatchGAN discriminator with {} stride-2 layers needs frames of at least {min_side}×{min_side}, got \

@@ -143,3 +143,14 @@ fn the_position_initialisation_is_checked_by_name_and_starts_the_model() {
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("unknown pos_init 'sine' (use zeros or grid)"), "{e}");
 }
+
+#[test]
+fn runs_that_would_read_more_clips_than_memory_holds_the_order_of_are_refused() {
+    let mut c = config(PathBuf::from("t.safetensors"), PathBuf::from("out"), 5);
+    c.validate().unwrap();
+    c.steps = 1_000_000_000_000;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("read more than 2^30 clips in all"), "{e}");
+    (c.steps, c.batch_size, c.grad_accumulation) = (10, 1 << 32, 1 << 32);
+    assert!(c.validate().unwrap_err().to_string().contains("2^30 clips"));
+}

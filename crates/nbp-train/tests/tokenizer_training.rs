@@ -118,6 +118,9 @@ fn the_gan_phase_runs_with_an_adaptive_weight() {
     let too_deep = TokenizerTrainConfig { gan_start: Some(2), ..config(dir.clone(), 4) };
     let err = train_tokenizer::<B>(&too_deep, false, &device, Interrupter::new(), &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("at least 24×24"), "{err}");
+    let absurd = TokenizerTrainConfig { gan_start: Some(2), disc_layers: 64, ..config(dir.clone(), 4) };
+    let err = absurd.validate().unwrap_err().to_string();
+    assert!(err.contains("needs 1 to 12 stride-2 layers (3 is usual), got 64"), "{err}");
     let cfg = TokenizerTrainConfig { gan_start: Some(2), disc_layers: 1, disc_channels: 8, ..config(dir.clone(), 4) };
     let run =
         train_tokenizer::<B>(&cfg, false, &device, Interrupter::new(), &mut |l| lines.push(l.to_string())).unwrap();
