@@ -451,7 +451,8 @@ fn clip_rate(requested: f64, native: Option<f64>) -> f64 {
     }
 }
 
-/// The frame rate of a written video: 0.01 to 1000 frames per second (what GIF delays and ffmpeg's encoders take).
+/// The frame rate of a written video: 0.01 to 1000 frames per second (GIFs play at most 100: their delays are in
+/// hundredths of a second).
 pub(crate) fn parse_output_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.01..=1000.0).contains(&v) => Ok(v),
@@ -680,7 +681,7 @@ fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     if a.num_samples == 0 {
         bail!("--num-samples must be at least 1");
     }
-    // Below 1e-6 the division of f32 logits overflows into infinities and NaN.
+    // Near 1e-37 the division of f32 logits overflows into infinities and NaN; 1e-6 is already greedy in effect.
     if !(a.temperature >= 1e-6 && a.temperature.is_finite()) {
         bail!(
             "--temperature must be a positive number of at least 1e-6, got {} (use --greedy for deterministic \
@@ -691,7 +692,7 @@ fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     if !(a.top_p > 0.0 && a.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1], got {} (1 keeps every token)", a.top_p);
     }
-    // Beyond this the guided f32 logits overflow; useful scales are below 20.
+    // Useful scales are below 20; far beyond this the guided f32 logits lose all precision and then overflow.
     if !(0.0..=1e4).contains(&a.cfg_scale) {
         bail!("--cfg-scale must be 0 (off) or positive, at most 10000, got {}", a.cfg_scale);
     }

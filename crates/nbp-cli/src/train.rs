@@ -157,7 +157,7 @@ impl TrainArgs {
             c.optimizer.weight_decay = v;
         }
         if let Some(v) = self.grad_clip {
-            // NaN and infinity are kept, so that validation names them.
+            // NaN is kept, so that validation names it (infinity: no clipping, as 0).
             c.optimizer.grad_clip = (v > 0.0 || v.is_nan()).then_some(v);
         }
         if self.official_lr_lag {
@@ -242,7 +242,7 @@ pub struct TrainTokenizerArgs {
     #[arg(long)]
     width: Option<usize>,
     /// Frame rate videos are resampled to (dataset default when unset).
-    #[arg(long, value_parser = crate::parse_input_rate)]
+    #[arg(long, value_parser = crate::parse_output_rate)]
     fps: Option<f64>,
     /// Train on random square crops of this size (multiple of 8); validation uses whole frames.
     #[arg(long)]

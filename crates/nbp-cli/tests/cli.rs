@@ -667,7 +667,7 @@ fn sampling_flags_out_of_range_are_clear_errors() {
         ("--num-samples", "0", "--num-samples must be at least 1"),
         ("--temperature", "-1", "--temperature must be a positive number of at least 1e-6, got -1"),
         ("--temperature", "0", "--temperature must be a positive number of at least 1e-6, got 0"),
-        // Divided by this, f32 logits overflow into infinities and NaN.
+        // Divided by this, f32 logits overflow into infinities and NaN (1e-6 is already greedy in effect).
         ("--temperature", "1e-39", "--temperature must be a positive number of at least 1e-6, got 0.000000000000000"),
         ("--top-p", "2", "--top-p must be in (0, 1], got 2"),
         ("--top-p", "0", "--top-p must be in (0, 1], got 0"),

@@ -613,7 +613,11 @@ impl TorchFile {
         // In u128: a damaged stride or offset must not wrap around into the storage.
         let max_index = t.offset as u128
             + t.shape.iter().zip(&t.stride).map(|(&d, &s)| d.saturating_sub(1) as u128 * s as u128).sum::<u128>();
-        if numel > 0 && max_index >= t.storage.numel as u128 {
+        if numel == 0 {
+            // An empty view reads nothing, wherever its (possibly damaged) offset points.
+            return Ok(vec![]);
+        }
+        if max_index >= t.storage.numel as u128 {
             return Err(beyond());
         }
         let mut out = Vec::with_capacity(numel);
@@ -721,6 +725,11 @@ mod tests {
         assert_eq!(f2.read_f32(&views["a"]).unwrap(), [1.0, 2.0, 3.0, 4.0]);
         let e = f2.read_f32(&views["b"]).unwrap_err().to_string();
         assert!(e.contains("tensor storage archive/data/0 is truncated (16 of 400000 bytes)"), "{e}");
+        // An empty view whose damaged offset points far past the storage reads nothing.
+        let path4 = checkpoint("empty", &tensors(&[("w", 4, 1 << 30, 0, 1)]));
+        let f4 = TorchFile::open(&path4).unwrap();
+        assert_eq!(f4.read_f32(&f4.tensors()[0].1).unwrap(), Vec::<f32>::new());
+        std::fs::remove_file(path4).unwrap();
         // A view whose stride reaches past the storage.
         let path3 = checkpoint("reach", &tensors(&[("w", 4, 0, 4, 1 << 30)]));
         let f3 = TorchFile::open(&path3).unwrap();

@@ -179,7 +179,22 @@ pub struct ReadReport {
 }
 
 /// The most memory a clip read by [`read_video`] may take as floats (`frames × 3 × height × width × 4` bytes).
-const MAX_CLIP_BYTES: usize = 16 << 30;
+const MAX_CLIP_BYTES: f64 = 16e9;
+
+/// The error for a clip of `frames` frames of `w × h` that would take more than [`MAX_CLIP_BYTES`] as floats.
+fn clip_too_large(path: &Path, frames: usize, (w, h): (usize, usize)) -> Result<()> {
+    let bytes = frames as f64 * w as f64 * h as f64 * 3.0 * 4.0;
+    if bytes <= MAX_CLIP_BYTES {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "{}: a clip of {frames} frames of {w}x{h} would take {:.1} GB as floats (at most {:.0} GB): ask for fewer \
+         frames or a smaller resolution",
+        path.display(),
+        bytes / 1e9,
+        MAX_CLIP_BYTES / 1e9
+    )))
+}
 
 /// Reads a clip from a video file (through ffmpeg) or from a folder of image frames (sorted by name).
 pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadReport> {
@@ -191,6 +206,8 @@ pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadRepo
     if let Some((h, w)) = opts.size {
         side(path, h)?;
         side(path, w)?;
+        // Before any frame is decoded, where the size is known.
+        clip_too_large(path, opts.frames, (w, h))?;
     }
     // The frames (at the requested rate) that the clip takes out of `available` ones.
     let window = |available: usize| {
@@ -200,7 +217,8 @@ pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadRepo
     let (mut clip, available, native_fps) = if meta.is_dir() {
         let frames = read_frame_folder(path, opts.size)?;
         let available = frames.len();
-        (frames[window(available)].to_vec(), available, None)
+        let w = window(available);
+        (frames.into_iter().skip(w.start).take(w.len()).collect::<Vec<_>>(), available, None)
     } else {
         let mut available = 0;
         let (clip, _, fps) = decode_selected(path, opts.size, |len, fps| {
@@ -217,19 +235,8 @@ pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadRepo
         return Err(Error::file(path, "contains no frames"));
     }
     let padded = opts.frames - clip.len();
-    let bytes = opts.frames as f64 * clip[0].width() as f64 * clip[0].height() as f64 * 3.0 * 4.0;
-    if bytes > MAX_CLIP_BYTES as f64 {
-        return Err(Error::invalid(format!(
-            "{}: a clip of {} frames of {}x{} would take {:.1} GB as floats (at most {} GB): ask for fewer frames or a \
-             smaller resolution",
-            path.display(),
-            opts.frames,
-            clip[0].width(),
-            clip[0].height(),
-            bytes / 1e9,
-            MAX_CLIP_BYTES >> 30
-        )));
-    }
+    // At the native size (no size asked for), known only now; before the padding is allocated.
+    clip_too_large(path, opts.frames, (clip[0].width() as usize, clip[0].height() as usize))?;
     let (w, h) = (clip[0].width(), clip[0].height());
     clip.extend((0..padded).map(|_| RgbImage::new(w, h)));
     Ok(ReadReport { video: Video::from_rgb8(&clip)?, available_frames: available, padded_frames: padded, native_fps })
@@ -326,10 +333,10 @@ pub const MAX_SIDE: usize = 16384;
 /// frames at the native rate (indices in any order, repeats allowed), each resized to `size` `(height, width)`
 /// (`None`: the native size); returns them in the order picked, with `len` and the native frame rate.
 ///
-/// A video whose frames at this size fit in [`FRAME_BUDGET`] is decoded once; a longer one is decoded a first
-/// time only to count its frames and a second time to keep the picked ones, so that reading a clip out of a long
-/// video never holds more than the clip. A truncated file gives the frames before the damage (with a warning); a
-/// file with no decodable frame is an error naming it.
+/// The first pass keeps the first [`FRAME_BUDGET`] bytes of frames. A video whose picked frames are all among
+/// them is decoded once; otherwise a second pass keeps only the picked frames, so that reading a clip out of a long
+/// video holds at most the budget and the clip. A truncated file gives the frames before the damage (with a
+/// warning); a file with no decodable frame is an error naming it.
 pub fn decode_selected(
     path: &Path,
     size: Option<(usize, usize)>,
@@ -363,7 +370,7 @@ fn decode_within(
         return Err(Error::invalid(format!("frame {bad} picked from {} of {len} frames", path.display())));
     }
     let image = |raw: Vec<u8>| RgbImage::from_raw(w, h, raw).expect("whole frames");
-    if len <= kept.len() {
+    if picked.iter().all(|&i| i < kept.len()) {
         return Ok((picked.iter().map(|&i| image(kept[i].clone())).collect(), len, fps));
     }
     // The second pass: only the picked frames, each once however often it is picked.
@@ -377,15 +384,19 @@ fn decode_within(
             found.insert(i, raw.to_vec());
         }
     })?;
-    let get = |i: usize| {
-        found.get(&i).cloned().map(image).ok_or_else(|| {
-            Error::file(
-                path,
-                format!("gave {again} frames when read again, {len} the first time: it changed while being read"),
-            )
-        })
+    let changed = || {
+        Error::file(
+            path,
+            format!("gave {again} frames when read again, {len} the first time: it changed while being read"),
+        )
     };
-    Ok((picked.iter().map(|&i| get(i)).collect::<Result<_>>()?, len, fps))
+    // Each frame moved out of the map at its last use, copied for the earlier ones.
+    let mut out = Vec::with_capacity(picked.len());
+    for (n, &i) in picked.iter().enumerate() {
+        let raw = if picked[n + 1..].contains(&i) { found.get(&i).cloned() } else { found.remove(&i) };
+        out.push(image(raw.ok_or_else(changed)?));
+    }
+    Ok((out, len, fps))
 }
 
 /// A side of the size a video is resized to, as ffmpeg takes it.
@@ -759,7 +770,7 @@ mod tests {
         let (expected, _, _) = decode_within(&path, Some((16, 16)), |_, _| vec![16, 18, 20, 22], 0).unwrap();
         assert_eq!((clip.available_frames, clip.padded_frames), (20, 0));
         assert_eq!(clip.video, Video::from_rgb8(&expected).unwrap());
-        // Sizes ffmpeg cannot be asked for, and a clip too large for memory, are errors before any work.
+        // Sizes ffmpeg cannot be asked for, and a clip too large for memory, are errors before any frame is decoded.
         let big = ReadOptions { size: Some((16, MAX_SIDE + 1)), ..opts.clone() };
         assert!(read_video(&path, &big).unwrap_err().to_string().contains("a side of 16385 pixels"));
         let long = ReadOptions { frames: usize::MAX / 2, ..opts };

@@ -87,11 +87,16 @@ fn arg(args: Option<&Value>, name: &str) -> Option<Value> {
     args.and_then(|a| a.get(name))
 }
 
-/// A count among the hyper-parameters (heads, block size): a negative or absurd one (above 2^20) reads as 0, which
-/// the checks that follow refuse.
-fn count_arg(args: Option<&Value>, name: &str) -> Option<usize> {
-    let n = arg(args, name)?.as_i64()?;
-    Some(usize::try_from(n).ok().filter(|&n| n <= 1 << 20).unwrap_or(0))
+/// A count among the hyper-parameters (heads, block size) of the checkpoint `path`: `None` when absent, an error
+/// naming the value when it is negative or absurd (above 2^20).
+fn count_arg(path: &Path, args: Option<&Value>, name: &str) -> Result<Option<usize>> {
+    let Some(n) = arg(args, name).and_then(|v| v.as_i64()) else {
+        return Ok(None);
+    };
+    match usize::try_from(n) {
+        Ok(n) if n <= 1 << 20 => Ok(Some(n)),
+        _ => Err(Error::file(path, format!("hyper_parameters.args.{name} is {n}"))),
+    }
 }
 
 fn linear<B: Backend>(l: &Linear<B>, w: &mut WeightMap, key: &str) -> Result<Linear<B>> {
@@ -290,9 +295,9 @@ pub fn load_generator<B: Backend>(
     let n_layer = (0..).take_while(|i| w.contains(&format!("blocks.{i}.ln1.weight"))).count();
     let n_head = overrides
         .n_head
-        .or_else(|| count_arg(args.as_ref(), "n_head"))
+        .or(count_arg(path, args.as_ref(), "n_head")?)
         .ok_or_else(|| Error::file(path, "the number of attention heads cannot be inferred from the weights and the file has no hyper_parameters.args.n_head: pass --n-head (16 for base, 32 for xl and 3b)"))?;
-    let block = overrides.block.or_else(|| count_arg(args.as_ref(), "token_number_per_step")).ok_or_else(|| {
+    let block = overrides.block.or(count_arg(path, args.as_ref(), "token_number_per_step")?).ok_or_else(|| {
         Error::file(path, "the block size is not recorded in the file: pass --block-size (16 for the official models)")
     })?;
     if block == 0 || n_head == 0 {

@@ -35,8 +35,9 @@ impl Default for OptimizerConfig {
 }
 
 impl OptimizerConfig {
-    /// Settings AdamW can run with: betas in `[0, 1)`, `eps > 0`, a finite weight decay `≥ 0` and a finite
-    /// clipping norm (NaN would otherwise train silently into a model of NaN).
+    /// Settings AdamW can run with: betas in `[0, 1)`, `eps > 0` and a finite weight decay `≥ 0` (a NaN would
+    /// otherwise train silently into a model of NaN), and a clipping norm that is a number (NaN would otherwise
+    /// turn clipping off unseen; infinity and values ≤ 0 mean no clipping).
     pub fn validate(&self) -> nbp_core::Result<()> {
         let bad = |what: String| Err(nbp_core::Error::invalid(format!("optimizer: {what}")));
         for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
@@ -50,8 +51,8 @@ impl OptimizerConfig {
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return bad(format!("weight_decay must be a finite number ≥ 0, got {}", self.weight_decay));
         }
-        if let Some(c) = self.grad_clip.filter(|c| !c.is_finite()) {
-            return bad(format!("grad_clip must be a finite number (0 or less: no clipping), got {c}"));
+        if let Some(c) = self.grad_clip.filter(|c| c.is_nan()) {
+            return bad(format!("grad_clip must be a number (0 or less: no clipping), got {c}"));
         }
         Ok(())
     }

@@ -130,7 +130,9 @@ mod tests {
         }
         let adamw = crate::optim::OptimizerConfig::default();
         adamw.validate().unwrap();
-        crate::optim::OptimizerConfig { grad_clip: Some(-1.0), ..adamw.clone() }.validate().unwrap();
+        for no_clipping in [-1.0, 0.0, f64::INFINITY] {
+            crate::optim::OptimizerConfig { grad_clip: Some(no_clipping), ..adamw.clone() }.validate().unwrap();
+        }
         for bad in [
             crate::optim::OptimizerConfig { weight_decay: f32::NAN, ..adamw.clone() },
             crate::optim::OptimizerConfig { weight_decay: -1e30, ..adamw.clone() },

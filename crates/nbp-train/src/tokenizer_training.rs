@@ -168,6 +168,9 @@ impl TokenizerTrainConfig {
                 return Err(Error::invalid(format!("{name} must be a finite number ≥ 0, got {v}")));
             }
         }
+        if let Some(v) = self.disc_lr.filter(|v| !(*v > 0.0 && v.is_finite())) {
+            return Err(Error::invalid(format!("disc_lr must be a positive number, got {v}")));
+        }
         if let Some(c) = self.crop
             && (c == 0 || !c.is_multiple_of(8) || c > self.height.min(self.width))
         {

@@ -121,6 +121,8 @@ fn the_gan_phase_runs_with_an_adaptive_weight() {
     let absurd = TokenizerTrainConfig { gan_start: Some(2), disc_layers: 64, ..config(dir.clone(), 4) };
     let err = absurd.validate().unwrap_err().to_string();
     assert!(err.contains("needs 1 to 12 stride-2 layers (3 is usual), got 64"), "{err}");
+    let nan_lr = TokenizerTrainConfig { gan_start: Some(2), disc_lr: Some(f64::NAN), ..config(dir.clone(), 4) };
+    assert!(nan_lr.validate().unwrap_err().to_string().contains("disc_lr must be a positive number, got NaN"));
     let cfg = TokenizerTrainConfig { gan_start: Some(2), disc_layers: 1, disc_channels: 8, ..config(dir.clone(), 4) };
     let run =
         train_tokenizer::<B>(&cfg, false, &device, Interrupter::new(), &mut |l| lines.push(l.to_string())).unwrap();
