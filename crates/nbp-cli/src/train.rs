@@ -549,23 +549,34 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     let spec: DatasetSpec = a.dataset.parse()?;
     let opts = ClipOptions { frames: a.frames, height, width, fps: None, split: Split::Eval };
     let source = Skipping::new(spec.open(&opts, a.data_seed)?);
-    let classes = g.info.classes.len();
-    if classes > 0 && source.class_names().len() > classes {
-        bail!(
-            "{}: the dataset has {} classes but the generator {} was trained on {classes}: evaluate it on the \
-             data it was trained on (--dataset)",
-            a.dataset,
-            source.class_names().len(),
-            generator.display()
-        );
-    }
+    let classes = &g.info.classes;
+    let names = source.class_names();
+    // A clip's label for the generator: its class found by name among the generator's classes (files written by
+    // `nbp-cli train` record them); by position for files that do not. An unconditional model takes none.
+    let label_for = |label: usize| -> Result<usize> {
+        let name = names.get(label).map(String::as_str).unwrap_or("");
+        if g.settings.unconditional || (classes.is_empty() && label < g.settings.cond_vocab.max(1)) {
+            return Ok(label);
+        }
+        classes.iter().position(|c| c == name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: class '{name}' is not one of the {} classes the generator {} was trained on ({}): evaluate it \
+                 on the data it was trained on (--dataset)",
+                a.dataset,
+                classes.len(),
+                generator.display(),
+                classes.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
+                    + if classes.len() > 8 { ", …" } else { "" }
+            )
+        })
+    };
     // The last `clips` readable clips of the dataset (unreadable videos are skipped with a warning).
     let mut clips = vec![];
     let mut i = source.len();
     while clips.len() < a.clips && i > 0 {
         i -= 1;
         if let Some(c) = source.clip_or_skip(i, a.data_seed)? {
-            clips.push((c.video, c.label));
+            clips.push((c.video, label_for(c.label)?));
         }
     }
     clips.reverse();

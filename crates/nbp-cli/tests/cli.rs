@@ -984,5 +984,32 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
     let (code, text_) =
         run(&["eval-frame-prediction", "--generator", &model, "--clips", "1", "--frames", "5", "--given-frames", "1"]);
     assert_eq!(code, Some(0), "{text_}");
+    // Clips are conditioned on their class found by name: a class the generator never saw is an error, not
+    // whichever class happens to have the same index.
+    let other = dir.join("other");
+    make_video(&workdir_in(&other, "zzz"));
+    let spec = format!("folder:{}", other.display());
+    let (code, text_) = run(&[
+        "eval-frame-prediction",
+        "--generator",
+        &model,
+        "--dataset",
+        &spec,
+        "--clips",
+        "1",
+        "--frames",
+        "5",
+        "--given-frames",
+        "1",
+    ]);
+    assert_eq!(code, Some(1), "{text_}");
+    assert!(text_.contains("class 'zzz' is not one of the"), "{text_}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The folder `name` inside `dir`, created.
+fn workdir_in(dir: &Path, name: &str) -> PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }

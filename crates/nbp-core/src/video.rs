@@ -276,6 +276,16 @@ fn read_frame_folder(dir: &Path, size: Option<(usize, usize)>) -> Result<Vec<Rgb
         .collect()
 }
 
+/// `ffmpeg` or `ffprobe`, started in a process group of its own: a Ctrl-C at the terminal then reaches only
+/// nbp-cli, whose training loops stop between steps, and not a reader in the middle of a video, which would turn
+/// a good file into one reported as unreadable.
+fn tool(name: &str) -> Command {
+    let mut cmd = Command::new(name);
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd
+}
+
 fn ffmpeg_missing(tool: &str) -> Error {
     Error::External(format!(
         "`{tool}` was not found: reading and writing this video format needs ffmpeg (Debian/Ubuntu: \
@@ -285,7 +295,7 @@ fn ffmpeg_missing(tool: &str) -> Error {
 
 /// Native size and frame rate of the first video stream, from ffprobe.
 fn probe(path: &Path) -> Result<(u32, u32, f64)> {
-    let out = Command::new("ffprobe")
+    let out = tool("ffprobe")
         .args([
             "-v",
             "error",
@@ -415,7 +425,7 @@ fn side(path: &Path, n: usize) -> Result<u32> {
 /// how many it decoded: none is an error naming the file, and an ffmpeg error after some frames (a truncated file)
 /// is a warning when `warn` is set.
 fn each_frame(path: &Path, (w, h): (u32, u32), warn: bool, mut frame: impl FnMut(usize, &[u8])) -> Result<usize> {
-    let mut child = Command::new("ffmpeg")
+    let mut child = tool("ffmpeg")
         .args(["-v", "error", "-nostdin", "-i"])
         .arg(path)
         .args(["-map", "0:v:0", "-vsync", "passthrough", "-vf"])
@@ -603,7 +613,7 @@ fn write_gif(path: &Path, frames: impl Iterator<Item = RgbImage>, fps: f64) -> R
 fn write_ffmpeg(path: &Path, frames: Vec<RgbImage>, fps: f64) -> Result<()> {
     let (w, h) = (frames[0].width(), frames[0].height());
     let webm = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("webm"));
-    let mut cmd = Command::new("ffmpeg");
+    let mut cmd = tool("ffmpeg");
     cmd.args(["-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s"])
         .arg(format!("{w}x{h}"))
         .arg("-r")

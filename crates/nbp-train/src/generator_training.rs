@@ -602,7 +602,7 @@ pub fn train_generator<B: AutodiffBackend>(
     }
     let cache = Arc::new(TokenCache::load(&config.tokens)?);
     let setup = setup(config, &cache)?;
-    if cache.len() < config.valid_clips + 1 {
+    if cache.len() <= config.valid_clips {
         return Err(Error::file(
             &config.tokens,
             format!("holds {} clips: too few to hold out {} for validation", cache.len(), config.valid_clips),

@@ -190,6 +190,8 @@ fn annotation_lines_in_official_and_split_file_formats() {
         ]
         .map(PathBuf::from)
     );
+    // A byte-order mark is not part of the first path.
+    assert_eq!(parse_annotations("\u{feff}a/x1.mp4 1\nb/x2.mp4 2\n"), ["a/x1.mp4", "b/x2.mp4"].map(PathBuf::from));
 }
 
 /// A fake UCF-101 tree (empty files): 2 ApplyEyeMakeup, 1 BabyCrawling, 2 YoYo.
@@ -387,6 +389,17 @@ fn folder_scan_classes_are_sorted_relative_parent_folders() {
     let err = spec(&format!("folder:{}", empty.display())).open(&eval17(), 0).err().unwrap().to_string();
     assert!(err.contains(&empty.display().to_string()), "{err}");
     assert!(err.contains("no video files under this folder; supported extensions: mp4, avi, webm, mkv, mov"), "{err}");
+
+    // A link back to a folder above is not followed again, and a FIFO named like a video is not a video.
+    #[cfg(unix)]
+    {
+        let looped = temp_dir("folder-loop");
+        touch(&looped, "a/one.mp4");
+        std::os::unix::fs::symlink(&*looped, looped.join("a/up")).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(looped.join("a/pipe.mp4")).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        assert_eq!(scan_videos(&looped).unwrap(), [looped.join("a/one.mp4")]);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 //!
 //! Opening only lists files; a video is decoded when its clip is asked for.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use nbp_core::{Error, Result};
@@ -34,7 +34,7 @@ pub fn scan_videos(dir: &Path) -> Result<Vec<PathBuf>> {
         return Err(Error::file(dir, "is not a folder"));
     }
     let mut found = Vec::new();
-    scan_into(dir, 0, &mut found)?;
+    scan_into(dir, 0, &mut found, &mut std::collections::HashSet::new())?;
     if found.is_empty() {
         return Err(Error::file(
             dir,
@@ -45,15 +45,21 @@ pub fn scan_videos(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-fn scan_into(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Result<()> {
+/// The video files under `dir` into `found`: each folder once (`visited` holds their canonical paths, so that a
+/// link back to a folder above does not list its videos again), regular files only (a FIFO named `.mp4` would
+/// block the reader).
+fn scan_into(dir: &Path, depth: usize, found: &mut Vec<PathBuf>, visited: &mut HashSet<PathBuf>) -> Result<()> {
+    if !visited.insert(dir.canonicalize().map_err(|e| Error::io(dir, e))?) {
+        return Ok(());
+    }
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
         if path.is_dir() {
             if !hidden && depth < MAX_DEPTH {
-                scan_into(&path, depth + 1, found)?;
+                scan_into(&path, depth + 1, found, visited)?;
             }
-        } else if is_video_file(&path) {
+        } else if path.is_file() && is_video_file(&path) {
             found.push(path);
         }
     }

@@ -34,7 +34,9 @@ pub fn class_text(name: &str) -> String {
 /// `path<TAB>label` (official annotations), `path <integer>` (UCF `trainlist0N.txt`), and `path` alone
 /// (`testlist0N.txt`). Empty lines and lines starting with `#` are ignored; Windows line ends are fine.
 pub fn parse_annotations(text: &str) -> Vec<PathBuf> {
-    text.lines()
+    // A byte-order mark (editors on Windows write one) is not part of the first path.
+    text.trim_start_matches('\u{feff}')
+        .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|line| {
