@@ -571,17 +571,28 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
         })
     };
     // The last `clips` readable clips of the dataset (unreadable videos are skipped with a warning).
+    // Clips of videos shorter than --frames end in black padding, which the prediction would be scored against.
     let mut clips = vec![];
+    let mut short = 0;
     let mut i = source.len();
     while clips.len() < a.clips && i > 0 {
         i -= 1;
-        if let Some(c) = source.clip_or_skip(i, a.data_seed)? {
-            clips.push((c.video, label_for(c.label)?));
+        match source.clip_or_skip(i, a.data_seed)? {
+            Some(c) if c.padded > 0 => short += 1,
+            Some(c) => clips.push((c.video, label_for(c.label)?)),
+            None => {}
         }
     }
     clips.reverse();
+    if short > 0 {
+        eprintln!("warning: skipped {short} clips of videos shorter than {} frames", a.frames);
+    }
     if clips.is_empty() {
-        bail!("{}: no clip of the dataset could be read", a.dataset);
+        bail!(
+            "{}: no clip of the dataset could be read{}",
+            a.dataset,
+            if short > 0 { format!(" whole: {short} videos are shorter than {} frames", a.frames) } else { "".into() }
+        );
     }
     if let Some(s) = source.log().summary() {
         eprintln!("{s}");

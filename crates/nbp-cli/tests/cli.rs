@@ -1004,6 +1004,30 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
     ]);
     assert_eq!(code, Some(1), "{text_}");
     assert!(text_.contains("class 'zzz' is not one of the"), "{text_}");
+    // A video shorter than the clip would be scored against black padding: it is skipped, and said so.
+    let short = dir.join("short");
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=duration=0.1:size=64x64:rate=30"])
+        .arg(workdir_in(&short, "circle-bounce").join("brief.mp4"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let spec = format!("folder:{}", short.display());
+    let (code, text_) = run(&[
+        "eval-frame-prediction",
+        "--generator",
+        &model,
+        "--dataset",
+        &spec,
+        "--clips",
+        "1",
+        "--frames",
+        "5",
+        "--given-frames",
+        "1",
+    ]);
+    assert_eq!(code, Some(1), "{text_}");
+    assert!(text_.contains("skipped 1 clips of videos shorter than 5 frames"), "{text_}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

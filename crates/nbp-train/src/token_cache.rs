@@ -165,11 +165,16 @@ pub fn tokenize_dataset<B: burn::prelude::Backend>(
     let mut cache = TokenCache::new(info);
     progress.start("tokenizing", source.len());
     let indices: Vec<usize> = (0..source.len()).collect();
+    let (mut padded_clips, mut padded_frames) = (0, 0);
     for chunk in indices.chunks(batch.max(1)) {
         let mut clips = Vec::with_capacity(chunk.len());
         for &i in chunk {
             match source.clip(i, seed) {
-                Ok(c) => clips.push(c),
+                Ok(c) => {
+                    padded_clips += usize::from(c.padded > 0);
+                    padded_frames += c.padded;
+                    clips.push(c);
+                }
                 Err(Error::File { path, message }) => {
                     if skipped.record(path.display().to_string(), message.clone()) {
                         eprintln!("warning: skipped {}: {message}", path.display());
@@ -206,6 +211,14 @@ pub fn tokenize_dataset<B: burn::prelude::Backend>(
         return Err(Error::invalid("no clip of the dataset could be read"));
     }
     progress.finish();
+    if padded_clips > 0 {
+        // Kept, so that every video of the dataset has its clip; but a model learns the black frames as data.
+        eprintln!(
+            "warning: {padded_clips} of {} clips came from videos shorter than the clip and end in black frames \
+             ({padded_frames} in all): fewer --frames or a lower --fps avoids them",
+            cache.len()
+        );
+    }
     Ok(cache)
 }
 

@@ -16,11 +16,11 @@ use super::frames::select_frames;
 /// Reads clip `index` of a dataset from the video file `path`: resampled to `opts.fps` (`None`: native rate),
 /// resized to `opts.height × opts.width`, `opts.frames` frames from the centre ([`super::Split::Eval`]) or from
 /// a start drawn from `(seed, index)` ([`super::Split::Train`]), padded with black frames at the end when the
-/// video is too short.
+/// video is too short; returns the clip and the number of black frames appended.
 ///
 /// Errors: [`Error::File`] for a file that is not a readable video or has no frame (at the requested rate);
 /// [`Error::External`] when ffmpeg/ffprobe are not installed.
-pub fn read_clip(path: &Path, opts: &ClipOptions, seed: u64, index: usize) -> Result<Video> {
+pub fn read_clip(path: &Path, opts: &ClipOptions, seed: u64, index: usize) -> Result<(Video, usize)> {
     opts.validate()?;
     let (h, w) = (opts.height, opts.width);
     let mut sel = None;
@@ -41,5 +41,5 @@ pub fn read_clip(path: &Path, opts: &ClipOptions, seed: u64, index: usize) -> Re
     for c in 0..3 {
         video.data[c * opts.frames * plane..][..n * plane].copy_from_slice(&part.data[c * n * plane..][..n * plane]);
     }
-    Ok(video)
+    Ok((video, sel.padded))
 }

@@ -153,12 +153,13 @@ impl ClipSource for VideoFileSource {
 
     fn clip(&self, index: usize, seed: u64) -> Result<Clip> {
         let item = self.items.get(index).ok_or_else(|| out_of_range(index, self.items.len()))?;
-        let video = super::decode::read_clip(&item.path, &self.opts, seed, index)?;
+        let (video, padded) = super::decode::read_clip(&item.path, &self.opts, seed, index)?;
         Ok(Clip {
             video,
             label: item.label,
             text: self.texts[item.label].clone(),
             source: item.path.display().to_string(),
+            padded,
         })
     }
 

@@ -40,6 +40,8 @@ pub struct Clip {
     pub text: String,
     /// Where the clip comes from: a file path, or `"moving-shapes #i"`.
     pub source: String,
+    /// Black frames appended at the end because the video was shorter than the clip.
+    pub padded: usize,
 }
 
 /// Which frames of a video become the clip.

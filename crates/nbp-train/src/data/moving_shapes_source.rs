@@ -32,7 +32,8 @@ impl ClipSource for MovingShapesSource {
             return Err(out_of_range(index, self.count));
         }
         let (video, label) = self.shapes.clip(index);
-        Ok(Clip { video, label, text: class_name(label).replace('-', " "), source: format!("moving-shapes #{index}") })
+        let (text, source) = (class_name(label).replace('-', " "), format!("moving-shapes #{index}"));
+        Ok(Clip { video, label, text, source, padded: 0 })
     }
 
     fn class_names(&self) -> Vec<String> {

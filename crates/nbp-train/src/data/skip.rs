@@ -248,7 +248,8 @@ mod tests {
             if self.bad.contains(&index) {
                 return Err(Error::file(format!("v{index}.mp4"), "cannot be decoded as a video: moov atom not found"));
             }
-            Ok(Clip { video: Video::black(1, 1, 1), label: 0, text: String::new(), source: format!("v{index}.mp4") })
+            let source = format!("v{index}.mp4");
+            Ok(Clip { video: Video::black(1, 1, 1), label: 0, text: String::new(), source, padded: 0 })
         }
         fn class_names(&self) -> Vec<String> {
             vec![String::new()]
