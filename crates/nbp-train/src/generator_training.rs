@@ -628,8 +628,11 @@ pub fn train_generator<B: AutodiffBackend>(
     if let Some(t) = arch.as_table_mut() {
         t.remove("dropout");
     }
+    dir.refuse_other_kind("tokenizer.toml", "tokenizer training")?;
     dir.check_architecture("architecture.toml", &arch, start.is_some())?;
-    dir.save_config("generator.toml", config)?;
+    // The token cache by its absolute path, so that `--resume` from another folder reads the same cache.
+    let tokens = config.tokens.canonicalize().unwrap_or_else(|_| config.tokens.clone());
+    dir.save_config("generator.toml", &GeneratorTrainConfig { tokens, ..config.clone() })?;
 
     let n_train = cache.len() - config.valid_clips;
     let train_clips: Vec<usize> = (0..n_train).collect();

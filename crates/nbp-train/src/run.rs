@@ -216,6 +216,19 @@ impl RunDir {
         Ok(None)
     }
 
+    /// Errors when the directory holds a run of the other trainer (its config file `other`, e.g. `tokenizer.toml`
+    /// in a generator's `--out`): both write `architecture.toml` and their logs under the same names, so the
+    /// second would break the first.
+    pub fn refuse_other_kind(&self, other: &str, kind: &str) -> Result<()> {
+        if self.path.join(other).exists() {
+            return Err(Error::file(
+                &self.path,
+                format!("holds a {kind} run ({other}): choose another --out for this one"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Writes the effective config as TOML (atomically).
     pub fn save_config<T: Serialize>(&self, name: &str, config: &T) -> Result<()> {
         let text =

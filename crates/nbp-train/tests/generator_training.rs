@@ -154,3 +154,19 @@ fn runs_that_would_read_more_clips_than_memory_holds_the_order_of_are_refused() 
     (c.steps, c.batch_size, c.grad_accumulation) = (10, 1 << 32, 1 << 32);
     assert!(c.validate().unwrap_err().to_string().contains("2^30 clips"));
 }
+
+#[test]
+fn a_generator_run_is_refused_in_the_folder_of_a_tokenizer_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp("other-kind");
+    let tokens = cache(&dir);
+    let out = dir.join("tokenizer-run");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("tokenizer.toml"), "steps = 10\n").unwrap();
+    let e = train_generator::<B>(&config(tokens, out.clone(), 2), false, &Default::default(), Interrupter::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds a tokenizer training run (tokenizer.toml): choose another --out"), "{e}");
+    assert!(!out.join("architecture.toml").exists(), "nothing of the tokenizer run was overwritten");
+    std::fs::remove_dir_all(&dir).ok();
+}
