@@ -525,6 +525,10 @@ pub struct EvalFramePredictionArgs {
     /// 64x64 for the bundled demo tokenizer and 128x128 for other files.
     #[arg(long, value_parser = crate::parse_resolution)]
     resolution: Option<(usize, usize)>,
+    /// Frame rate videos are resampled to before the clip is cut: the rate the generator's token cache was made
+    /// at (`nbp-cli tokenize-dataset --fps`). Default: the videos' native rate.
+    #[arg(long, value_parser = crate::parse_output_rate)]
+    fps: Option<f64>,
     /// Sample with the default filter (temperature 1, top-k 16000, top-p 0.9) instead of greedy decoding.
     #[arg(long)]
     sample: bool,
@@ -547,7 +551,7 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     crate::check_codebook(&tok, &tokenizer.path(), &g, &generator, true)?;
     let (height, width) = a.resolution.unwrap_or(crate::default_resolution(&tokenizer, trained));
     let spec: DatasetSpec = a.dataset.parse()?;
-    let opts = ClipOptions { frames: a.frames, height, width, fps: None, split: Split::Eval };
+    let opts = ClipOptions { frames: a.frames, height, width, fps: a.fps, split: Split::Eval };
     let source = Skipping::new(spec.open(&opts, a.data_seed)?);
     let classes = &g.info.classes;
     let names = source.class_names();

@@ -755,6 +755,11 @@ fn swapped_model_files_are_named_for_what_they_are() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("is not an nbp tokenizer file: it is a generator (pass it as --generator)"), "{out}");
+    // A training run's folder instead of the file it wrote.
+    let folder = dir.display().to_string();
+    let o = cli(&["sample", "--generator", &folder, "--no-decode", "--save-tokens", &unused_ids()]);
+    let out = text(&o);
+    assert!(out.contains("is a folder: give the generator file (a training run writes generator.safetensors"), "{out}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -231,6 +231,12 @@ pub fn load_generator<B: Backend>(
     if !path.exists() {
         return Err(Error::file(path, "generator checkpoint not found"));
     }
+    if path.is_dir() {
+        return Err(Error::file(
+            path,
+            "is a folder: give the generator file (a training run writes generator.safetensors into its --out)",
+        ));
+    }
     if nbp_core::weights::is_safetensors(path) {
         let (w, meta) = WeightMap::read_safetensors(path)?;
         let kind = meta.get(KIND_KEY).map(String::as_str);

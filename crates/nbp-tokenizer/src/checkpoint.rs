@@ -271,6 +271,12 @@ pub fn load_tokenizer_with_resolution<B: Backend>(
     if !path.exists() {
         return Err(Error::file(path, "tokenizer checkpoint not found"));
     }
+    if path.is_dir() {
+        return Err(Error::file(
+            path,
+            "is a folder: give the tokenizer file (a training run writes tokenizer.safetensors into its --out)",
+        ));
+    }
     if nbp_core::weights::is_safetensors(path) {
         let (w, meta) = WeightMap::read_safetensors(path)?;
         let kind = meta.get(KIND_KEY).map(String::as_str);
