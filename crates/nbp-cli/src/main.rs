@@ -1071,7 +1071,8 @@ fn run(cli: Cli) -> Result<()> {
             let names: Vec<String> = clips.iter().map(|(_, l)| class_name(*l)).collect();
             let videos: Vec<_> = clips.into_iter().map(|(v, _)| v).collect();
             write_videos(&out, &videos, 8.0)?;
-            println!("wrote {} ({count} clips: {})", out.display(), names.join(", "));
+            let listed = if names.len() <= 16 { names.join(", ") } else { format!("{}, …", names[..16].join(", ")) };
+            println!("wrote {} ({count} clips: {listed})", out.display());
         }
         Command::Generator(GeneratorCommand::Convert { input, output, n_head, block_size }) => {
             type B = burn::backend::Flex;

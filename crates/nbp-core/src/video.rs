@@ -581,6 +581,16 @@ pub fn write_videos(path: impl AsRef<Path>, videos: &[Video], fps: f64) -> Resul
         }
         VideoFormat::PngFolder => {
             std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+            // Frames of an earlier, longer video written here would otherwise read as part of this one (as they
+            // do when the folder is read back): only files named as this writer names them are removed.
+            for entry in std::fs::read_dir(path).map_err(|e| Error::io(path, e))?.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let index = name.strip_prefix("frame_").and_then(|n| n.strip_suffix(".png"));
+                if index.is_some_and(|n| n.len() >= 3 && n.bytes().all(|b| b.is_ascii_digit())) {
+                    std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+                }
+            }
             for t in 0..frames {
                 let f = path.join(format!("frame_{t:03}.png"));
                 grid_frame(videos, t).save(&f).map_err(|e| Error::file(&f, format!("cannot write PNG: {e}")))?;
@@ -740,7 +750,11 @@ mod tests {
         assert_eq!((img.width(), img.height()), (4 * 8 + 3 * 2, 8));
         assert_eq!(img.get_pixel(8 + 2, 0), v.frame_rgb8(1).get_pixel(0, 0));
         let folder = dir.join("frames");
+        // A longer video written there before, and a file of the user's: the old frames go, the file stays.
+        write_videos(&folder, std::slice::from_ref(&ramp(6, 8, 8)), 8.0).unwrap();
+        std::fs::write(folder.join("notes.txt"), "mine").unwrap();
         write_videos(&folder, std::slice::from_ref(&v), 8.0).unwrap();
+        assert!(!folder.join("frame_004.png").exists() && folder.join("notes.txt").exists());
         let opts = ReadOptions { frames: 4, fps: None, size: None, start: ClipStart::Start };
         let back = read_video(&folder, &opts).unwrap();
         assert_eq!(back.video, v);
