@@ -675,6 +675,26 @@ fn check_precision(precision: nbp_model::Precision, device: DeviceArg) -> Result
     Ok(())
 }
 
+/// The tokenizer the generator file `generator` records as the one its training tokens were made with, when that
+/// file is there (an error otherwise: decoding with another tokenizer would give a wrong video).
+pub(crate) fn recorded_tokenizer<B: Backend>(g: &nbp_model::LoadedGenerator<B>, generator: &Path) -> Result<PathBuf> {
+    match g.info.tokenizer.as_deref().map(PathBuf::from) {
+        Some(p) if p.is_file() => {
+            eprintln!("tokenizer {} (the one the generator's training tokens were made with)", p.display());
+            Ok(p)
+        }
+        recorded => bail!(
+            "{}: {}: pass --tokenizer (the one its token data was made with), or --no-decode --save-tokens FILE.npy \
+             to stop at token ids",
+            generator.display(),
+            recorded.map_or("the file does not say which tokenizer made its training tokens".into(), |p| format!(
+                "its training tokens were made with the tokenizer {}, which is not there",
+                p.display()
+            ))
+        ),
+    }
+}
+
 /// The sampling flags' ranges, checked before any model is loaded.
 fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     check_precision(a.precision, a.run.device)?;
@@ -878,16 +898,12 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     };
     let needs_tokenizer = !a.no_decode || a.condition_video.is_some();
     let tokenizer = if needs_tokenizer {
-        if a.tokenizer.is_none() && !demo && native {
-            bail!(
-                "{}: nbp generator files carry no tokenizer: pass --tokenizer (the one the generator's token data \
-                 was made with), or --no-decode --save-tokens FILE.npy to stop at token ids",
-                generator.display()
-            );
-        }
+        let recorded =
+            (a.tokenizer.is_none() && !demo && native).then(|| recorded_tokenizer(&g, &generator)).transpose()?;
         let path = a
             .tokenizer
             .clone()
+            .or(recorded)
             .unwrap_or_else(|| if demo { demo_asset("tokenizer.safetensors") } else { generator.clone() });
         let args = TokenizerArgs { tokenizer: Some(path), tokenizer_config: a.tokenizer_config.clone() };
         let tok = load::<B>(&args, &device)

@@ -465,7 +465,8 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
         class_texts: classes.iter().map(|c| nbp_train::data::class_text(c)).collect(),
         classes,
         dataset: a.dataset.clone(),
-        tokenizer: tokenizer.path().display().to_string(),
+        // Absolute, so that a generator trained on this cache finds it from any folder.
+        tokenizer: tokenizer.path().canonicalize().unwrap_or_else(|_| tokenizer.path()).display().to_string(),
         frames: a.frames,
         height,
         width,
@@ -546,7 +547,12 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     }
     let generator = a.generator.clone().unwrap_or_else(|| crate::demo_asset("generator.safetensors"));
     let g = nbp_model::load_generator::<B>(&generator, &Default::default(), &device)?;
-    let tokenizer = crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: None };
+    // The tokenizer the generator's tokens were made with, where its file records one and none is given.
+    let recorded = match (&a.tokenizer, &g.info.tokenizer) {
+        (None, Some(_)) => Some(crate::recorded_tokenizer(&g, &generator)?),
+        _ => None,
+    };
+    let tokenizer = crate::TokenizerArgs { tokenizer: a.tokenizer.clone().or(recorded), tokenizer_config: None };
     let (tok, trained) = crate::load_with_resolution::<B>(&tokenizer, &device)?;
     crate::check_codebook(&tok, &tokenizer.path(), &g, &generator, true)?;
     let (height, width) = a.resolution.unwrap_or(crate::default_resolution(&tokenizer, trained));

@@ -487,6 +487,10 @@ fn train_both_models_on_real_videos_resume_and_sample() {
     let out =
         run(&["sample", "--generator", &p("gen/generator.safetensors"), "--tokenizer", &tokenizer, "--out", &gif]);
     assert!(out.contains("2 clips (fractal, pattern)"), "{out}");
+    // Without --tokenizer, the one its token cache was made with, which the generator file records.
+    let out = run(&["sample", "--generator", &p("gen/generator.safetensors"), "--out", &gif]);
+    let recorded = std::path::Path::new(&tokenizer).canonicalize().unwrap();
+    assert!(out.contains(&format!("tokenizer {} (the one the generator's", recorded.display())), "{out}");
     let out = run(&[
         "sample",
         "--generator",
@@ -871,7 +875,10 @@ fn user_mistakes_are_named_before_the_work_starts() {
     assert!(out.contains("warning: ") && out.contains("has 64000 codes but the generator"), "{out}");
     assert!(out.contains("was trained on 625, so the decoded video will not show"), "{out}");
     // An nbp generator file holds no tokenizer.
-    refused(&["sample", "--generator", "assets/demo/generator.safetensors"], &["carry no tokenizer: pass --tokenizer"]);
+    refused(
+        &["sample", "--generator", "assets/demo/generator.safetensors"],
+        &["the file does not say which tokenizer made its training tokens: pass --tokenizer"],
+    );
     let (code, out) = run(&["tokenizer", "info", "--tokenizer-config", "tiny"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("warning: --tokenizer-config is ignored for assets/demo/tokenizer.safetensors"), "{out}");

@@ -26,8 +26,9 @@ pub const SETTINGS_KEY: &str = "nbp.settings";
 pub const INFO_KEY: &str = "nbp.info";
 
 /// What a model trained by nbp knows about its data: class names (label `i` is `classes[i]`), the latent grid
-/// of its training clips and the block shape `[t, h, w]` it was trained with (files written before it was
-/// recorded, and official checkpoints, use row blocks). Official checkpoints carry none of these.
+/// of its training clips, the block shape `[t, h, w]` it was trained with (files written before it was
+/// recorded, and official checkpoints, use row blocks) and the tokenizer file its token cache was made with.
+/// Official checkpoints carry none of these.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GeneratorInfo {
     #[serde(default)]
@@ -36,6 +37,11 @@ pub struct GeneratorInfo {
     pub latent_grid: Option<[usize; 3]>,
     #[serde(default)]
     pub block_shape: Option<[usize; 3]>,
+    /// The tokenizer file the training tokens were made with, as the token cache records it (an absolute path
+    /// for caches made since it was recorded so): `sample` and `eval-frame-prediction` decode with it when no
+    /// `--tokenizer` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
 }
 
 /// How a checkpoint's model builds and reads sequences (from the official `hyper_parameters.args`).

@@ -697,6 +697,7 @@ pub fn train_generator<B: AutodiffBackend>(
         classes: cache.info.classes.clone(),
         latent_grid: Some(cache.info.grid),
         block_shape: Some([b.t, b.h, b.w]),
+        tokenizer: Some(cache.info.tokenizer.clone()).filter(|t| !t.is_empty()),
     };
     save_generator_with_info(&model.gpt, &setup.settings, &info, &model_path)?;
     dir.save_classes(&cache.info.classes)?;
