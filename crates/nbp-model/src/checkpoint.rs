@@ -265,6 +265,26 @@ pub fn load_generator<B: Backend>(
             Some(text) => serde_json::from_str(text).map_err(|e| Error::file(path, format!("bad info: {e}")))?,
             None => GeneratorInfo::default(),
         };
+        // The three records must agree, or sampling would fail later with a message about the wrong thing.
+        if !settings.unconditional && settings.cond_tokens != config.cond_tokens {
+            return Err(Error::file(
+                path,
+                format!(
+                    "is inconsistent: its settings say {} condition tokens, its model config {}",
+                    settings.cond_tokens, config.cond_tokens
+                ),
+            ));
+        }
+        if settings.cond_vocab > 0 && info.classes.len() > settings.cond_vocab {
+            return Err(Error::file(
+                path,
+                format!(
+                    "is inconsistent: it names {} classes but embeds {} condition ids",
+                    info.classes.len(),
+                    settings.cond_vocab
+                ),
+            ));
+        }
         // The file records what the model was trained with; an override that differs would silently sample
         // a model other than the trained one.
         let recorded = [
@@ -417,6 +437,11 @@ mod tests {
         let deep = GptConfig { n_layer: 1 << 30, ..config };
         let e = import_gpt::<B>(&deep, file(), &device).unwrap_err().to_string();
         assert!(e.contains("1073741824 layers, but the file has no tensors of layer 1073741823"), "{e}");
+        // Settings that contradict the model config (a label-conditional model without its condition row).
+        let label = GeneratorSettings { unconditional: false, cond_tokens: 1, cond_vocab: 4, ..settings };
+        save_generator(&model, &label, &path).unwrap();
+        let e = load_generator::<B>(&path, &Overrides::default(), &device).err().unwrap().to_string();
+        assert!(e.contains("is inconsistent: its settings say 1 condition tokens, its model config 0"), "{e}");
         std::fs::remove_file(path).unwrap();
     }
 }
