@@ -464,7 +464,7 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
         codebook: model.codebook_size(),
         class_texts: classes.iter().map(|c| nbp_train::data::class_text(c)).collect(),
         classes,
-        dataset: a.dataset.clone(),
+        dataset: spec.absolute().to_string(),
         // Absolute, so that a generator trained on this cache finds it from any folder.
         tokenizer: tokenizer.path().canonicalize().unwrap_or_else(|_| tokenizer.path()).display().to_string(),
         frames: a.frames,

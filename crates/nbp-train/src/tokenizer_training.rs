@@ -426,7 +426,11 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     if gan {
         dir.check_architecture("discriminator.toml", &disc_config, disc_saved)?;
     }
-    dir.save_config("tokenizer.toml", config)?;
+    // The dataset by its absolute paths, so that `--resume` from another folder reads the same videos.
+    dir.save_config(
+        "tokenizer.toml",
+        &TokenizerTrainConfig { dataset: spec.absolute().to_string(), ..config.clone() },
+    )?;
     report(&format!("data: {} ({} training clips, {} held out)", source.describe(), n_train, valid.len()));
 
     B::seed(device, config.seed);

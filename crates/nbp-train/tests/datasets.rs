@@ -92,6 +92,13 @@ fn spec_parses_every_form() {
     assert_eq!(spec("k600:/data/k600"), DatasetSpec::K600 { root: "/data/k600".into(), annotations: None });
     // Surrounding whitespace and the case of the kind do not matter.
     assert_eq!(spec("  UCF:/d "), DatasetSpec::Ucf { root: "/d".into(), annotations: None });
+    // Recorded in run configs and token caches with absolute paths (those that exist), read back the same.
+    let here = std::env::current_dir().unwrap();
+    assert_eq!(spec("folder:.").absolute(), DatasetSpec::Folder { dir: here.canonicalize().unwrap() });
+    assert_eq!(spec("csv:no/such.csv").absolute(), DatasetSpec::Csv { file: "no/such.csv".into() });
+    assert_eq!(spec("moving-shapes:3").absolute(), spec("moving-shapes:3"));
+    let abs = spec("folder:.").absolute();
+    assert_eq!(spec(&abs.to_string()), abs);
 }
 
 #[test]

@@ -53,6 +53,23 @@ pub enum DatasetSpec {
 }
 
 impl DatasetSpec {
+    /// The same spec with its paths made absolute (those that exist), so that a run resumed or a cache read from
+    /// another folder finds the same files.
+    pub fn absolute(&self) -> Self {
+        let abs = |p: &PathBuf| p.canonicalize().unwrap_or_else(|_| p.clone());
+        match self {
+            Self::MovingShapes { .. } => self.clone(),
+            Self::Folder { dir } => Self::Folder { dir: abs(dir) },
+            Self::Csv { file } => Self::Csv { file: abs(file) },
+            Self::Ucf { root, annotations } => {
+                Self::Ucf { root: abs(root), annotations: annotations.as_ref().map(abs) }
+            }
+            Self::K600 { root, annotations } => {
+                Self::K600 { root: abs(root), annotations: annotations.as_ref().map(abs) }
+            }
+        }
+    }
+
     /// Frame rate clips are read at when [`ClipOptions::fps`] is `None`: 8 for UCF-101, 16 for Kinetics-600
     /// (official training settings), `None` (native rate) otherwise.
     pub fn default_fps(&self) -> Option<f64> {
