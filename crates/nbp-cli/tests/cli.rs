@@ -998,22 +998,14 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
     assert_eq!(code, Some(0), "{text_}");
     // Clips are conditioned on their class found by name: a class the generator never saw is an error, not
     // whichever class happens to have the same index.
+    let eval_on = |folder: &Path| {
+        let spec = format!("folder:{}", folder.display());
+        let args = ["--dataset", &spec, "--clips", "1", "--frames", "5", "--given-frames", "1"];
+        run(&[&["eval-frame-prediction", "--generator", &model][..], &args].concat())
+    };
     let other = dir.join("other");
     make_video(&workdir_in(&other, "zzz"));
-    let spec = format!("folder:{}", other.display());
-    let (code, text_) = run(&[
-        "eval-frame-prediction",
-        "--generator",
-        &model,
-        "--dataset",
-        &spec,
-        "--clips",
-        "1",
-        "--frames",
-        "5",
-        "--given-frames",
-        "1",
-    ]);
+    let (code, text_) = eval_on(&other);
     assert_eq!(code, Some(1), "{text_}");
     assert!(text_.contains("class 'zzz' is not one of the"), "{text_}");
     // A video shorter than the clip would be scored against black padding: it is skipped, and said so.
@@ -1024,20 +1016,7 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
         .status()
         .unwrap();
     assert!(st.success());
-    let spec = format!("folder:{}", short.display());
-    let (code, text_) = run(&[
-        "eval-frame-prediction",
-        "--generator",
-        &model,
-        "--dataset",
-        &spec,
-        "--clips",
-        "1",
-        "--frames",
-        "5",
-        "--given-frames",
-        "1",
-    ]);
+    let (code, text_) = eval_on(&short);
     assert_eq!(code, Some(1), "{text_}");
     assert!(text_.contains("skipped 1 clips of videos shorter than 5 frames"), "{text_}");
     std::fs::remove_dir_all(&dir).ok();

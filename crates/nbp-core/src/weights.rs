@@ -327,16 +327,9 @@ pub fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// The index of the first infinity or NaN of a float tensor's values (`None` for integer tensors).
+/// The index of the first infinity or NaN of a tensor's values (the readers convert every float tensor to f32).
 fn first_non_finite(data: &TensorData) -> Option<usize> {
-    use burn::tensor::DType;
-    let (width, exponent) = match data.dtype {
-        DType::F32 => (4, 0x7f80_0000),
-        DType::BF16 => (2, 0x7f80),
-        DType::F16 => (2, 0x7c00),
-        _ => return None,
-    };
-    nbp_kernels::first_non_finite(data.as_bytes(), width, exponent)
+    data.as_slice::<f32>().ok().and_then(nbp_kernels::first_non_finite)
 }
 
 #[cfg(test)]
