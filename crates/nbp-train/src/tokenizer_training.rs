@@ -364,8 +364,9 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let tconfig = config.tokenizer_config()?;
     let spec: DatasetSpec = config.dataset.parse()?;
     let skipped = SkipLog::new();
-    let train_view = spec.open(&config.clip_options(Split::Train), config.seed)?;
-    let eval_view = Skipping::sharing(spec.open(&config.clip_options(Split::Eval), config.seed)?, skipped.clone());
+    let [train_view, eval_view] =
+        spec.open_views(&config.clip_options(Split::Train), config.seed, [Split::Train, Split::Eval])?;
+    let eval_view = Skipping::sharing(eval_view, skipped.clone());
     let total = train_view.len();
     if total <= config.valid_clips {
         return Err(Error::invalid(format!(

@@ -598,4 +598,13 @@ fn train_clips_start_at_the_seeded_random_frame() {
         assert_eq!(clip.video, all.video.frames_range(start, 8).unwrap(), "seed {s}, start {start}");
     }
     assert_ne!(ds.clip(0, 0).unwrap().video, ds.clip(0, seed).unwrap().video);
+
+    // One listing, two clip rules: the training view starts at the seeded frame, the held-out view at the centre
+    // (frames 12..20 of 32), whatever split the options name.
+    let [train, eval] = spec(&format!("folder:{}", dir.display()))
+        .open_views(&opts(8, 24, 32, None, Split::Eval), 0, [Split::Train, Split::Eval])
+        .unwrap();
+    assert_eq!((train.len(), eval.len()), (1, 1));
+    assert_eq!(train.clip(0, seed).unwrap().video, ds.clip(0, seed).unwrap().video);
+    assert_eq!(eval.clip(0, seed).unwrap().video, all.video.frames_range(12, 8).unwrap());
 }

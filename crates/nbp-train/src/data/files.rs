@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nbp_core::{Error, Result};
 
 use super::ucf::class_text;
-use super::{Clip, ClipOptions, ClipSource, out_of_range};
+use super::{Clip, ClipOptions, ClipSource, Split, out_of_range};
 
 /// File extensions (lowercase) recognised as videos when a folder is scanned.
 pub const VIDEO_EXTENSIONS: [&str; 11] =
@@ -116,6 +116,21 @@ impl VideoFileSource {
                 format!("label {} is out of range: the dataset has {} classes", bad.label, classes.len()),
             ));
         }
+        let mut used = vec![false; classes.len()];
+        items.iter().for_each(|i| used[i.label] = true);
+        let empty: Vec<&str> = classes.iter().zip(&used).filter(|(_, u)| !**u).map(|(c, _)| c.as_str()).collect();
+        if !empty.is_empty() {
+            let more = if empty.len() > 3 { format!(" and {} more", empty.len() - 3) } else { String::new() };
+            eprintln!(
+                "warning: dataset {name}: {} of its {} classes {} no video ({}{more}); a generator trained on it \
+                 never sees {} condition",
+                empty.len(),
+                classes.len(),
+                if empty.len() == 1 { "has" } else { "have" },
+                if empty.len() == 1 { "its" } else { "their" },
+                empty.iter().take(3).map(|c| format!("'{c}'")).collect::<Vec<_>>().join(", ")
+            );
+        }
         Ok(Self { name, location: location.into(), items, classes, texts, opts })
     }
 
@@ -143,6 +158,12 @@ impl VideoFileSource {
     /// The clip options every clip is read with.
     pub fn options(&self) -> &ClipOptions {
         &self.opts
+    }
+
+    /// The same videos read with the clip rule of `split` (random or centre start).
+    pub fn with_split(mut self, split: Split) -> Self {
+        self.opts.split = split;
+        self
     }
 }
 

@@ -8,7 +8,7 @@ use nbp_core::{Error, Result};
 
 use super::files::VideoFileSource;
 use super::moving_shapes_source::MovingShapesSource;
-use super::{ClipOptions, ClipSource};
+use super::{ClipOptions, ClipSource, Split};
 
 /// The most moving-shapes clips a spec may ask for: the trainers keep an index per clip, and a token cache
 /// holds every clip's tokens in memory.
@@ -83,6 +83,22 @@ impl DatasetSpec {
     /// Opens the dataset: lists its files (nothing is decoded yet) or sets up the generator (seeded with `seed`).
     /// `opts.fps` of `None` means [`Self::default_fps`].
     pub fn open(&self, opts: &ClipOptions, seed: u64) -> Result<Box<dyn ClipSource>> {
+        Ok(self.opened(opts, seed)?.view(opts.split))
+    }
+
+    /// Opens the dataset once and gives one view of it per split in `splits` (the clip rule differs, the files
+    /// and classes are the same): a folder is scanned and a list's missing files are reported only once.
+    pub fn open_views<const N: usize>(
+        &self,
+        opts: &ClipOptions,
+        seed: u64,
+        splits: [Split; N],
+    ) -> Result<[Box<dyn ClipSource>; N]> {
+        let opened = self.opened(opts, seed)?;
+        Ok(splits.map(|split| opened.view(split)))
+    }
+
+    fn opened(&self, opts: &ClipOptions, seed: u64) -> Result<Opened> {
         let mut opts = opts.clone();
         opts.fps = opts.fps.or(self.default_fps());
         opts.validate()?;
@@ -93,13 +109,33 @@ impl DatasetSpec {
                 source.shapes.large = *large;
                 source.shapes.single = *single;
                 source.shapes.fixed = *fixed;
-                Box::new(source)
+                Opened::Shapes(source)
             }
-            Self::Folder { dir } => Box::new(VideoFileSource::folder(dir, &opts)?),
-            Self::Csv { file } => Box::new(VideoFileSource::csv(file, &opts)?),
-            Self::Ucf { root, annotations } => Box::new(VideoFileSource::ucf(root, annotations.as_deref(), &opts)?),
-            Self::K600 { root, annotations } => Box::new(VideoFileSource::k600(root, annotations.as_deref(), &opts)?),
+            Self::Folder { dir } => Opened::Files(VideoFileSource::folder(dir, &opts)?),
+            Self::Csv { file } => Opened::Files(VideoFileSource::csv(file, &opts)?),
+            Self::Ucf { root, annotations } => {
+                Opened::Files(VideoFileSource::ucf(root, annotations.as_deref(), &opts)?)
+            }
+            Self::K600 { root, annotations } => {
+                Opened::Files(VideoFileSource::k600(root, annotations.as_deref(), &opts)?)
+            }
         })
+    }
+}
+
+/// An opened dataset, before a split is chosen.
+enum Opened {
+    Shapes(MovingShapesSource),
+    Files(VideoFileSource),
+}
+
+impl Opened {
+    /// The dataset read with the clip rule of `split` (moving shapes have no longer video to cut a clip from).
+    fn view(&self, split: Split) -> Box<dyn ClipSource> {
+        match self {
+            Self::Shapes(source) => Box::new(*source),
+            Self::Files(source) => Box::new(source.clone().with_split(split)),
+        }
     }
 }
 
