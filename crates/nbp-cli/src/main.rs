@@ -949,15 +949,9 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
             );
         }
         let ids = arr.to_i64().with_context(|| p.display().to_string())?;
-        // Checked here too (generation checks it again), so that the message names the file.
+        // Checked before generation too, so that the message names the file.
         let codebook = nbp_model::generate::vocabulary(&g.settings, g.model.config().vocab_size)?.codebook;
-        if let Some(bad) = ids.iter().find(|&&c| c < 0 || c as usize >= codebook) {
-            bail!(
-                "{}: token id {bad} is outside the generator's codebook 0..{codebook} (were these ids made with the \
-                 tokenizer this generator was trained with?)",
-                p.display()
-            );
-        }
+        nbp_model::generate::check_prefix_codes(&ids, codebook).with_context(|| p.display().to_string())?;
         ids
     } else {
         vec![]

@@ -846,7 +846,7 @@ fn user_mistakes_are_named_before_the_work_starts() {
     nbp_core::npy::write_npy(dir.join("beyond.npy"), &nbp_core::npy::NpyArray::i32(vec![1, 8, 8], codes)).unwrap();
     refused(
         &["sample", "--prefix-tokens", &path("beyond.npy")],
-        &["beyond.npy: token id 700 is outside the generator's codebook 0..625"],
+        &["beyond.npy: prefix token 700 is outside the generator's codebook 0..625"],
     );
     let empty = ids("empty-decode.npy", vec![1, 0, 8, 8]);
     refused(&["tokenizer", "decode", &empty, "-o", &path("x.gif")], &["empty-decode.npy", "is empty"]);

@@ -87,6 +87,17 @@ pub fn vocabulary(settings: &GeneratorSettings, vocab_size: usize) -> Result<Voc
     Vocabulary::new(codebook, conditioning, settings.hybrid, settings.block)
 }
 
+/// Checks that every prefix token is a video code of a codebook of `codebook` entries.
+pub fn check_prefix_codes(prefix: &[i64], codebook: usize) -> Result<()> {
+    match prefix.iter().find(|&&c| c < 0 || c as usize >= codebook) {
+        Some(bad) => Err(Error::invalid(format!(
+            "prefix token {bad} is outside the generator's codebook 0..{codebook} (was the prefix made with the \
+             tokenizer this generator was trained with?)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Runs a generation.
 pub fn generate<B: Backend>(
     model: &Gpt<B>,
@@ -124,13 +135,7 @@ pub fn generate<B: Backend>(
             request.prefix.len()
         )));
     }
-    if let Some(bad) = request.prefix.iter().find(|&&c| c < 0 || c as usize >= vocab.codebook) {
-        return Err(Error::invalid(format!(
-            "prefix token {bad} is outside the generator's codebook 0..{} (was the prefix made with the tokenizer this \
-             generator was trained with?)",
-            vocab.codebook
-        )));
-    }
+    check_prefix_codes(&request.prefix, vocab.codebook)?;
     if !request.prefix.len().is_multiple_of(layout.block_size()) {
         return Err(Error::invalid(format!(
             "the prefix ({} tokens) must be a whole number of blocks of {}",
