@@ -798,7 +798,7 @@ fn parse_grid(s: &str) -> Result<nbp_core::blocks::LatentGrid> {
 
 fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     check_sampling_flags(&a)?;
-    use nbp_model::generate::{Condition, Mode, Request, generate};
+    use nbp_model::generate::{Mode, Request, generate};
     let bar = Bar::default();
     let overrides = nbp_model::Overrides { n_head: a.n_head, block: a.block_size, ..Default::default() };
     let demo = a.generator.is_none();
@@ -861,41 +861,19 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         Some(s) => nbp_core::blocks::BlockShape::parse(s)?,
         None => g.default_block_shape(&grid).map_err(|e| anyhow::anyhow!("{e}: pass --block-shape"))?,
     };
-    let classes = &g.info.classes;
-    let class_index = |name: &str| {
-        let norm = |s: &str| s.to_lowercase().replace([' ', '_'], "-");
-        classes
-            .iter()
-            .position(|c| norm(c) == norm(name))
-            .or_else(|| name.parse::<usize>().ok().filter(|&i| i < classes.len()))
+    use nbp_model::classes::ConditionChoice;
+    let choice = match (&a.class, &a.condition_ids, a.label) {
+        (Some(c), _, _) => ConditionChoice::Class(c),
+        (None, Some(ids), _) => ConditionChoice::Ids(ids),
+        (None, None, Some(label)) => ConditionChoice::Label(label),
+        (None, None, None) => ConditionChoice::Default,
     };
     // One generation per condition: a class grid when a class-conditional model gets no condition.
-    let conditions: Vec<(Condition, String)> = match (&a.class, &a.condition_ids, a.label) {
-        (Some(c), _, _) if !classes.is_empty() => {
-            let i = class_index(c).with_context(|| {
-                format!("{}: no class '{c}' (classes: {})", generator.display(), classes.join(", "))
-            })?;
-            vec![(Condition::Tokens(vec![i as i64]), classes[i].clone())]
-        }
-        (Some(c), _, _) => {
-            let class = nbp_model::classes::find_ucf101_class(c)?;
-            eprintln!("condition: class {} \"{}\" → ids {:?}", class.name, class.text, class.token_ids);
-            vec![(Condition::Tokens(class.token_ids), class.name.to_string())]
-        }
-        (None, Some(ids), _) => vec![(Condition::Tokens(ids.clone()), format!("{ids:?}"))],
-        (None, None, Some(label)) => {
-            let name = classes.get(label as usize).cloned().unwrap_or_else(|| format!("label {label}"));
-            vec![(Condition::Tokens(vec![label]), name)]
-        }
-        (None, None, None) if !g.settings.unconditional && g.settings.cond_tokens == 1 && !classes.is_empty() => {
-            // 8 classes with a stride coprime to most class counts, so shapes and motions both vary.
-            let n = classes.len();
-            let mut picked: Vec<usize> = (0..n.min(8)).map(|i| (i * 5) % n).collect();
-            picked.dedup();
-            picked.into_iter().map(|i| (Condition::Tokens(vec![i as i64]), classes[i].clone())).collect()
-        }
-        (None, None, None) => vec![(Condition::None, "unconditional".into())],
-    };
+    let conditions = nbp_model::classes::conditions(&g.info.classes, &g.settings, choice)
+        .with_context(|| generator.display().to_string())?;
+    for note in conditions.iter().filter_map(|c| c.note.as_ref()) {
+        eprintln!("{note}");
+    }
     let needs_tokenizer = !a.no_decode || a.condition_video.is_some();
     let tokenizer = if needs_tokenizer {
         let recorded =
@@ -928,31 +906,8 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         let ids = indices_to_npy(tok.encode(x)?);
         ids.to_i64()?
     } else if let Some(p) = &a.prefix_tokens {
-        let arr = read_npy(p)?;
-        let frames = match arr.shape.as_slice() {
-            [t, h, w] | [1, t, h, w] if (*h, *w) == (grid.h, grid.w) && *t > 0 => *t,
-            s => bail!(
-                "{}: token ids shaped {s:?}: --prefix-tokens takes whole latent frames of this grid, shaped \
-                 [T', {h}, {w}] or [1, T', {h}, {w}] with 1 ≤ T' < {t} (one clip; --num-samples continues it \
-                 several times)",
-                p.display(),
-                h = grid.h,
-                w = grid.w,
-                t = grid.t
-            ),
-        };
-        if frames >= grid.t {
-            bail!(
-                "{}: {frames} latent frames leave nothing to generate in a grid of {} (pass a larger --latent-grid)",
-                p.display(),
-                grid.t
-            );
-        }
-        let ids = arr.to_i64().with_context(|| p.display().to_string())?;
-        // Checked before generation too, so that the message names the file.
         let codebook = nbp_model::generate::vocabulary(&g.settings, g.model.config().vocab_size)?.codebook;
-        nbp_model::generate::check_prefix_codes(&ids, codebook).with_context(|| p.display().to_string())?;
-        ids
+        nbp_model::generate::read_prefix_tokens(p, &grid, codebook)?
     } else {
         vec![]
     };
@@ -971,9 +926,9 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     // Seed right before sampling: loading models draws random initial weights.
     B::seed(&device, a.seed);
     let (mut codes, mut steps, mut new_tokens, mut seconds, mut clamped) = (vec![], 0, 0, 0.0, 0);
-    for (condition, name) in &conditions {
+    for named in &conditions {
         let request = Request {
-            condition: condition.clone(),
+            condition: named.condition.clone(),
             prefix: prefix.clone(),
             grid,
             block_shape,
@@ -982,7 +937,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         };
         let out = generate(&g.model, &g.settings, &request, &bar)?;
         if conditions.len() > 1 {
-            eprintln!("{name}: {} steps in {:.2} s", out.steps, out.seconds);
+            eprintln!("{}: {} steps in {:.2} s", named.name, out.steps, out.seconds);
         }
         steps += out.steps;
         new_tokens += out.new_tokens * per_condition;
@@ -999,7 +954,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         "generator: {} clip{} ({}), {} steps, {} tokens in {:.2} s ({:.1} tokens/s, {:.2} frames/s)",
         n,
         plural(n),
-        conditions.iter().map(|c| c.1.as_str()).collect::<Vec<_>>().join(", "),
+        conditions.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
         steps,
         new_tokens,
         seconds,

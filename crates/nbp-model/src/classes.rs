@@ -2,6 +2,9 @@
 
 use nbp_core::{Error, Result};
 
+use crate::checkpoint::GeneratorSettings;
+use crate::generate::Condition;
+
 const TABLE: &str = include_str!("../../../assets/ucf101_class_tokens.tsv");
 
 /// One UCF-101 class.
@@ -58,6 +61,80 @@ pub fn find_ucf101_class(query: &str) -> Result<UcfClass> {
         })
 }
 
+/// What a user asked to condition a generation on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionChoice<'a> {
+    /// A class by name (`circle-bounce`, `"circle bounce"`, `ApplyEyeMakeup`) or by number.
+    Class(&'a str),
+    /// Raw condition token ids.
+    Ids(&'a [i64]),
+    /// A class label number.
+    Label(i64),
+    /// Nothing given: a grid of classes for a class-conditional model, no condition otherwise.
+    Default,
+}
+
+/// A condition to generate with, and its name for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedCondition {
+    pub condition: Condition,
+    pub name: String,
+    /// How a UCF-101 class name became token ids, for the log.
+    pub note: Option<String>,
+}
+
+impl NamedCondition {
+    fn new(condition: Condition, name: impl Into<String>) -> Self {
+        Self { condition, name: name.into(), note: None }
+    }
+}
+
+/// Classes a class grid shows: up to 8, 5 apart, so that the shapes and the motions of the moving-shapes classes
+/// both vary.
+const GRID_CLASSES: usize = 8;
+
+/// The conditions to generate for `choice`, one generation each. `classes` are the class names a model records
+/// (empty for official checkpoints, whose `Class` is looked up in the UCF-101 table).
+pub fn conditions(
+    classes: &[String],
+    settings: &GeneratorSettings,
+    choice: ConditionChoice,
+) -> Result<Vec<NamedCondition>> {
+    let norm = |s: &str| s.trim().to_lowercase().replace([' ', '_'], "-");
+    Ok(match choice {
+        ConditionChoice::Class(c) if !classes.is_empty() => {
+            let i = classes
+                .iter()
+                .position(|k| norm(k) == norm(c))
+                .or_else(|| c.trim().parse::<usize>().ok().filter(|&i| i < classes.len()))
+                .ok_or_else(|| Error::invalid(format!("no class '{c}' (classes: {})", classes.join(", "))))?;
+            vec![NamedCondition::new(Condition::Tokens(vec![i as i64]), &classes[i])]
+        }
+        ConditionChoice::Class(c) => {
+            let class = find_ucf101_class(c)?;
+            let note = format!("condition: class {} \"{}\" → ids {:?}", class.name, class.text, class.token_ids);
+            vec![NamedCondition { condition: Condition::Tokens(class.token_ids), name: class.name, note: Some(note) }]
+        }
+        ConditionChoice::Ids(ids) => vec![NamedCondition::new(Condition::Tokens(ids.to_vec()), format!("{ids:?}"))],
+        ConditionChoice::Label(label) => {
+            let name = usize::try_from(label).ok().and_then(|l| classes.get(l));
+            let name = name.cloned().unwrap_or_else(|| format!("label {label}"));
+            vec![NamedCondition::new(Condition::Tokens(vec![label]), name)]
+        }
+        ConditionChoice::Default if !settings.unconditional && settings.cond_tokens == 1 && !classes.is_empty() => {
+            let n = classes.len();
+            let mut picked: Vec<usize> = Vec::with_capacity(GRID_CLASSES);
+            for i in 0..n.min(GRID_CLASSES) {
+                // The next class not yet shown, from `5·i mod n` on (when 5 divides n, `5·i` comes back).
+                let next = (0..n).map(|k| (i * 5 + k) % n).find(|c| !picked.contains(c)).expect("fewer picked than n");
+                picked.push(next);
+            }
+            picked.into_iter().map(|i| NamedCondition::new(Condition::Tokens(vec![i as i64]), &classes[i])).collect()
+        }
+        ConditionChoice::Default => vec![NamedCondition::new(Condition::None, "unconditional")],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +151,44 @@ mod tests {
         assert!(all.iter().all(|c| c.token_ids.len() == 8 && c.token_ids[0] == 1));
         let err = find_ucf101_class("Apply").unwrap_err().to_string();
         assert!(err.contains("ApplyEyeMakeup"), "{err}");
+    }
+
+    fn names(list: &[NamedCondition]) -> Vec<&str> {
+        list.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[test]
+    fn conditions_follow_the_choice_and_the_model() {
+        let labelled =
+            GeneratorSettings { block: 16, hybrid: true, unconditional: false, cond_tokens: 1, cond_vocab: 10 };
+        let classes: Vec<String> = (0..10).map(|i| format!("shape-{i} move")).collect();
+        let one = |c| conditions(&classes, &labelled, c).unwrap();
+        // By name (case, spaces and underscores do not matter) or by number.
+        for query in ["shape-3 move", "Shape_3 Move", " shape 3-move ", "3"] {
+            let got = one(ConditionChoice::Class(query));
+            assert_eq!(got, [NamedCondition::new(Condition::Tokens(vec![3]), "shape-3 move")], "{query}");
+        }
+        let err = conditions(&classes, &labelled, ConditionChoice::Class("10")).unwrap_err().to_string();
+        assert!(err.starts_with("no class '10' (classes: shape-0 move, shape-1 move"), "{err}");
+        assert_eq!(one(ConditionChoice::Label(4))[0].name, "shape-4 move");
+        assert_eq!(one(ConditionChoice::Label(-1))[0].name, "label -1");
+        assert_eq!(one(ConditionChoice::Ids(&[7, 8]))[0].condition, Condition::Tokens(vec![7, 8]));
+        // Nothing given: 8 different classes, 5 apart modulo the class count, the next free one where that repeats.
+        let grid: Vec<String> = [0, 5, 1, 6, 2, 7, 3, 8].iter().map(|i| format!("shape-{i} move")).collect();
+        assert_eq!(names(&one(ConditionChoice::Default)), grid);
+        let eight: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+        let grid = conditions(&eight, &labelled, ConditionChoice::Default).unwrap();
+        assert_eq!(names(&grid), ["c0", "c5", "c2", "c7", "c4", "c1", "c6", "c3"]);
+        let three: Vec<String> = (0..3).map(|i| format!("c{i}")).collect();
+        assert_eq!(names(&conditions(&three, &labelled, ConditionChoice::Default).unwrap()), ["c0", "c2", "c1"]);
+        // An unconditional model, or one without class names: one unconditional generation.
+        let uncond = GeneratorSettings { unconditional: true, cond_tokens: 0, ..labelled.clone() };
+        assert_eq!(conditions(&[], &uncond, ConditionChoice::Default).unwrap()[0].condition, Condition::None);
+        // Official checkpoints record no class names: a class is looked up in the UCF-101 table.
+        let ucf = GeneratorSettings { cond_tokens: 8, cond_vocab: 32000, ..labelled };
+        let got = conditions(&[], &ucf, ConditionChoice::Class("apply eye makeup")).unwrap();
+        assert_eq!(got[0].condition, Condition::Tokens(vec![1, 3394, 10977, 1207, 786, 2, 2, 2]));
+        assert_eq!(got[0].name, "ApplyEyeMakeup");
+        assert!(got[0].note.as_deref().unwrap().contains("→ ids [1, 3394"));
     }
 }

@@ -87,6 +87,41 @@ pub fn vocabulary(settings: &GeneratorSettings, vocab_size: usize) -> Result<Voc
     Vocabulary::new(codebook, conditioning, settings.hybrid, settings.block)
 }
 
+/// Reads `--prefix-tokens`: the first latent frames of one clip as a `.npy` of token ids shaped `[T', H, W]` or
+/// `[1, T', H, W]` (1 ≤ T' < T of `grid`), every id a code of a codebook of `codebook` entries. Returns the ids in
+/// raster order; errors name the file.
+pub fn read_prefix_tokens(path: &std::path::Path, grid: &LatentGrid, codebook: usize) -> Result<Vec<i64>> {
+    let arr = nbp_core::npy::read_npy(path)?;
+    let frames = match arr.shape.as_slice() {
+        [t, h, w] | [1, t, h, w] if (*h, *w) == (grid.h, grid.w) && *t > 0 => *t,
+        s => {
+            return Err(Error::file(
+                path,
+                format!(
+                    "token ids shaped {s:?}: --prefix-tokens takes whole latent frames of this grid, shaped \
+                     [T', {h}, {w}] or [1, T', {h}, {w}] with 1 ≤ T' < {t} (one clip; --num-samples continues it \
+                     several times)",
+                    h = grid.h,
+                    w = grid.w,
+                    t = grid.t
+                ),
+            ));
+        }
+    };
+    if frames >= grid.t {
+        return Err(Error::file(
+            path,
+            format!(
+                "{frames} latent frames leave nothing to generate in a grid of {} (pass a larger --latent-grid)",
+                grid.t
+            ),
+        ));
+    }
+    let ids = arr.to_i64().map_err(|e| Error::file(path, e.to_string()))?;
+    check_prefix_codes(&ids, codebook).map_err(|e| Error::file(path, e.to_string()))?;
+    Ok(ids)
+}
+
 /// Checks that every prefix token is a video code of a codebook of `codebook` entries.
 pub fn check_prefix_codes(prefix: &[i64], codebook: usize) -> Result<()> {
     match prefix.iter().find(|&&c| c < 0 || c as usize >= codebook) {
