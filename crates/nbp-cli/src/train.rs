@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
@@ -559,51 +559,18 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     let spec: DatasetSpec = a.dataset.parse()?;
     let opts = ClipOptions { frames: a.frames, height, width, fps: a.fps, split: Split::Eval };
     let source = Skipping::new(spec.open(&opts, a.data_seed)?);
-    let classes = &g.info.classes;
     let names = source.class_names();
-    // A clip's label for the generator: its class found by name among the generator's classes (files written by
-    // `nbp-cli train` record them); by position for files that do not. An unconditional model takes none.
-    let label_for = |label: usize| -> Result<usize> {
-        let name = names.get(label).map(String::as_str).unwrap_or("");
-        if g.settings.unconditional || (classes.is_empty() && label < g.settings.cond_vocab.max(1)) {
-            return Ok(label);
-        }
-        classes.iter().position(|c| c == name).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{}: class '{name}' is not one of the {} classes the generator {} was trained on ({}): evaluate it \
-                 on the data it was trained on (--dataset)",
-                a.dataset,
-                classes.len(),
-                generator.display(),
-                classes.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
-                    + if classes.len() > 8 { ", …" } else { "" }
-            )
-        })
-    };
-    // The last `clips` readable clips of the dataset (unreadable videos are skipped with a warning).
-    // Clips of videos shorter than --frames end in black padding, which the prediction would be scored against.
-    let mut clips = vec![];
-    let mut short = 0;
-    let mut i = source.len();
-    while clips.len() < a.clips && i > 0 {
-        i -= 1;
-        match source.clip_or_skip(i, a.data_seed)? {
-            Some(c) if c.padded > 0 => short += 1,
-            Some(c) => clips.push((c.video, label_for(c.label)?)),
-            None => {}
-        }
+    // The last `clips` readable whole clips, each with the condition of its class for this generator.
+    let held_out = nbp_train::evaluate::last_whole_clips(&source, a.clips, a.data_seed, |clip| {
+        let name = names.get(clip.label).map(String::as_str).unwrap_or("");
+        nbp_train::evaluate::clip_condition(&g.settings, &g.info.classes, name, clip.label)
+            .map_err(|e| nbp_core::Error::file(&generator, e.to_string()))
+    })
+    .with_context(|| a.dataset.clone())?;
+    if held_out.short > 0 {
+        eprintln!("warning: skipped {} clips of videos shorter than {} frames", held_out.short, a.frames);
     }
-    clips.reverse();
-    if short > 0 {
-        eprintln!("warning: skipped {short} clips of videos shorter than {} frames", a.frames);
-    }
-    if clips.is_empty() {
-        bail!(
-            "{}: no clip of the dataset could be read{}",
-            a.dataset,
-            if short > 0 { format!(" whole: {short} videos are shorter than {} frames", a.frames) } else { "".into() }
-        );
-    }
+    let clips = held_out.clips;
     if let Some(s) = source.log().summary() {
         eprintln!("{s}");
     }

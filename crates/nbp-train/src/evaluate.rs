@@ -9,10 +9,13 @@ use nbp_core::metrics::psnr;
 use nbp_core::progress::NoProgress;
 use nbp_core::video::{Video, tensor_to_videos, videos_to_tensor};
 use nbp_core::{Error, Result};
-use nbp_model::LoadedGenerator;
+use nbp_model::classes::find_ucf101_class;
 use nbp_model::generate::{Condition, Request, generate};
 use nbp_model::sampling::SampleOptions;
+use nbp_model::{GeneratorSettings, LoadedGenerator};
 use nbp_tokenizer::VideoTokenizer;
+
+use crate::data::{Clip, ClipSource, Skipping};
 
 /// The PSNR a clip counts with in the means: identical frames (a still video copied) have an infinite PSNR,
 /// which would make every mean infinite, so each clip counts at most this many dB.
@@ -43,12 +46,107 @@ impl FramePrediction {
     }
 }
 
+/// The condition a generator gets for a clip whose dataset class is `name` (label `label` of the dataset): none
+/// for an unconditional generator; its class found by name among the classes the generator records (files
+/// written by `nbp-cli train`); for files that record none, the label itself (one condition token) or the
+/// LLaMA-2 ids of the UCF-101 class `name` (the official UCF generator's 8 condition tokens).
+pub fn clip_condition(settings: &GeneratorSettings, classes: &[String], name: &str, label: usize) -> Result<Condition> {
+    if settings.unconditional {
+        return Ok(Condition::None);
+    }
+    if !classes.is_empty() {
+        let i = classes.iter().position(|c| c == name).ok_or_else(|| {
+            Error::invalid(format!(
+                "class '{name}' is not one of the {} classes the generator was trained on ({}): evaluate it on the \
+                 data it was trained on (--dataset)",
+                classes.len(),
+                classes.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
+                    + if classes.len() > 8 { ", …" } else { "" }
+            ))
+        })?;
+        return Ok(Condition::Tokens(vec![i as i64]));
+    }
+    if settings.cond_tokens == 1 {
+        return if label < settings.cond_vocab.max(1) {
+            Ok(Condition::Tokens(vec![label as i64]))
+        } else {
+            Err(Error::invalid(format!(
+                "class '{name}' has label {label}, beyond the generator's {} condition ids",
+                settings.cond_vocab
+            )))
+        };
+    }
+    let class = find_ucf101_class(name).map_err(|e| {
+        Error::invalid(format!(
+            "the generator takes {} condition tokens and records no class names, so a clip's class must be a UCF-101 \
+             class: {e}",
+            settings.cond_tokens
+        ))
+    })?;
+    if class.token_ids.len() != settings.cond_tokens {
+        return Err(Error::invalid(format!(
+            "the generator takes {} condition tokens, but the UCF-101 class {} has {}",
+            settings.cond_tokens,
+            class.name,
+            class.token_ids.len()
+        )));
+    }
+    Ok(Condition::Tokens(class.token_ids))
+}
+
+/// Held-out clips for [`evaluate_frame_prediction`].
+#[derive(Debug, Clone)]
+pub struct HeldOutClips {
+    /// Clips and their conditions, in dataset order.
+    pub clips: Vec<(Video, Condition)>,
+    /// Clips left out because their video is shorter than a clip: they end in black padding, which a prediction
+    /// would be scored against.
+    pub short: usize,
+}
+
+/// The last `count` readable clips of `source` that are whole (not padded), with the condition `condition` gives
+/// each; unreadable videos are skipped with a warning (and recorded in the source's log). An error when no clip
+/// is left.
+pub fn last_whole_clips<S: ClipSource>(
+    source: &Skipping<S>,
+    count: usize,
+    seed: u64,
+    mut condition: impl FnMut(&Clip) -> Result<Condition>,
+) -> Result<HeldOutClips> {
+    let (mut clips, mut short, mut frames) = (vec![], 0, 0);
+    let mut i = source.len();
+    while clips.len() < count && i > 0 {
+        i -= 1;
+        match source.clip_or_skip(i, seed)? {
+            Some(c) if c.padded > 0 => {
+                short += 1;
+                frames = c.video.frames;
+            }
+            Some(c) => {
+                let cond = condition(&c)?;
+                clips.push((c.video, cond));
+            }
+            None => {}
+        }
+    }
+    clips.reverse();
+    if clips.is_empty() {
+        let whole = match short {
+            0 => String::new(),
+            1 => format!(" whole: its one video is shorter than {frames} frames"),
+            n => format!(" whole: its {n} videos are shorter than {frames} frames"),
+        };
+        return Err(Error::invalid(format!("no clip of {} could be read{whole}", source.describe())));
+    }
+    Ok(HeldOutClips { clips, short })
+}
+
 /// Continues the first `given_frames` frames (`1 + 4n`, whole latent frames) of every clip with the generator
-/// (conditioned on the clip's label when the model is conditional) and scores the other frames.
+/// (conditioned on the clip's condition, see [`clip_condition`]) and scores the other frames.
 pub fn evaluate_frame_prediction<B: Backend>(
     generator: &LoadedGenerator<B>,
     tokenizer: &VideoTokenizer<B>,
-    clips: &[(Video, usize)],
+    clips: &[(Video, Condition)],
     given_frames: usize,
     options: &SampleOptions,
     seed: u64,
@@ -66,16 +164,12 @@ pub fn evaluate_frame_prediction<B: Backend>(
     let grid = LatentGrid::new(t, h, w);
     let block_shape = generator.default_block_shape(&grid)?;
     let (mut model, mut copy, mut recon) = (0.0, 0.0, 0.0);
-    for (i, (video, label)) in clips.iter().enumerate() {
+    for (i, (video, condition)) in clips.iter().enumerate() {
         let x = videos_to_tensor::<B>(std::slice::from_ref(video), device)?;
         let ids: Vec<i64> = tokenizer.encode(x)?.into_data().convert::<i64>().to_vec().expect("int data");
         let prefix = ids[..given_latents * h * w].to_vec();
-        let condition = if generator.settings.unconditional {
-            Condition::None
-        } else {
-            Condition::Tokens(vec![*label as i64; generator.settings.cond_tokens])
-        };
-        let request = Request { condition, prefix, grid, block_shape, samples: 1, options: *options };
+        let request =
+            Request { condition: condition.clone(), prefix, grid, block_shape, samples: 1, options: *options };
         B::seed(device, seed.wrapping_add(i as u64));
         let out = generate(&generator.model, &generator.settings, &request, &NoProgress)?;
         let decode = |codes: &[i64]| -> Result<Video> {
@@ -116,6 +210,73 @@ pub fn evaluate_frame_prediction<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(unconditional: bool, cond_tokens: usize, cond_vocab: usize) -> GeneratorSettings {
+        GeneratorSettings { block: 16, hybrid: false, unconditional, cond_tokens, cond_vocab }
+    }
+
+    #[test]
+    fn clips_are_conditioned_on_their_class_as_the_generator_knows_it() {
+        let classes: Vec<String> = ["circle-bounce", "ring-grow"].map(String::from).to_vec();
+        let labelled = settings(false, 1, 2);
+        // By name among the recorded classes, whatever the dataset's own label of the class.
+        assert_eq!(clip_condition(&labelled, &classes, "ring-grow", 0).unwrap(), Condition::Tokens(vec![1]));
+        let err = clip_condition(&labelled, &classes, "zzz", 1).unwrap_err().to_string();
+        assert!(err.starts_with("class 'zzz' is not one of the 2 classes the generator was trained on (circle-bounce"));
+        // No recorded classes: the label, within the condition ids.
+        assert_eq!(clip_condition(&labelled, &[], "any", 1).unwrap(), Condition::Tokens(vec![1]));
+        assert!(clip_condition(&labelled, &[], "any", 2).unwrap_err().to_string().contains("beyond the generator's 2"));
+        // The official UCF generator: the LLaMA-2 ids of the class, found by folder name.
+        let ucf = settings(false, 8, 32000);
+        let ids = vec![1, 3394, 10977, 1207, 786, 2, 2, 2];
+        assert_eq!(clip_condition(&ucf, &[], "ApplyEyeMakeup", 0).unwrap(), Condition::Tokens(ids));
+        let err = clip_condition(&ucf, &[], "circle-bounce", 0).unwrap_err().to_string();
+        assert!(err.contains("must be a UCF-101 class"), "{err}");
+        assert_eq!(clip_condition(&settings(true, 0, 0), &classes, "zzz", 7).unwrap(), Condition::None);
+    }
+
+    /// Clips whose index is in `padded` end in black padding; those in `bad` cannot be read.
+    struct Clips {
+        n: usize,
+        padded: Vec<usize>,
+        bad: Vec<usize>,
+    }
+
+    impl ClipSource for Clips {
+        fn len(&self) -> usize {
+            self.n
+        }
+        fn clip(&self, index: usize, _seed: u64) -> Result<Clip> {
+            if self.bad.contains(&index) {
+                return Err(Error::file(format!("v{index}.mp4"), "cannot be read as a video"));
+            }
+            let padded = usize::from(self.padded.contains(&index));
+            let video = Video::new(5, 1, 1, vec![index as f32 / 10.0; 15]).unwrap();
+            Ok(Clip { video, label: index, text: String::new(), source: format!("v{index}.mp4"), padded })
+        }
+        fn class_names(&self) -> Vec<String> {
+            (0..self.n).map(|i| format!("c{i}")).collect()
+        }
+        fn describe(&self) -> String {
+            format!("test clips: {} videos", self.n)
+        }
+    }
+
+    #[test]
+    fn held_out_clips_are_the_last_whole_readable_ones_in_order() {
+        let source = Skipping::new(Clips { n: 8, padded: vec![6], bad: vec![5] });
+        let held = last_whole_clips(&source, 3, 0, |c| Ok(Condition::Tokens(vec![c.label as i64]))).unwrap();
+        let labels: Vec<Condition> = held.clips.iter().map(|c| c.1.clone()).collect();
+        assert_eq!(labels, [3, 4, 7].map(|l| Condition::Tokens(vec![l])));
+        assert_eq!(held.short, 1);
+        assert_eq!(source.log().len(), 1);
+        // A condition error stops the selection.
+        let err = last_whole_clips(&source, 3, 0, |_| Err(Error::invalid("no such class"))).unwrap_err();
+        assert_eq!(err.to_string(), "no such class");
+        let none = Skipping::new(Clips { n: 2, padded: vec![0, 1], bad: vec![] });
+        let err = last_whole_clips(&none, 3, 0, |_| Ok(Condition::None)).unwrap_err().to_string();
+        assert_eq!(err, "no clip of test clips: 2 videos could be read whole: its 2 videos are shorter than 5 frames");
+    }
 
     #[test]
     fn a_still_clip_counts_with_the_capped_psnr() {

@@ -6,6 +6,7 @@
 use burn::backend::Flex;
 use nbp_core::video::Video;
 use nbp_core::workspace::workspace_path;
+use nbp_model::generate::Condition;
 use nbp_model::load_generator;
 use nbp_model::sampling::SampleOptions;
 use nbp_tokenizer::VideoTokenizer;
@@ -56,7 +57,8 @@ fn demo_generator_predicts_frames_better_than_copying_the_last_one() {
     let tok = tokenizer();
     let path = workspace_path("assets/demo/generator.safetensors");
     let generator = load_generator::<B>(&path, &Default::default(), &device).expect("bundled demo generator");
-    let clips = held_out(4);
+    let clips: Vec<(Video, Condition)> =
+        held_out(4).into_iter().map(|(v, label)| (v, Condition::Tokens(vec![label as i64]))).collect();
     let options = SampleOptions { filter: Default::default(), greedy: true, cfg: None };
     let r = evaluate_frame_prediction(&generator, &tok, &clips, 5, &options, 0, &device).unwrap();
     println!("{r:?}");
