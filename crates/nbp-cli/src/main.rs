@@ -598,8 +598,7 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
             output_folder(&output)?;
             let tok = load::<B>(&model, &device)?;
             let array = read_npy(&input)?;
-            let ids = npy_to_indices::<B>(&array, tok.codebook_size(), &device)
-                .with_context(|| format!("{}", input.display()))?;
+            let ids = npy_to_indices::<B>(&array, &tok, &device).with_context(|| format!("{}", input.display()))?;
             let t0 = std::time::Instant::now();
             let video = tok.decode_with(ids, &bar);
             if raw_pixels {
@@ -974,7 +973,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     }
     if let Some(tok) = tokenizer.filter(|_| !a.no_decode) {
         let t0 = std::time::Instant::now();
-        let ids = npy_to_indices::<B>(&tokens, tok.codebook_size(), &device)?;
+        let ids = npy_to_indices::<B>(&tokens, &tok, &device)?;
         let videos = tensor_to_videos(tok.decode_with(ids, &bar))?;
         let secs = t0.elapsed().as_secs_f64();
         write_videos(&a.out, &videos, a.fps)?;

@@ -164,6 +164,9 @@ impl TrainArgs {
             c.schedule.official_lag = true;
         }
         c.validate()?;
+        for w in c.warnings() {
+            eprintln!("warning: {w}");
+        }
         Ok(c)
     }
 }
@@ -375,6 +378,9 @@ impl TrainTokenizerArgs {
             c.schedule.warmup_steps = v;
         }
         c.validate()?;
+        for w in c.warnings() {
+            eprintln!("warning: {w}");
+        }
         Ok(c)
     }
 }

@@ -50,9 +50,31 @@ impl GptConfig {
 
     /// Checks that the configuration describes a buildable network.
     pub fn validate(&self) -> Result<()> {
-        if self.vocab_size == 0 || self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 || self.block_size == 0 {
-            return Err(Error::invalid(format!("generator config has a zero size: {self:?}")));
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_embd", self.n_embd),
+            ("block_size (positions)", self.block_size),
+        ] {
+            if v == 0 {
+                return Err(Error::invalid(format!("generator config: {name} must be at least 1")));
+            }
         }
+        // Embeddings, head and 12·d² weights per layer, in f32.
+        let d = self.n_embd;
+        let params = nbp_core::system::product(&[self.vocab_size, d, 2])
+            .zip(nbp_core::system::product(&[self.block_size, d]))
+            .zip(nbp_core::system::product(&[self.n_layer, 12, d, d]))
+            .and_then(|((a, b), c)| a.checked_add(b)?.checked_add(c));
+        nbp_core::system::check_memory(
+            &format!(
+                "a generator of {} layers {d} wide with {} ids and {} positions",
+                self.n_layer, self.vocab_size, self.block_size
+            ),
+            params.and_then(|p| p.checked_mul(4)),
+            "use a smaller preset or vocabulary",
+        )?;
         if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(Error::invalid(format!(
                 "generator width {} is not divisible by {} heads",

@@ -72,6 +72,20 @@ pub fn sample<B: Backend>(
             MAX_CACHE_BYTES / 1_000_000_000
         )));
     }
+    // With the caches: one step's activations (the MLP's 4d-wide rows) and logits, each with a couple of
+    // temporaries (the filter's sorted copy and probabilities).
+    let widest = schedule.steps.iter().map(|s| s.chunk.len()).max().unwrap_or(1);
+    let predict = schedule.steps.iter().map(|s| s.predict).max().unwrap_or(1);
+    let step = [
+        nbp_core::system::product(&[batch, widest, 4 * model.config().n_embd, 4 * 3 * streams]),
+        nbp_core::system::product(&[batch, predict, vocab, 4 * 3 * streams]),
+    ];
+    let total = step.iter().try_fold(bytes.unwrap_or(0), |sum, b| b.and_then(|b| sum.checked_add(b)));
+    nbp_core::system::check_memory(
+        &format!("sampling {batch} sequences of {capacity} positions (key/value caches and one step's logits)"),
+        total,
+        "generate fewer at a time (--num-samples)",
+    )?;
     let mut caches = model.new_caches(batch, capacity, &device);
     let cond_len = schedule.mask.prefix();
     let mut guided = match options.cfg {

@@ -11,7 +11,7 @@ use nbp_core::progress::{NoProgress, Progress};
 use nbp_core::video::{ReadOptions, ReadReport, Video, read_video, tensor_to_videos, videos_to_tensor};
 use nbp_core::{Error, Result, metrics};
 
-use crate::config::TokenizerConfig;
+use crate::config::{SPATIAL_FACTOR, TEMPORAL_FACTOR, TokenizerConfig};
 use crate::tokenizer::{VideoTokenizer, check_indices};
 
 /// Reads a clip for the tokenizer, checking that its frame count and size suit the tokenizer.
@@ -29,10 +29,11 @@ pub fn indices_to_npy<B: Backend>(indices: Tensor<B, 4, Int>) -> NpyArray {
     NpyArray::i32(dims, values)
 }
 
-/// A token tensor from a `.npy` array of shape `[T', H', W']` or `[B, T', H', W']`, with every id checked.
+/// A token tensor from a `.npy` array of shape `[T', H', W']` or `[B, T', H', W']` for `tokenizer`, with every id
+/// checked and the decode's memory estimated.
 pub fn npy_to_indices<B: Backend>(
     array: &NpyArray,
-    codebook_size: usize,
+    tokenizer: &VideoTokenizer<B>,
     device: &B::Device,
 ) -> Result<Tensor<B, 4, Int>> {
     let shape: [usize; 4] = match array.shape.as_slice() {
@@ -47,8 +48,12 @@ pub fn npy_to_indices<B: Backend>(
     if shape.contains(&0) {
         return Err(Error::invalid(format!("the token array {:?} is empty: it holds no clip to decode", array.shape)));
     }
+    let [b, t, h, w] = shape;
+    let (ft, fs) = (TEMPORAL_FACTOR, SPATIAL_FACTOR);
+    let side = |n: usize| n.checked_mul(fs).ok_or_else(|| Error::invalid(format!("{n} latent rows is absurd")));
+    tokenizer.check_memory(b, (t - 1).saturating_mul(ft).saturating_add(1), side(h)?, side(w)?)?;
     let ids = array.to_i64()?;
-    check_indices(&ids, codebook_size)?;
+    check_indices(&ids, tokenizer.codebook_size())?;
     let ids: Vec<i32> = ids.into_iter().map(|v| v as i32).collect();
     Ok(Tensor::from_data(TensorData::new(ids, shape), device))
 }

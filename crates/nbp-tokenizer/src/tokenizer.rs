@@ -53,7 +53,22 @@ impl<B: Backend> VideoTokenizer<B> {
                 "the tokenizer takes videos shaped [batch ≥ 1, 3, frames, height, width], got {dims:?}"
             )));
         }
-        self.config.latent_shape(t, h, w)
+        let latent = self.config.latent_shape(t, h, w)?;
+        self.check_memory(b, t, h, w)?;
+        Ok(latent)
+    }
+
+    /// Refuses an encode or decode of `batch` clips of `frames` frames of `height × width` that would take more
+    /// memory than the machine has. The estimate is a lower bound: the full-resolution activations (as wide as
+    /// the widest of the first two levels, whose outputs reach full resolution) with a few temporaries.
+    pub fn check_memory(&self, batch: usize, frames: usize, height: usize, width: usize) -> Result<()> {
+        let wide = self.config.channels.iter().take(2).copied().max().unwrap_or(1);
+        let bytes = nbp_core::system::product(&[batch, frames.saturating_add(2), height, width, wide, 4 * 4]);
+        nbp_core::system::check_memory(
+            &format!("the tokenizer on {batch} clip(s) of {frames} frames of {width}x{height}"),
+            bytes,
+            "use fewer clips, frames or pixels",
+        )
     }
 
     /// Pre-quantisation encoder output `[B, D, T', H/8, W/8]` of a video `[B, 3, T, H, W]` in `[0, 1]`.

@@ -157,8 +157,25 @@ impl GeneratorTrainConfig {
         if self.p_drop_cond > 0.0 && self.condition == "none" {
             return bad("p_drop_cond needs a condition to drop".into());
         }
+        if self.mode == "ntp" && !["row", "1x1x1"].contains(&self.block_shape.trim()) {
+            return bad(format!(
+                "mode ntp predicts one token per step (block shape 1x1x1), but block_shape is {}: leave out the block \
+                 shape, or use --mode nbp",
+                self.block_shape
+            ));
+        }
+        for (name, v) in [("n_layer", self.n_layer), ("n_head", self.n_head), ("n_embd", self.n_embd)] {
+            if v == Some(0) {
+                return bad(format!("{name} must be at least 1 (leave it out to take the preset's)"));
+            }
+        }
         self.schedule.validate()?;
         self.optimizer.validate()
+    }
+
+    /// Settings that are valid but do not do what they seem to (a warm-up that never ends).
+    pub fn warnings(&self) -> Vec<String> {
+        self.schedule.warning(self.steps).into_iter().collect()
     }
 
     /// The block shape for latent grid `grid` (`row` = `1×1×W`; `ntp` mode forces `1×1×1`).

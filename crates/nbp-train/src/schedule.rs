@@ -47,6 +47,16 @@ impl ScheduleConfig {
         Ok(())
     }
 
+    /// A warning when the warm-up does not end before the last of `steps` steps (the peak rate is never used).
+    pub fn warning(&self, steps: usize) -> Option<String> {
+        (self.warmup_steps >= steps).then(|| {
+            format!(
+                "warmup_steps ({}) is not below steps ({steps}): the learning rate never reaches its peak {}",
+                self.warmup_steps, self.lr
+            )
+        })
+    }
+
     /// The timm formula at absolute step `t` for a cosine of `total` steps.
     pub fn lr_at(&self, t: usize, total: usize) -> f64 {
         if t < self.warmup_steps {

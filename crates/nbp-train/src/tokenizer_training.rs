@@ -180,6 +180,12 @@ impl TokenizerTrainConfig {
             )));
         }
         let side = self.crop.unwrap_or(self.height.min(self.width));
+        if self.gan_start.is_some() && !(1..=4096).contains(&self.disc_channels) {
+            return Err(Error::invalid(format!(
+                "a PatchGAN discriminator needs 1 to 4096 channels in its first layer (64 is usual), got {}",
+                self.disc_channels
+            )));
+        }
         if self.gan_start.is_some() && !(1..=12).contains(&self.disc_layers) {
             return Err(Error::invalid(format!(
                 "a PatchGAN discriminator needs 1 to 12 stride-2 layers (3 is usual), got {}",
@@ -195,6 +201,23 @@ impl TokenizerTrainConfig {
             )));
         }
         self.tokenizer_config().map(|_| ())
+    }
+
+    /// Settings that are valid but do not do what they seem to: a GAN that starts after the last step, a warm-up
+    /// that never reaches the peak learning rate, a frame rate for generated data.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = vec![];
+        if let Some(g) = self.gan_start.filter(|&g| g >= self.steps) {
+            out.push(format!(
+                "gan_start ({g}) is not before the last step ({}): the discriminator never trains",
+                self.steps
+            ));
+        }
+        out.extend(self.schedule.warning(self.steps));
+        if self.fps.is_some() && self.dataset.trim().to_lowercase().starts_with("moving-shapes") {
+            out.push("fps is ignored for the generated moving-shapes data (it has no frame rate)".into());
+        }
+        out
     }
 
     fn clip_options(&self, split: Split) -> ClipOptions {
