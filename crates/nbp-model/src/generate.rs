@@ -230,7 +230,7 @@ pub fn generate<B: Backend>(
                     "an unconditional model continues given frames: pass --condition-video or --prefix-tokens",
                 ));
             }
-            let bov = if prefix_ids.is_empty() { bov } else { None };
+            // A conditional model was trained on `[c | BOV×L | z]`: its BOV block comes before a prefix as well.
             Schedule::blocks(&condition, bov, &prefix_ids, new_tokens, settings.block)
         }
     };

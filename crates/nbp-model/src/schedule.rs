@@ -32,9 +32,9 @@ impl Schedule {
     /// Block-wise generation (NBP; NTP when `block == 1`) of `new_tokens` video ids after `condition` (condition
     /// ids, already in the generator vocabulary) and `prefix` (known video ids, e.g. the first latent frames).
     /// Token `j` of a fed block predicts token `j` of the next block, so the first step feeds everything known and
-    /// samples from its last `block` rows. Without condition and prefix, the sequence starts from BOV if
-    /// `bov` is given (the first block is then predicted from `block` BOV copies as the official non-hybrid
-    /// layout).
+    /// samples from its last `block` rows. With `bov` (conditional models), `block` BOV copies follow the
+    /// condition, before any prefix, as the official non-hybrid layout and training lay it out (`[c | BOV×L | z]`);
+    /// without a prefix the first block is predicted from them.
     pub fn blocks(condition: &[i64], bov: Option<i64>, prefix: &[i64], new_tokens: usize, block: usize) -> Self {
         let block = block.max(1);
         let mut known: Vec<Slot> = condition.iter().map(|&c| Slot::Known(c)).collect();

@@ -93,3 +93,38 @@ fn hybrid_generation_from_a_condition() {
     let guided = generate(&m, &settings, &r, &NoProgress).unwrap();
     assert_eq!(guided.codes.len(), 2);
 }
+
+/// A conditional model (not hybrid) continues a prefix in the layout it was trained on, `[c | BOV×L | z]`: the
+/// greedy first block equals the argmax of a full forward over the training sequence at the rows that predict it.
+#[test]
+fn conditional_frame_prediction_feeds_the_training_layout() {
+    let settings = GeneratorSettings { block: 4, hybrid: false, unconditional: false, cond_tokens: 1, cond_vocab: 5 };
+    let mut m = model(&settings, 64);
+    // Learned positions (the initial ones are zero), so that a token fed at the wrong position changes the logits.
+    let dims = m.pos_emb.val().dims();
+    let dist = burn::tensor::Distribution::Normal(0.0, 1.0);
+    m.pos_emb = burn::module::Param::from_tensor(Tensor::random(dims, dist, &Default::default()));
+    let vocab = vocabulary(&settings, m.config().vocab_size).unwrap();
+    let grid = LatentGrid::new(3, 4, 4);
+    let prefix: Vec<i64> = (0..16).map(|i| (i * 11 % 64) as i64).collect();
+    let mut r = request(prefix.clone(), grid, BlockShape::new(1, 1, 4));
+    r.condition = Condition::Tokens(vec![2]);
+    r.options.greedy = true;
+    r.samples = 1;
+    let out = generate(&m, &settings, &r, &NoProgress).unwrap();
+    assert_eq!(out.steps, 8);
+
+    let mut codes = out.codes[0].clone();
+    assert_eq!(&codes[..16], &prefix[..]);
+    // Training layout of the whole generated clip: row `cut + i` predicts z_i, so rows cut+16..cut+20 predict the
+    // first generated block from the prefix alone (block-causal).
+    codes.truncate(48);
+    let seq = nbp_model::training::training_sequence(&vocab, &[2], &codes).unwrap();
+    let n = seq.input.len();
+    let mask = nbp_model::training::training_mask(&vocab).tensor::<B>(0..n, n, &Default::default());
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(seq.input.clone(), [1, n]), &Default::default());
+    let logits = m.forward(ids, mask).unwrap();
+    let rows = logits.slice([0..1, seq.cut + 16..seq.cut + 20]).argmax(2).into_data().convert::<i64>().to_vec::<i64>();
+    let expected: Vec<i64> = rows.unwrap().iter().map(|&id| vocab.code_of(id as usize).0 as i64).collect();
+    assert_eq!(&out.codes[0][16..20], &expected[..]);
+}
