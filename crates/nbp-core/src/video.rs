@@ -138,9 +138,11 @@ pub struct ReadOptions {
 
 /// Frame indices kept when resampling a video of `len` frames at `native_fps` to `target_fps`
 /// (official rule, reference §4.2): every frame when `native ≤ target`, otherwise
-/// `n = int(len / native · target)` indices `floor(linspace(0, len − 1, n))`. A video shorter than one
-/// target frame interval (a still image, 3 frames at 30 fps for 8 fps) keeps its first frame, where the
-/// official rule would keep none.
+/// `n = int(len / native · target)` indices `floor(linspace(0, len − 1, n))`, computed as numpy does
+/// (`i · ((len − 1) / (n − 1))` in f64, the last index exactly `len − 1`), so that an index that numpy rounds
+/// just below an integer is taken one lower here too (1 % of UCF-101's lengths at 25 → 8 fps have one). A video
+/// shorter than one target frame interval (a still image, 3 frames at 30 fps for 8 fps) keeps its first frame,
+/// where the official rule would keep none.
 pub fn resample_indices(len: usize, native_fps: f64, target_fps: f64) -> Vec<usize> {
     if native_fps <= target_fps || len == 0 {
         return (0..len).collect();
@@ -148,12 +150,10 @@ pub fn resample_indices(len: usize, native_fps: f64, target_fps: f64) -> Vec<usi
     let n = (len as f64 / native_fps * target_fps) as usize;
     match n {
         0 | 1 => vec![0],
-        _ => (0..n)
-            .map(|i| {
-                let x = i as f64 * (len - 1) as f64 / (n - 1) as f64;
-                x.floor() as usize
-            })
-            .collect(),
+        _ => {
+            let step = (len - 1) as f64 / (n - 1) as f64;
+            (0..n).map(|i| if i == n - 1 { len - 1 } else { (i as f64 * step) as usize }).collect()
+        }
     }
 }
 
@@ -702,6 +702,12 @@ mod tests {
         // 30 fps, 60 frames, to 8 fps: n = int(60/30·8) = 16 indices floor(linspace(0, 59, 16)).
         let idx = resample_indices(60, 30.0, 8.0);
         assert_eq!(idx, vec![0, 3, 7, 11, 15, 19, 23, 27, 31, 35, 39, 43, 47, 51, 55, 59]);
+        // numpy's rounding: 39 · (248 / 78) = 123.99999999999999 → 123 (the exact quotient would give 124);
+        // values from numpy 2.4 (`np.linspace(0, L - 1, n).astype(int)`).
+        let idx = resample_indices(249, 25.0, 8.0);
+        assert_eq!((idx.len(), &idx[37..42], idx[78]), (79, &[117, 120, 123, 127, 130][..], 248));
+        let idx = resample_indices(449, 25.0, 8.0);
+        assert_eq!((idx.len(), &idx[37..42], idx[142]), (143, &[116, 119, 123, 126, 129][..], 448));
         // Native rate not above the target: every frame.
         assert_eq!(resample_indices(5, 8.0, 8.0), vec![0, 1, 2, 3, 4]);
         assert_eq!(resample_indices(5, 6.0, 8.0).len(), 5);
