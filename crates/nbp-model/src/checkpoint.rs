@@ -349,22 +349,7 @@ pub fn load_generator<B: Backend>(
     let cond_vocab = if unconditional {
         0
     } else {
-        match arg(args.as_ref(), "cond_stage_vocab_size").and_then(|v| v.as_i64()) {
-            Some(n) => usize::try_from(n)
-                .ok()
-                .filter(|&n| n <= u32::MAX as usize)
-                .ok_or_else(|| Error::file(path, format!("hyper_parameters.args.cond_stage_vocab_size is {n}")))?,
-            None if arg(args.as_ref(), "cond_stage_key")
-                .as_ref()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .as_deref()
-                == Some("label") =>
-            {
-                return Err(Error::file(path, "a label-conditional checkpoint must record cond_stage_vocab_size"));
-            }
-            // The official text-conditional model embeds LLaMA-2 token ids (32 000).
-            None => 32000,
-        }
+        official_cond_vocab(args.as_ref(), v, if hybrid { block } else { 1 }).map_err(|m| Error::file(path, m))?
     };
     let config = GptConfig::new(v, n_layer, n_head, d)
         .with_block_size(block_size)
@@ -373,6 +358,35 @@ pub fn load_generator<B: Backend>(
     let model = import_gpt(&config, w, device)?;
     let settings = GeneratorSettings { block, hybrid, unconditional, cond_tokens, cond_vocab };
     Ok(LoadedGenerator { model, settings, info: GeneratorInfo::default() })
+}
+
+/// Codes of the official tokenizer (FSQ levels 8, 8, 8, 5, 5, 5).
+const OFFICIAL_CODEBOOK: usize = 64_000;
+
+/// The condition vocabulary of a conditional official checkpoint of `v` ids with `specials` special tokens (BOV
+/// and the middle-bos placeholders), from its `hyper_parameters.args`: the number of classes of a label model is
+/// `class_cond_dim` (reference §2.4; `cond_stage_vocab_size` is read too), or else what `v` leaves beside the
+/// codes (`first_stage_vocab_size`, 64 000 by default) and the specials; a text model embeds LLaMA-2 ids (32 000).
+fn official_cond_vocab(args: Option<&Value>, v: usize, specials: usize) -> std::result::Result<usize, String> {
+    let int = |name: &str| arg(args, name).and_then(|v| v.as_i64());
+    if let Some((name, n)) =
+        ["class_cond_dim", "cond_stage_vocab_size"].into_iter().find_map(|k| int(k).map(|n| (k, n)))
+    {
+        return usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= u32::MAX as usize)
+            .ok_or_else(|| format!("hyper_parameters.args.{name} is {n}"));
+    }
+    if arg(args, "cond_stage_key").and_then(|k| k.as_str().map(str::to_string)).as_deref() != Some("label") {
+        return Ok(32000);
+    }
+    let codes = int("first_stage_vocab_size").and_then(|n| usize::try_from(n).ok()).unwrap_or(OFFICIAL_CODEBOOK);
+    codes.checked_add(specials).and_then(|n| v.checked_sub(n)).filter(|&n| n > 0).ok_or_else(|| {
+        format!(
+            "a label-conditional checkpoint whose hyper_parameters record no class_cond_dim, and whose vocabulary of \
+             {v} ids leaves no classes beside {codes} codes and {specials} special tokens"
+        )
+    })
 }
 
 /// Saves a generator in the project's own format (atomically).
@@ -400,6 +414,35 @@ pub fn save_generator_with_info<B: Backend>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_condition_vocabulary_of_official_label_and_text_checkpoints() {
+        use std::{cell::RefCell, rc::Rc};
+        let args = |pairs: &[(&str, Value)]| {
+            Value::Dict(Rc::new(RefCell::new(
+                pairs.iter().map(|(k, v)| (Value::Str(k.to_string()), v.clone())).collect(),
+            )))
+        };
+        let label = Value::Str("label".into());
+        // Recorded as the official code names it, or as our fixtures do.
+        let a = args(&[("cond_stage_key", label.clone()), ("class_cond_dim", Value::Int(101))]);
+        assert_eq!(official_cond_vocab(Some(&a), 64_102, 1), Ok(101));
+        let a = args(&[("cond_stage_key", label.clone()), ("cond_stage_vocab_size", Value::Int(7))]);
+        assert_eq!(official_cond_vocab(Some(&a), 0, 1), Ok(7));
+        // Not recorded: what the vocabulary leaves beside the codes and the specials (BOV, middle-bos).
+        let a = args(&[("cond_stage_key", label.clone())]);
+        assert_eq!(official_cond_vocab(Some(&a), 64_000 + 16 + 101, 16), Ok(101));
+        let a = args(&[("cond_stage_key", label.clone()), ("first_stage_vocab_size", Value::Int(625))]);
+        assert_eq!(official_cond_vocab(Some(&a), 625 + 1 + 16, 1), Ok(16));
+        let e = official_cond_vocab(Some(&args(&[("cond_stage_key", label)])), 64_001, 1).unwrap_err();
+        assert!(e.contains("leaves no classes beside 64000 codes and 1 special tokens"), "{e}");
+        // Text models (and checkpoints without hyper_parameters) embed LLaMA-2 ids.
+        let text = args(&[("cond_stage_key", Value::Str("text".into()))]);
+        assert_eq!(official_cond_vocab(Some(&text), 96_016, 16), Ok(32000));
+        assert_eq!(official_cond_vocab(None, 96_016, 16), Ok(32000));
+        let bad = args(&[("class_cond_dim", Value::Int(-3))]);
+        assert_eq!(official_cond_vocab(Some(&bad), 0, 1), Err("hyper_parameters.args.class_cond_dim is -3".into()));
+    }
+
     use nbp_core::blocks::{BlockShape, LatentGrid};
 
     use super::*;
