@@ -20,7 +20,7 @@ pub struct ScheduleConfig {
     pub warmup_lr_init: f64,
     /// Use the official off-by-one: update `k` uses `lr(k − 1)` and the very first update uses `warmup_lr_init`
     /// (the official trainer steps the scheduler after the optimiser). By default update `k` (counted from 1) uses
-    /// `lr(k)`, so no update is wasted with a zero learning rate.
+    /// `lr(k)`, so the first update already moves the weights (the last one, `lr(total)`, is then `min_lr`).
     pub official_lag: bool,
 }
 
