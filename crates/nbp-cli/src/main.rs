@@ -265,7 +265,8 @@ struct SampleArgs {
     /// Classifier-free guidance scale s ≥ 0: logits (1 + s)·conditional − s·unconditional (0 = off).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     cfg_scale: f64,
-    /// Let the guidance scale grow linearly with the step (s·step, as the official scale_cfg option).
+    /// Let the guidance scale grow linearly with the step (s·step, 0 at the first step): the official sampler's
+    /// default (its scale_cfg option). Without it the scale is constant, the usual classifier-free guidance.
     #[arg(long)]
     cfg_growing: bool,
     /// Random seed (runs with the same seed on the same backend give the same video).
