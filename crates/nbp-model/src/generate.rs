@@ -133,6 +133,18 @@ pub fn check_prefix_codes(prefix: &[i64], codebook: usize) -> Result<()> {
     }
 }
 
+/// The LLaMA-2 id that pads text conditions (`</s>`).
+const TEXT_PAD_ID: i64 = 2;
+
+/// Which condition tokens `condition` (unshifted ids) the other tokens may attend to, as the official masks
+/// decide (reference §2.7): a text condition (several tokens) of a model without the hybrid start hides its
+/// padding; the hybrid start's pad detection never fires (its ids are shifted by the block size, not by 1), so
+/// that model, trained so, sees every condition token; a class label is always seen.
+pub fn condition_visible(settings: &GeneratorSettings, condition: &[i64]) -> Vec<bool> {
+    let text = settings.cond_tokens > 1 && !settings.hybrid;
+    condition.iter().map(|&c| !(text && c == TEXT_PAD_ID)).collect()
+}
+
 /// Runs a generation.
 pub fn generate<B: Backend>(
     model: &Gpt<B>,
@@ -221,7 +233,7 @@ pub fn generate<B: Backend>(
     }
     let prefix_ids: Vec<i64> = prefix_blocks.iter().map(|&c| vocab.video_id(c as usize) as i64).collect();
     let new_tokens = total - request.prefix.len();
-    let schedule = match Mode::of(settings) {
+    let mut schedule = match Mode::of(settings) {
         Mode::Hybrid => Schedule::hybrid(&condition, &vocab, &prefix_ids, new_tokens),
         Mode::Nbp | Mode::Ntp => {
             let bov = vocab.bov().map(|b| b as i64);
@@ -234,6 +246,9 @@ pub fn generate<B: Backend>(
             Schedule::blocks(&condition, bov, &prefix_ids, new_tokens, settings.block)
         }
     };
+    if let Condition::Tokens(t) = &request.condition {
+        schedule.mask.condition_visible = condition_visible(settings, t);
+    }
     let t0 = Instant::now();
     let ids = sample(model, &schedule, request.samples, &request.options, progress, &mut |_| {})?;
     let ids = ids.into_data().convert::<i64>().into_vec::<i64>().map_err(|e| Error::invalid(format!("{e:?}")))?;

@@ -128,3 +128,46 @@ fn conditional_frame_prediction_feeds_the_training_layout() {
     let expected: Vec<i64> = rows.unwrap().iter().map(|&id| vocab.code_of(id as usize).0 as i64).collect();
     assert_eq!(&out.codes[0][16..20], &expected[..]);
 }
+
+/// Text conditions hide their padding from every row in models without the hybrid start (the official
+/// non-hybrid mask); the hybrid model sees all of them (its pad detection never fires), labels are always seen.
+#[test]
+fn text_padding_is_hidden_as_the_official_masks_hide_it() {
+    use nbp_model::generate::condition_visible;
+    let text = GeneratorSettings { block: 4, hybrid: false, unconditional: false, cond_tokens: 8, cond_vocab: 32000 };
+    let ids = [1, 3394, 10977, 1207, 786, 2, 2, 2];
+    let seen = condition_visible(&text, &ids);
+    assert_eq!(seen, [true, true, true, true, true, false, false, false]);
+    let hybrid = GeneratorSettings { hybrid: true, ..text.clone() };
+    assert!(condition_visible(&hybrid, &ids).iter().all(|&v| v));
+    let label = GeneratorSettings { cond_tokens: 1, cond_vocab: 5, ..text.clone() };
+    assert_eq!(condition_visible(&label, &[2]), [true]);
+
+    // Sampling with that mask: what the padding embeds does not reach the logits, visible tokens do.
+    let small = GeneratorSettings { cond_vocab: 20, ..text.clone() };
+    let mut m = model(&small, 16);
+    let vocab = vocabulary(&small, m.config().vocab_size).unwrap();
+    let first_logits = |m: &Gpt<B>, condition: &[i64]| -> Vec<f32> {
+        let shifted: Vec<i64> = condition.iter().map(|&c| c + vocab.condition_offset() as i64).collect();
+        let mut schedule = nbp_model::Schedule::blocks(&shifted, vocab.bov().map(|b| b as i64), &[], 8, 4);
+        schedule.mask.condition_visible = condition_visible(&small, condition);
+        let options = SampleOptions { filter: SamplingFilter::default(), greedy: true, cfg: None };
+        let mut first = None;
+        nbp_model::sampling::sample(m, &schedule, 1, &options, &NoProgress, &mut |l| {
+            first.get_or_insert_with(|| l.to_data().to_vec::<f32>().unwrap());
+        })
+        .unwrap();
+        first.unwrap()
+    };
+    let padded = [1, 7, 9, 5, 4, 2, 2, 2];
+    let before = first_logits(&m, &padded);
+    // Condition ids 2 and 3 (vocabulary ids 3 and 4, after BOV) get other embeddings.
+    let table = m.tok_emb.weight.val();
+    let rows = Tensor::random([2, table.dims()[1]], burn::tensor::Distribution::Normal(0.0, 1.0), &Default::default());
+    let pad = 2 + vocab.condition_offset();
+    m.tok_emb.weight = burn::module::Param::from_tensor(table.slice_assign([pad..pad + 2, 0..16], rows));
+    assert_eq!(first_logits(&m, &padded), before, "hidden padding reaches no row");
+    let unpadded = [1, 7, 9, 5, 4, 3, 3, 3];
+    let moved = first_logits(&m, &unpadded).iter().zip(&before).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(moved > 1e-3, "visible condition tokens move the logits ({moved})");
+}
