@@ -522,18 +522,22 @@ pub struct EvalFramePredictionArgs {
     /// Seed of the dataset (moving shapes: use one the model was not trained on).
     #[arg(long, default_value_t = 99)]
     data_seed: u64,
-    /// Frames per clip and given frames (1 + 4n each).
-    #[arg(long, default_value_t = 17)]
-    frames: usize,
-    /// Frames given to the generator (1 + 4n); the rest are predicted and scored.
-    #[arg(long, default_value_t = 5)]
-    given_frames: usize,
-    /// Frame size: N or HxW. Default: the size the tokenizer was trained at when its file records it, else
-    /// 64x64 for the bundled demo tokenizer and 128x128 for other files.
+    /// Frames per clip (1 + 4n). Default: the frames of the latent grid the generator records (17 for 5 latent
+    /// frames), else 17.
+    #[arg(long)]
+    frames: Option<usize>,
+    /// Frames given to the generator (1 + 4n); the rest are predicted and scored. Default: 5 (2 latent frames,
+    /// as the official Kinetics-600 evaluation), 1 for clips of 5 frames.
+    #[arg(long)]
+    given_frames: Option<usize>,
+    /// Frame size: N or HxW. Default: the size of the latent grid the generator records (8 pixels a token),
+    /// else the size the tokenizer was trained at when its file records it, else 64x64 for the bundled demo
+    /// tokenizer and 128x128 for other files.
     #[arg(long, value_parser = crate::parse_resolution)]
     resolution: Option<(usize, usize)>,
     /// Frame rate videos are resampled to before the clip is cut: the rate the generator's token cache was made
-    /// at (`nbp-cli tokenize-dataset --fps`). Default: the videos' native rate.
+    /// at (`nbp-cli tokenize-dataset --fps`). Default: the dataset's (8 fps for ucf:, 16 for k600:, the videos'
+    /// native rate otherwise).
     #[arg(long, value_parser = crate::parse_output_rate)]
     fps: Option<f64>,
     /// Sample with the default filter (temperature 1, top-k 16000, top-p 0.9) instead of greedy decoding.
@@ -561,9 +565,19 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     let tokenizer = crate::TokenizerArgs { tokenizer: a.tokenizer.clone().or(recorded), tokenizer_config: None };
     let (tok, trained) = crate::load_with_resolution::<B>(&tokenizer, &device)?;
     crate::check_codebook(&tok, &tokenizer.path(), &g, &generator, true)?;
-    let (height, width) = a.resolution.unwrap_or(crate::default_resolution(&tokenizer, trained));
+    // The clip the generator was trained on, where its file records the latent grid.
+    let recorded = g.info.latent_grid;
+    let frames = a.frames.or(recorded.map(|[t, _, _]| 1 + 4 * t.saturating_sub(1))).unwrap_or(17);
+    let size = recorded.map(|[_, h, w]| (h * 8, w * 8));
+    let (height, width) = a.resolution.or(size).unwrap_or(crate::default_resolution(&tokenizer, trained));
     let spec: DatasetSpec = a.dataset.parse()?;
-    let opts = ClipOptions { frames: a.frames, height, width, fps: a.fps, split: Split::Eval };
+    let given = a.given_frames.unwrap_or(if frames > 5 { 5 } else { 1 });
+    if given >= frames {
+        bail!(
+            "--given-frames {given} leaves nothing to predict in clips of {frames} frames: give fewer, or longer clips (--frames)"
+        );
+    }
+    let opts = ClipOptions { frames, height, width, fps: a.fps, split: Split::Eval };
     let source = Skipping::new(spec.open(&opts, a.data_seed)?);
     let names = source.class_names();
     // The last `clips` readable whole clips, each with the condition of its class for this generator.
@@ -574,9 +588,12 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     })
     .with_context(|| a.dataset.clone())?;
     if held_out.short > 0 {
-        eprintln!("warning: skipped {} clips of videos shorter than {} frames", held_out.short, a.frames);
+        eprintln!("warning: skipped {} clips of videos shorter than {frames} frames", held_out.short);
     }
     let clips = held_out.clips;
+    if clips.len() < a.clips {
+        eprintln!("warning: --clips {}: the dataset gives only {} readable whole clips", a.clips, clips.len());
+    }
     if let Some(s) = source.log().summary() {
         eprintln!("{s}");
     }
@@ -586,8 +603,7 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
         cfg: None,
     };
     let started = std::time::Instant::now();
-    let r =
-        nbp_train::evaluate::evaluate_frame_prediction(&g, &tok, &clips, a.given_frames, &options, a.seed, &device)?;
+    let r = nbp_train::evaluate::evaluate_frame_prediction(&g, &tok, &clips, given, &options, a.seed, &device)?;
     println!(
         "frame prediction on {} clips ({} given frames, {}): model {:.2} dB, copy last frame {:.2} dB (margin {:+.2} dB), \
          tokenizer reconstruction {:.2} dB [{:.1} s]",
