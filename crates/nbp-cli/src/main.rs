@@ -18,7 +18,7 @@ use demo::demo_asset;
 use nbp_core::npy::{NpyArray, read_npy, write_npy};
 use nbp_core::video::{ClipStart, ReadOptions, VideoFormat, tensor_to_videos, write_videos};
 use nbp_tokenizer::pipeline::{self, indices_to_npy, npy_to_indices};
-use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, load_tokenizer, load_tokenizer_with_resolution, save_tokenizer};
+use nbp_tokenizer::{TokenizerConfig, VideoTokenizer, load_tokenizer_with_resolution};
 use progress::Bar;
 
 /// Large buffers (weights, activations, caches) start on a cache line, where the CPU kernels read them fastest.
@@ -1046,7 +1046,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             let overrides = nbp_model::Overrides { n_head, block: block_size, ..Default::default() };
             let g = nbp_model::load_generator::<B>(&input, &overrides, &Default::default())?;
-            nbp_model::save_generator(&g.model, &g.settings, &output)?;
+            // What an nbp file records beside the weights (classes, latent grid, block shape, tokenizer) is kept.
+            nbp_model::checkpoint::save_generator_with_info(&g.model, &g.settings, &g.info, &output)?;
             println!("converted {} ({}) → {}", input.display(), g.settings, output.display());
         }
         Command::Train(args) => train::train(*args)?,
@@ -1181,8 +1182,9 @@ fn run(cli: Cli) -> Result<()> {
                 None => Some(TokenizerConfig::preset("official")?),
             };
             let device = Default::default();
-            let (model, source) = load_tokenizer::<B>(&input, config.as_ref(), &device)?;
-            save_tokenizer(&model, &output)?;
+            let (model, source, resolution) = load_tokenizer_with_resolution::<B>(&input, config.as_ref(), &device)?;
+            // The size an nbp file says the tokenizer was trained at is kept.
+            nbp_tokenizer::checkpoint::save_tokenizer_with_resolution(&model, &output, resolution)?;
             println!("converted {} ({source}) → {}", input.display(), output.display());
         }
         Command::Tokenizer(cmd) => {

@@ -289,6 +289,16 @@ fn converted_generators_sample_the_same_tokens() {
         run(&gen_fixture("hybrid_text.ckpt"), &dir.join("a.npy")),
         run(st.to_str().unwrap(), &dir.join("b.npy"))
     );
+    // Converting nbp files keeps what they record beside the weights: the generator's classes, latent grid,
+    // block shape and tokenizer, the tokenizer's training size.
+    let meta = |p: &Path| nbp_core::weights::WeightMap::read_safetensors(p).unwrap().1;
+    for (kind, name) in [("generator", "generator.safetensors"), ("tokenizer", "tokenizer.safetensors")] {
+        let bundled = nbp_core::workspace::workspace_path(&format!("assets/demo/{name}"));
+        let copy = dir.join(name);
+        let o = cli(&[kind, "convert", bundled.to_str().unwrap(), copy.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(meta(&copy), meta(&bundled), "{kind}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -33,9 +33,9 @@ pub const INFO_KEY: &str = "nbp.info";
 pub struct GeneratorInfo {
     #[serde(default)]
     pub classes: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latent_grid: Option<[usize; 3]>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_shape: Option<[usize; 3]>,
     /// The tokenizer file the training tokens were made with, as the token cache records it (an absolute path
     /// for caches made since it was recorded so): `sample` and `eval-frame-prediction` decode with it when no
