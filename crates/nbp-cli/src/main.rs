@@ -857,8 +857,28 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         (None, Some([t, h, w])) => nbp_core::blocks::LatentGrid::new(t, h, w),
         (None, None) => parse_grid("5x16x16")?,
     };
+    if let (Some(_), Some([_, h, w])) = (&a.latent_grid, g.info.latent_grid)
+        && (grid.h, grid.w) != (h, w)
+    {
+        eprintln!(
+            "warning: the model was trained on latent frames of {h}x{w} tokens: on {}x{} its positions hold other \
+             tokens than it learnt, so expect scrambled frames (change only the number of latent frames)",
+            grid.h, grid.w
+        );
+    }
     let block_shape = match &a.block_shape {
-        Some(s) => nbp_core::blocks::BlockShape::parse(s)?,
+        Some(s) => {
+            let given = nbp_core::blocks::BlockShape::parse(s)?;
+            if let Ok(trained) = g.default_block_shape(&grid)
+                && trained != given
+            {
+                eprintln!(
+                    "warning: the model was trained with blocks of {trained}: blocks of {given} feed its tokens in \
+                     another order than it learnt, so expect noise (leave out --block-shape)"
+                );
+            }
+            given
+        }
         None => g.default_block_shape(&grid).map_err(|e| anyhow::anyhow!("{e}: pass --block-shape"))?,
     };
     use nbp_model::classes::ConditionChoice;

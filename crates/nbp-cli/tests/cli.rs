@@ -1039,3 +1039,26 @@ fn workdir_in(dir: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn sampling_in_another_layout_than_trained_is_warned_about() {
+    let ids = unused_ids();
+    let warned = |args: &[&str]| {
+        let o = cli(&[&["sample", "--class", "ring-orbit", "--no-decode", "--save-tokens", &ids], args].concat());
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+            .lines()
+            .filter(|l| l.starts_with("warning: the model was trained"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    // The bundled model records rows of 8 on a 5x8x8 grid.
+    let w = warned(&["--block-shape", "1x2x4"]);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("trained with blocks of 1x1x8: blocks of 1x2x4"), "{w:?}");
+    let w = warned(&["--latent-grid", "5x4x16", "--block-shape", "1x1x8"]);
+    assert!(w.iter().any(|l| l.contains("latent frames of 8x8 tokens: on 4x16")), "{w:?}");
+    // Fewer latent frames, or the recorded shape spelt out: no warning.
+    assert!(warned(&["--latent-grid", "3x8x8", "--block-shape", "1x1x8"]).is_empty());
+    std::fs::remove_file(&ids).ok();
+}
