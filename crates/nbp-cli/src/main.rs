@@ -230,10 +230,10 @@ struct SampleArgs {
     #[arg(long, conflicts_with = "prefix_tokens")]
     condition_video: Option<PathBuf>,
     /// Frames of --condition-video to keep (1 + 4n; 5 frames = 2 latent frames, as K600).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, requires = "condition_video")]
     condition_frames: usize,
     /// Frame rate --condition-video is resampled to (0 keeps its native rate).
-    #[arg(long, default_value_t = 8.0, value_parser = parse_input_rate)]
+    #[arg(long, default_value_t = 8.0, value_parser = parse_input_rate, requires = "condition_video")]
     condition_fps: f64,
     /// Continue these token ids (.npy of codes shaped [T', H', W'] or [1, T', H', W'], whole latent frames).
     #[arg(long)]
@@ -259,15 +259,15 @@ struct SampleArgs {
     /// Keep the most likely tokens up to this probability mass, in (0, 1] (1 = all). 0.9 is the official setting.
     #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     top_p: f64,
-    /// Always take the most likely token (deterministic).
-    #[arg(long)]
+    /// Always take the most likely token (deterministic; no temperature or filter then).
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
     greedy: bool,
     /// Classifier-free guidance scale s ≥ 0: logits (1 + s)·conditional − s·unconditional (0 = off).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     cfg_scale: f64,
     /// Let the guidance scale grow linearly with the step (s·step, 0 at the first step): the official sampler's
     /// default (its scale_cfg option). Without it the scale is constant, the usual classifier-free guidance.
-    #[arg(long)]
+    #[arg(long, requires = "cfg_scale")]
     cfg_growing: bool,
     /// Random seed (runs with the same seed on the same backend give the same video).
     #[arg(long, default_value_t = 42)]
@@ -1273,8 +1273,21 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// The command line, with every flag that takes a value accepting a negative number as that value (`--fps -1`
+/// then gets the flag's own range error instead of clap's "unexpected argument '-1'").
+fn command() -> clap::Command {
+    fn negatives(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| if a.get_action().takes_values() { a.allow_negative_numbers(true) } else { a })
+            .mut_subcommands(negatives)
+    }
+    negatives(<Cli as clap::CommandFactory>::command())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match nbp_kernels::on_pool(|| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

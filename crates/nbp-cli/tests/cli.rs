@@ -701,6 +701,21 @@ fn sampling_flags_out_of_range_are_clear_errors() {
         assert_eq!(o.status.code(), Some(1), "{flag} {value}: {out}");
         assert!(out.contains(expected) && !out.contains("loaded generator"), "{flag} {value}: {out}");
     }
+    // Flags that would do nothing with the others given are refused by the parser (exit code 2), and a negative
+    // number reaches the flag's own check.
+    for (args, expected) in [
+        (&["--condition-frames", "9"][..], "required arguments were not provided:\n  --condition-video"),
+        (&["--condition-fps", "16"], "--condition-video"),
+        (&["--cfg-growing"], "--cfg-scale"),
+        (&["--greedy", "--top-k", "5"], "the argument '--greedy' cannot be used with '--top-k <TOP_K>'"),
+        (&["--seed", "-1"], "invalid value '-1' for '--seed <SEED>'"),
+        (&["--condition-video", "x.mp4", "--condition-fps", "-8"], "'-8' is not a frame rate"),
+    ] {
+        let o = cli(&[&["sample", "--no-decode"], args].concat());
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {out}");
+        assert!(out.contains(expected), "{args:?}: {out}");
+    }
 }
 
 /// `bench sample` runs its schedule (here 2 NBP steps of 16 tokens after a 32-token prefix) and refuses
