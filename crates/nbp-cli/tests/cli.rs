@@ -293,7 +293,7 @@ fn converted_generators_sample_the_same_tokens() {
     // block shape and tokenizer, the tokenizer's training size.
     let meta = |p: &Path| nbp_core::weights::WeightMap::read_safetensors(p).unwrap().1;
     for (kind, name) in [("generator", "generator.safetensors"), ("tokenizer", "tokenizer.safetensors")] {
-        let bundled = nbp_core::workspace::workspace_path(&format!("assets/demo/{name}"));
+        let bundled = nbp_core::workspace::workspace_path(format!("assets/demo/{name}"));
         let copy = dir.join(name);
         let o = cli(&[kind, "convert", bundled.to_str().unwrap(), copy.to_str().unwrap()]);
         assert!(o.status.success(), "{}", text(&o));
