@@ -634,7 +634,8 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
             let report = pipeline::read_clip(&tok, &input, &clip.read_options(&model, trained))?;
             print_clip(&input, &report);
             let report_fps = report.native_fps;
-            let r = pipeline::reconstruct(&tok, vec![report.video], &bar)?;
+            let real = report.video.frames - report.padded_frames;
+            let r = pipeline::reconstruct(&tok, vec![report.video], Some(real), &bar)?;
             if let Some(p) = &save_tokens {
                 write_npy(p, &r.indices)?;
                 println!("wrote {}", p.display());
@@ -642,8 +643,13 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
             let pairs: Vec<_> = r.input.iter().zip(&r.output).flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
             write_videos(&output, &pairs, clip_rate(clip.fps, report_fps))?;
             println!("wrote {} (input | reconstruction)", output.display());
+            let over = if r.scored_frames < r.input[0].frames {
+                format!(" over the {} frame{} read (not the padding)", r.scored_frames, plural(r.scored_frames))
+            } else {
+                String::new()
+            };
             println!(
-                "PSNR {:.2} dB  SSIM {:.4}  (encode {:.2} s, decode {:.2} s, tokens {:?})",
+                "PSNR {:.2} dB  SSIM {:.4}{over}  (encode {:.2} s, decode {:.2} s, tokens {:?})",
                 r.psnr, r.ssim, r.encode_seconds, r.decode_seconds, r.indices.shape
             );
         }

@@ -64,18 +64,23 @@ pub struct Reconstruction {
     pub input: Vec<Video>,
     pub output: Vec<Video>,
     pub indices: NpyArray,
-    /// Mean PSNR (dB) over the clips.
+    /// Mean PSNR (dB) over the clips, on their first `scored_frames` frames.
     pub psnr: f64,
-    /// Mean SSIM over the clips.
+    /// Mean SSIM over the clips, on their first `scored_frames` frames.
     pub ssim: f64,
+    /// Frames of each clip the metrics cover (the black padding of a short video left out).
+    pub scored_frames: usize,
     pub encode_seconds: f64,
     pub decode_seconds: f64,
 }
 
-/// Encodes and decodes clips and measures the reconstruction.
+/// Encodes and decodes clips and measures the reconstruction on the first `real_frames` frames of each (the
+/// frames read from the video: black padding at the end of a short one would count as perfectly reconstructed
+/// or not at all, but not as the video); `None` scores every frame.
 pub fn reconstruct<B: Backend>(
     tokenizer: &VideoTokenizer<B>,
     clips: Vec<Video>,
+    real_frames: Option<usize>,
     progress: &dyn Progress,
 ) -> Result<Reconstruction> {
     let device = tokenizer_device(tokenizer);
@@ -87,11 +92,14 @@ pub fn reconstruct<B: Backend>(
     let output = tensor_to_videos(tokenizer.decode_with(indices, progress))?;
     let t2 = Instant::now();
     let n = clips.len() as f64;
+    let frames = clips.first().map_or(0, |c| c.frames);
+    let scored = real_frames.unwrap_or(frames).clamp(1, frames.max(1));
     let mut psnr = 0.0;
     let mut ssim = 0.0;
     for (a, b) in clips.iter().zip(&output) {
-        psnr += metrics::psnr(a, b)? / n;
-        ssim += if a.height >= 11 && a.width >= 11 { metrics::ssim(a, b)? / n } else { f64::NAN };
+        let (a, b) = (a.frames_range(0, scored)?, b.frames_range(0, scored)?);
+        psnr += metrics::psnr(&a, &b)? / n;
+        ssim += if a.height >= 11 && a.width >= 11 { metrics::ssim(&a, &b)? / n } else { f64::NAN };
     }
     Ok(Reconstruction {
         input: clips,
@@ -99,6 +107,7 @@ pub fn reconstruct<B: Backend>(
         indices: indices_npy,
         psnr,
         ssim,
+        scored_frames: scored,
         encode_seconds: (t1 - t0).as_secs_f64(),
         decode_seconds: (t2 - t1).as_secs_f64(),
     })
