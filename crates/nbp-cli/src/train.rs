@@ -444,6 +444,13 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
     if a.out.is_dir() {
         bail!("{}: is a folder: --out names the token cache file to write (e.g. tokens.safetensors)", a.out.display());
     }
+    if !nbp_core::weights::is_safetensors(&a.out) {
+        bail!(
+            "{}: a token cache is a safetensors file: give --out a name ending in .safetensors (`nbp-cli train \
+             --tokens` reads it)",
+            a.out.display()
+        );
+    }
     crate::output_folder(&a.out)?;
     if a.batch == 0 {
         bail!("--batch must be at least 1");

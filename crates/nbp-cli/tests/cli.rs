@@ -864,6 +864,10 @@ fn user_mistakes_are_named_before_the_work_starts() {
         path(name)
     };
     refused(&["sample", "--no-decode"], &["--no-decode stops at token ids", "--save-tokens"]);
+    refused(
+        &["tokenize-dataset", "--dataset", "moving-shapes:3", "-o", &path("tokens.npy")],
+        &["tokens.npy: a token cache is a safetensors file: give --out a name ending in .safetensors"],
+    );
     // The bundled model's latent grid is 5x8x8: a prefix must be one clip of whole 8x8 frames, shorter than 5.
     for (name, shape) in [("batch2", vec![2, 2, 8, 8]), ("flat", vec![16, 8]), ("empty", vec![1, 0, 8, 8])] {
         let p = ids(&format!("{name}.npy"), shape);
