@@ -910,8 +910,11 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
             .or(recorded)
             .unwrap_or_else(|| if demo { demo_asset("tokenizer.safetensors") } else { generator.clone() });
         let args = TokenizerArgs { tokenizer: Some(path), tokenizer_config: a.tokenizer_config.clone() };
-        let tok = load::<B>(&args, &device)
-            .context("loading the tokenizer (pass --tokenizer, or --no-decode to stop at token ids)")?;
+        let tok = load::<B>(&args, &device).context(if a.tokenizer.is_some() {
+            "loading the tokenizer given by --tokenizer"
+        } else {
+            "loading the tokenizer (pass --tokenizer, or --no-decode to stop at token ids)"
+        })?;
         check_codebook(&tok, &args.path(), &g, &generator, false)?;
         Some(tok)
     } else {
@@ -919,6 +922,16 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     };
     let prefix: Vec<i64> = if let Some(video) = &a.condition_video {
         let tok = tokenizer.as_ref().expect("loaded above");
+        let latent = 1 + (a.condition_frames - 1) / 4;
+        if latent >= grid.t {
+            bail!(
+                "--condition-frames {} is {latent} latent frames, which leaves nothing to generate in a latent grid \
+                 of {} frames: give at most {}",
+                a.condition_frames,
+                grid.t,
+                1 + 4 * grid.t.saturating_sub(2)
+            );
+        }
         let size = (grid.h * 8, grid.w * 8);
         let opts = ReadOptions {
             frames: a.condition_frames,

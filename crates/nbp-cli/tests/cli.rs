@@ -874,7 +874,11 @@ fn user_mistakes_are_named_before_the_work_starts() {
         refused(&["sample", "--prefix-tokens", &p], &[&format!("{name}.npy"), "[T', 8, 8] or [1, T', 8, 8]"]);
     }
     let whole = ids("whole.npy", vec![5, 8, 8]);
-    refused(&["sample", "--prefix-tokens", &whole], &["leave nothing to generate"]);
+    refused(&["sample", "--prefix-tokens", &whole], &["leave nothing to generate in a latent grid of 5 frames"]);
+    refused(
+        &["sample", "--condition-video", "assets/demo/shapes.mp4", "--condition-frames", "21"],
+        &["--condition-frames 21 is 6 latent frames", "latent grid of 5 frames: give at most 13"],
+    );
     // Ids beyond the bundled model's 625 codes, named with the file.
     let mut codes = vec![3; 64];
     codes[10] = 700;

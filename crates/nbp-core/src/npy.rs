@@ -61,8 +61,11 @@ impl NpyArray {
     /// The elements converted to `i64`; floats must hold integral values.
     pub fn to_i64(&self) -> Result<Vec<i64>> {
         let from_float = |x: f64| {
-            if x.fract() == 0.0 {
+            // Beyond ±2^63 a cast would saturate, and the id reported would not be the one in the file.
+            if x.fract() == 0.0 && x.abs() < 9.223_372_036_854_775_807e18 {
                 Ok(x as i64)
+            } else if x.fract() == 0.0 {
+                Err(Error::invalid(format!("npy array holds the value {x:e}, far beyond any integer id")))
             } else {
                 Err(Error::invalid(format!("npy array holds the non-integer value {x} where integer ids are expected")))
             }
@@ -236,5 +239,10 @@ mod tests {
     fn integer_conversion_rejects_fractions() {
         assert_eq!(NpyArray::f32(vec![2], vec![3.0, 4.0]).to_i64().unwrap(), vec![3, 4]);
         assert!(NpyArray::f32(vec![1], vec![3.5]).to_i64().is_err());
+        // Integral but beyond i64: named as it is in the file, not saturated into another id.
+        let big = NpyArray { shape: vec![1], data: NpyData::F64(vec![1e20]) };
+        let e = big.to_i64().unwrap_err().to_string();
+        assert_eq!(e, "npy array holds the value 1e20, far beyond any integer id");
+        assert_eq!(NpyArray::f32(vec![1], vec![-1e18]).to_i64().unwrap(), vec![-999_999_984_306_749_440]);
     }
 }

@@ -112,7 +112,8 @@ pub fn read_prefix_tokens(path: &std::path::Path, grid: &LatentGrid, codebook: u
         return Err(Error::file(
             path,
             format!(
-                "{frames} latent frames leave nothing to generate in a grid of {} (pass a larger --latent-grid)",
+                "{frames} latent frames leave nothing to generate in a latent grid of {} frames: give fewer (a \
+                 larger --latent-grid needs a model with more positions)",
                 grid.t
             ),
         ));
