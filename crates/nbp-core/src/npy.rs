@@ -62,7 +62,7 @@ impl NpyArray {
     pub fn to_i64(&self) -> Result<Vec<i64>> {
         let from_float = |x: f64| {
             // Beyond ±2^63 a cast would saturate, and the id reported would not be the one in the file.
-            if x.fract() == 0.0 && x.abs() < 9.223_372_036_854_775_807e18 {
+            if x.fract() == 0.0 && x.abs() < 2f64.powi(63) {
                 Ok(x as i64)
             } else if x.fract() == 0.0 {
                 Err(Error::invalid(format!("npy array holds the value {x:e}, far beyond any integer id")))
