@@ -1299,7 +1299,7 @@ fn command() -> clap::Command {
         cmd.mut_args(|a| if a.get_action().takes_values() { a.allow_negative_numbers(true) } else { a })
             .mut_subcommands(negatives)
     }
-    negatives(<Cli as clap::CommandFactory>::command())
+    train::show_config_defaults(negatives(<Cli as clap::CommandFactory>::command()))
 }
 
 fn main() -> ExitCode {

@@ -171,6 +171,52 @@ impl TrainArgs {
     }
 }
 
+/// `train` and `train-tokenizer` with each flag's default, taken from the run configs' defaults (the flags
+/// themselves have none: a `--config` file's values stand unless a flag is given).
+pub fn show_config_defaults(cmd: clap::Command) -> clap::Command {
+    cmd.mut_subcommand("train", |c| with_defaults(c, &GeneratorTrainConfig::default()))
+        .mut_subcommand("train-tokenizer", |c| with_defaults(c, &TokenizerTrainConfig::default()))
+}
+
+/// The value of the config field `key` (at the top level or in a nested section such as `schedule`) as a help
+/// text shows it; `None` for fields without a value (`null`: the preset's) or not in the config.
+fn config_default(config: &serde_json::Value, key: &str) -> Option<String> {
+    let nested = || config.as_object()?.values().filter(|v| v.is_object()).find_map(|v| v.get(key));
+    match config.get(key).or_else(nested)? {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(a) => Some(a.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")),
+        // An f32 field (0.01 stored as 0.009999999776482582) is shown as the f32 it is.
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64()?;
+            Some(if f64::from(f as f32) == f { (f as f32).to_string() } else { f.to_string() })
+        }
+        other => Some(other.to_string()),
+    }
+}
+
+fn with_defaults<T: serde::Serialize>(cmd: clap::Command, config: &T) -> clap::Command {
+    let json = serde_json::to_value(config).unwrap_or_default();
+    cmd.mut_args(|a| {
+        let value = a
+            .get_long()
+            .filter(|_| a.get_action().takes_values())
+            .and_then(|l| config_default(&json, &l.replace('-', "_")));
+        let Some(v) = value else { return a };
+        let with = |h: Option<&clap::builder::StyledStr>| {
+            format!("{} [default: {v}]", h.map(|h| h.to_string()).unwrap_or_default())
+        };
+        let long = a.get_long_help().map(|h| with(Some(h)));
+        let short = with(a.get_help());
+        let a = a.help(short);
+        match long {
+            Some(l) => a.long_help(l),
+            None => a,
+        }
+    })
+    .after_help("Without --config the defaults shown apply; with --config, the file's values, which flags override.")
+}
+
 /// An interrupter stopped by Ctrl-C (the trainers then write a checkpoint and return).
 fn ctrl_c_interrupter() -> burn_train::Interrupter {
     let interrupter = burn_train::Interrupter::new();

@@ -539,10 +539,17 @@ fn training_help_explains_the_flags() {
     {
         assert!(out.contains(flag), "{flag} missing in help:\n{out}");
     }
+    // The defaults of the run config, shown with the flags that override it (nested sections and f32 fields
+    // included; none for values the preset decides).
+    for shown in ["Sequences per micro-batch [default: 8]", "Peak learning rate [default: 0.0006]", "[default: 0.01]"] {
+        assert!(out.contains(shown), "{shown} missing in help:\n{out}");
+    }
+    assert!(!out.contains("(overrides the preset) [default"), "{out}");
     let out = text(&cli(&["train-tokenizer", "--help"]));
     for flag in ["--dataset", "--lpips-vgg", "--gan-start", "--crop", "--fsq-levels", "--resume"] {
         assert!(out.contains(flag), "{flag} missing in help:\n{out}");
     }
+    assert!(out.contains("Clips per step [default: 4]") && out.contains("[default: moving-shapes:20000]"), "{out}");
 }
 
 /// The first README command: `nbp-cli sample` with no model arguments, run from the repository root, uses the
