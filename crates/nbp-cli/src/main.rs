@@ -80,7 +80,7 @@ enum TokenizerCommand {
     Decode {
         /// .npy file of token ids.
         input: PathBuf,
-        /// Output: .gif, .mp4/.webm/.mkv/.avi (needs ffmpeg), .png (frame grid), a folder (PNG frames), or .npy
+        /// Output: .gif, .mp4/.webm/.mkv/.avi/.mov (needs ffmpeg), .png (frame grid), a folder (PNG frames), or .npy
         /// (raw float pixels [B, 3, T, H, W], clamped to [0, 1]).
         #[arg(short, long, default_value = "decoded.gif")]
         output: PathBuf,
@@ -141,7 +141,7 @@ enum DatasetCommand {
         /// Frames per clip.
         #[arg(long, default_value_t = 17)]
         frames: usize,
-        /// Frame size: N or HxW.
+        /// Frame size: N or HxW (multiples of 8).
         #[arg(long, default_value = "64", value_parser = parse_resolution)]
         resolution: (usize, usize),
         /// Dataset seed.
@@ -279,7 +279,7 @@ struct SampleArgs {
     /// are nearly tied. Not on wgpu (no bfloat16 type in its shaders).
     #[arg(long, default_value_t = nbp_model::Precision::F32)]
     precision: nbp_model::Precision,
-    /// Output video: .gif, .mp4/.webm, .png (grid) or a folder.
+    /// Output video: .gif, .mp4/.webm/.mkv/.avi/.mov (needs ffmpeg), .png (grid) or a folder (PNG frames).
     #[arg(short, long, default_value = "sample.gif")]
     out: PathBuf,
     /// Frame rate of the output video.
@@ -568,9 +568,10 @@ fn print_clip(path: &Path, report: &nbp_core::video::ReadReport) {
     );
     if report.padded_frames > 0 {
         eprintln!(
-            "warning: {} has only {} frames at this rate; {} black frames were appended",
+            "warning: {} has only {} frames{}; {} black frames were appended",
             path.display(),
             report.available_frames,
+            if report.native_fps.is_some() { " at this rate" } else { "" },
             report.padded_frames
         );
     }

@@ -583,7 +583,7 @@ pub struct EvalFramePredictionArgs {
     /// as the official Kinetics-600 evaluation), 1 for clips of 5 frames.
     #[arg(long)]
     given_frames: Option<usize>,
-    /// Frame size: N or HxW. Default: the size of the latent grid the generator records (8 pixels a token),
+    /// Frame size: N or HxW (multiples of 8). Default: the size of the latent grid the generator records (8 pixels a token),
     /// else the size the tokenizer was trained at when its file records it, else 64x64 for the bundled demo
     /// tokenizer and 128x128 for other files.
     #[arg(long, value_parser = crate::parse_resolution)]

@@ -981,7 +981,7 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
     let (code, text_) = run(&[&base[..], &["--steps", "1", "--batch-size", "2"]].concat());
     assert_eq!(code, Some(0), "{text_}");
     // The validation line shows the mean over the held-out clips (two batches here), as losses.csv records it.
-    let shown = text_.split("validation after epoch 1: Loss ").nth(1).and_then(|t| t.split_whitespace().next());
+    let shown = text_.split("validation at step 1: Loss ").nth(1).and_then(|t| t.split_whitespace().next());
     let csv = std::fs::read_to_string(dir.join("run/losses.csv")).unwrap();
     let mean: f64 = csv.lines().find_map(|l| l.strip_prefix("1,validation loss,")).unwrap().parse().unwrap();
     assert_eq!(shown, Some(format!("{mean:.4}").as_str()), "{text_}\n{csv}");

@@ -526,7 +526,7 @@ impl VideoFormat {
             Some(e) if ["mp4", "mkv", "avi", "mov", "webm"].contains(&e.as_str()) => Ok(Self::Ffmpeg),
             None => Ok(Self::PngFolder),
             Some(e) => Err(Error::invalid(format!(
-                "{}: unknown video extension '.{e}' (use .gif, .mp4, .webm, .mkv, .avi, .png, or a folder name)",
+                "{}: unknown video extension '.{e}' (use .gif, .mp4, .webm, .mkv, .avi, .mov, .png, or a folder name)",
                 path.display()
             ))),
         }

@@ -393,6 +393,8 @@ pub struct RunRenderer {
     started: Instant,
     /// Step count when this session's first step was rendered, for the time left.
     first: Option<usize>,
+    /// The last step rendered: a validation pass follows the checkpoint of that step.
+    step: usize,
 }
 
 /// The renderer of a run of `steps` optimiser steps.
@@ -414,6 +416,7 @@ pub fn renderer(dir: &RunDir, steps: usize, interrupter: &Interrupter, checkpoin
         last: None,
         started: Instant::now(),
         first: None,
+        step: 0,
     }
 }
 
@@ -485,6 +488,7 @@ impl MetricsRendererTraining for RunRenderer {
 
     fn render_train(&mut self, item: TrainingProgress, indicators: Vec<ProgressType>) {
         let step = item.iteration.unwrap_or(0);
+        self.step = step;
         let first = *self.first.get_or_insert(step.saturating_sub(1));
         let due = self.last.is_none_or(|t| t.elapsed().as_secs_f64() >= 5.0) || step == self.steps;
         if due {
@@ -503,11 +507,7 @@ impl MetricsRendererTraining for RunRenderer {
         if let Some(p) = &item.progress
             && p.items_processed >= p.items_total
         {
-            self.line(&format!(
-                "validation after epoch {}: {}",
-                item.global_progress.items_processed,
-                fmt_values(&self.valid_means())
-            ));
+            self.line(&format!("validation at step {}: {}", self.step, fmt_values(&self.valid_means())));
             self.valid.clear();
         }
         if let Some(t) = self.tui.as_mut() {
