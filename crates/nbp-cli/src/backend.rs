@@ -155,18 +155,20 @@ fn first_run_note(arg: DeviceArg, dir: &std::path::Path) -> Option<String> {
     ))
 }
 
-/// Whether CubeCL's autotune cache `dir` (laid out `<version>/device-<type>-<index>-<runtime>/`) has a folder for a
-/// runtime whose name contains `runtime` (`wgpu<wgsl>` and `wgpu<spirv>` are stored as `wgpu_wgsl_`, `wgpu_spirv_`).
+/// The version of CubeCL that Burn 0.21 builds with (`Cargo.lock`'s `cubecl-common`): its autotune results are
+/// kept in a folder of that name, and those of another version are not read.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+const CUBECL_VERSION: &str = "0.10.0";
+
+/// Whether CubeCL's autotune cache `dir` (laid out `<version>/device-<type>-<index>-<runtime>/`) has, for this
+/// build's CubeCL version, a folder for a runtime whose name contains `runtime` (`wgpu<wgsl>` and `wgpu<spirv>` are
+/// stored as `wgpu_wgsl_`, `wgpu_spirv_`).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn has_tuned(dir: &std::path::Path, runtime: &str) -> bool {
-    let Ok(versions) = std::fs::read_dir(dir) else {
+    let Ok(devices) = std::fs::read_dir(dir.join(CUBECL_VERSION)) else {
         return false;
     };
-    versions
-        .flatten()
-        .filter_map(|version| std::fs::read_dir(version.path()).ok())
-        .flat_map(|devices| devices.flatten())
-        .any(|device| device.file_name().to_string_lossy().contains(runtime))
+    devices.flatten().any(|device| device.file_name().to_string_lossy().contains(runtime))
 }
 
 /// Runs `$body` with `$B` bound to the backend type of `$device` and `$dev` to its device.
@@ -247,6 +249,17 @@ mod tests {
         std::fs::create_dir_all(dir.join("0.10.0/device-0-0-cuda")).unwrap();
         assert_eq!(first_run_note(DeviceArg::Cuda, &dir), None);
         std::fs::remove_dir_all(&dir).unwrap();
+        // Results of another CubeCL version are not read: still a first run.
+        std::fs::create_dir_all(dir.join("0.9.0/device-0-0-cuda")).unwrap();
+        assert!(first_run_note(DeviceArg::Cuda, &dir).is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_cubecl_version_is_the_locked_one() {
+        let lock = std::fs::read_to_string(nbp_core::workspace::workspace_path("Cargo.lock")).unwrap();
+        let locked = lock.split("name = \"cubecl-common\"\nversion = \"").nth(1).and_then(|r| r.split('"').next());
+        assert_eq!(locked, Some(CUBECL_VERSION), "update CUBECL_VERSION to Cargo.lock's cubecl-common");
     }
 
     #[cfg(feature = "cuda")]
