@@ -414,6 +414,10 @@ pub fn save_generator_with_info<B: Backend>(
 
 #[cfg(test)]
 mod tests {
+    use nbp_core::blocks::{BlockShape, LatentGrid};
+
+    use super::*;
+
     #[test]
     fn the_condition_vocabulary_of_official_label_and_text_checkpoints() {
         use std::{cell::RefCell, rc::Rc};
@@ -442,10 +446,6 @@ mod tests {
         let bad = args(&[("class_cond_dim", Value::Int(-3))]);
         assert_eq!(official_cond_vocab(Some(&bad), 0, 1), Err("hyper_parameters.args.class_cond_dim is -3".into()));
     }
-
-    use nbp_core::blocks::{BlockShape, LatentGrid};
-
-    use super::*;
 
     #[test]
     fn the_default_block_shape_is_the_trained_one_else_rows() {
