@@ -583,9 +583,9 @@ pub struct EvalFramePredictionArgs {
     /// as the official Kinetics-600 evaluation), 1 for clips of 5 frames.
     #[arg(long)]
     given_frames: Option<usize>,
-    /// Frame size: N or HxW (multiples of 8). Default: the size of the latent grid the generator records (8 pixels a token),
-    /// else the size the tokenizer was trained at when its file records it, else 64x64 for the bundled demo
-    /// tokenizer and 128x128 for other files.
+    /// Frame size: N or HxW (multiples of 8). Default: the size of the latent grid the generator records (8
+    /// pixels a token), else the size the tokenizer was trained at when its file records it, else 64x64 for the
+    /// bundled demo tokenizer and 128x128 for other files.
     #[arg(long, value_parser = crate::parse_resolution)]
     resolution: Option<(usize, usize)>,
     /// Frame rate videos are resampled to before the clip is cut: the rate the generator's token cache was made
@@ -627,7 +627,8 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     let given = a.given_frames.unwrap_or(if frames > 5 { 5 } else { 1 });
     if given >= frames {
         bail!(
-            "--given-frames {given} leaves nothing to predict in clips of {frames} frames: give fewer, or longer clips (--frames)"
+            "--given-frames {given} leaves nothing to predict in clips of {frames} frames: give fewer, or longer \
+             clips (--frames)"
         );
     }
     let opts = ClipOptions { frames, height, width, fps: a.fps, split: Split::Eval };
