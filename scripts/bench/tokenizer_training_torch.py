@@ -5,7 +5,7 @@ Builds the tokenizer of `scripts/fixtures/tokenizer_fixtures.py` (the official s
 and trains it as `nbp-cli train-tokenizer` does: 5-frame clips, random 32x32 crops of 64x64 moving-shapes clips
 drawn like the built-in `moving-shapes-plain` data, L1 + L2 loss, AdamW (0.9, 0.99) without weight decay, gradient
 norm clipped at 1, 100 warm-up steps, then a constant learning rate (no decay). The defaults are the earlier demo
-recipe (batch 1, rounding from the first step); `BATCH=8 NOQ_STEPS=500` is the one of `assets/demo/tokenizer.toml`. Every 250 steps it prints the seconds so far, the
+recipe (batch 1, rounding from the first step); `BATCH=8 NOQ_STEPS=600` is the one of `assets/demo/tokenizer.toml`. Every 250 steps it prints the seconds so far, the
 PSNR of 8 held-out clips next to that of filling each frame with its mean colour (whole frames and their centre
 32x32 crops), the share of the clips' chroma (mean |RGB − grey|) the reconstructions keep, the last training loss, the mean |z| of the encoder output before FSQ and the share of |z| > 2.
 
@@ -24,7 +24,7 @@ Environment (the diagnostics of assets/README.md, "What they can and cannot do")
   THREADS     PyTorch threads (default 2)
   SPEED=k     multiply every shape's speed by k (0: still shapes; the tokenizer's temporal compression is then free)
   LARGE=1     shapes 1.6 times larger (the built-in data's `--large` variant)
-  SINGLE=1    the main shape only, no distractors (the built-in data has no such variant)
+  SINGLE=1    the main shape only, no distractors (the built-in data's `-single` variant)
   LEVELS      FSQ levels (default 8,8,8,5: 2560 codes; 8,8,8,5,5 has 12800)
   SAVE=path   at every validation, write a PNG: the first 4 held-out clips' 5 frames, each above its reconstruction
 """

@@ -205,7 +205,8 @@ struct SampleArgs {
     /// overrides what it records (an nbp .safetensors file keeps the value it records; another one is an error).
     #[arg(long)]
     block_size: Option<usize>,
-    /// Tokenizer for decoding and for --condition-video (default: the tokenizer embedded in an official .ckpt).
+    /// Tokenizer for decoding and for --condition-video. Default: the bundled demo tokenizer with the bundled
+    /// generator, the tokenizer a generator trained by nbp records, or the one embedded in an official .ckpt.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Architecture of a PyTorch tokenizer checkpoint: a preset (official, small, tiny) or a JSON file.

@@ -269,7 +269,7 @@ pub struct TrainTokenizerArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Dataset: moving-shapes[-plain][-large][-single][-fixed][:count], folder:<dir>, csv:<file>,
-    /// ucf:<root>[:<list>], k600:<root>:<list> (README, "Data").
+    /// ucf:<root>[:<list>], k600:<root>[:<list>] (README, "Data").
     #[arg(long)]
     dataset: Option<String>,
     /// Run directory (checkpoints, log, effective config, the final tokenizer.safetensors).
@@ -448,7 +448,7 @@ pub fn train_tokenizer_cmd(args: TrainTokenizerArgs) -> Result<()> {
 #[derive(Args, Debug)]
 pub struct TokenizeDatasetArgs {
     /// Dataset: moving-shapes[-plain][-large][-single][-fixed][:count], folder:<dir>, csv:<file>,
-    /// ucf:<root>[:<list>], k600:<root>:<list> (README, "Data").
+    /// ucf:<root>[:<list>], k600:<root>[:<list>] (README, "Data").
     #[arg(long)]
     dataset: String,
     /// Tokenizer checkpoint (.safetensors, official .pt or generator .ckpt). Default: the bundled demo

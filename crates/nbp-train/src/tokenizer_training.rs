@@ -39,7 +39,7 @@ use burn::lr_scheduler::LrScheduler;
 #[serde(default, deny_unknown_fields)]
 pub struct TokenizerTrainConfig {
     /// Training data (a dataset spec: `moving-shapes:<count>`, `folder:<dir>`, `csv:<file>`, `ucf:<root>[:list]`,
-    /// `k600:<root>:<list>`).
+    /// `k600:<root>[:<list>]`).
     pub dataset: String,
     /// Clip size: frames (`1 + 4n`), height and width (multiples of 8), and frame rate (dataset default if unset).
     pub frames: usize,
