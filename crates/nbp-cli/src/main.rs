@@ -270,6 +270,10 @@ struct SampleArgs {
     /// default (its scale_cfg option). Without it the scale is constant, the usual classifier-free guidance.
     #[arg(long, requires = "cfg_scale")]
     cfg_growing: bool,
+    /// Draw from the whole vocabulary and clamp an id that is not a video code (a condition id, BOV, middle-bos)
+    /// to a code, as the official sampler does (parity); by default only video codes are drawn.
+    #[arg(long)]
+    official_clamp: bool,
     /// Random seed (runs with the same seed on the same backend give the same video).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -975,6 +979,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
             block_shape,
             samples: per_condition,
             options,
+            clamp_non_video: a.official_clamp,
         };
         let out = generate(&g.model, &g.settings, &request, &bar)?;
         if conditions.len() > 1 {

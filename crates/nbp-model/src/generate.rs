@@ -57,6 +57,9 @@ pub struct Request {
     pub block_shape: BlockShape,
     pub samples: usize,
     pub options: SampleOptions,
+    /// Parity with the official sampler: draw from the whole vocabulary and clamp an id that is not a video code
+    /// (a condition id, BOV or middle-bos) to one, reference §7.13. By default only video codes are drawn.
+    pub clamp_non_video: bool,
 }
 
 /// Generated token grids and how long it took.
@@ -68,7 +71,8 @@ pub struct Generated {
     pub steps: usize,
     /// Tokens generated per sample.
     pub new_tokens: usize,
-    /// Generated ids that were not video codes and were clamped (as the official sampler does).
+    /// Generated ids that were not video codes and were clamped (as the official sampler does; with
+    /// [`Request::clamp_non_video`] only).
     pub clamped: usize,
     pub seconds: f64,
 }
@@ -249,6 +253,9 @@ pub fn generate<B: Backend>(
     };
     if let Condition::Tokens(t) = &request.condition {
         schedule.mask.condition_visible = condition_visible(settings, t);
+    }
+    if !request.clamp_non_video {
+        schedule.sampled_from = vocab.video_offset();
     }
     let t0 = Instant::now();
     let ids = sample(model, &schedule, request.samples, &request.options, progress, &mut |_| {})?;

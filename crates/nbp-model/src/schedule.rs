@@ -26,6 +26,10 @@ pub struct Schedule {
     pub generated: usize,
     /// Length of the whole fed sequence (condition, specials, prefix and generated tokens): the KV-cache capacity.
     pub total_len: usize,
+    /// The first id sampling may draw: the ids below it (condition ids and special tokens) are masked out of the
+    /// logits. 0 draws from the whole vocabulary, as the official sampler (which then clamps what is not a video
+    /// code, reference §7.13).
+    pub sampled_from: usize,
 }
 
 impl Schedule {
@@ -51,7 +55,7 @@ impl Schedule {
             done += n;
         }
         let mask = MaskSpec::new(block, false, condition.len());
-        Self { total_len: known.len() + new_tokens, steps, mask, generated: new_tokens }
+        Self { total_len: known.len() + new_tokens, steps, mask, generated: new_tokens, sampled_from: 0 }
     }
 
     /// The official hybrid start (UCF): `[condition | BOV]`, the first `block` video tokens one by one (NTP), then
@@ -91,7 +95,7 @@ impl Schedule {
         }
         let mask = MaskSpec::new(l, true, condition.len());
         let total_len = condition.len() + 1 + prefix.len() + new_tokens + l.saturating_sub(1);
-        Self { steps, mask, generated: new_tokens, total_len }
+        Self { steps, mask, generated: new_tokens, total_len, sampled_from: 0 }
     }
 
     /// Number of forward calls.

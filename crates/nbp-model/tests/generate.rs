@@ -31,6 +31,7 @@ fn request(prefix: Vec<i64>, grid: LatentGrid, block: BlockShape) -> Request {
         block_shape: block,
         samples: 2,
         options: SampleOptions { filter: SamplingFilter::default(), greedy: false, cfg: None },
+        clamp_non_video: false,
     }
 }
 

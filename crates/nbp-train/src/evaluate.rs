@@ -168,8 +168,15 @@ pub fn evaluate_frame_prediction<B: Backend>(
         let x = videos_to_tensor::<B>(std::slice::from_ref(video), device)?;
         let ids: Vec<i64> = tokenizer.encode(x)?.into_data().convert::<i64>().to_vec().expect("int data");
         let prefix = ids[..given_latents * h * w].to_vec();
-        let request =
-            Request { condition: condition.clone(), prefix, grid, block_shape, samples: 1, options: *options };
+        let request = Request {
+            condition: condition.clone(),
+            prefix,
+            grid,
+            block_shape,
+            samples: 1,
+            options: *options,
+            clamp_non_video: false,
+        };
         B::seed(device, seed.wrapping_add(i as u64));
         let out = generate(&generator.model, &generator.settings, &request, &NoProgress)?;
         let decode = |codes: &[i64]| -> Result<Video> {
