@@ -506,6 +506,9 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
     let (model, trained) = crate::load_with_resolution::<B>(&tokenizer, &device)?;
     let (height, width) = a.resolution.unwrap_or(crate::default_resolution(&tokenizer, trained));
     let grid = model.config().latent_shape(a.frames, height, width)?;
+    if let Some(w) = spec.fps_warning(a.fps) {
+        eprintln!("warning: {w}");
+    }
     let opts = ClipOptions {
         frames: a.frames,
         height,
@@ -630,6 +633,9 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
             "--given-frames {given} leaves nothing to predict in clips of {frames} frames: give fewer, or longer \
              clips (--frames)"
         );
+    }
+    if let Some(w) = spec.fps_warning(a.fps) {
+        eprintln!("warning: {w}");
     }
     let opts = ClipOptions { frames, height, width, fps: a.fps, split: Split::Eval };
     let source = Skipping::new(spec.open(&opts, a.data_seed)?);

@@ -190,8 +190,7 @@ fn sample_reproduces_the_official_greedy_hybrid_ids() {
     assert!(text(&o).contains("1 clip ([1, 5, 2]), 15 steps, 48 tokens"), "{}", text(&o));
     assert!(text(&o).contains("sampled ids were not video codes and were clamped"), "{}", text(&o));
     // The official sampler's greedy ids (shifted vocabulary), mapped to codes with the official clamp.
-    let official: Vec<i64> =
-        nbp_core::npy::read_npy(gen_fixture("hybrid_text_greedy.npy")).unwrap().to_i64().unwrap();
+    let official: Vec<i64> = nbp_core::npy::read_npy(gen_fixture("hybrid_text_greedy.npy")).unwrap().to_i64().unwrap();
     let expected: Vec<i64> = official.iter().map(|&id| (id - 14).clamp(0, 63)).collect();
     let ours = nbp_core::npy::read_npy(&out).unwrap();
     assert_eq!(ours.shape, vec![1, 3, 4, 4]);

@@ -214,8 +214,8 @@ impl TokenizerTrainConfig {
             ));
         }
         out.extend(self.schedule.warning(self.steps));
-        if self.fps.is_some() && self.dataset.trim().to_lowercase().starts_with("moving-shapes") {
-            out.push("fps is ignored for the generated moving-shapes data (it has no frame rate)".into());
+        if let Ok(spec) = self.dataset.parse::<DatasetSpec>() {
+            out.extend(spec.fps_warning(self.fps));
         }
         out
     }

@@ -152,6 +152,10 @@ fn default_frame_rates_follow_the_official_scripts() {
     assert_eq!(spec("moving-shapes").default_fps(), None);
     assert_eq!(spec("folder:/r").default_fps(), None);
     assert_eq!(spec("csv:/r.csv").default_fps(), None);
+    // Generated data has no frame rate to resample: asking for one is warned about.
+    assert!(spec("moving-shapes-plain:4").fps_warning(Some(8.0)).unwrap().contains("--fps is ignored"));
+    assert_eq!(spec("moving-shapes").fps_warning(None), None);
+    assert_eq!(spec("folder:/r").fps_warning(Some(8.0)), None);
 }
 
 #[test]

@@ -70,6 +70,12 @@ impl DatasetSpec {
         }
     }
 
+    /// A warning when a frame rate is asked of a dataset that has none (the generated moving shapes).
+    pub fn fps_warning(&self, fps: Option<f64>) -> Option<String> {
+        (fps.is_some() && matches!(self, Self::MovingShapes { .. }))
+            .then(|| "--fps is ignored for the generated moving-shapes data (it has no frame rate)".to_string())
+    }
+
     /// Frame rate clips are read at when [`ClipOptions::fps`] is `None`: 8 for UCF-101, 16 for Kinetics-600
     /// (official training settings), `None` (native rate) otherwise.
     pub fn default_fps(&self) -> Option<f64> {
