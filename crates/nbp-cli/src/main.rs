@@ -1020,8 +1020,8 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     }
     if let Some(tok) = tokenizer.filter(|_| !a.no_decode) {
         let t0 = std::time::Instant::now();
-        let ids = npy_to_indices::<B>(&tokens, &tok, &device)?;
-        let videos = tensor_to_videos(tok.decode_with(ids, &bar))?;
+        // A few clips at a time: the decoder's activations of many clips at once would not fit in memory.
+        let videos = pipeline::decode_in_batches(&tok, &tokens, 8, &bar)?;
         let secs = t0.elapsed().as_secs_f64();
         write_videos(&a.out, &videos, a.fps)?;
         let frames = videos.len() * videos[0].frames;

@@ -58,6 +58,39 @@ pub fn npy_to_indices<B: Backend>(
     Ok(Tensor::from_data(TensorData::new(ids, shape), device))
 }
 
+/// Decodes a `.npy` array of token ids (`[T', H', W']` or `[B, T', H', W']`) `batch` clips at a time, so that the
+/// decoder's activations stay within memory however many clips the array holds; each batch is checked as
+/// [`npy_to_indices`] checks it.
+pub fn decode_in_batches<B: Backend>(
+    tokenizer: &VideoTokenizer<B>,
+    array: &NpyArray,
+    batch: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<Video>> {
+    let device = tokenizer_device(tokenizer);
+    let clips = match array.shape.as_slice() {
+        [_, _, _] => 1,
+        [b, _, _, _] => *b,
+        _ => 0,
+    };
+    if clips == 0 || array.shape.contains(&0) {
+        // A shape no clip can be read from: the error of the whole array.
+        return npy_to_indices(array, tokenizer, &device).map(|_| vec![]);
+    }
+    let clip_shape = &array.shape[array.shape.len() - 3..];
+    let per_clip: usize = clip_shape.iter().product();
+    let ids = array.to_i64()?;
+    let mut videos = Vec::with_capacity(clips);
+    for start in (0..clips).step_by(batch.max(1)) {
+        let n = batch.max(1).min(clips - start);
+        let part: Vec<i32> = ids[start * per_clip..(start + n) * per_clip].iter().map(|&v| v as i32).collect();
+        let shape = [&[n][..], clip_shape].concat();
+        let indices = npy_to_indices(&NpyArray::i32(shape, part), tokenizer, &device)?;
+        videos.extend(tensor_to_videos(tokenizer.decode_with(indices, progress))?);
+    }
+    Ok(videos)
+}
+
 /// Result of [`reconstruct`].
 #[derive(Debug, Clone)]
 pub struct Reconstruction {

@@ -108,3 +108,28 @@ fn official_preset_has_the_reference_layer_list_and_size() {
     assert_eq!(tok.encoder.num_params(), 144_886_790);
     assert_eq!(tok.decoder.num_params(), 225_485_315);
 }
+
+#[test]
+fn clips_decoded_a_few_at_a_time_equal_one_batch() {
+    use nbp_core::npy::NpyArray;
+    use nbp_tokenizer::pipeline::{decode_in_batches, npy_to_indices};
+    let dev = Default::default();
+    let tok = VideoTokenizer::<B>::new(&TokenizerConfig::tiny(), &dev).unwrap();
+    let codebook = tok.codebook_size() as i32;
+    // 3 clips of 2 latent frames of 2x2 tokens.
+    let ids: Vec<i32> = (0..24).map(|i| (i * 7919) % codebook).collect();
+    let array = NpyArray::i32(vec![3, 2, 2, 2], ids);
+    let whole = nbp_core::video::tensor_to_videos(tok.decode(npy_to_indices(&array, &tok, &dev).unwrap())).unwrap();
+    for batch in [1, 2, 3, 8] {
+        let parts = decode_in_batches(&tok, &array, batch, &NoProgress).unwrap();
+        assert_eq!(parts.len(), 3, "batch {batch}");
+        for (a, b) in parts.iter().zip(&whole) {
+            assert_eq!((a.frames, a.height, a.width), (5, 16, 16));
+            assert!(max_diff(&a.data, &b.data) < 1e-6, "batch {batch}");
+        }
+    }
+    // An empty array is the whole array's error, not an empty result.
+    let empty = NpyArray::i32(vec![0, 2, 2, 2], vec![]);
+    let e = decode_in_batches(&tok, &empty, 2, &NoProgress).unwrap_err().to_string();
+    assert!(e.contains("is empty"), "{e}");
+}
