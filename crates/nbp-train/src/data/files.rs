@@ -116,20 +116,8 @@ impl VideoFileSource {
                 format!("label {} is out of range: the dataset has {} classes", bad.label, classes.len()),
             ));
         }
-        let mut used = vec![false; classes.len()];
-        items.iter().for_each(|i| used[i.label] = true);
-        let empty: Vec<&str> = classes.iter().zip(&used).filter(|(_, u)| !**u).map(|(c, _)| c.as_str()).collect();
-        if !empty.is_empty() {
-            let more = if empty.len() > 3 { format!(" and {} more", empty.len() - 3) } else { String::new() };
-            eprintln!(
-                "warning: dataset {name}: {} of its {} classes {} no video ({}{more}); a generator trained on it \
-                 never sees {} condition",
-                empty.len(),
-                classes.len(),
-                if empty.len() == 1 { "has" } else { "have" },
-                if empty.len() == 1 { "its" } else { "their" },
-                empty.iter().take(3).map(|c| format!("'{c}'")).collect::<Vec<_>>().join(", ")
-            );
+        if let Some(w) = empty_classes_warning(&name, &classes, &items) {
+            eprintln!("warning: {w}");
         }
         Ok(Self { name, location: location.into(), items, classes, texts, opts })
     }
@@ -200,6 +188,25 @@ impl ClipSource for VideoFileSource {
     }
 }
 
+/// A warning naming the classes of dataset `name` that no item has (their condition would never be trained).
+fn empty_classes_warning(name: &str, classes: &[String], items: &[VideoItem]) -> Option<String> {
+    let mut used = vec![false; classes.len()];
+    items.iter().for_each(|i| used[i.label] = true);
+    let empty: Vec<String> = classes.iter().zip(&used).filter(|(_, u)| !**u).map(|(c, _)| format!("'{c}'")).collect();
+    if empty.is_empty() {
+        return None;
+    }
+    let more = if empty.len() > 3 { format!(" and {} more", empty.len() - 3) } else { String::new() };
+    let (has, their) = if empty.len() == 1 { ("has", "its") } else { ("have", "their") };
+    Some(format!(
+        "dataset {name}: {n} of its {total} classes {has} no video ({names}{more}); a generator trained on it never \
+         sees {their} condition",
+        n = empty.len(),
+        total = classes.len(),
+        names = empty[..empty.len().min(3)].join(", ")
+    ))
+}
+
 /// The sorted set of class names.
 pub(crate) fn sorted_classes(names: BTreeSet<String>) -> Vec<String> {
     names.into_iter().collect()
@@ -239,4 +246,26 @@ pub(crate) fn keep_existing(items: Vec<VideoItem>, listed_in: &Path, relative_to
         );
     }
     Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_without_videos_are_named() {
+        let classes: Vec<String> = ["a", "b", "c", "d", "e", "f"].map(String::from).to_vec();
+        let item = |label| VideoItem { path: "v.mp4".into(), label };
+        assert_eq!(empty_classes_warning("x", &classes, &(0..6).map(item).collect::<Vec<_>>()), None);
+        assert_eq!(
+            empty_classes_warning("CSV manifest", &classes[..2], &[item(0)]).unwrap(),
+            "dataset CSV manifest: 1 of its 2 classes has no video ('b'); a generator trained on it never sees its \
+             condition"
+        );
+        assert_eq!(
+            empty_classes_warning("x", &classes, &[item(0)]).unwrap(),
+            "dataset x: 5 of its 6 classes have no video ('b', 'c', 'd' and 2 more); a generator trained on it never \
+             sees their condition"
+        );
+    }
 }
