@@ -622,7 +622,12 @@ pub fn train_generator<B: AutodiffBackend>(
     if cache.len() <= config.valid_clips {
         return Err(Error::file(
             &config.tokens,
-            format!("holds {} clips: too few to hold out {} for validation", cache.len(), config.valid_clips),
+            format!(
+                "holds {} clips: too few to hold out {} for validation and train on the rest (lower --valid-clips, \
+                 valid_clips in the config)",
+                cache.len(),
+                config.valid_clips
+            ),
         ));
     }
     let dir = RunDir::create(&config.out)?;

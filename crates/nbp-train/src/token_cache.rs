@@ -215,7 +215,8 @@ pub fn tokenize_dataset<B: burn::prelude::Backend>(
         // Kept, so that every video of the dataset has its clip; but a model learns the black frames as data.
         eprintln!(
             "warning: {padded_clips} of {} clips came from videos shorter than the clip and end in black frames \
-             ({padded_frames} black frames over those clips): fewer --frames or a lower --fps avoids them",
+             ({padded_frames} black frames over those clips): fewer --frames, or a higher --fps up to the videos' \
+             own rate, avoids them",
             cache.len()
         );
     }

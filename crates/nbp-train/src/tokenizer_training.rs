@@ -242,6 +242,7 @@ impl ClipStream {
         let (tx, rx) = mpsc::sync_channel(2);
         std::thread::spawn(move || {
             let mut pass_order: Option<(usize, Vec<usize>)> = None;
+            let mut padding_reported = false;
             for step in from_step..steps {
                 let mut videos = Vec::with_capacity(batch);
                 let mut failed = None;
@@ -255,10 +256,21 @@ impl ClipStream {
                     }
                     let index = pass_order.as_ref().expect("set above").1[pos];
                     match source.clip(index, seed ^ k as u64) {
-                        Ok(c) => videos.push(match crop {
-                            Some(size) => random_crop(&c.video, size, &mut SplitMix::new(seed ^ 0xC80B ^ k as u64)),
-                            None => c.video,
-                        }),
+                        Ok(c) => {
+                            if c.padded > 0 && !padding_reported {
+                                padding_reported = true;
+                                eprintln!(
+                                    "warning: {} is shorter than a clip: {} black frames end it, and the tokenizer \
+                                     learns them as data (further short videos are not reported; fewer --frames, or \
+                                     a higher --fps up to the videos' own rate, avoids them)",
+                                    c.source, c.padded
+                                );
+                            }
+                            videos.push(match crop {
+                                Some(size) => random_crop(&c.video, size, &mut SplitMix::new(seed ^ 0xC80B ^ k as u64)),
+                                None => c.video,
+                            })
+                        }
                         Err(e) => {
                             failed = Some(e);
                             break;
@@ -393,7 +405,8 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let total = train_view.len();
     if total <= config.valid_clips {
         return Err(Error::invalid(format!(
-            "{} has {total} clips: too few to hold out {} for validation",
+            "{} has {total} clips: too few to hold out {} for validation and train on the rest (lower \
+             --valid-clips, valid_clips in the config)",
             config.dataset, config.valid_clips
         )));
     }
@@ -410,7 +423,8 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     valid.reverse();
     if valid.len() < config.valid_clips {
         return Err(Error::invalid(format!(
-            "{}: fewer than {} readable clips to hold out for validation",
+            "{}: with the unreadable videos left out, {} held-out clips would leave none to train on (lower \
+             --valid-clips, valid_clips in the config)",
             config.dataset, config.valid_clips
         )));
     }
