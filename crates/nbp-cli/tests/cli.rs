@@ -1033,6 +1033,11 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
     assert_eq!(code, Some(0), "{text_}");
     assert!(text_.contains("checkpoint at step 3") && text_.contains("model-3.mpk: damaged or truncated"), "{text_}");
     assert!(text_.contains("resuming from the checkpoint at step 2") && text_.contains("done after 4 of 4"), "{text_}");
+    // What the checkpoints learnt from cannot change on resume: here the block shape the tokens are ordered by.
+    let (code, text_) = run(&["train", "--out", &out, "--resume", "--steps", "5", "--block-shape", "1x2x4"]);
+    assert_eq!(code, Some(1), "{text_}");
+    assert!(text_.contains("data.toml: records what the run's checkpoints were trained with"), "{text_}");
+    assert!(text_.contains("block_shape = \"1x1x8\" when the run started, \"1x2x4\" now"), "{text_}");
     // A --steps below the steps done is refused (it would train nothing and report nonsense).
     let (code, text_) = run(&["train", "--out", &out, "--resume", "--steps", "1"]);
     assert_eq!(code, Some(1), "{text_}");

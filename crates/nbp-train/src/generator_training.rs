@@ -652,6 +652,17 @@ pub fn train_generator<B: AutodiffBackend>(
     }
     dir.refuse_other_kind("tokenizer.toml", "tokenizer training")?;
     dir.check_architecture("architecture.toml", &arch, start.is_some())?;
+    // What the checkpoints learnt from, which a resumed run must not swap: the block shape the tokens are ordered
+    // by, and the token cache's grid, classes and tokenizer (another cache with as many classes would otherwise
+    // rename what the class embeddings learnt).
+    let data = toml::toml! {
+        block_shape = (setup.layout.block.to_string())
+        latent_grid = (format!("{}x{}x{}", setup.grid.t, setup.grid.h, setup.grid.w))
+        classes = (cache.info.classes.clone())
+        tokenizer = (cache.info.tokenizer.clone())
+        codebook = (cache.info.codebook as i64)
+    };
+    dir.check_architecture("data.toml", &data, start.is_some())?;
     // The token cache by its absolute path, so that `--resume` from another folder reads the same cache.
     let tokens = config.tokens.canonicalize().unwrap_or_else(|_| config.tokens.clone());
     dir.save_config("generator.toml", &GeneratorTrainConfig { tokens, ..config.clone() })?;

@@ -264,8 +264,8 @@ impl RunDir {
                 return Err(Error::file(
                     &file,
                     format!(
-                        "records the architecture of the run's checkpoints, and this command asks for another ({}): \
-                         resume with the run's own settings (--resume and --out alone read them from the run's \
+                        "records what the run's checkpoints were trained with, and this command asks for something \
+                         else ({}): resume with the run's own settings (--resume and --out alone read them from the run's \
                          config), or choose another --out for a new run",
                         differ.join("; ")
                     ),
