@@ -529,6 +529,7 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
         dataset: spec.absolute().to_string(),
         // Absolute, so that a generator trained on this cache finds it from any folder.
         tokenizer: tokenizer.path().canonicalize().unwrap_or_else(|_| tokenizer.path()).display().to_string(),
+        tokenizer_fingerprint: Some(nbp_core::weights::file_fingerprint(&tokenizer.path())?),
         frames: a.frames,
         height,
         width,

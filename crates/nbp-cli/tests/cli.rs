@@ -1121,3 +1121,34 @@ fn sampling_in_another_layout_than_trained_is_warned_about() {
     assert!(warned(&["--latent-grid", "3x8x8", "--block-shape", "1x1x8"]).is_empty());
     std::fs::remove_file(&ids).ok();
 }
+
+/// A generator names the tokenizer its tokens were made with by path; a file at that path that was retrained or
+/// replaced since is noticed by its fingerprint.
+#[test]
+fn a_replaced_tokenizer_is_noticed() {
+    let dir = workdir("tokenizer-fingerprint");
+    let tok = dir.join("tok.safetensors");
+    std::fs::copy(nbp_core::workspace::workspace_path("assets/demo/tokenizer.safetensors"), &tok).unwrap();
+    let p = |name: &str| dir.join(name).display().to_string();
+    let ok = |args: &[&str]| {
+        let o = cli(args);
+        assert!(o.status.success(), "{args:?}\n{}", text(&o));
+        text(&o)
+    };
+    let (tok_path, tokens, run) = (p("tok.safetensors"), p("t.safetensors"), p("run"));
+    let cache = ["--dataset", "moving-shapes-plain:6", "--frames", "5", "--tokenizer", &tok_path, "--out", &tokens];
+    ok(&[&["tokenize-dataset"][..], &cache].concat());
+    let train = ["--preset", "tiny", "--steps", "1", "--batch-size", "2", "--valid-clips", "2", "--out", &run];
+    ok(&[&["train", "--tokens", &tokens][..], &train].concat());
+    let gen_ = dir.join("run/generator.safetensors").display().to_string();
+    let sample = || ok(&["sample", "--generator", &gen_, "--class", "circle-bounce", "--out", &p("a.gif")]);
+    assert!(!sample().contains("changed since"));
+    // Flip the lowest bit of one weight in the middle of the file (a sampled block of the fingerprint).
+    let mut bytes = std::fs::read(&tok).unwrap();
+    let data = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mid = (bytes.len() - 4096) * 7 / 15 + 100;
+    bytes[data + (mid - data) / 4 * 4] ^= 1;
+    std::fs::write(&tok, &bytes).unwrap();
+    assert!(sample().contains("changed since the generator's training tokens were made with it"));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -42,6 +42,10 @@ pub struct GeneratorInfo {
     /// `--tokenizer` is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
+    /// [`nbp_core::weights::file_fingerprint`] of that tokenizer file when the tokens were made: a file at the
+    /// same path with another fingerprint was retrained or replaced since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_fingerprint: Option<String>,
 }
 
 /// How a checkpoint's model builds and reads sequences (from the official `hyper_parameters.args`).

@@ -660,6 +660,7 @@ pub fn train_generator<B: AutodiffBackend>(
         latent_grid = (format!("{}x{}x{}", setup.grid.t, setup.grid.h, setup.grid.w))
         classes = (cache.info.classes.clone())
         tokenizer = (cache.info.tokenizer.clone())
+        tokenizer_fingerprint = (cache.info.tokenizer_fingerprint.clone().unwrap_or_default())
         codebook = (cache.info.codebook as i64)
     };
     dir.check_architecture("data.toml", &data, start.is_some())?;
@@ -731,6 +732,7 @@ pub fn train_generator<B: AutodiffBackend>(
         latent_grid: Some(cache.info.grid),
         block_shape: Some([b.t, b.h, b.w]),
         tokenizer: Some(cache.info.tokenizer.clone()).filter(|t| !t.is_empty()),
+        tokenizer_fingerprint: cache.info.tokenizer_fingerprint.clone(),
     };
     save_generator_with_info(&model.gpt, &setup.settings, &info, &model_path)?;
     dir.save_classes(&cache.info.classes)?;

@@ -30,6 +30,10 @@ pub struct TokenCacheInfo {
     /// Dataset description, tokenizer file, clip size and frame rate (for the record).
     pub dataset: String,
     pub tokenizer: String,
+    /// [`nbp_core::weights::file_fingerprint`] of the tokenizer file (absent in caches made before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_fingerprint: Option<String>,
     pub frames: usize,
     pub height: usize,
     pub width: usize,
@@ -235,6 +239,7 @@ mod tests {
             class_texts: vec!["a".into(), "b".into()],
             dataset: "test".into(),
             tokenizer: "none".into(),
+            tokenizer_fingerprint: None,
             frames: 5,
             height: 16,
             width: 24,

@@ -33,6 +33,7 @@ fn cache(dir: &Path) -> PathBuf {
         class_texts: vec![],
         dataset: "synthetic".into(),
         tokenizer: "none".into(),
+        tokenizer_fingerprint: None,
         frames: 5,
         height: 16,
         width: 32,
