@@ -725,6 +725,7 @@ pub fn train_generator<B: AutodiffBackend>(
     let LearningResult { model, .. } = training.launch(Learner::new(model, optim, scheduler));
     let seconds = started.elapsed().as_secs_f64();
     let steps_done = dir.latest_checkpoint()?.unwrap_or(0);
+    dir.prune_checkpoints(&["model", "optim", "scheduler"], 2)?;
     let model_path = dir.path().join("generator.safetensors");
     let b = setup.layout.block;
     let info = GeneratorInfo {

@@ -198,6 +198,29 @@ impl RunDir {
         Ok(start.zip(loaded).map(|(step, (m, o))| (step, m, o)))
     }
 
+    /// Removes the checkpoint files of `parts` older than the `keep` latest complete checkpoints, incomplete
+    /// ones among them (a run killed while it wrote a checkpoint leaves parts that the checkpointer's own
+    /// clean-up, which removes the checkpoint `keep` steps back, never reaches). Returns the files removed.
+    pub fn prune_checkpoints(&self, parts: &[&str], keep: usize) -> Result<usize> {
+        let complete = self.checkpoints(parts)?;
+        let Some(&oldest_kept) = complete.len().checked_sub(keep.max(1)).and_then(|i| complete.get(i)) else {
+            return Ok(0);
+        };
+        let dir = self.path.join("checkpoint");
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let path = entry.map_err(|e| Error::io(&dir, e))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let Some(stem) = name.strip_suffix(".mpk") else { continue };
+            let step = parts.iter().find_map(|p| stem.strip_prefix(&format!("{p}-")).and_then(|n| n.parse().ok()));
+            if step.is_some_and(|s: usize| s < oldest_kept) {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The latest complete Learner checkpoint (model, optimiser and scheduler), by steps done.
     pub fn latest_checkpoint(&self) -> Result<Option<usize>> {
         Ok(self.checkpoints(&["model", "optim", "scheduler"])?.last().copied())
@@ -664,6 +687,32 @@ mod tests {
     struct Arch {
         n_layer: usize,
         width: Vec<usize>,
+    }
+
+    #[test]
+    fn pruning_keeps_the_latest_complete_checkpoints_and_drops_leftovers() {
+        let path = std::env::temp_dir().join(format!("nbp-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let dir = RunDir::create(&path).unwrap();
+        let ck = path.join("checkpoint");
+        std::fs::create_dir_all(&ck).unwrap();
+        // A kill left optim-79 and scheduler-79 (model-79 was already removed),
+        // then 80 and 81 are complete, and 82 only has its model.
+        let files = ["optim-79", "scheduler-79", "model-80", "optim-80", "scheduler-80", "model-81", "optim-81"];
+        for f in files.iter().chain(&["scheduler-81", "model-82", "notes"]) {
+            std::fs::write(ck.join(format!("{f}.mpk")), b"x").unwrap();
+        }
+        let parts = ["model", "optim", "scheduler"];
+        assert_eq!(dir.prune_checkpoints(&parts, 2).unwrap(), 2);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        left.sort();
+        let expected =
+            ["model-80", "model-81", "model-82", "notes", "optim-80", "optim-81", "scheduler-80", "scheduler-81"];
+        assert_eq!(left, expected.map(|f| format!("{f}.mpk")));
+        // Fewer complete checkpoints than kept: nothing removed.
+        assert_eq!(dir.prune_checkpoints(&parts, 3).unwrap(), 0);
+        std::fs::remove_dir_all(&path).unwrap();
     }
 
     #[test]
