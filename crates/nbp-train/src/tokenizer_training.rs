@@ -6,7 +6,7 @@
 //! Like generator training, the run is counted in steps, data come from a deterministic stream, checkpoints are
 //! written atomically every `checkpoint_every` steps, at the end and on Ctrl-C, and `--resume` continues exactly.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -464,10 +464,24 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     if gan {
         dir.check_architecture("discriminator.toml", &disc_config, disc_saved)?;
     }
-    // The dataset by its absolute paths, so that `--resume` from another folder reads the same videos.
+    // The dataset and the files the config names by absolute paths, so that `--resume` from another folder reads
+    // the same videos and architecture.
+    let abs = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let preset = if Path::new(&config.preset).is_file() {
+        abs(Path::new(&config.preset)).display().to_string()
+    } else {
+        config.preset.clone()
+    };
     dir.save_config(
         "tokenizer.toml",
-        &TokenizerTrainConfig { dataset: spec.absolute().to_string(), ..config.clone() },
+        &TokenizerTrainConfig {
+            dataset: spec.absolute().to_string(),
+            preset,
+            init_from: config.init_from.as_deref().map(abs),
+            lpips_vgg: config.lpips_vgg.as_deref().map(abs),
+            lpips_lin: config.lpips_lin.as_deref().map(abs),
+            ..config.clone()
+        },
     )?;
     report(&format!("data: {} ({} training clips, {} held out)", source.describe(), n_train, valid.len()));
 
