@@ -230,9 +230,10 @@ struct SampleArgs {
     /// or a folder of frames).
     #[arg(long, conflicts_with = "prefix_tokens")]
     condition_video: Option<PathBuf>,
-    /// Frames of --condition-video to keep (1 + 4n; 5 frames = 2 latent frames, as K600).
-    #[arg(long, default_value_t = 5, requires = "condition_video")]
-    condition_frames: usize,
+    /// Frames of --condition-video to keep (1 + 4n). Default: 5 (2 latent frames, as K600), or 1 when the latent
+    /// grid has only 2 latent frames.
+    #[arg(long, requires = "condition_video")]
+    condition_frames: Option<usize>,
     /// Frame rate --condition-video is resampled to (0 keeps its native rate).
     #[arg(long, default_value_t = 8.0, value_parser = parse_input_rate, requires = "condition_video")]
     condition_fps: f64,
@@ -741,11 +742,8 @@ fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
         npy_output(p, "--save-tokens")?;
         output_folder(p)?;
     }
-    if a.condition_video.is_some() && a.condition_frames % 4 != 1 {
-        bail!(
-            "--condition-frames must be 1 + 4n (1, 5, 9, …: 5 frames are 2 latent frames), got {}",
-            a.condition_frames
-        );
+    if let Some(f) = a.condition_frames.filter(|f| f % 4 != 1) {
+        bail!("--condition-frames must be 1 + 4n (1, 5, 9, …: 5 frames are 2 latent frames), got {f}");
     }
     if a.no_decode && a.save_tokens.is_none() {
         bail!("--no-decode stops at token ids and writes no video: pass --save-tokens FILE.npy to keep them");
@@ -937,19 +935,19 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     };
     let prefix: Vec<i64> = if let Some(video) = &a.condition_video {
         let tok = tokenizer.as_ref().expect("loaded above");
-        let latent = 1 + (a.condition_frames - 1) / 4;
+        let frames = a.condition_frames.unwrap_or(if grid.t > 2 { 5 } else { 1 });
+        let latent = 1 + (frames - 1) / 4;
         if latent >= grid.t {
             bail!(
-                "--condition-frames {} is {latent} latent frames, which leaves nothing to generate in a latent grid \
-                 of {} frames: give at most {}",
-                a.condition_frames,
+                "--condition-frames {frames} is {latent} latent frames, which leaves nothing to generate in a latent \
+                 grid of {} frames: give at most {}",
                 grid.t,
                 1 + 4 * grid.t.saturating_sub(2)
             );
         }
         let size = (grid.h * 8, grid.w * 8);
         let opts = ReadOptions {
-            frames: a.condition_frames,
+            frames,
             fps: (a.condition_fps > 0.0).then_some(a.condition_fps),
             size: Some(size),
             start: ClipStart::Start,

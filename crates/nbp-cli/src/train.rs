@@ -640,6 +640,8 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     }
     let opts = ClipOptions { frames, height, width, fps: a.fps, split: Split::Eval };
     let source = Skipping::new(spec.open(&opts, a.data_seed)?);
+    let rate = opts.fps.or(spec.default_fps()).map_or(String::new(), |f| format!(" at {f} fps"));
+    println!("clips: {} ({frames} frames of {width}x{height}{rate}, from the end)", source.describe());
     let names = source.class_names();
     // The last `clips` readable whole clips, each with the condition of its class for this generator.
     let held_out = nbp_train::evaluate::last_whole_clips(&source, a.clips, a.data_seed, |clip| {

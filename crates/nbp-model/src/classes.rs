@@ -93,6 +93,11 @@ impl NamedCondition {
 /// both vary.
 const GRID_CLASSES: usize = 8;
 
+/// The name of class `i` for messages (a dataset without class folders has one class named "").
+fn class_name(classes: &[String], i: usize) -> String {
+    if classes[i].is_empty() { format!("class {i}") } else { classes[i].clone() }
+}
+
 /// The conditions to generate for `choice`, one generation each. `classes` are the class names a model records
 /// (empty for official checkpoints, whose `Class` is looked up in the UCF-101 table).
 pub fn conditions(
@@ -108,7 +113,7 @@ pub fn conditions(
                 .position(|k| norm(k) == norm(c))
                 .or_else(|| c.trim().parse::<usize>().ok().filter(|&i| i < classes.len()))
                 .ok_or_else(|| Error::invalid(format!("no class '{c}' (classes: {})", classes.join(", "))))?;
-            vec![NamedCondition::new(Condition::Tokens(vec![i as i64]), &classes[i])]
+            vec![NamedCondition::new(Condition::Tokens(vec![i as i64]), class_name(classes, i))]
         }
         ConditionChoice::Class(c) => {
             let class = find_ucf101_class(c)?;
@@ -117,8 +122,8 @@ pub fn conditions(
         }
         ConditionChoice::Ids(ids) => vec![NamedCondition::new(Condition::Tokens(ids.to_vec()), format!("{ids:?}"))],
         ConditionChoice::Label(label) => {
-            let name = usize::try_from(label).ok().and_then(|l| classes.get(l));
-            let name = name.cloned().unwrap_or_else(|| format!("label {label}"));
+            let name = usize::try_from(label).ok().filter(|&l| l < classes.len()).map(|l| class_name(classes, l));
+            let name = name.unwrap_or_else(|| format!("label {label}"));
             vec![NamedCondition::new(Condition::Tokens(vec![label]), name)]
         }
         ConditionChoice::Default if !settings.unconditional && settings.cond_tokens == 1 && !classes.is_empty() => {
@@ -129,7 +134,10 @@ pub fn conditions(
                 let next = (0..n).map(|k| (i * 5 + k) % n).find(|c| !picked.contains(c)).expect("fewer picked than n");
                 picked.push(next);
             }
-            picked.into_iter().map(|i| NamedCondition::new(Condition::Tokens(vec![i as i64]), &classes[i])).collect()
+            picked
+                .into_iter()
+                .map(|i| NamedCondition::new(Condition::Tokens(vec![i as i64]), class_name(classes, i)))
+                .collect()
         }
         ConditionChoice::Default => vec![NamedCondition::new(Condition::None, "unconditional")],
     })
@@ -172,6 +180,9 @@ mod tests {
         assert!(err.starts_with("no class '10' (classes: shape-0 move, shape-1 move"), "{err}");
         assert_eq!(one(ConditionChoice::Label(4))[0].name, "shape-4 move");
         assert_eq!(one(ConditionChoice::Label(-1))[0].name, "label -1");
+        // A dataset without class folders has one class, named "".
+        let unnamed = [String::new()];
+        assert_eq!(conditions(&unnamed, &labelled, ConditionChoice::Default).unwrap()[0].name, "class 0");
         assert_eq!(one(ConditionChoice::Ids(&[7, 8]))[0].condition, Condition::Tokens(vec![7, 8]));
         // Nothing given: 8 different classes, 5 apart modulo the class count, the next free one where that repeats.
         let grid: Vec<String> = [0, 5, 1, 6, 2, 7, 3, 8].iter().map(|i| format!("shape-{i} move")).collect();
