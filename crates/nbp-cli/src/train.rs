@@ -123,7 +123,10 @@ fn base_config<T: serde::de::DeserializeOwned + Default>(
     if let Some(p) = config {
         return Ok(load_toml(p)?);
     }
-    let saved = out.map_or(default_out, Path::to_path_buf).join(name);
+    let run = out.map_or(default_out, Path::to_path_buf);
+    let saved = run.join(name);
+    // Another trainer's run folder: said before anything looks for files that only one kind of run has.
+    nbp_train::run::refuse_other_kind(&run, name)?;
     if resume && saved.is_file() {
         eprintln!("--resume: the run's settings from {} (flags override them)", saved.display());
         return Ok(load_toml(&saved)?);

@@ -650,7 +650,7 @@ pub fn train_generator<B: AutodiffBackend>(
     if let Some(t) = arch.as_table_mut() {
         t.remove("dropout");
     }
-    dir.refuse_other_kind("tokenizer.toml", "tokenizer training")?;
+    dir.refuse_other_kind("generator.toml")?;
     dir.check_architecture("architecture.toml", &arch, start.is_some())?;
     // What the checkpoints learnt from, which a resumed run must not swap: the block shape the tokens are ordered
     // by, and the token cache's grid, classes and tokenizer (another cache with as many classes would otherwise

@@ -239,17 +239,11 @@ impl RunDir {
         Ok(None)
     }
 
-    /// Errors when the directory holds a run of the other trainer (its config file `other`, e.g. `tokenizer.toml`
-    /// in a generator's `--out`): both write `architecture.toml` and their logs under the same names, so the
-    /// second would break the first.
-    pub fn refuse_other_kind(&self, other: &str, kind: &str) -> Result<()> {
-        if self.path.join(other).exists() {
-            return Err(Error::file(
-                &self.path,
-                format!("holds a {kind} run ({other}): choose another --out for this one"),
-            ));
-        }
-        Ok(())
+    /// Errors when the directory holds a run of another trainer ([`refuse_other_kind`]; `own` is the asking
+    /// trainer's config file): both write `architecture.toml` and their logs under the same names, so the second
+    /// would break the first.
+    pub fn refuse_other_kind(&self, own: &str) -> Result<()> {
+        refuse_other_kind(&self.path, own)
     }
 
     /// Writes the effective config as TOML (atomically).
@@ -418,6 +412,26 @@ pub struct RunRenderer {
     first: Option<usize>,
     /// The last step rendered: a validation pass follows the checkpoint of that step.
     step: usize,
+}
+
+/// The config file each trainer saves in its run folder, and what such a folder is.
+const RUN_KINDS: [(&str, &str); 2] = [
+    ("generator.toml", "a generator run (continue it with `nbp-cli train --resume`)"),
+    ("tokenizer.toml", "a tokenizer run (continue it with `nbp-cli train-tokenizer --resume`)"),
+];
+
+/// An error when the folder `run` is another trainer's run: it holds another kind's config file and not `own`
+/// (the config file of the trainer asking). A new run there would mix two kinds of checkpoints.
+pub fn refuse_other_kind(run: &Path, own: &str) -> Result<()> {
+    if run.join(own).is_file() {
+        return Ok(());
+    }
+    match RUN_KINDS.iter().find(|(name, _)| *name != own && run.join(name).is_file()) {
+        Some((_, kind)) => {
+            Err(Error::file(run, format!("is {kind}, not the run this command trains: choose another --out")))
+        }
+        None => Ok(()),
+    }
 }
 
 /// The renderer of a run of `steps` optimiser steps.

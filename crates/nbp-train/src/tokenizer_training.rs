@@ -459,7 +459,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     }
     let disc_config =
         PatchDiscriminatorConfig::new().with_channels(config.disc_channels).with_layers(config.disc_layers);
-    dir.refuse_other_kind("generator.toml", "generator training")?;
+    dir.refuse_other_kind("tokenizer.toml")?;
     dir.check_architecture("architecture.toml", &tconfig, start.is_some())?;
     if gan {
         dir.check_architecture("discriminator.toml", &disc_config, disc_saved)?;

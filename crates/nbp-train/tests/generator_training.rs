@@ -167,7 +167,7 @@ fn a_generator_run_is_refused_in_the_folder_of_a_tokenizer_run() {
     let e = train_generator::<B>(&config(tokens, out.clone(), 2), false, &Default::default(), Interrupter::new())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("holds a tokenizer training run (tokenizer.toml): choose another --out"), "{e}");
+    assert!(e.contains("is a tokenizer run (continue it with `nbp-cli train-tokenizer --resume`), not the run"), "{e}");
     assert!(!out.join("architecture.toml").exists(), "nothing of the tokenizer run was overwritten");
     std::fs::remove_dir_all(&dir).ok();
 }
