@@ -294,6 +294,18 @@ impl ClipStream {
     }
 }
 
+/// A share as a percentage with one decimal, or with as many as its first digit needs below 0.1 % (a few codes
+/// of a codebook of 64 000 would read 0.0 %).
+fn percent(share: f64) -> String {
+    let p = share * 100.0;
+    if p > 0.0 && p < 0.1 {
+        let decimals = (-p.log10()).ceil() as usize;
+        format!("{p:.decimals$}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
 /// A `size × size` window of `video` at a random position.
 fn random_crop(video: &Video, size: usize, rng: &mut SplitMix) -> Video {
     let y0 = rng.below(video.height - size + 1);
@@ -613,12 +625,12 @@ pub fn train_tokenizer<B: AutodiffBackend>(
                 let v = evaluate_reconstruction(&model.valid(), &valid, config.batch_size, device)?;
                 let l = format!(
                     "validation at step {step}: PSNR {:.2} dB (each frame's mean colour: {:.2} dB)  SSIM {:.4}  L1 {:.4}  \
-                     codebook usage {:.1}%",
+                     codebook usage {}",
                     v.psnr,
                     v.psnr_frame_mean,
                     v.ssim,
                     v.l1,
-                    v.codebook_usage * 100.0
+                    percent(v.codebook_usage)
                 );
                 report(&l);
                 dir.log(&l);
@@ -708,6 +720,15 @@ fn last_layer_weight<B: Backend>(model: &VideoTokenizer<B>) -> burn::module::Par
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_shares_keep_their_first_digit() {
+        assert_eq!(percent(0.456), "45.6%");
+        assert_eq!(percent(0.0), "0.0%");
+        assert_eq!(percent(3.0 / 64000.0), "0.005%");
+        assert_eq!(percent(0.0005), "0.05%");
+        assert_eq!(percent(0.001), "0.1%");
+    }
 
     #[test]
     fn frame_mean_colours_average_each_channel_of_each_frame() {
