@@ -669,6 +669,12 @@ pub fn train_generator<B: AutodiffBackend>(
     dir.save_config("generator.toml", &GeneratorTrainConfig { tokens, ..config.clone() })?;
 
     let n_train = cache.len() - config.valid_clips;
+    if n_train < config.batch_size {
+        eprintln!(
+            "warning: a batch of {} sequences is larger than the {n_train} training clips: each batch repeats clips",
+            config.batch_size
+        );
+    }
     let train_clips: Vec<usize> = (0..n_train).collect();
     let valid_clips: Vec<usize> = (n_train..cache.len()).collect();
     let per_step = config.batch_size * config.grad_accumulation;

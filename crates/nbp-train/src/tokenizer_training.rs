@@ -440,6 +440,12 @@ pub fn train_tokenizer<B: AutodiffBackend>(
             config.dataset, config.valid_clips
         )));
     }
+    if n_train < config.batch_size {
+        eprintln!(
+            "warning: a batch of {} clips is larger than the {n_train} training clips: each batch repeats clips",
+            config.batch_size
+        );
+    }
     let source: Arc<dyn ClipSource> = Arc::new(Skipping::with_log(train_view, skipped.clone()).split_at(n_train));
 
     let dir = RunDir::create(&config.out)?;

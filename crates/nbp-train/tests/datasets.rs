@@ -369,6 +369,10 @@ fn csv_manifest_without_labels_and_bad_manifests() {
     assert!(m("path,label\n,x\n").contains("line 2 has an empty path"));
     assert!(m("path,label\n").contains("lists no video"));
     assert!(m("").contains("the manifest is empty"));
+    let err = m("path,label\n\"four.mp4,a\nb.mp4,x\n");
+    assert!(err.contains("line 2 has a quote that is not closed: `\"four.mp4,a`"), "{err}");
+    // A doubled quote inside a quoted field is a quote, not an unclosed one.
+    assert_eq!(parse_manifest("path,label\n\"a \"\"b\"\".mp4\",x\n", &csv).unwrap()[0].0, dir.join("a \"b\".mp4"));
 }
 
 #[test]

@@ -41,6 +41,9 @@ pub fn parse_manifest(text: &str, csv_path: &Path) -> Result<Vec<(PathBuf, Strin
     };
     let mut rows = Vec::new();
     for (n, line) in lines {
+        if line.chars().filter(|&c| c == '"').count() % 2 == 1 {
+            return Err(Error::file(csv_path, format!("line {n} has a quote that is not closed: `{line}`")));
+        }
         let fields = split_fields(line);
         if fields.len() > columns {
             return Err(Error::file(
