@@ -242,10 +242,18 @@ fn ctrl_c_interrupter() -> burn_train::Interrupter {
 }
 
 /// The closing lines of a training command: where it stopped, its speed (`rate`), the exported model, and how to
-/// continue an interrupted run.
-fn report_run(interrupted: bool, steps_done: usize, steps: usize, seconds: f64, rate: &str, model: (&str, &Path)) {
+/// continue an interrupted run (`rate` is `None` for a session that trained nothing).
+fn report_run(
+    interrupted: bool,
+    steps_done: usize,
+    steps: usize,
+    seconds: f64,
+    rate: Option<String>,
+    model: (&str, &Path),
+) {
     let state = if interrupted { "stopped" } else { "done" };
-    println!("{state} after {steps_done} of {steps} steps; {seconds:.1} s this session, {rate}");
+    let rate = rate.map_or(String::new(), |r| format!(", {r}"));
+    println!("{state} after {steps_done} of {steps} steps; {seconds:.1} s this session{rate}");
     println!("{}: {}", model.0, model.1.display());
     if interrupted {
         println!("continue with the same command plus --resume");
@@ -254,8 +262,9 @@ fn report_run(interrupted: bool, steps_done: usize, steps: usize, seconds: f64, 
 
 fn generator<B: AutodiffBackend>(config: &GeneratorTrainConfig, resume: bool, device: B::Device) -> Result<()> {
     let run = train_generator::<B>(config, resume, &device, ctrl_c_interrupter())?;
-    let rate = format!("{:.2} sequences/s ({:.0} tokens/s)", run.sequences_per_second, run.tokens_per_second);
-    report_run(run.interrupted, run.steps_done, config.steps, run.seconds, &rate, ("generator", &run.model_path));
+    let rate = (run.sequences_per_second > 0.0)
+        .then(|| format!("{:.2} sequences/s ({:.0} tokens/s)", run.sequences_per_second, run.tokens_per_second));
+    report_run(run.interrupted, run.steps_done, config.steps, run.seconds, rate, ("generator", &run.model_path));
     Ok(())
 }
 
@@ -436,8 +445,8 @@ impl TrainTokenizerArgs {
 
 fn tokenizer<B: AutodiffBackend>(config: &TokenizerTrainConfig, resume: bool, device: B::Device) -> Result<()> {
     let run = train_tokenizer::<B>(config, resume, &device, ctrl_c_interrupter(), &mut |l| println!("{l}"))?;
-    let rate = format!("{:.2} clips/s", run.clips_per_second);
-    report_run(run.interrupted, run.steps_done, config.steps, run.seconds, &rate, ("tokenizer", &run.model_path));
+    let rate = (run.clips_per_second > 0.0).then(|| format!("{:.2} clips/s", run.clips_per_second));
+    report_run(run.interrupted, run.steps_done, config.steps, run.seconds, rate, ("tokenizer", &run.model_path));
     Ok(())
 }
 

@@ -642,8 +642,11 @@ pub fn train_generator<B: AutodiffBackend>(
     } else {
         dir.refuse_existing()?
     };
-    if resume && start.is_none() {
-        eprintln!("--resume: {} holds no checkpoint yet, so this is a new run", dir.path().display());
+    match start {
+        None if resume => eprintln!("--resume: {} holds no checkpoint yet, so this is a new run", dir.path().display()),
+        Some(step) if step >= config.steps => eprintln!("--resume: the run has done its {step} steps already"),
+        Some(step) => eprintln!("resumed from step {step}"),
+        None => {}
     }
     // Dropout is not part of what the checkpoints hold: a resumed run may change it.
     let mut arch = toml::Value::try_from(&setup.gpt).map_err(|e| Error::invalid(format!("model config: {e}")))?;
@@ -663,7 +666,7 @@ pub fn train_generator<B: AutodiffBackend>(
         tokenizer_fingerprint = (cache.info.tokenizer_fingerprint.clone().unwrap_or_default())
         codebook = (cache.info.codebook as i64)
     };
-    dir.check_architecture("data.toml", &data, start.is_some())?;
+    dir.check_data("data.toml", &data, start.is_some())?;
     // The token cache by its absolute path, so that `--resume` from another folder reads the same cache.
     let tokens = config.tokens.canonicalize().unwrap_or_else(|_| config.tokens.clone());
     dir.save_config("generator.toml", &GeneratorTrainConfig { tokens, ..config.clone() })?;

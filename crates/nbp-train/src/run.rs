@@ -258,6 +258,16 @@ impl RunDir {
     /// architecture gets an error naming the differing fields, not a failed load of the checkpoint. A run
     /// directory from before this record existed is not checked.
     pub fn check_architecture<T: Serialize>(&self, name: &str, arch: &T, resume: bool) -> Result<()> {
+        self.check_recorded(name, arch, resume, true)
+    }
+
+    /// [`RunDir::check_architecture`] for what the checkpoints learnt from (`data.toml`): fields that the record
+    /// does not hold (recorded only since a later version) are not compared.
+    pub fn check_data<T: Serialize>(&self, name: &str, data: &T, resume: bool) -> Result<()> {
+        self.check_recorded(name, data, resume, false)
+    }
+
+    fn check_recorded<T: Serialize>(&self, name: &str, arch: &T, resume: bool, strict: bool) -> Result<()> {
         let file = self.path.join(name);
         let now = toml::Value::try_from(arch).map_err(|e| Error::invalid(format!("config does not serialise: {e}")))?;
         if resume && file.exists() {
@@ -274,7 +284,7 @@ impl RunDir {
                     differ.push(format!("{key} = {old} when the run started, {new} now"));
                 }
             }
-            for (key, new) in b.iter().filter(|(k, _)| !a.iter().any(|(ka, _)| ka == k)) {
+            for (key, new) in b.iter().filter(|(k, _)| strict && !a.iter().any(|(ka, _)| ka == k)) {
                 differ.push(format!("{key} = (none) when the run started, {new} now"));
             }
             if !differ.is_empty() {
@@ -748,6 +758,21 @@ mod tests {
         dir.check_architecture("architecture.toml", &arch, true).unwrap();
         dir.check_architecture("architecture.toml", &other, false).unwrap();
         dir.check_architecture("architecture.toml", &other, true).unwrap();
+        // A field the record does not hold is a difference for the architecture, not for the data record (it
+        // was recorded only since a later version).
+        #[derive(Serialize)]
+        struct Wider {
+            n_layer: usize,
+            width: Vec<usize>,
+            heads: usize,
+        }
+        let wider = Wider { n_layer: 3, width: vec![8, 32], heads: 4 };
+        let err = dir.check_architecture("architecture.toml", &wider, true).unwrap_err().to_string();
+        assert!(err.contains("heads = (none) when the run started, 4 now"), "{err}");
+        dir.check_data("data.toml", &other, true).unwrap();
+        dir.check_data("data.toml", &wider, true).unwrap();
+        let err = dir.check_data("data.toml", &Wider { heads: 5, ..wider }, true).unwrap_err().to_string();
+        assert!(err.contains("heads = 4 when the run started, 5 now"), "{err}");
         std::fs::remove_dir_all(&path).unwrap();
     }
 
