@@ -170,50 +170,28 @@ fn gen_fixture(name: &str) -> String {
 fn sample_reproduces_the_official_greedy_hybrid_ids() {
     let dir = workdir("sample-hybrid");
     let out = dir.join("ids.npy");
-    let o = cli(&[
-        "sample",
-        "--generator",
-        &gen_fixture("hybrid_text.ckpt"),
-        "--condition-ids",
-        "1,5,2",
-        "--latent-grid",
-        "3x4x4",
-        "--greedy",
-        "--no-decode",
-        "--save-tokens",
-        out.to_str().unwrap(),
-        "--mode",
-        "hybrid",
-        "--official-clamp",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("1 clip ([1, 5, 2]), 15 steps, 48 tokens"), "{}", text(&o));
-    assert!(text(&o).contains("sampled ids were not video codes and were clamped"), "{}", text(&o));
+    let generator = gen_fixture("hybrid_text.ckpt");
+    let greedy = |extra: &[&str]| {
+        let args = ["sample", "--generator", &generator, "--condition-ids", "1,5,2", "--latent-grid", "3x4x4"];
+        let o = cli(&[&args[..], &["--greedy", "--no-decode", "--save-tokens", out.to_str().unwrap()], extra].concat());
+        assert!(o.status.success(), "{}", text(&o));
+        (text(&o), nbp_core::npy::read_npy(&out).unwrap())
+    };
+    let (log, ours) = greedy(&["--mode", "hybrid", "--official-clamp"]);
+    assert!(log.contains("1 clip ([1, 5, 2]), 15 steps, 48 tokens"), "{log}");
+    assert!(log.contains("sampled ids were not video codes and were clamped"), "{log}");
     // The official sampler's greedy ids (shifted vocabulary), mapped to codes with the official clamp.
     let official: Vec<i64> = nbp_core::npy::read_npy(gen_fixture("hybrid_text_greedy.npy")).unwrap().to_i64().unwrap();
     let expected: Vec<i64> = official.iter().map(|&id| (id - 14).clamp(0, 63)).collect();
-    let ours = nbp_core::npy::read_npy(&out).unwrap();
     assert_eq!(ours.shape, vec![1, 3, 4, 4]);
     assert_eq!(&ours.to_i64().unwrap()[..24], &expected[..]);
 
     // By default only video codes are drawn: the same ids up to the first place where the official sampler drew
     // another id (this random model does), then others, and nothing to clamp.
     let first_other = official.iter().position(|&id| id < 14).expect("the fixture draws a non-video id");
-    let o = cli(&[
-        "sample",
-        "--generator",
-        &gen_fixture("hybrid_text.ckpt"),
-        "--condition-ids",
-        "1,5,2",
-        "--latent-grid",
-        "3x4x4",
-        "--greedy",
-        "--no-decode",
-        "--save-tokens",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success() && !text(&o).contains("clamped"), "{}", text(&o));
-    let codes = nbp_core::npy::read_npy(&out).unwrap().to_i64().unwrap();
+    let (log, codes) = greedy(&[]);
+    assert!(!log.contains("clamped"), "{log}");
+    let codes = codes.to_i64().unwrap();
     assert_eq!(&codes[..first_other], &expected[..first_other]);
     assert_ne!(&codes[..24], &expected[..]);
     std::fs::remove_dir_all(&dir).ok();
