@@ -13,7 +13,9 @@ pub struct SamplingFilter {
     /// Keep the `k` largest logits (ties with the `k`-th are kept). `None` keeps all.
     pub top_k: Option<usize>,
     /// Keep the smallest set of most likely tokens whose probability reaches `p` (the first token crossing the
-    /// threshold is kept, and so is the most likely token). `None` or `1.0` keeps all.
+    /// threshold is kept, and so is the most likely token). `None` or `1.0` keeps all. Tokens whose logit equals
+    /// the last kept one are kept too: the official code keeps those of them that its (unstable) sort happens to
+    /// put first, an order no other implementation can reproduce; exact ties of float logits are rare.
     pub top_p: Option<f64>,
 }
 
