@@ -101,10 +101,6 @@ pub fn sample<B: Backend>(
         }
         _ => None,
     };
-    // `[1, V]`, `true` for the ids that may not be drawn.
-    let not_sampled = Tensor::<B, 1, Int>::arange(0..vocab as i64, &device)
-        .lower_elem(schedule.sampled_from as i64)
-        .unsqueeze_dim::<2>(0);
     let mut generated = Tensor::<B, 2, Int>::zeros([batch, schedule.generated.max(1)], &device);
     let mut done = 0;
     progress.start("sampling", schedule.len());
@@ -130,11 +126,9 @@ pub fn sample<B: Backend>(
             let s = if g.growing { g.scale * step_index as f64 } else { g.scale };
             last = last.mul_scalar(1.0 + s) - uncond.mul_scalar(s);
         }
-        let last = if schedule.sampled_from > 0 {
-            last.mask_fill(not_sampled.clone().expand([batch * step.predict, vocab]), f32::NEG_INFINITY)
-        } else {
-            last
-        };
+        // The ids that may not be drawn (condition ids, special tokens) get no probability.
+        let from = schedule.sampled_from.min(vocab);
+        let last = if from > 0 { last.slice_fill([0..batch * step.predict, 0..from], f32::NEG_INFINITY) } else { last };
         let last = if options.filter.temperature != 1.0 { last.div_scalar(options.filter.temperature) } else { last };
         on_logits(&last);
         let next = if options.greedy {
