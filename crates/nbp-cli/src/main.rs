@@ -694,8 +694,7 @@ pub(crate) fn recorded_tokenizer<B: Backend>(g: &nbp_model::LoadedGenerator<B>, 
     match g.info.tokenizer.as_deref().map(PathBuf::from) {
         Some(p) if p.is_file() => {
             eprintln!("tokenizer {} (the one the generator's training tokens were made with)", p.display());
-            let now = nbp_core::weights::file_fingerprint(&p)?;
-            if g.info.tokenizer_fingerprint.as_ref().is_some_and(|then| *then != now) {
+            if g.info.tokenizer_changed(&p)? {
                 eprintln!(
                     "warning: {} changed since the generator's training tokens were made with it (retrained or \
                      replaced): its codes may not mean what the generator learnt; pass --tokenizer with the file \

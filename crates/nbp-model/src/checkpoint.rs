@@ -48,6 +48,17 @@ pub struct GeneratorInfo {
     pub tokenizer_fingerprint: Option<String>,
 }
 
+impl GeneratorInfo {
+    /// Whether the tokenizer file at `path` is not the one the training tokens were made with: its fingerprint
+    /// differs from the recorded one (`false` when none was recorded).
+    pub fn tokenizer_changed(&self, path: &Path) -> Result<bool> {
+        match &self.tokenizer_fingerprint {
+            Some(then) => Ok(*then != nbp_core::weights::file_fingerprint(path)?),
+            None => Ok(false),
+        }
+    }
+}
+
 /// How a checkpoint's model builds and reads sequences (from the official `hyper_parameters.args`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GeneratorSettings {
