@@ -140,9 +140,9 @@ pub struct ReadOptions {
 /// (official rule, reference §4.2): every frame when `native ≤ target`, otherwise
 /// `n = int(len / native · target)` indices `floor(linspace(0, len − 1, n))`, computed as numpy does
 /// (`i · ((len − 1) / (n − 1))` in f64, the last index exactly `len − 1`), so that an index that numpy rounds
-/// just below an integer is taken one lower here too (1 % of UCF-101's lengths at 25 → 8 fps have one). A video
-/// shorter than one target frame interval (a still image, 3 frames at 30 fps for 8 fps) keeps its first frame,
-/// where the official rule would keep none.
+/// just below an integer is taken one lower here too (30 of the lengths 2 to 3000 frames at 25 → 8 fps have
+/// one). A video shorter than one target frame interval (a still image, 3 frames at 30 fps for 8 fps) keeps its
+/// first frame, where the official rule would keep none.
 pub fn resample_indices(len: usize, native_fps: f64, target_fps: f64) -> Vec<usize> {
     if native_fps <= target_fps || len == 0 {
         return (0..len).collect();
