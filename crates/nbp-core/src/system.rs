@@ -4,11 +4,15 @@
 
 use crate::{Error, Result};
 
-/// Total memory in bytes (`MemTotal` of `/proc/meminfo`), `None` where it cannot be read.
+/// Total memory in bytes (`MemTotal` of `/proc/meminfo`, read once), `None` where it cannot be read.
 pub fn total_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?.parse().ok()?;
-    kb.checked_mul(1024)
+    static TOTAL: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kb: u64 =
+            meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?.parse().ok()?;
+        kb.checked_mul(1024)
+    })
 }
 
 /// An error when `bytes` (`None`: more than `u128` holds) is more than this machine's memory: `what` names the
