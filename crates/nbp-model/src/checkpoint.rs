@@ -361,6 +361,15 @@ pub fn load_generator<B: Backend>(
         .unconditional
         .or_else(|| arg(args.as_ref(), "unconditional").and_then(|v| v.as_bool()))
         .unwrap_or(cond_tokens == 0);
+    if !hybrid && !unconditional && trained_without_bov(args.as_ref()) {
+        return Err(Error::file(
+            path,
+            "a conditional generator without the hybrid start that was trained without a begin-of-video token \
+             (hyper_parameters.args.starts_with_bov is false): its condition ids are not shifted and it never \
+             predicts its first block (reference §2.4, §2.6), a layout nbp does not load. The released UCF (hybrid) \
+             and K600 (unconditional) checkpoints do not use it",
+        ));
+    }
     let cond_vocab = if unconditional {
         0
     } else {
@@ -375,13 +384,22 @@ pub fn load_generator<B: Backend>(
     Ok(LoadedGenerator { model, settings, info: GeneratorInfo::default() })
 }
 
+/// Whether the hyper-parameters `args` record training without the begin-of-video token. The official
+/// non-hybrid conditional model cannot train with it (reference §7.8), so its files are laid out without one:
+/// unshifted condition ids, video codes right after them, a first block that is never predicted (§2.4, §2.6). That
+/// layout is not ours, and reading it as ours would misplace every id: it is refused.
+fn trained_without_bov(args: Option<&Value>) -> bool {
+    arg(args, "starts_with_bov").and_then(|v| v.as_bool()) == Some(false)
+}
+
 /// Codes of the official tokenizer (FSQ levels 8, 8, 8, 5, 5, 5).
 const OFFICIAL_CODEBOOK: usize = 64_000;
 
 /// The condition vocabulary of a conditional official checkpoint of `v` ids with `specials` special tokens (BOV
 /// and the middle-bos placeholders), from its `hyper_parameters.args`: the number of classes of a label model is
 /// `class_cond_dim` (reference §2.4; `cond_stage_vocab_size` is read too), or else what `v` leaves beside the
-/// codes (`first_stage_vocab_size`, 64 000 by default) and the specials; a text model embeds LLaMA-2 ids (32 000).
+/// official tokenizer's 64 000 codes and the specials (the official model ignores `--first_stage_vocab_size`, whose
+/// default is 16 384, reference §7.9, so it is not read); a text model embeds LLaMA-2 ids (32 000).
 fn official_cond_vocab(args: Option<&Value>, v: usize, specials: usize) -> std::result::Result<usize, String> {
     let int = |name: &str| arg(args, name).and_then(|v| v.as_i64());
     if let Some((name, n)) =
@@ -395,7 +413,7 @@ fn official_cond_vocab(args: Option<&Value>, v: usize, specials: usize) -> std::
     if arg(args, "cond_stage_key").and_then(|k| k.as_str().map(str::to_string)).as_deref() != Some("label") {
         return Ok(32000);
     }
-    let codes = int("first_stage_vocab_size").and_then(|n| usize::try_from(n).ok()).unwrap_or(OFFICIAL_CODEBOOK);
+    let codes = OFFICIAL_CODEBOOK;
     codes.checked_add(specials).and_then(|n| v.checked_sub(n)).filter(|&n| n > 0).ok_or_else(|| {
         format!(
             "a label-conditional checkpoint whose hyper_parameters record no class_cond_dim, and whose vocabulary of \
@@ -450,8 +468,9 @@ mod tests {
         // Not recorded: what the vocabulary leaves beside the codes and the specials (BOV, middle-bos).
         let a = args(&[("cond_stage_key", label.clone())]);
         assert_eq!(official_cond_vocab(Some(&a), 64_000 + 16 + 101, 16), Ok(101));
-        let a = args(&[("cond_stage_key", label.clone()), ("first_stage_vocab_size", Value::Int(625))]);
-        assert_eq!(official_cond_vocab(Some(&a), 625 + 1 + 16, 1), Ok(16));
+        // The official model ignores --first_stage_vocab_size (its default 16 384 included): 64 000 codes.
+        let a = args(&[("cond_stage_key", label.clone()), ("first_stage_vocab_size", Value::Int(16384))]);
+        assert_eq!(official_cond_vocab(Some(&a), 64_000 + 1 + 101, 1), Ok(101));
         let e = official_cond_vocab(Some(&args(&[("cond_stage_key", label)])), 64_001, 1).unwrap_err();
         assert!(e.contains("leaves no classes beside 64000 codes and 1 special tokens"), "{e}");
         // Text models (and checkpoints without hyper_parameters) embed LLaMA-2 ids.
@@ -460,6 +479,15 @@ mod tests {
         assert_eq!(official_cond_vocab(None, 96_016, 16), Ok(32000));
         let bad = args(&[("class_cond_dim", Value::Int(-3))]);
         assert_eq!(official_cond_vocab(Some(&bad), 0, 1), Err("hyper_parameters.args.class_cond_dim is -3".into()));
+    }
+
+    #[test]
+    fn a_layout_without_the_begin_of_video_token_is_recognised() {
+        use std::{cell::RefCell, rc::Rc};
+        let args = |bov: Value| Value::Dict(Rc::new(RefCell::new(vec![(Value::Str("starts_with_bov".into()), bov)])));
+        assert!(trained_without_bov(Some(&args(Value::Bool(false)))));
+        assert!(!trained_without_bov(Some(&args(Value::Bool(true)))));
+        assert!(!trained_without_bov(None), "not recorded: the project's layout, with BOV");
     }
 
     #[test]

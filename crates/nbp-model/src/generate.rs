@@ -11,6 +11,7 @@ use nbp_core::vocab::{Conditioning, Vocabulary};
 use nbp_core::{Error, Result};
 
 use crate::checkpoint::GeneratorSettings;
+use crate::config::GptConfig;
 use crate::gpt::Gpt;
 use crate::sampling::{SampleOptions, sample};
 use crate::schedule::Schedule;
@@ -150,14 +151,22 @@ pub fn condition_visible(settings: &GeneratorSettings, condition: &[i64]) -> Vec
     condition.iter().map(|&c| !(text && c == TEXT_PAD_ID)).collect()
 }
 
-/// Runs a generation.
-pub fn generate<B: Backend>(
-    model: &Gpt<B>,
-    settings: &GeneratorSettings,
-    request: &Request,
-    progress: &dyn Progress,
-) -> Result<Generated> {
-    let vocab = vocabulary(settings, model.config().vocab_size)?;
+/// A checked request laid out for sampling: what [`generate`] feeds the model and how it maps the sampled ids
+/// back to tokenizer codes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub vocab: Vocabulary,
+    pub layout: BlockLayout,
+    /// The prefix codes in block order.
+    pub prefix_blocks: Vec<i64>,
+    /// The steps, the mask rule (with the condition tokens it hides) and the ids sampling may draw.
+    pub schedule: Schedule,
+}
+
+/// Checks `request` against the model (`config`, `settings`) and lays it out: the vocabulary, the block layout of
+/// the latent grid, the prefix in block order and the schedule of steps. Errors name what does not fit.
+pub fn plan(config: &GptConfig, settings: &GeneratorSettings, request: &Request) -> Result<Plan> {
+    let vocab = vocabulary(settings, config.vocab_size)?;
     if request.block_shape.size() != settings.block {
         return Err(Error::invalid(format!(
             "block shape {} has {} tokens but the model predicts blocks of {}",
@@ -168,7 +177,7 @@ pub fn generate<B: Backend>(
     }
     // A grid beyond the model's positions is refused before its layout (a permutation of its tokens) is built.
     let [t, h, w] = [request.grid.t, request.grid.h, request.grid.w].map(|n| n as u128);
-    if t * h * w > model.config().block_size as u128 {
+    if t * h * w > config.block_size as u128 {
         return Err(Error::invalid(format!(
             "a latent grid of {}x{}x{} ({} tokens) is larger than the model's {} positions: use fewer latent frames \
              (fewer frames) or a smaller grid",
@@ -176,7 +185,7 @@ pub fn generate<B: Backend>(
             request.grid.h,
             request.grid.w,
             t * h * w,
-            model.config().block_size
+            config.block_size
         )));
     }
     let layout = BlockLayout::new(request.grid, request.block_shape)?;
@@ -257,6 +266,18 @@ pub fn generate<B: Backend>(
     if !request.clamp_non_video {
         schedule.sampled_from = vocab.video_offset();
     }
+    Ok(Plan { vocab, layout, prefix_blocks, schedule })
+}
+
+/// Runs a generation.
+pub fn generate<B: Backend>(
+    model: &Gpt<B>,
+    settings: &GeneratorSettings,
+    request: &Request,
+    progress: &dyn Progress,
+) -> Result<Generated> {
+    let Plan { vocab, layout, prefix_blocks, schedule } = plan(model.config(), settings, request)?;
+    let new_tokens = schedule.generated;
     let t0 = Instant::now();
     let ids = sample(model, &schedule, request.samples, &request.options, progress, &mut |_| {})?;
     let ids = ids.into_data().convert::<i64>().into_vec::<i64>().map_err(|e| Error::invalid(format!("{e:?}")))?;

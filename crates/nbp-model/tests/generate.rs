@@ -5,7 +5,7 @@ use burn::prelude::*;
 use nbp_core::blocks::{BlockShape, LatentGrid};
 use nbp_core::filter::SamplingFilter;
 use nbp_core::progress::NoProgress;
-use nbp_model::generate::{Condition, Request, generate, vocabulary};
+use nbp_model::generate::{Condition, Request, generate, plan, vocabulary};
 use nbp_model::sampling::SampleOptions;
 use nbp_model::{GeneratorSettings, Gpt, GptConfig};
 
@@ -171,4 +171,15 @@ fn text_padding_is_hidden_as_the_official_masks_hide_it() {
     let unpadded = [1, 7, 9, 5, 4, 3, 3, 3];
     let moved = first_logits(&m, &unpadded).iter().zip(&before).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(moved > 1e-3, "visible condition tokens move the logits ({moved})");
+
+    // `generate` samples with that mask: its plan hides the padding of a text condition and nothing of a label.
+    let mut r = request(vec![], LatentGrid::new(2, 4, 4), BlockShape::new(1, 1, 4));
+    r.condition = Condition::Tokens(padded.to_vec());
+    let p = plan(m.config(), &small, &r).unwrap();
+    assert_eq!(p.schedule.mask.condition_visible, [true, true, true, true, true, false, false, false]);
+    assert_eq!(p.schedule.sampled_from, p.vocab.video_offset(), "only video codes are drawn");
+    let hybrid_small = GeneratorSettings { hybrid: true, ..small.clone() };
+    let hm = model(&hybrid_small, 16);
+    let p = plan(hm.config(), &hybrid_small, &r).unwrap();
+    assert_eq!(p.schedule.mask.condition_visible, [true; 8], "the hybrid model sees its padding");
 }
