@@ -486,6 +486,12 @@ pub struct TokenizeDatasetArgs {
     /// Take clips from the centre of each video (evaluation rule) instead of a random start (seeded).
     #[arg(long)]
     center: bool,
+    /// Clips taken from each video, each from its own random start (clip k with seed --seed + k). The official
+    /// loader draws a new start every epoch; a cache holds fixed clips, so several per video let a generator see
+    /// more of each video. Validation in `nbp-cli train` then holds out whole videos. Not with --center (one
+    /// centre) or moving shapes (every clip is another video already: raise its :count).
+    #[arg(long, default_value_t = 1)]
+    clips_per_video: usize,
     /// Clips per encoder batch.
     #[arg(long, default_value_t = 4)]
     batch: usize,
@@ -512,6 +518,22 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
     crate::output_folder(&a.out)?;
     if a.batch == 0 {
         bail!("--batch must be at least 1");
+    }
+    if a.clips_per_video == 0 {
+        bail!("--clips-per-video must be at least 1");
+    }
+    if a.clips_per_video > 1 && a.center {
+        bail!(
+            "--clips-per-video {} with --center: a video has one centre clip; leave one of them out",
+            a.clips_per_video
+        );
+    }
+    if a.clips_per_video > 1 && matches!(spec, DatasetSpec::MovingShapes { .. }) {
+        bail!(
+            "--clips-per-video {}: moving-shapes clips have no video to take more clips from (each is drawn anew); \
+             raise the clip count instead (e.g. --dataset moving-shapes:4000)",
+            a.clips_per_video
+        );
     }
     let tokenizer =
         crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() };
@@ -546,12 +568,14 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
         height,
         width,
         fps: a.fps.or(spec.default_fps()),
+        clips_per_video: a.clips_per_video,
     };
     let started = std::time::Instant::now();
     let cache = tokenize_dataset(source.as_ref(), &log, &model, info, a.batch, a.seed, &device, &Bar::default())?;
     cache.save(&a.out)?;
+    let per_video = if a.clips_per_video > 1 { format!(" ({} per video)", a.clips_per_video) } else { String::new() };
     println!(
-        "{} clips → {} ({}×{}×{} tokens each) in {:.1} s",
+        "{} clips{per_video} → {} ({}×{}×{} tokens each) in {:.1} s",
         cache.len(),
         a.out.display(),
         grid[0],

@@ -456,6 +456,14 @@ fn train_both_models_on_real_videos_resume_and_sample() {
         &tokens,
     ]);
     assert!(out.contains("4 clips") && out.contains("2×2×2 tokens each"), "{out}");
+    // Two clips from each video: validation then holds out whole videos.
+    let tokens2 = p("tokens2.safetensors");
+    let cache2 = ["--dataset", &data, "--tokenizer", &tokenizer, "--frames", "5", "--resolution", "16"];
+    let out = run(&[&["tokenize-dataset", "--clips-per-video", "2", "--out", &tokens2][..], &cache2].concat());
+    assert!(out.contains("8 clips (2 per video)") && out.matches("warning: skipped").count() == 1, "{out}");
+    let train2 = ["--preset", "tiny", "--steps", "1", "--batch-size", "2", "--valid-clips", "1", "--out", &p("gen2")];
+    let out = run(&[&["train", "--tokens", &tokens2][..], &train2].concat());
+    assert!(out.contains("holds out 2 clips for --valid-clips 1: the last 1 video whole (2 clips each)"), "{out}");
 
     let gen_out = p("gen");
     let gen_args = |steps: &'static str| {
@@ -870,6 +878,15 @@ fn user_mistakes_are_named_before_the_work_starts() {
     refused(
         &["tokenize-dataset", "--dataset", "moving-shapes:3", "-o", &path("tokens.npy")],
         &["tokens.npy: a token cache is a safetensors file: give --out a name ending in .safetensors"],
+    );
+    let cache = path("tokens.safetensors");
+    refused(
+        &["tokenize-dataset", "--dataset", "moving-shapes:3", "--clips-per-video", "2", "-o", &cache],
+        &["moving-shapes clips have no video to take more clips from", "--dataset moving-shapes:4000"],
+    );
+    refused(
+        &["tokenize-dataset", "--dataset", "folder:assets/demo", "--clips-per-video", "2", "--center", "-o", &cache],
+        &["--clips-per-video 2 with --center: a video has one centre clip"],
     );
     // The bundled model's latent grid is 5x8x8: a prefix must be one clip of whole 8x8 frames, shorter than 5.
     for (name, shape) in [("batch2", vec![2, 2, 8, 8]), ("flat", vec![16, 8]), ("empty", vec![1, 0, 8, 8])] {

@@ -619,14 +619,15 @@ pub fn train_generator<B: AutodiffBackend>(
     }
     let cache = Arc::new(TokenCache::load(&config.tokens)?);
     let setup = setup(config, &cache)?;
-    if cache.len() <= config.valid_clips {
+    // Whole videos are held out: clips of one video on both sides would score the model on what it trained on.
+    let held_out = cache.info.whole_videos(config.valid_clips);
+    if cache.len() <= held_out {
         return Err(Error::file(
             &config.tokens,
             format!(
-                "holds {} clips: too few to hold out {} for validation and train on the rest (lower --valid-clips, \
-                 valid_clips in the config)",
+                "holds {} clips: too few to hold out {held_out} for validation and train on the rest (lower \
+                 --valid-clips, valid_clips in the config)",
                 cache.len(),
-                config.valid_clips
             ),
         ));
     }
@@ -671,7 +672,17 @@ pub fn train_generator<B: AutodiffBackend>(
     let tokens = config.tokens.canonicalize().unwrap_or_else(|_| config.tokens.clone());
     dir.save_config("generator.toml", &GeneratorTrainConfig { tokens, ..config.clone() })?;
 
-    let n_train = cache.len() - config.valid_clips;
+    if held_out != config.valid_clips {
+        let videos = held_out / cache.info.clips_per_video;
+        println!(
+            "validation holds out {held_out} clips for --valid-clips {}: the last {videos} video{} whole ({} clips \
+             each)",
+            config.valid_clips,
+            if videos == 1 { "" } else { "s" },
+            cache.info.clips_per_video,
+        );
+    }
+    let n_train = cache.len() - held_out;
     if n_train < config.batch_size {
         eprintln!(
             "warning: a batch of {} sequences is larger than the {n_train} training clips: each batch repeats clips",

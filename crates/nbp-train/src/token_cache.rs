@@ -38,6 +38,26 @@ pub struct TokenCacheInfo {
     pub height: usize,
     pub width: usize,
     pub fps: Option<f64>,
+    /// Clips taken from each video, each from its own random start, stored one video after another (1 in caches
+    /// made before it was recorded).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub clips_per_video: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+impl TokenCacheInfo {
+    /// `clips` rounded up to whole videos: how many clips from the end of the cache to hold out so that no video
+    /// has clips on both sides.
+    pub fn whole_videos(&self, clips: usize) -> usize {
+        clips.div_ceil(self.clips_per_video.max(1)) * self.clips_per_video.max(1)
+    }
 }
 
 /// Token grids and labels in memory.
@@ -166,30 +186,36 @@ pub fn tokenize_dataset<B: burn::prelude::Backend>(
     device: &B::Device,
     progress: &dyn nbp_core::progress::Progress,
 ) -> Result<TokenCache> {
+    let per_video = info.clips_per_video.max(1);
     let mut cache = TokenCache::new(info);
-    progress.start("tokenizing", source.len());
-    let indices: Vec<usize> = (0..source.len()).collect();
+    progress.start("tokenizing", source.len() * per_video);
+    // Video-major: the clips of a video are neighbours, so that validation can hold out whole videos. Clip `k` of
+    // a video draws its start with the seed `seed + k`.
+    let pairs: Vec<(usize, u64)> = (0..source.len()).flat_map(|i| (0..per_video as u64).map(move |k| (i, k))).collect();
+    let mut unreadable = std::collections::HashSet::new();
     let (mut padded_clips, mut padded_frames) = (0, 0);
-    for chunk in indices.chunks(batch.max(1)) {
+    for chunk in pairs.chunks(batch.max(1)) {
         let mut clips = Vec::with_capacity(chunk.len());
-        for &i in chunk {
-            match source.clip(i, seed) {
+        for &(i, k) in chunk {
+            if unreadable.contains(&i) {
+                continue;
+            }
+            let failed = match source.clip(i, seed.wrapping_add(k)) {
                 Ok(c) => {
                     padded_clips += usize::from(c.padded > 0);
                     padded_frames += c.padded;
                     clips.push(c);
+                    continue;
                 }
-                Err(Error::File { path, message }) => {
-                    if skipped.record(path.display().to_string(), message.clone()) {
-                        eprintln!("warning: skipped {}: {message}", path.display());
-                    }
-                }
-                Err(Error::Io { path, error: source }) => {
-                    if skipped.record(path.display().to_string(), source.to_string()) {
-                        eprintln!("warning: skipped {}: {source}", path.display());
-                    }
-                }
+                Err(Error::File { path, message }) => (path, message),
+                Err(Error::Io { path, error }) => (path, error.to_string()),
                 Err(e) => return Err(e),
+            };
+            // A video that cannot be read gives no clip at all (its other clips are not tried).
+            unreadable.insert(i);
+            let (path, message) = failed;
+            if skipped.record(path.display().to_string(), message.clone()) {
+                eprintln!("warning: skipped {}: {message}", path.display());
             }
         }
         progress.advance(chunk.len());
@@ -229,6 +255,8 @@ pub fn tokenize_dataset<B: burn::prelude::Backend>(
 
 #[cfg(test)]
 mod tests {
+    use nbp_core::progress::NoProgress;
+
     use super::*;
 
     fn info() -> TokenCacheInfo {
@@ -244,7 +272,75 @@ mod tests {
             height: 16,
             width: 24,
             fps: None,
+            clips_per_video: 1,
         }
+    }
+
+    /// Videos whose clips are patterns set by the video and the seed (so each start is another clip); video 2
+    /// cannot be read.
+    struct Greys;
+
+    impl crate::data::ClipSource for Greys {
+        fn len(&self) -> usize {
+            4
+        }
+        fn clip(&self, index: usize, seed: u64) -> Result<crate::data::Clip> {
+            if index == 2 {
+                return Err(Error::file("broken.mp4", "truncated"));
+            }
+            // A pattern of the video and the seed: pixel i is bright where bit (i + 7·index + 13·seed) of a word is set.
+            let data = (0..3 * 5 * 16 * 16)
+                .map(|i| ((0x9E37_79B9_u64 >> ((i + 7 * index + 13 * seed as usize) % 32)) & 1) as f32)
+                .collect();
+            let video = nbp_core::video::Video::new(5, 16, 16, data)?;
+            let source = format!("video{index}");
+            Ok(crate::data::Clip { video, label: index % 2, text: String::new(), source, padded: 0 })
+        }
+        fn class_names(&self) -> Vec<String> {
+            vec!["a".into(), "b".into()]
+        }
+        fn describe(&self) -> String {
+            "greys".into()
+        }
+    }
+
+    #[test]
+    fn several_clips_per_video_are_neighbours_and_validation_holds_out_whole_videos() {
+        type B = burn::backend::Flex;
+        let dev = Default::default();
+        let config = nbp_tokenizer::TokenizerConfig::preset("tiny").unwrap();
+        let tokenizer = nbp_tokenizer::VideoTokenizer::<B>::new(&config, &dev).unwrap();
+        let grid = config.latent_shape(5, 16, 16).unwrap();
+        let codebook = tokenizer.codebook_size();
+        let make = |clips_per_video: usize| {
+            let info = TokenCacheInfo { grid, codebook, frames: 5, height: 16, width: 16, clips_per_video, ..info() };
+            let log = crate::data::SkipLog::new();
+            let cache = tokenize_dataset(&Greys, &log, &tokenizer, info, 2, 10, &dev, &NoProgress).unwrap();
+            (cache, log.entries())
+        };
+        let (one, skipped) = make(1);
+        assert_eq!((one.len(), one.labels.clone()), (3, vec![0, 1, 1]));
+        assert_eq!(skipped.len(), 1);
+        let (three, skipped) = make(3);
+        assert_eq!(skipped.len(), 1, "an unreadable video is skipped once: {skipped:?}");
+        assert_eq!(three.labels, [0, 0, 0, 1, 1, 1, 1, 1, 1], "video-major, the broken video left out");
+        // Clip k of a video starts with the seed 10 + k: clip 0 is the clip of a one-per-video cache.
+        for v in 0..3 {
+            assert_eq!(three.clip(3 * v), one.clip(v), "video {v}");
+            assert_ne!(three.clip(3 * v), three.clip(3 * v + 1), "video {v}: its clips differ");
+        }
+        // 4 clips to hold out are 2 whole videos of 3 clips; a cache of one clip per video holds out 4.
+        assert_eq!(three.info.whole_videos(4), 6);
+        assert_eq!(one.info.whole_videos(4), 4);
+        // Recorded in the file, and absent (1) in caches made before it was.
+        let dir = std::env::temp_dir().join(format!("nbp-token-cache-cpv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        three.save(dir.join("c.safetensors")).unwrap();
+        assert_eq!(TokenCache::load(dir.join("c.safetensors")).unwrap().info.clips_per_video, 3);
+        let json = serde_json::to_string(&one.info).unwrap();
+        assert!(!json.contains("clips_per_video"), "{json}");
+        assert_eq!(serde_json::from_str::<TokenCacheInfo>(&json).unwrap().clips_per_video, 1);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -38,6 +38,7 @@ fn cache(dir: &Path) -> PathBuf {
         height: 16,
         width: 32,
         fps: None,
+        clips_per_video: 1,
     };
     let mut c = TokenCache::new(info);
     for k in 0..48i64 {
