@@ -659,6 +659,13 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
                 "PSNR {:.2} dB  SSIM {:.4}{over}  (encode {:.2} s, decode {:.2} s, tokens {:?})",
                 r.psnr, r.ssim, r.encode_seconds, r.decode_seconds, r.indices.shape
             );
+            if let Some((psnr, ssim)) = r.official {
+                println!(
+                    "PSNR {psnr:.2} dB  SSIM {ssim:.4} over the first {} frames (the official tokenizer_eval.py \
+                     leaves out the last frame)",
+                    r.scored_frames - 1
+                );
+            }
         }
         TokenizerCommand::Info { model } => {
             let tok = load::<B>(&model, &device)?;

@@ -60,6 +60,13 @@ fn reconstruct_encode_and_decode_a_real_video() {
     assert!(out.contains("native 30.00 fps, 24 frames after resampling"), "{out}");
     let psnr: f64 = out.split("PSNR ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     assert!(psnr.is_finite() && psnr > 0.0, "{out}");
+    // Also scored as the official tokenizer_eval.py scores: the 17 frames but the last (another SSIM here).
+    let ssim_of =
+        |line: &str| -> f64 { line.split("SSIM ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap() };
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("PSNR ")).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[1].ends_with("over the first 16 frames (the official tokenizer_eval.py leaves out the last frame)"));
+    assert!(ssim_of(lines[1]) > 0.0 && ssim_of(lines[1]) != ssim_of(lines[0]), "{out}");
     assert!(std::fs::metadata(&gif).unwrap().len() > 1000);
     // A clip longer than the video ends in black padding, which the metrics leave out.
     let mut args = vec!["tokenizer", "reconstruct", v, "-o", gif.to_str().unwrap(), "--resolution", "32"];
@@ -67,6 +74,7 @@ fn reconstruct_encode_and_decode_a_real_video() {
     args.extend(t.iter().map(String::as_str));
     let o = cli(&args);
     assert!(o.status.success() && text(&o).contains(" over the 24 frames read (not the padding)"), "{}", text(&o));
+    assert!(!text(&o).contains("tokenizer_eval.py"), "no official score of a padded clip: {}", text(&o));
 
     // encode → decode gives the same tokens and a decodable video.
     let ids2 = dir.join("ids2.npy");

@@ -103,6 +103,9 @@ pub struct Reconstruction {
     pub ssim: f64,
     /// Frames of each clip the metrics cover (the black padding of a short video left out).
     pub scored_frames: usize,
+    /// Mean PSNR and SSIM as the official `tokenizer_eval.py` scores them: every frame but the last (16 of 17),
+    /// reference §1.10. `None` for single frames and for clips with padding.
+    pub official: Option<(f64, f64)>,
     pub encode_seconds: f64,
     pub decode_seconds: f64,
 }
@@ -127,13 +130,17 @@ pub fn reconstruct<B: Backend>(
     let n = clips.len() as f64;
     let frames = clips.first().map_or(0, |c| c.frames);
     let scored = real_frames.unwrap_or(frames).clamp(1, frames.max(1));
-    let mut psnr = 0.0;
-    let mut ssim = 0.0;
-    for (a, b) in clips.iter().zip(&output) {
-        let (a, b) = (a.frames_range(0, scored)?, b.frames_range(0, scored)?);
-        psnr += metrics::psnr(&a, &b)? / n;
-        ssim += if a.height >= 11 && a.width >= 11 { metrics::ssim(&a, &b)? / n } else { f64::NAN };
-    }
+    let score = |frames: usize| -> Result<(f64, f64)> {
+        let (mut psnr, mut ssim) = (0.0, 0.0);
+        for (a, b) in clips.iter().zip(&output) {
+            let (a, b) = (a.frames_range(0, frames)?, b.frames_range(0, frames)?);
+            psnr += metrics::psnr(&a, &b)? / n;
+            ssim += if a.height >= 11 && a.width >= 11 { metrics::ssim(&a, &b)? / n } else { f64::NAN };
+        }
+        Ok((psnr, ssim))
+    };
+    let (psnr, ssim) = score(scored)?;
+    let official = if frames > 1 && scored == frames { Some(score(frames - 1)?) } else { None };
     Ok(Reconstruction {
         input: clips,
         output,
@@ -141,6 +148,7 @@ pub fn reconstruct<B: Backend>(
         psnr,
         ssim,
         scored_frames: scored,
+        official,
         encode_seconds: (t1 - t0).as_secs_f64(),
         decode_seconds: (t2 - t1).as_secs_f64(),
     })
