@@ -50,7 +50,8 @@ pub struct TrainArgs {
     /// nbp, ntp (block size 1) or hybrid (NTP for the first block, then NBP).
     #[arg(long)]
     mode: Option<String>,
-    /// label (one condition token per class) or none.
+    /// label (one condition token per class), text (UCF-101 class names as the official UCF generator's 8 LLaMA-2
+    /// token ids; with --mode hybrid) or none.
     #[arg(long)]
     condition: Option<String>,
     /// Probability per batch of training with the null condition (for classifier-free guidance).

@@ -61,6 +61,39 @@ pub fn find_ucf101_class(query: &str) -> Result<UcfClass> {
         })
 }
 
+/// The 8 LLaMA-2 ids (unshifted) of the UCF-101 class named `name`, by directory name or text (case, spaces, `_`
+/// and `-` ignored; not by label number): the condition of a text-conditional generator trained on UCF-101
+/// classes, as the official UCF generator takes them.
+pub fn ucf101_text_ids(name: &str) -> Result<Vec<i64>> {
+    if name.trim().parse::<usize>().is_ok() {
+        return Err(Error::invalid(format!("'{name}' is a number, not a UCF-101 class name")));
+    }
+    find_ucf101_class(name).map(|c| c.token_ids)
+}
+
+/// The condition ids (unshifted) of class `i` of `classes` for a generator of `settings`: the label itself for a
+/// model with one condition token, the UCF-101 text ids of the class's name for a text model (several tokens).
+pub fn class_condition(settings: &GeneratorSettings, classes: &[String], i: usize) -> Result<Vec<i64>> {
+    if settings.cond_tokens <= 1 {
+        return Ok(vec![i as i64]);
+    }
+    let name = classes.get(i).map(String::as_str).unwrap_or_default();
+    let ids = ucf101_text_ids(name).map_err(|e| {
+        Error::invalid(format!(
+            "class '{name}': a text-conditional generator takes the UCF-101 class names as the official UCF \
+             generator's LLaMA-2 ids, and {e}"
+        ))
+    })?;
+    if ids.len() != settings.cond_tokens {
+        return Err(Error::invalid(format!(
+            "class '{name}' has {} UCF-101 text ids, but the generator takes {} condition tokens",
+            ids.len(),
+            settings.cond_tokens
+        )));
+    }
+    Ok(ids)
+}
+
 /// What a user asked to condition a generation on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConditionChoice<'a> {
@@ -112,8 +145,13 @@ pub fn conditions(
                 .iter()
                 .position(|k| norm(k) == norm(c))
                 .or_else(|| c.trim().parse::<usize>().ok().filter(|&i| i < classes.len()))
+                // A UCF-101 class by its text ("apply eye makeup" for ApplyEyeMakeup).
+                .or_else(|| {
+                    let ucf = ucf101_text_ids(c).ok().and_then(|_| find_ucf101_class(c).ok())?;
+                    classes.iter().position(|k| norm(k) == norm(&ucf.name))
+                })
                 .ok_or_else(|| Error::invalid(format!("no class '{c}' (classes: {})", classes.join(", "))))?;
-            vec![NamedCondition::new(Condition::Tokens(vec![i as i64]), class_name(classes, i))]
+            vec![NamedCondition::new(Condition::Tokens(class_condition(settings, classes, i)?), class_name(classes, i))]
         }
         ConditionChoice::Class(c) => {
             let class = find_ucf101_class(c)?;
@@ -126,7 +164,7 @@ pub fn conditions(
             let name = name.unwrap_or_else(|| format!("label {label}"));
             vec![NamedCondition::new(Condition::Tokens(vec![label]), name)]
         }
-        ConditionChoice::Default if !settings.unconditional && settings.cond_tokens == 1 && !classes.is_empty() => {
+        ConditionChoice::Default if !settings.unconditional && !classes.is_empty() => {
             let n = classes.len();
             let mut picked: Vec<usize> = Vec::with_capacity(GRID_CLASSES);
             for i in 0..n.min(GRID_CLASSES) {
@@ -136,8 +174,11 @@ pub fn conditions(
             }
             picked
                 .into_iter()
-                .map(|i| NamedCondition::new(Condition::Tokens(vec![i as i64]), class_name(classes, i)))
-                .collect()
+                .map(|i| {
+                    let ids = class_condition(settings, classes, i)?;
+                    Ok(NamedCondition::new(Condition::Tokens(ids), class_name(classes, i)))
+                })
+                .collect::<Result<_>>()?
         }
         ConditionChoice::Default => vec![NamedCondition::new(Condition::None, "unconditional")],
     })

@@ -9,7 +9,7 @@ use nbp_core::metrics::psnr;
 use nbp_core::progress::NoProgress;
 use nbp_core::video::{Video, tensor_to_videos, videos_to_tensor};
 use nbp_core::{Error, Result};
-use nbp_model::classes::find_ucf101_class;
+use nbp_model::classes::{class_condition, find_ucf101_class};
 use nbp_model::generate::{Condition, Request, generate};
 use nbp_model::sampling::SampleOptions;
 use nbp_model::{GeneratorSettings, LoadedGenerator};
@@ -64,7 +64,7 @@ pub fn clip_condition(settings: &GeneratorSettings, classes: &[String], name: &s
                     + if classes.len() > 8 { ", …" } else { "" }
             ))
         })?;
-        return Ok(Condition::Tokens(vec![i as i64]));
+        return Ok(Condition::Tokens(class_condition(settings, classes, i)?));
     }
     if settings.cond_tokens == 1 {
         return if label < settings.cond_vocab.max(1) {

@@ -62,7 +62,9 @@ pub struct GeneratorTrainConfig {
     pub block_shape: String,
     /// `nbp` (one block per step), `ntp` (block size 1) or `hybrid` (NTP for the first block, then NBP).
     pub mode: String,
-    /// `label` (one condition token per class) or `none` (unconditional, e.g. frame prediction).
+    /// `label` (one condition token per class), `text` (UCF-101 class names as the 8 LLaMA-2 ids the official
+    /// UCF generator takes; hybrid mode, as the official UCF recipe) or `none` (unconditional, e.g. frame
+    /// prediction).
     pub condition: String,
     /// Probability per batch of replacing the condition by the null embedding (classifier-free guidance).
     pub p_drop_cond: f64,
@@ -145,8 +147,15 @@ impl GeneratorTrainConfig {
         if !["nbp", "ntp", "hybrid"].contains(&self.mode.as_str()) {
             return bad(format!("unknown mode '{}' (use nbp, ntp or hybrid)", self.mode));
         }
-        if !["label", "none"].contains(&self.condition.as_str()) {
-            return bad(format!("unknown condition '{}' (use label or none)", self.condition));
+        if !["label", "text", "none"].contains(&self.condition.as_str()) {
+            return bad(format!("unknown condition '{}' (use label, text or none)", self.condition));
+        }
+        if self.condition == "text" && self.mode != "hybrid" {
+            return bad(format!(
+                "condition text trains the official UCF layout, with the hybrid start (--mode hybrid), not mode {}: \
+                 without it the official masks hide each text's padding, which differs between classes",
+                self.mode
+            ));
         }
         if !["zeros", "grid"].contains(&self.pos_init.as_str()) {
             return bad(format!("unknown pos_init '{}' (use zeros or grid)", self.pos_init));
@@ -195,6 +204,8 @@ pub struct GeneratorSetup {
     pub vocab: Vocabulary,
     pub layout: BlockLayout,
     pub grid: LatentGrid,
+    /// The condition ids (unshifted) of each class of the token cache: its label, or its UCF-101 text ids.
+    pub conditions: Vec<Vec<i64>>,
 }
 
 /// Derives the model and its sequence layout.
@@ -205,10 +216,11 @@ pub fn setup(config: &GeneratorTrainConfig, cache: &TokenCache) -> Result<Genera
     let shape = config.block_shape_for(grid)?;
     let layout = BlockLayout::new(grid, shape)?;
     let classes = cache.info.classes.len().max(1);
-    let conditioning = if config.condition == "label" {
-        Conditioning::Text { vocab: classes, tokens: 1 }
-    } else {
-        Conditioning::Unconditional
+    let conditioning = match config.condition.as_str() {
+        "label" => Conditioning::Text { vocab: classes, tokens: 1 },
+        // The LLaMA-2 vocabulary, as the official UCF generator (reference §2.4).
+        "text" => Conditioning::Text { vocab: 32000, tokens: 8 },
+        _ => Conditioning::Unconditional,
     };
     let hybrid = config.mode == "hybrid";
     let vocab = Vocabulary::new(cache.info.codebook, conditioning, hybrid, shape.size())?;
@@ -218,6 +230,15 @@ pub fn setup(config: &GeneratorTrainConfig, cache: &TokenCache) -> Result<Genera
         unconditional: conditioning == Conditioning::Unconditional,
         cond_tokens: conditioning.tokens(),
         cond_vocab: conditioning.vocab(),
+    };
+    let conditions = if settings.unconditional {
+        vec![]
+    } else {
+        let names = &cache.info.classes;
+        (0..classes)
+            .map(|i| nbp_model::classes::class_condition(&settings, names, i))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| Error::file(&config.tokens, format!("{e} (condition label takes any class names)")))?
     };
     let probe = training_sequence(&vocab, &vec![0; conditioning.tokens()], &vec![0; grid.len()])?;
     let mut gpt = GptConfig::preset(&config.preset, vocab.size(), conditioning.tokens())?.with_dropout(config.dropout);
@@ -236,7 +257,7 @@ pub fn setup(config: &GeneratorTrainConfig, cache: &TokenCache) -> Result<Genera
         gpt.block_size = probe.input.len() + shape.size();
     }
     gpt.validate()?;
-    Ok(GeneratorSetup { gpt, settings, vocab, layout, grid })
+    Ok(GeneratorSetup { gpt, settings, vocab, layout, grid, conditions })
 }
 
 /// One training sequence.
@@ -255,7 +276,8 @@ pub struct TokenStream {
     order: Vec<u32>,
     layout: BlockLayout,
     vocab: Vocabulary,
-    conditional: bool,
+    /// Condition ids of each class (empty for an unconditional model).
+    conditions: Arc<Vec<Vec<i64>>>,
     pkeep: f64,
     p_drop_cond: f64,
     batch: usize,
@@ -289,7 +311,7 @@ impl TokenStream {
             order,
             layout: setup.layout.clone(),
             vocab: setup.vocab,
-            conditional: !setup.settings.unconditional,
+            conditions: Arc::new(setup.conditions.clone()),
             pkeep: if corrupt { config.pkeep } else { 1.0 },
             p_drop_cond: if corrupt { config.p_drop_cond } else { 0.0 },
             batch: config.batch_size,
@@ -301,7 +323,7 @@ impl TokenStream {
         let clip = self.order[k] as usize;
         let raster: Vec<i64> = self.cache.clip(clip).iter().map(|&c| c as i64).collect();
         let codes = self.layout.to_blocks(&raster);
-        let condition = if self.conditional { vec![self.cache.labels[clip] as i64] } else { vec![] };
+        let condition = self.conditions.get(self.cache.labels[clip] as usize).cloned().unwrap_or_default();
         let mut seq = training_sequence(&self.vocab, &condition, &codes)?;
         if self.pkeep < 1.0 {
             let mut rng = SplitMix::new(self.seed ^ 0xC0DE_0000_0000 ^ k as u64);

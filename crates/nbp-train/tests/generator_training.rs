@@ -26,10 +26,15 @@ fn temp(name: &str) -> PathBuf {
 /// 48 clips of a 2×2×4 grid whose tokens follow the class: token i of class c is (3c + i + shift) mod 16 where
 /// the shift is the clip's first token (so the first block is free and the rest follows from it).
 fn cache(dir: &Path) -> PathBuf {
+    cache_of(dir, (0..4).map(|c| format!("class{c}")).collect())
+}
+
+/// [`cache`] with other class names.
+fn cache_of(dir: &Path, classes: Vec<String>) -> PathBuf {
     let info = TokenCacheInfo {
         grid: [2, 2, 4],
         codebook: 16,
-        classes: (0..4).map(|c| format!("class{c}")).collect(),
+        classes,
         class_texts: vec![],
         dataset: "synthetic".into(),
         tokenizer: "none".into(),
@@ -170,5 +175,47 @@ fn a_generator_run_is_refused_in_the_folder_of_a_tokenizer_run() {
         .to_string();
     assert!(e.contains("is a tokenizer run (continue it with `nbp-cli train-tokenizer --resume`), not the run"), "{e}");
     assert!(!out.join("architecture.toml").exists(), "nothing of the tokenizer run was overwritten");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `condition = "text"`: UCF-101 class names become the official UCF generator's 8 LLaMA-2 ids, in its vocabulary
+/// layout (hybrid, condition vocabulary 32000), and the trained model is sampled by class name.
+#[test]
+fn text_conditions_train_the_official_ucf_layout() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = temp("text");
+    let names = ["ApplyEyeMakeup", "YoYo", "Basketball", "Biking"].map(String::from).to_vec();
+    let tokens = cache_of(&dir, names.clone());
+    let mut c = config(tokens.clone(), dir.join("run"), 40);
+    c.condition = "text".into();
+    let cache = TokenCache::load(&tokens).unwrap();
+    let s = setup(&c, &cache).unwrap();
+    assert_eq!((s.settings.cond_tokens, s.settings.cond_vocab, s.settings.hybrid), (8, 32000, true));
+    // BOV, 3 middle-bos, 32000 LLaMA ids, 16 codes.
+    assert_eq!(s.vocab.size(), 4 + 32000 + 16);
+    assert_eq!(s.conditions[0], [1, 3394, 10977, 1207, 786, 2, 2, 2], "ApplyEyeMakeup as the official table has it");
+    assert_eq!(s.conditions[1], nbp_model::classes::find_ucf101_class("YoYo").unwrap().token_ids);
+
+    let device = Default::default();
+    let run = train_generator::<B>(&c, false, &device, Interrupter::new()).unwrap();
+    let (first, last) = (mean(&run.losses[..5]), mean(&run.losses[35..]));
+    assert!(last < 0.8 * first, "loss should fall: first 5 steps {first:.3}, last 5 {last:.3}");
+    let g = nbp_model::load_generator::<Flex>(&run.model_path, &Default::default(), &Default::default()).unwrap();
+    assert_eq!(g.settings, s.settings);
+    assert_eq!(g.info.classes, names);
+    // Sampling by class name gives the class's text ids; the default grid shows every class.
+    use nbp_model::classes::{ConditionChoice, conditions};
+    let yoyo = conditions(&g.info.classes, &g.settings, ConditionChoice::Class("yo yo")).unwrap();
+    assert_eq!(yoyo[0].condition, nbp_model::generate::Condition::Tokens(s.conditions[1].clone()));
+    let grid = conditions(&g.info.classes, &g.settings, ConditionChoice::Default).unwrap();
+    assert_eq!(grid.len(), 4);
+
+    // Class names that are not UCF-101 classes, and a mode without the hybrid start, are refused by name.
+    let other = cache_of(&dir, (0..4).map(|c| format!("class{c}")).collect());
+    let e = setup(&c, &TokenCache::load(&other).unwrap()).unwrap_err().to_string();
+    assert!(e.contains("class 'class0'") && e.contains("not a UCF-101 class") && e.contains("condition label"), "{e}");
+    c.mode = "nbp".into();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("condition text trains the official UCF layout, with the hybrid start"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
