@@ -189,6 +189,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn class_conditions_are_labels_or_ucf_text_ids() {
+        let classes: Vec<String> = ["YoYo", "apply eye makeup", "3"].map(String::from).to_vec();
+        let label = GeneratorSettings { block: 16, hybrid: true, unconditional: false, cond_tokens: 1, cond_vocab: 3 };
+        assert_eq!(class_condition(&label, &classes, 2).unwrap(), [2]);
+        let text = GeneratorSettings { cond_tokens: 8, cond_vocab: 32000, ..label.clone() };
+        assert_eq!(class_condition(&text, &classes, 1).unwrap(), [1, 3394, 10977, 1207, 786, 2, 2, 2]);
+        assert_eq!(class_condition(&text, &classes, 0).unwrap(), find_ucf101_class("YoYo").unwrap().token_ids);
+        // A number is a label, not a class name: "3" is not the UCF-101 class of label 3.
+        let e = class_condition(&text, &classes, 2).unwrap_err().to_string();
+        assert!(e.contains("class '3'") && e.contains("is a number, not a UCF-101 class name"), "{e}");
+        let three = GeneratorSettings { cond_tokens: 3, ..text.clone() };
+        let e = class_condition(&three, &classes, 0).unwrap_err().to_string();
+        assert!(e.contains("has 8 UCF-101 text ids, but the generator takes 3 condition tokens"), "{e}");
+    }
+
+    #[test]
     fn table_has_101_classes_and_lookups_work() {
         let all = ucf101_classes();
         assert_eq!(all.len(), 101);
