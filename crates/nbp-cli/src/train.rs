@@ -520,8 +520,12 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    if a.clips_per_video == 0 {
-        bail!("--clips-per-video must be at least 1");
+    if !(1..=nbp_train::token_cache::MAX_CLIPS_PER_VIDEO).contains(&a.clips_per_video) {
+        bail!(
+            "--clips-per-video {}: give 1 to {} (random starts repeat long before that)",
+            a.clips_per_video,
+            nbp_train::token_cache::MAX_CLIPS_PER_VIDEO
+        );
     }
     if a.clips_per_video > 1 && a.center {
         bail!(

@@ -896,6 +896,10 @@ fn user_mistakes_are_named_before_the_work_starts() {
         &["tokenize-dataset", "--dataset", "folder:assets/demo", "--clips-per-video", "2", "--center", "-o", &cache],
         &["--clips-per-video 2 with --center: a video has one centre clip"],
     );
+    refused(
+        &["tokenize-dataset", "--dataset", "folder:assets/demo", "--clips-per-video", "0", "-o", &cache],
+        &["--clips-per-video 0: give 1 to 1000"],
+    );
     // The bundled model's latent grid is 5x8x8: a prefix must be one clip of whole 8x8 frames, shorter than 5.
     for (name, shape) in [("batch2", vec![2, 2, 8, 8]), ("flat", vec![16, 8]), ("empty", vec![1, 0, 8, 8])] {
         let p = ids(&format!("{name}.npy"), shape);

@@ -173,6 +173,9 @@ impl TokenCache {
     }
 }
 
+/// The most clips [`tokenize_dataset`] takes from one video.
+pub const MAX_CLIPS_PER_VIDEO: usize = 1000;
+
 /// Encodes every clip of `source` with `tokenizer`, `batch` clips at a time, into a token cache. Videos that
 /// cannot be read are left out, recorded in `skipped` and reported on stderr.
 #[allow(clippy::too_many_arguments)]
@@ -187,16 +190,26 @@ pub fn tokenize_dataset<B: burn::prelude::Backend>(
     progress: &dyn nbp_core::progress::Progress,
 ) -> Result<TokenCache> {
     let per_video = info.clips_per_video.max(1);
+    if per_video > MAX_CLIPS_PER_VIDEO {
+        return Err(Error::invalid(format!(
+            "{per_video} clips per video: at most {MAX_CLIPS_PER_VIDEO} (a video of a minute at 25 fps has 1484 \
+             starts of 17 frames, and random starts repeat long before that)"
+        )));
+    }
     let mut cache = TokenCache::new(info);
-    progress.start("tokenizing", source.len() * per_video);
+    progress.start("tokenizing", source.len().saturating_mul(per_video));
     // Video-major: the clips of a video are neighbours, so that validation can hold out whole videos. Clip `k` of
     // a video draws its start with the seed `seed + k`.
-    let pairs: Vec<(usize, u64)> = (0..source.len()).flat_map(|i| (0..per_video as u64).map(move |k| (i, k))).collect();
+    let mut pairs = (0..source.len()).flat_map(|i| (0..per_video as u64).map(move |k| (i, k)));
     let mut unreadable = std::collections::HashSet::new();
     let (mut padded_clips, mut padded_frames) = (0, 0);
-    for chunk in pairs.chunks(batch.max(1)) {
+    loop {
+        let chunk: Vec<(usize, u64)> = pairs.by_ref().take(batch.max(1)).collect();
+        if chunk.is_empty() {
+            break;
+        }
         let mut clips = Vec::with_capacity(chunk.len());
-        for &(i, k) in chunk {
+        for &(i, k) in &chunk {
             if unreadable.contains(&i) {
                 continue;
             }
@@ -340,6 +353,9 @@ mod tests {
         let json = serde_json::to_string(&one.info).unwrap();
         assert!(!json.contains("clips_per_video"), "{json}");
         assert_eq!(serde_json::from_str::<TokenCacheInfo>(&json).unwrap().clips_per_video, 1);
+        let info = TokenCacheInfo { grid, codebook, clips_per_video: 1001, ..info() };
+        let e = tokenize_dataset(&Greys, &crate::data::SkipLog::new(), &tokenizer, info, 2, 10, &dev, &NoProgress);
+        assert!(e.unwrap_err().to_string().contains("1001 clips per video: at most 1000"));
         std::fs::remove_dir_all(&dir).ok();
     }
 
