@@ -94,6 +94,11 @@ pub fn class_condition(settings: &GeneratorSettings, classes: &[String], i: usiz
     Ok(ids)
 }
 
+/// Whether a generator takes text conditions as the official UCF generator does (8 LLaMA-2 ids).
+fn is_ucf_text(settings: &GeneratorSettings) -> bool {
+    !settings.unconditional && settings.cond_tokens == 8 && settings.cond_vocab == 32000
+}
+
 /// What a user asked to condition a generation on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConditionChoice<'a> {
@@ -139,6 +144,14 @@ pub fn conditions(
     choice: ConditionChoice,
 ) -> Result<Vec<NamedCondition>> {
     let norm = |s: &str| s.trim().to_lowercase().replace([' ', '_'], "-");
+    // A text model that records no classes (the official UCF generator) shows UCF-101 classes by default.
+    let ucf_names: Vec<String>;
+    let classes = if classes.is_empty() && is_ucf_text(settings) && choice == ConditionChoice::Default {
+        ucf_names = ucf101_classes().into_iter().map(|c| c.name).collect();
+        &ucf_names[..]
+    } else {
+        classes
+    };
     Ok(match choice {
         ConditionChoice::Class(c) if !classes.is_empty() => {
             let i = classes
@@ -187,6 +200,21 @@ pub fn conditions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_official_ucf_generator_shows_8_ucf_classes_by_default() {
+        let ucf =
+            GeneratorSettings { block: 16, hybrid: true, unconditional: false, cond_tokens: 8, cond_vocab: 32000 };
+        let grid = conditions(&[], &ucf, ConditionChoice::Default).unwrap();
+        let names: Vec<&str> = grid.iter().map(|c| c.name.as_str()).collect();
+        let all = ucf101_classes();
+        let expected: Vec<&str> = [0, 5, 10, 15, 20, 25, 30, 35].iter().map(|&i| all[i].name.as_str()).collect();
+        assert_eq!(names, expected);
+        assert_eq!(grid[0].condition, Condition::Tokens(vec![1, 3394, 10977, 1207, 786, 2, 2, 2]));
+        // Other models without classes: one unconditional generation, as before.
+        let three = GeneratorSettings { cond_tokens: 3, ..ucf.clone() };
+        assert_eq!(conditions(&[], &three, ConditionChoice::Default).unwrap()[0].condition, Condition::None);
+    }
 
     #[test]
     fn class_conditions_are_labels_or_ucf_text_ids() {
