@@ -187,6 +187,18 @@ enum GeneratorCommand {
         #[arg(long)]
         block_size: Option<usize>,
     },
+    /// Print what a generator checkpoint holds: architecture, generation mode, condition, vocabulary layout, and
+    /// what its training recorded (classes, latent grid, block shape, tokenizer).
+    Info {
+        /// Checkpoint: an official Lightning .ckpt or the project's .safetensors.
+        input: PathBuf,
+        /// Attention heads of an official checkpoint that does not record them.
+        #[arg(long)]
+        n_head: Option<usize>,
+        /// Block size of an official checkpoint that does not record it.
+        #[arg(long)]
+        block_size: Option<usize>,
+    },
 }
 
 /// Arguments of `nbp-cli sample`.
@@ -1108,6 +1120,12 @@ fn run(cli: Cli) -> Result<()> {
             // What an nbp file records beside the weights (classes, latent grid, block shape, tokenizer) is kept.
             nbp_model::checkpoint::save_generator_with_info(&g.model, &g.settings, &g.info, &output)?;
             println!("converted {} ({}) → {}", input.display(), g.settings, output.display());
+        }
+        Command::Generator(GeneratorCommand::Info { input, n_head, block_size }) => {
+            let overrides = nbp_model::Overrides { n_head, block: block_size, ..Default::default() };
+            let g = nbp_model::load_generator::<burn::backend::Flex>(&input, &overrides, &Default::default())?;
+            println!("{}", input.display());
+            print!("{}", g.describe()?);
         }
         Command::Train(args) => train::train(*args)?,
         Command::TrainTokenizer(args) => train::train_tokenizer_cmd(*args)?,

@@ -1159,3 +1159,26 @@ fn a_replaced_tokenizer_is_noticed() {
     assert!(sample().contains("changed since the generator's training tokens were made with it"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `generator info` prints what a checkpoint holds: the bundled demo's layout and recorded training facts, and an
+/// official-layout fixture's vocabulary.
+#[test]
+fn generator_info_describes_a_checkpoint() {
+    let o = cli(&[
+        "generator",
+        "info",
+        &nbp_core::workspace::workspace_path("assets/demo/generator.safetensors").display().to_string(),
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("condition: a class label, 1 token of 16 classes"), "{out}");
+    assert!(out.contains("vocabulary: BOV 0, middle-bos 1..7, condition ids from 8, video codes from 24 (625 codes)"));
+    assert!(
+        out.contains("classes (16): circle-bounce, circle-orbit") && out.contains("latent grids of 5x8x8"),
+        "{out}"
+    );
+    let o = cli(&["generator", "info", &gen_fixture("nbp_uncond.ckpt")]);
+    assert!(o.status.success() && text(&o).contains("vocabulary: video codes from 0 (64 codes)"), "{}", text(&o));
+    let o = cli(&["generator", "info", "no-such.ckpt"]);
+    assert!(!o.status.success() && text(&o).contains("no-such.ckpt") && !text(&o).contains("panicked"));
+}

@@ -9,6 +9,7 @@ use burn::nn::LayerNorm;
 use burn::prelude::*;
 
 use nbp_core::pickle::Value;
+use nbp_core::vocab::Conditioning;
 use nbp_core::weights::{WeightMap, WeightWriter};
 use nbp_core::{Error, Result};
 
@@ -225,6 +226,70 @@ pub struct LoadedGenerator<B: Backend> {
 }
 
 impl<B: Backend> LoadedGenerator<B> {
+    /// What the file holds, for `nbp-cli generator info`: the architecture, how it reads sequences (mode,
+    /// condition, vocabulary layout) and what training recorded (classes, latent grid, block shape, tokenizer).
+    pub fn describe(&self) -> Result<String> {
+        use std::fmt::Write;
+        let c = self.model.config();
+        let s = &self.settings;
+        let v = crate::generate::vocabulary(s, c.vocab_size)?;
+        let mut out = String::new();
+        let w = &mut out;
+        let params = match self.model.num_params() {
+            n if n >= 100_000 => format!("{:.1} M", n as f64 / 1e6),
+            n => format!("{n}"),
+        };
+        let _ = writeln!(w, "parameters: {params}");
+        let _ = writeln!(
+            w,
+            "architecture: {} layers, {} heads, width {}, {} positions, vocabulary {}",
+            c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size
+        );
+        let mode = match crate::generate::Mode::of(s) {
+            crate::generate::Mode::Hybrid => {
+                "hybrid start (NTP for the first block, then the middle-bos block, then NBP)"
+            }
+            crate::generate::Mode::Ntp => "NTP (one token per step)",
+            crate::generate::Mode::Nbp => "NBP (one block per step)",
+        };
+        let _ = writeln!(w, "generation: {mode}, blocks of {} tokens", s.block);
+        let condition = match v.conditioning {
+            Conditioning::Unconditional => "none (frame prediction: continues given frames)".to_string(),
+            Conditioning::Text { tokens: 1, vocab } => format!("a class label, 1 token of {vocab} classes"),
+            Conditioning::Text { tokens, vocab } => format!("text, {tokens} tokens of {vocab} ids"),
+            Conditioning::Label { classes } => format!("a class label, 1 token of {classes} classes"),
+        };
+        let _ = writeln!(w, "condition: {condition}");
+        let mut layout = vec![];
+        if let Some(b) = v.bov() {
+            layout.push(format!("BOV {b}"));
+        }
+        if s.hybrid && s.block > 1 {
+            layout.push(format!("middle-bos 1..{}", s.block - 1));
+        }
+        if v.conditioning.vocab() > 0 {
+            layout.push(format!("condition ids from {}", v.condition_offset()));
+        }
+        layout.push(format!("video codes from {} ({} codes)", v.video_offset(), v.codebook));
+        let _ = writeln!(w, "vocabulary: {}", layout.join(", "));
+        let i = &self.info;
+        if !i.classes.is_empty() {
+            let shown: Vec<&str> = i.classes.iter().take(8).map(String::as_str).collect();
+            let more = if i.classes.len() > 8 { ", …" } else { "" };
+            let _ = writeln!(w, "classes ({}): {}{more}", i.classes.len(), shown.join(", "));
+        }
+        if let Some([t, h, x]) = i.latent_grid {
+            let _ = writeln!(w, "trained on latent grids of {t}x{h}x{x}");
+        }
+        if let Some([t, h, x]) = i.block_shape {
+            let _ = writeln!(w, "trained with blocks of {t}x{h}x{x}");
+        }
+        if let Some(t) = &i.tokenizer {
+            let _ = writeln!(w, "tokens made with the tokenizer {t}");
+        }
+        Ok(out)
+    }
+
     /// The block shape to generate with when none is asked for: the one the model was trained with when its
     /// file records it, else rows of `block` tokens, which must tile the rows of `grid`.
     pub fn default_block_shape(&self, grid: &nbp_core::blocks::LatentGrid) -> Result<nbp_core::blocks::BlockShape> {

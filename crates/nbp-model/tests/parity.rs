@@ -53,6 +53,23 @@ fn settings_come_from_the_pickled_hyper_parameters() {
     assert_eq!((g.model.config().vocab_size, g.model.config().n_head, g.model.config().n_layer), (78, 2, 2));
 }
 
+/// `nbp-cli generator info`: what a file holds, in words, including the vocabulary layout of reference §2.4.
+#[test]
+fn describe_names_the_layout() {
+    let d = load("hybrid_text").describe().unwrap();
+    let expected = "architecture: 2 layers, 2 heads, width 32, 128 positions, vocabulary 78\n\
+        generation: hybrid start (NTP for the first block, then the middle-bos block, then NBP), blocks of 4 tokens\n\
+        condition: text, 3 tokens of 10 ids\n\
+        vocabulary: BOV 0, middle-bos 1..3, condition ids from 4, video codes from 14 (64 codes)\n";
+    assert!(d.ends_with(expected), "{d}");
+    let params = load("hybrid_text").model.num_params();
+    assert!(d.starts_with(&format!("parameters: {params}\n")), "{d}");
+    let d = load("nbp_uncond").describe().unwrap();
+    assert!(d.contains("generation: NBP (one block per step), blocks of 4 tokens\n"), "{d}");
+    assert!(d.contains("condition: none (frame prediction: continues given frames)\nvocabulary: video codes from 0"));
+    assert!(load("ntp_uncond").describe().unwrap().contains("generation: NTP (one token per step), blocks of 1"));
+}
+
 #[test]
 fn full_forward_logits_and_loss_match_pytorch() {
     let dev = Default::default();
