@@ -229,7 +229,7 @@ struct SampleArgs {
     mode: Option<ModeArg>,
     /// Class to generate: a class name of a model trained by nbp (e.g. circle-bounce for the demo), or a UCF-101
     /// class for the official UCF model (ApplyEyeMakeup, "apply eye makeup" or 0). Without any condition, a
-    /// class-conditional model generates a grid of 8 of its classes.
+    /// class-conditional model generates a grid of 8 of its classes (the official UCF model: 8 UCF-101 classes).
     #[arg(long = "class", conflicts_with = "condition_ids")]
     class: Option<String>,
     /// Raw condition token ids, comma separated (unshifted).
