@@ -173,6 +173,30 @@ impl TokenCache {
     }
 }
 
+/// Encodes `clips` in one batch and appends their token grids to `cache`.
+fn encode_into<B: burn::prelude::Backend>(
+    cache: &mut TokenCache,
+    clips: &[crate::data::Clip],
+    tokenizer: &nbp_tokenizer::VideoTokenizer<B>,
+    device: &B::Device,
+) -> Result<()> {
+    let videos: Vec<_> = clips.iter().map(|c| c.video.clone()).collect();
+    let x = nbp_core::video::videos_to_tensor::<B>(&videos, device)?;
+    let ids = tokenizer.encode(x)?;
+    let [_, t, h, w] = ids.dims();
+    if [t, h, w] != cache.info.grid {
+        return Err(Error::invalid(format!(
+            "the tokenizer made {t}×{h}×{w} token grids, the cache expects {:?}",
+            cache.info.grid
+        )));
+    }
+    let ids: Vec<i64> = ids.into_data().convert::<i64>().to_vec().expect("int data");
+    for (clip, codes) in clips.iter().zip(ids.chunks(t * h * w)) {
+        cache.push(codes, clip.label)?;
+    }
+    Ok(())
+}
+
 /// The most clips [`tokenize_dataset`] takes from one video.
 pub const MAX_CLIPS_PER_VIDEO: usize = 1000;
 
@@ -199,55 +223,36 @@ pub fn tokenize_dataset<B: burn::prelude::Backend>(
     let mut cache = TokenCache::new(info);
     progress.start("tokenizing", source.len().saturating_mul(per_video));
     // Video-major: the clips of a video are neighbours, so that validation can hold out whole videos. Clip `k` of
-    // a video draws its start with the seed `seed + k`.
-    let mut pairs = (0..source.len()).flat_map(|i| (0..per_video as u64).map(move |k| (i, k)));
-    let mut unreadable = std::collections::HashSet::new();
+    // a video draws its start with the seed `seed + k`; a video file is decoded once for all of its clips.
+    let seeds: Vec<u64> = (0..per_video as u64).map(|k| seed.wrapping_add(k)).collect();
     let (mut padded_clips, mut padded_frames) = (0, 0);
-    loop {
-        let chunk: Vec<(usize, u64)> = pairs.by_ref().take(batch.max(1)).collect();
-        if chunk.is_empty() {
-            break;
-        }
-        let mut clips = Vec::with_capacity(chunk.len());
-        for &(i, k) in &chunk {
-            if unreadable.contains(&i) {
-                continue;
-            }
-            let failed = match source.clip(i, seed.wrapping_add(k)) {
-                Ok(c) => {
+    let mut pending: Vec<crate::data::Clip> = Vec::new();
+    for i in 0..source.len() {
+        match source.clips(i, &seeds) {
+            Ok(clips) => {
+                for c in &clips {
                     padded_clips += usize::from(c.padded > 0);
                     padded_frames += c.padded;
-                    clips.push(c);
-                    continue;
                 }
-                Err(Error::File { path, message }) => (path, message),
-                Err(Error::Io { path, error }) => (path, error.to_string()),
-                Err(e) => return Err(e),
-            };
-            // A video that cannot be read gives no clip at all (its other clips are not tried).
-            unreadable.insert(i);
-            let (path, message) = failed;
-            if skipped.record(path.display().to_string(), message.clone()) {
-                eprintln!("warning: skipped {}: {message}", path.display());
+                pending.extend(clips);
             }
+            Err(Error::File { path, message }) => {
+                if skipped.record(path.display().to_string(), message.clone()) {
+                    eprintln!("warning: skipped {}: {message}", path.display());
+                }
+            }
+            Err(Error::Io { path, error }) => {
+                if skipped.record(path.display().to_string(), error.to_string()) {
+                    eprintln!("warning: skipped {}: {error}", path.display());
+                }
+            }
+            Err(e) => return Err(e),
         }
-        progress.advance(chunk.len());
-        if clips.is_empty() {
-            continue;
-        }
-        let videos: Vec<_> = clips.iter().map(|c| c.video.clone()).collect();
-        let x = nbp_core::video::videos_to_tensor::<B>(&videos, device)?;
-        let ids = tokenizer.encode(x)?;
-        let [_, t, h, w] = ids.dims();
-        if [t, h, w] != cache.info.grid {
-            return Err(Error::invalid(format!(
-                "the tokenizer made {t}×{h}×{w} token grids, the cache expects {:?}",
-                cache.info.grid
-            )));
-        }
-        let ids: Vec<i64> = ids.into_data().convert::<i64>().to_vec().expect("int data");
-        for (clip, codes) in clips.iter().zip(ids.chunks(t * h * w)) {
-            cache.push(codes, clip.label)?;
+        progress.advance(per_video);
+        let last = i + 1 == source.len();
+        while pending.len() >= batch.max(1) || (last && !pending.is_empty()) {
+            let chunk: Vec<crate::data::Clip> = pending.drain(..pending.len().min(batch.max(1))).collect();
+            encode_into(&mut cache, &chunk, tokenizer, device)?;
         }
     }
     if cache.is_empty() {

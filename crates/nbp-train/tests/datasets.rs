@@ -606,6 +606,12 @@ fn train_clips_start_at_the_seeded_random_frame() {
         assert_eq!(clip.video, all.video.frames_range(start, 8).unwrap(), "seed {s}, start {start}");
     }
     assert_ne!(ds.clip(0, 0).unwrap().video, ds.clip(0, seed).unwrap().video);
+    // Several starts in one decoding: the clips of those seeds, in order.
+    let many = ds.clips(0, &[seed, 0, seed, 7]).unwrap();
+    let videos: Vec<_> = many.iter().map(|c| c.video.clone()).collect();
+    let one_by_one: Vec<_> = [seed, 0, seed, 7].iter().map(|&s| ds.clip(0, s).unwrap().video).collect();
+    assert_eq!(videos, one_by_one);
+    assert!(many.iter().all(|c| c.source == path.display().to_string() && c.padded == 0));
 
     // One listing, two clip rules: the training view starts at the seeded frame, the held-out view at the centre
     // (frames 12..20 of 32), whatever split the options name.

@@ -21,25 +21,39 @@ use super::frames::select_frames;
 /// Errors: [`Error::File`] for a file that is not a readable video or has no frame (at the requested rate);
 /// [`Error::External`] when ffmpeg/ffprobe are not installed.
 pub fn read_clip(path: &Path, opts: &ClipOptions, seed: u64, index: usize) -> Result<(Video, usize)> {
+    Ok(read_clips(path, opts, &[seed], index)?.remove(0))
+}
+
+/// [`read_clip`] for each of `seeds`, decoding the video once: one clip per seed, in order.
+pub fn read_clips(path: &Path, opts: &ClipOptions, seeds: &[u64], index: usize) -> Result<Vec<(Video, usize)>> {
     opts.validate()?;
     let (h, w) = (opts.height, opts.width);
-    let mut sel = None;
+    let mut chosen = vec![];
     let (picked, native_len, native_fps) = decode_selected(path, Some((h, w)), |len, fps| {
-        let chosen = select_frames(len, fps, opts.fps, opts.frames, opts.split, seed, index);
-        sel.insert(chosen).indices.clone()
+        chosen =
+            seeds.iter().map(|&seed| select_frames(len, fps, opts.fps, opts.frames, opts.split, seed, index)).collect();
+        chosen.iter().flat_map(|c| c.indices.iter().copied()).collect()
     })?;
-    let sel = sel.expect("chosen when decoded");
-    if sel.indices.is_empty() {
+    if chosen.first().is_none_or(|c| c.indices.is_empty()) {
         return Err(Error::file(
             path,
             format!("has no frame at {} fps ({native_len} frames at {native_fps} fps)", opts.fps.unwrap_or(native_fps)),
         ));
     }
-    let part = Video::from_rgb8(&picked)?;
-    let mut video = Video::black(opts.frames, h, w);
-    let (plane, n) = (h * w, picked.len());
-    for c in 0..3 {
-        video.data[c * opts.frames * plane..][..n * plane].copy_from_slice(&part.data[c * n * plane..][..n * plane]);
-    }
-    Ok((video, sel.padded))
+    let plane = h * w;
+    let mut at = 0;
+    chosen
+        .iter()
+        .map(|sel| {
+            let n = sel.indices.len();
+            let part = Video::from_rgb8(&picked[at..at + n])?;
+            at += n;
+            let mut video = Video::black(opts.frames, h, w);
+            for c in 0..3 {
+                video.data[c * opts.frames * plane..][..n * plane]
+                    .copy_from_slice(&part.data[c * n * plane..][..n * plane]);
+            }
+            Ok((video, sel.padded))
+        })
+        .collect()
 }

@@ -161,15 +161,22 @@ impl ClipSource for VideoFileSource {
     }
 
     fn clip(&self, index: usize, seed: u64) -> Result<Clip> {
+        Ok(self.clips(index, &[seed])?.remove(0))
+    }
+
+    fn clips(&self, index: usize, seeds: &[u64]) -> Result<Vec<Clip>> {
         let item = self.items.get(index).ok_or_else(|| out_of_range(index, self.items.len()))?;
-        let (video, padded) = super::decode::read_clip(&item.path, &self.opts, seed, index)?;
-        Ok(Clip {
-            video,
-            label: item.label,
-            text: self.texts[item.label].clone(),
-            source: item.path.display().to_string(),
-            padded,
-        })
+        let clips = super::decode::read_clips(&item.path, &self.opts, seeds, index)?;
+        Ok(clips
+            .into_iter()
+            .map(|(video, padded)| Clip {
+                video,
+                label: item.label,
+                text: self.texts[item.label].clone(),
+                source: item.path.display().to_string(),
+                padded,
+            })
+            .collect())
     }
 
     fn class_names(&self) -> Vec<String> {

@@ -18,7 +18,7 @@ mod spec;
 mod ucf;
 
 pub use csv::parse_manifest;
-pub use decode::read_clip;
+pub use decode::{read_clip, read_clips};
 pub use files::{VIDEO_EXTENSIONS, VideoFileSource, VideoItem, is_video_file, scan_videos};
 pub use frames::{FrameSelection, random_start, select_frames};
 pub use moving_shapes_source::MovingShapesSource;
@@ -101,6 +101,12 @@ pub trait ClipSource: Send + Sync {
     /// the random start of [`Split::Train`] (pass a different seed each epoch to see different starts).
     fn clip(&self, index: usize, seed: u64) -> Result<Clip>;
 
+    /// Clip `index` once for each of `seeds` (several random starts in one video), in order. Sources of video files
+    /// decode the video once for all of them.
+    fn clips(&self, index: usize, seeds: &[u64]) -> Result<Vec<Clip>> {
+        seeds.iter().map(|&seed| self.clip(index, seed)).collect()
+    }
+
     /// Class names, indexed by [`Clip::label`].
     fn class_names(&self) -> Vec<String>;
 
@@ -114,6 +120,9 @@ impl<T: ClipSource + ?Sized> ClipSource for Box<T> {
     }
     fn clip(&self, index: usize, seed: u64) -> Result<Clip> {
         (**self).clip(index, seed)
+    }
+    fn clips(&self, index: usize, seeds: &[u64]) -> Result<Vec<Clip>> {
+        (**self).clips(index, seeds)
     }
     fn class_names(&self) -> Vec<String> {
         (**self).class_names()
@@ -129,6 +138,9 @@ impl<T: ClipSource + ?Sized> ClipSource for std::sync::Arc<T> {
     }
     fn clip(&self, index: usize, seed: u64) -> Result<Clip> {
         (**self).clip(index, seed)
+    }
+    fn clips(&self, index: usize, seeds: &[u64]) -> Result<Vec<Clip>> {
+        (**self).clips(index, seeds)
     }
     fn class_names(&self) -> Vec<String> {
         (**self).class_names()
