@@ -471,7 +471,7 @@ fn train_both_models_on_real_videos_resume_and_sample() {
     assert!(out.contains("8 clips (2 per video)") && out.matches("warning: skipped").count() == 1, "{out}");
     let train2 = ["--preset", "tiny", "--steps", "1", "--batch-size", "2", "--valid-clips", "1", "--out", &p("gen2")];
     let out = run(&[&["train", "--tokens", &tokens2][..], &train2].concat());
-    assert!(out.contains("holds out 2 clips for --valid-clips 1: the last 1 video whole (2 clips each)"), "{out}");
+    assert!(out.contains("holds out 2 clips for --valid-clips 1: the last 1 video whole (2 clips each; `eval-frame-prediction --clips 1`"), "{out}");
 
     let gen_out = p("gen");
     let gen_args = |steps: &'static str| {
@@ -1172,7 +1172,7 @@ fn generator_info_describes_a_checkpoint() {
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("condition: a class label, 1 token of 16 classes"), "{out}");
-    assert!(out.contains("vocabulary: BOV 0, middle-bos 1..7, condition ids from 8, video codes from 24 (625 codes)"));
+    assert!(out.contains("vocabulary: BOV 0, middle-bos 1–7, condition ids from 8, video codes from 24 (625 codes)"));
     assert!(
         out.contains("classes (16): circle-bounce, circle-orbit") && out.contains("latent grids of 5x8x8"),
         "{out}"

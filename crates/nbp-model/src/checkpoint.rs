@@ -255,9 +255,10 @@ impl<B: Backend> LoadedGenerator<B> {
         let _ = writeln!(w, "generation: {mode}, blocks of {} tokens", s.block);
         let condition = match v.conditioning {
             Conditioning::Unconditional => "none (frame prediction: continues given frames)".to_string(),
-            Conditioning::Text { tokens: 1, vocab } => format!("a class label, 1 token of {vocab} classes"),
+            Conditioning::Text { tokens: 1, vocab: classes } | Conditioning::Label { classes } => {
+                format!("a class label, 1 token of {classes} classes")
+            }
             Conditioning::Text { tokens, vocab } => format!("text, {tokens} tokens of {vocab} ids"),
-            Conditioning::Label { classes } => format!("a class label, 1 token of {classes} classes"),
         };
         let _ = writeln!(w, "condition: {condition}");
         let mut layout = vec![];
@@ -265,7 +266,7 @@ impl<B: Backend> LoadedGenerator<B> {
             layout.push(format!("BOV {b}"));
         }
         if s.hybrid && s.block > 1 {
-            layout.push(format!("middle-bos 1..{}", s.block - 1));
+            layout.push(format!("middle-bos 1–{}", s.block - 1));
         }
         if v.conditioning.vocab() > 0 {
             layout.push(format!("condition ids from {}", v.condition_offset()));
@@ -426,15 +427,7 @@ pub fn load_generator<B: Backend>(
         .unconditional
         .or_else(|| arg(args.as_ref(), "unconditional").and_then(|v| v.as_bool()))
         .unwrap_or(cond_tokens == 0);
-    if !hybrid && !unconditional && trained_without_bov(args.as_ref()) {
-        return Err(Error::file(
-            path,
-            "a conditional generator without the hybrid start that was trained without a begin-of-video token \
-             (hyper_parameters.args.starts_with_bov is false): its condition ids are not shifted and it never \
-             predicts its first block (reference §2.4, §2.6), a layout nbp does not load. The released UCF (hybrid) \
-             and K600 (unconditional) checkpoints do not use it",
-        ));
-    }
+    check_bov_layout(path, args.as_ref(), hybrid, unconditional)?;
     let cond_vocab = if unconditional {
         0
     } else {
@@ -449,12 +442,23 @@ pub fn load_generator<B: Backend>(
     Ok(LoadedGenerator { model, settings, info: GeneratorInfo::default() })
 }
 
-/// Whether the hyper-parameters `args` record training without the begin-of-video token. The official
-/// non-hybrid conditional model cannot train with it (reference §7.8), so its files are laid out without one:
-/// unshifted condition ids, video codes right after them, a first block that is never predicted (§2.4, §2.6). That
-/// layout is not ours, and reading it as ours would misplace every id: it is refused.
-fn trained_without_bov(args: Option<&Value>) -> bool {
-    arg(args, "starts_with_bov").and_then(|v| v.as_bool()) == Some(false)
+/// Refuses a conditional checkpoint without the hybrid start whose hyper-parameters `args` record training
+/// without the begin-of-video token. The official non-hybrid conditional model cannot train with it (reference
+/// §7.8), so its files are laid out without one: unshifted condition ids, video codes right after them, a first
+/// block that is never predicted (§2.4, §2.6). That layout is not ours, and reading it as ours would misplace every
+/// id.
+fn check_bov_layout(path: &Path, args: Option<&Value>, hybrid: bool, unconditional: bool) -> Result<()> {
+    let without_bov = arg(args, "starts_with_bov").and_then(|v| v.as_bool()) == Some(false);
+    if hybrid || unconditional || !without_bov {
+        return Ok(());
+    }
+    Err(Error::file(
+        path,
+        "a conditional generator without the hybrid start that was trained without a begin-of-video token \
+         (hyper_parameters.args.starts_with_bov is false): its condition ids are not shifted and it never predicts \
+         its first block (reference §2.4, §2.6), a layout nbp does not load. The released UCF (hybrid) and K600 \
+         (unconditional) checkpoints do not use it",
+    ))
 }
 
 /// Codes of the official tokenizer (FSQ levels 8, 8, 8, 5, 5, 5).
@@ -547,12 +551,18 @@ mod tests {
     }
 
     #[test]
-    fn a_layout_without_the_begin_of_video_token_is_recognised() {
+    fn a_conditional_layout_without_the_begin_of_video_token_is_refused() {
         use std::{cell::RefCell, rc::Rc};
         let args = |bov: Value| Value::Dict(Rc::new(RefCell::new(vec![(Value::Str("starts_with_bov".into()), bov)])));
-        assert!(trained_without_bov(Some(&args(Value::Bool(false)))));
-        assert!(!trained_without_bov(Some(&args(Value::Bool(true)))));
-        assert!(!trained_without_bov(None), "not recorded: the project's layout, with BOV");
+        let (no, yes) = (args(Value::Bool(false)), args(Value::Bool(true)));
+        let path = Path::new("m.ckpt");
+        let e = check_bov_layout(path, Some(&no), false, false).unwrap_err().to_string();
+        assert!(e.contains("m.ckpt") && e.contains("starts_with_bov is false") && e.contains("does not load"), "{e}");
+        // With BOV, not recorded (the project's layout), hybrid (which needs BOV), or unconditional: loaded.
+        assert!(check_bov_layout(path, Some(&yes), false, false).is_ok());
+        assert!(check_bov_layout(path, None, false, false).is_ok());
+        assert!(check_bov_layout(path, Some(&no), true, false).is_ok());
+        assert!(check_bov_layout(path, Some(&no), false, true).is_ok(), "K600 records starts_with_bov false");
     }
 
     #[test]

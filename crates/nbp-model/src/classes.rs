@@ -160,7 +160,7 @@ pub fn conditions(
                 .or_else(|| c.trim().parse::<usize>().ok().filter(|&i| i < classes.len()))
                 // A UCF-101 class by its text ("apply eye makeup" for ApplyEyeMakeup).
                 .or_else(|| {
-                    let ucf = ucf101_text_ids(c).ok().and_then(|_| find_ucf101_class(c).ok())?;
+                    let ucf = find_ucf101_class(c).ok().filter(|_| c.trim().parse::<usize>().is_err())?;
                     classes.iter().position(|k| norm(k) == norm(&ucf.name))
                 })
                 .ok_or_else(|| Error::invalid(format!("no class '{c}' (classes: {})", classes.join(", "))))?;

@@ -172,7 +172,8 @@ fn text_padding_is_hidden_as_the_official_masks_hide_it() {
     let moved = first_logits(&m, &unpadded).iter().zip(&before).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(moved > 1e-3, "visible condition tokens move the logits ({moved})");
 
-    // `generate` samples with that mask: its plan hides the padding of a text condition and nothing of a label.
+    // `generate` samples with that mask: its plan hides the padding of a text condition, and nothing for a model
+    // with the hybrid start (whose official pad detection never fires).
     let mut r = request(vec![], LatentGrid::new(2, 4, 4), BlockShape::new(1, 1, 4));
     r.condition = Condition::Tokens(padded.to_vec());
     let p = plan(m.config(), &small, &r).unwrap();

@@ -60,7 +60,7 @@ fn describe_names_the_layout() {
     let expected = "architecture: 2 layers, 2 heads, width 32, 128 positions, vocabulary 78\n\
         generation: hybrid start (NTP for the first block, then the middle-bos block, then NBP), blocks of 4 tokens\n\
         condition: text, 3 tokens of 10 ids\n\
-        vocabulary: BOV 0, middle-bos 1..3, condition ids from 4, video codes from 14 (64 codes)\n";
+        vocabulary: BOV 0, middle-bos 1–3, condition ids from 4, video codes from 14 (64 codes)\n";
     assert!(d.ends_with(expected), "{d}");
     let params = load("hybrid_text").model.num_params();
     assert!(d.starts_with(&format!("parameters: {params}\n")), "{d}");

@@ -648,8 +648,17 @@ pub fn train_generator<B: AutodiffBackend>(
             &config.tokens,
             format!(
                 "holds {} clips: too few to hold out {held_out} for validation and train on the rest (lower \
-                 --valid-clips, valid_clips in the config)",
+                 --valid-clips, valid_clips in the config{})",
                 cache.len(),
+                if cache.info.clips_per_video > 1 {
+                    format!(
+                        "; whole videos are held out, {} clips each, so any --valid-clips from 1 holds out at least \
+                         one video",
+                        cache.info.clips_per_video
+                    )
+                } else {
+                    String::new()
+                },
             ),
         ));
     }
@@ -698,7 +707,7 @@ pub fn train_generator<B: AutodiffBackend>(
         let videos = held_out / cache.info.clips_per_video;
         println!(
             "validation holds out {held_out} clips for --valid-clips {}: the last {videos} video{} whole ({} clips \
-             each)",
+             each; `eval-frame-prediction --clips {videos}` scores only those)",
             config.valid_clips,
             if videos == 1 { "" } else { "s" },
             cache.info.clips_per_video,

@@ -197,6 +197,9 @@ fn encode_into<B: burn::prelude::Backend>(
     Ok(())
 }
 
+/// Clips of one video [`tokenize_dataset`] reads from one decoding.
+const SEEDS_PER_DECODING: usize = 64;
+
 /// The most clips [`tokenize_dataset`] takes from one video.
 pub const MAX_CLIPS_PER_VIDEO: usize = 1000;
 
@@ -228,32 +231,37 @@ pub fn tokenize_dataset<B: burn::prelude::Backend>(
     let (mut padded_clips, mut padded_frames) = (0, 0);
     let mut pending: Vec<crate::data::Clip> = Vec::new();
     for i in 0..source.len() {
-        match source.clips(i, &seeds) {
-            Ok(clips) => {
-                for c in &clips {
-                    padded_clips += usize::from(c.padded > 0);
-                    padded_frames += c.padded;
+        // SEEDS_PER_DECODING clips of a video at a time: each is f32 pixels, so many at once would fill the memory.
+        for seeds in seeds.chunks(SEEDS_PER_DECODING) {
+            match source.clips(i, seeds) {
+                Ok(clips) => {
+                    for c in &clips {
+                        padded_clips += usize::from(c.padded > 0);
+                        padded_frames += c.padded;
+                    }
+                    pending.extend(clips);
                 }
-                pending.extend(clips);
-            }
-            Err(Error::File { path, message }) => {
-                if skipped.record(path.display().to_string(), message.clone()) {
-                    eprintln!("warning: skipped {}: {message}", path.display());
+                Err(e) => {
+                    let (path, message) = match e {
+                        Error::File { path, message } => (path, message),
+                        Error::Io { path, error } => (path, error.to_string()),
+                        e => return Err(e),
+                    };
+                    if skipped.record(path.display().to_string(), message.clone()) {
+                        eprintln!("warning: skipped {}: {message}", path.display());
+                    }
+                    break;
                 }
             }
-            Err(Error::Io { path, error }) => {
-                if skipped.record(path.display().to_string(), error.to_string()) {
-                    eprintln!("warning: skipped {}: {error}", path.display());
-                }
+            while pending.len() >= batch.max(1) {
+                let chunk: Vec<crate::data::Clip> = pending.drain(..batch.max(1)).collect();
+                encode_into(&mut cache, &chunk, tokenizer, device)?;
             }
-            Err(e) => return Err(e),
         }
         progress.advance(per_video);
-        let last = i + 1 == source.len();
-        while pending.len() >= batch.max(1) || (last && !pending.is_empty()) {
-            let chunk: Vec<crate::data::Clip> = pending.drain(..pending.len().min(batch.max(1))).collect();
-            encode_into(&mut cache, &chunk, tokenizer, device)?;
-        }
+    }
+    if !pending.is_empty() {
+        encode_into(&mut cache, &pending, tokenizer, device)?;
     }
     if cache.is_empty() {
         return Err(Error::invalid("no clip of the dataset could be read"));
