@@ -54,6 +54,9 @@ enum Command {
     TokenizeDataset(Box<train::TokenizeDatasetArgs>),
     /// Frame prediction on held-out clips against the copy-the-last-frame baseline (PSNR).
     EvalFramePrediction(Box<train::EvalFramePredictionArgs>),
+    /// Tokenizer reconstruction on held-out clips (PSNR, SSIM, L1, codebook usage; also as the official
+    /// tokenizer_eval.py scores them).
+    EvalTokenizer(Box<train::EvalTokenizerArgs>),
     /// Benchmarks that anyone can rerun (timings are printed with the machine they ran on).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -1130,6 +1133,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::train(*args)?,
         Command::TrainTokenizer(args) => train::train_tokenizer_cmd(*args)?,
         Command::TokenizeDataset(args) => train::tokenize_dataset_cmd(*args)?,
+        Command::EvalTokenizer(args) => train::eval_tokenizer_cmd(*args)?,
         Command::EvalFramePrediction(args) => train::eval_frame_prediction_cmd(*args)?,
         Command::Sample(args) => {
             let device = args.run.device;

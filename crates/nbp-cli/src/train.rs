@@ -727,6 +727,118 @@ pub fn eval_frame_prediction_cmd(a: EvalFramePredictionArgs) -> Result<()> {
     with_backend!(a.device, |B, dev| eval_frame_prediction::<B>(&a, dev))
 }
 
+/// Tokenizer reconstruction on held-out clips: PSNR, SSIM and L1 over whole clips, the same as the official
+/// `tokenizer_eval.py` takes them (PSNR and SSIM over every frame but the last, L1 and, with LPIPS weights, LPIPS on
+/// frame 5), and the share of the codebook the clips use.
+#[derive(Args, Debug)]
+pub struct EvalTokenizerArgs {
+    /// Tokenizer checkpoint (.safetensors, official .pt or generator .ckpt). Default: the bundled demo tokenizer.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Architecture of PyTorch checkpoints (preset or JSON file).
+    #[arg(long)]
+    tokenizer_config: Option<String>,
+    /// Clips: a dataset spec (moving-shapes[:count], folder:<dir>, ucf:<root>[:<list>], ...); the last --clips
+    /// readable videos, one clip from the centre of each. The default is the bundled demo's moving-shapes variant.
+    #[arg(long, default_value = "moving-shapes-plain-large-single-fixed:100000")]
+    dataset: String,
+    /// Number of clips.
+    #[arg(long, default_value_t = 16)]
+    clips: usize,
+    /// Seed of the dataset (moving shapes: use one the tokenizer was not trained on).
+    #[arg(long, default_value_t = 99)]
+    data_seed: u64,
+    /// Frames per clip (1 + 4n; the official evaluation: 17).
+    #[arg(long, default_value_t = 17)]
+    frames: usize,
+    /// Frame size: N or HxW (multiples of 8). Default: the size the tokenizer was trained at when its file records
+    /// it, else 64x64 for the bundled demo tokenizer and 128x128 for other files (the official size).
+    #[arg(long, value_parser = crate::parse_resolution)]
+    resolution: Option<(usize, usize)>,
+    /// Frame rate videos are resampled to (the official tokenizer_eval.py reads at 16 fps; default: the dataset's).
+    #[arg(long, value_parser = crate::parse_output_rate)]
+    fps: Option<f64>,
+    /// Clips per batch.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// torchvision VGG16 weights (vgg16-397923af.pth) for LPIPS on frame 5; with --lpips-lin.
+    #[arg(long, requires = "lpips_lin")]
+    lpips_vgg: Option<PathBuf>,
+    /// LPIPS linear heads (the lpips package's weights/v0.1/vgg.pth); with --lpips-vgg.
+    #[arg(long, requires = "lpips_vgg")]
+    lpips_lin: Option<PathBuf>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Flex)]
+    device: DeviceArg,
+}
+
+fn eval_tokenizer<B: burn::prelude::Backend>(a: &EvalTokenizerArgs, device: B::Device) -> Result<()> {
+    if a.clips == 0 || a.batch == 0 {
+        bail!("--clips and --batch must be at least 1");
+    }
+    let tokenizer =
+        crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() };
+    let spec: DatasetSpec = a.dataset.parse()?;
+    let lpips = match (&a.lpips_vgg, &a.lpips_lin) {
+        (Some(vgg), Some(lin)) => Some(nbp_train::gan::Lpips::<B>::load(vgg, lin, &device)?),
+        _ => None,
+    };
+    let (model, trained) = crate::load_with_resolution::<B>(&tokenizer, &device)?;
+    let (height, width) = a.resolution.unwrap_or(crate::default_resolution(&tokenizer, trained));
+    model.config().latent_shape(a.frames, height, width)?;
+    if let Some(w) = spec.fps_warning(a.fps) {
+        eprintln!("warning: {w}");
+    }
+    let opts = ClipOptions { frames: a.frames, height, width, fps: a.fps, split: Split::Eval };
+    let source = Skipping::new(spec.open(&opts, a.data_seed)?);
+    let rate = opts.fps.or(spec.default_fps()).map_or(String::new(), |f| format!(" at {f} fps"));
+    println!("clips: {} ({} frames of {width}x{height}{rate}, from the end)", source.describe(), a.frames);
+    let held_out = nbp_train::evaluate::last_whole_clips(&source, a.clips, a.data_seed, |_| {
+        Ok(nbp_model::generate::Condition::None)
+    })
+    .with_context(|| a.dataset.clone())?;
+    if held_out.short > 0 {
+        eprintln!("warning: skipped {} clips of videos shorter than {} frames", held_out.short, a.frames);
+    }
+    let clips: Vec<_> = held_out.clips.into_iter().map(|(video, _)| video).collect();
+    if clips.len() < a.clips {
+        eprintln!("warning: --clips {}: the dataset gives only {} readable whole clips", a.clips, clips.len());
+    }
+    if let Some(s) = source.log().summary() {
+        eprintln!("{s}");
+    }
+    let started = std::time::Instant::now();
+    let r =
+        nbp_train::tokenizer_training::evaluate_reconstruction_with(&model, &clips, a.batch, lpips.as_ref(), &device)?;
+    println!(
+        "reconstruction of {} clips: PSNR {:.2} dB, SSIM {:.4}, L1 {:.4} over all {} frames; codebook usage {:.2} % \
+         [{:.1} s]",
+        r.clips,
+        r.psnr,
+        r.ssim,
+        r.l1,
+        a.frames,
+        100.0 * r.codebook_usage,
+        started.elapsed().as_secs_f64()
+    );
+    match &r.official {
+        Some(o) => println!(
+            "as the official tokenizer_eval.py: PSNR {:.2} dB, SSIM {:.4} over frames 0–{}; on frame 5: L1 {:.4}, {}",
+            o.psnr,
+            o.ssim,
+            a.frames - 2,
+            o.l1_frame5,
+            o.lpips_frame5.map_or(String::from("LPIPS with --lpips-vgg and --lpips-lin"), |l| format!("LPIPS {l:.4}"))
+        ),
+        None => println!("(the official protocol needs clips of more than 5 frames)"),
+    }
+    Ok(())
+}
+
+pub fn eval_tokenizer_cmd(a: EvalTokenizerArgs) -> Result<()> {
+    with_backend!(a.device, |B, dev| eval_tokenizer::<B>(&a, dev))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{TrainTokenizerArgs, beside_config};

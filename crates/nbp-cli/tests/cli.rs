@@ -1182,3 +1182,20 @@ fn generator_info_describes_a_checkpoint() {
     let o = cli(&["generator", "info", "no-such.ckpt"]);
     assert!(!o.status.success() && text(&o).contains("no-such.ckpt") && !text(&o).contains("panicked"));
 }
+
+/// `eval-tokenizer` scores the bundled demo tokenizer on held-out clips, also as the official tokenizer_eval.py
+/// does (measured: PSNR 20.32 dB over 4 clips, see assets/README.md).
+#[test]
+fn eval_tokenizer_scores_the_demo_tokenizer() {
+    let o = cli(&["eval-tokenizer", "--clips", "2"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let line = out.lines().find(|l| l.starts_with("reconstruction of 2 clips: PSNR ")).expect(&out);
+    let psnr: f64 = line["reconstruction of 2 clips: PSNR ".len()..].split(' ').next().unwrap().parse().unwrap();
+    assert!((19.0..23.0).contains(&psnr), "{out}");
+    assert!(
+        out.contains("as the official tokenizer_eval.py: PSNR ") && out.contains("over frames 0–15; on frame 5: L1")
+    );
+    let o = cli(&["eval-tokenizer", "--clips", "0"]);
+    assert!(!o.status.success() && text(&o).contains("--clips and --batch must be at least 1"));
+}

@@ -336,6 +336,20 @@ pub struct Reconstruction {
     /// Mean PSNR (dB) of filling every frame with its own mean colour: a tokenizer that does not beat this
     /// passes no more than the colour of each frame (the plateau an untrained or stuck model sits on).
     pub psnr_frame_mean: f64,
+    /// The metrics as the official `tokenizer_eval.py` takes them (reference §1.10), for clips of more than 5
+    /// frames.
+    pub official: Option<OfficialScores>,
+}
+
+/// Reconstruction metrics as the official `tokenizer_eval.py` computes them: PSNR and SSIM over every frame but the
+/// last (16 of 17), L1 and LPIPS on frame 5 alone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OfficialScores {
+    pub psnr: f64,
+    pub ssim: f64,
+    pub l1_frame5: f64,
+    /// With LPIPS weights only.
+    pub lpips_frame5: Option<f64>,
 }
 
 /// Every frame of `video` filled with that frame's mean colour.
@@ -356,19 +370,46 @@ pub fn evaluate_reconstruction<B: Backend>(
     batch: usize,
     device: &B::Device,
 ) -> Result<Reconstruction> {
+    evaluate_reconstruction_with(model, clips, batch, None, device)
+}
+
+/// [`evaluate_reconstruction`], with LPIPS on frame 5 of each clip when `lpips` is given (the official protocol).
+pub fn evaluate_reconstruction_with<B: Backend>(
+    model: &VideoTokenizer<B>,
+    clips: &[Video],
+    batch: usize,
+    lpips: Option<&Lpips<B>>,
+    device: &B::Device,
+) -> Result<Reconstruction> {
     let mut used = vec![false; model.codebook_size()];
     let (mut p, mut s, mut l1, mut baseline) = (0.0, 0.0, 0.0, 0.0);
+    let official = clips.first().is_some_and(|c| c.frames > 5);
+    let (mut op, mut os, mut ol1, mut olp) = (0.0, 0.0, 0.0, 0.0);
     for chunk in clips.chunks(batch.max(1)) {
         let x = videos_to_tensor::<B>(chunk, device)?;
-        let (indices, recon) = model.reconstruct(x, &nbp_core::progress::NoProgress)?;
+        let (indices, recon) = model.reconstruct(x.clone(), &nbp_core::progress::NoProgress)?;
         for id in indices.into_data().convert::<i64>().to_vec::<i64>().expect("int data") {
             used[id as usize] = true;
+        }
+        if let (true, Some(lpips)) = (official, lpips) {
+            // Frame 5 of the clips and of their reconstructions (clamped to [0, 1]), mapped to [−1, 1].
+            let frame = |v: Tensor<B, 5>| {
+                let [b, c, _, h, w] = v.dims();
+                v.clamp(0.0, 1.0).narrow(2, 5, 1).reshape([b, c, h, w]).mul_scalar(2.0).sub_scalar(1.0)
+            };
+            olp += lpips.forward(frame(x), frame(recon.clone())).sum().into_scalar().elem::<f64>();
         }
         for (a, b) in chunk.iter().zip(tensor_to_videos(recon)?) {
             p += psnr(a, &b)?;
             s += ssim(a, &b)?;
             baseline += psnr(a, &frame_mean_colours(a))?;
-            l1 += a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs() as f64).sum::<f64>() / a.data.len() as f64;
+            l1 += mean_abs(a, &b);
+            if official {
+                let (a16, b16) = (a.frames_range(0, a.frames - 1)?, b.frames_range(0, b.frames - 1)?);
+                op += psnr(&a16, &b16)?;
+                os += ssim(&a16, &b16)?;
+                ol1 += mean_abs(&a.frames_range(5, 1)?, &b.frames_range(5, 1)?);
+            }
         }
     }
     let n = clips.len().max(1) as f64;
@@ -379,7 +420,18 @@ pub fn evaluate_reconstruction<B: Backend>(
         l1: l1 / n,
         codebook_usage: used.iter().filter(|&&u| u).count() as f64 / used.len() as f64,
         psnr_frame_mean: baseline / n,
+        official: official.then(|| OfficialScores {
+            psnr: op / n,
+            ssim: os / n,
+            l1_frame5: ol1 / n,
+            lpips_frame5: lpips.map(|_| olp / n),
+        }),
     })
+}
+
+/// Mean absolute difference of two videos of the same size.
+fn mean_abs(a: &Video, b: &Video) -> f64 {
+    a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs() as f64).sum::<f64>() / a.data.len().max(1) as f64
 }
 
 /// What a finished (or interrupted) tokenizer run reports.

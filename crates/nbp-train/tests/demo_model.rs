@@ -51,6 +51,43 @@ fn demo_tokenizer_reconstructs_held_out_clips() {
     assert!(r.psnr > r.psnr_frame_mean + 5.0, "{r:?}");
 }
 
+/// The official protocol (reference §1.10): PSNR and SSIM over frames 0..16, L1 and LPIPS on frame 5, the same
+/// numbers as computed here from the reconstructions.
+#[test]
+fn the_official_reconstruction_metrics_cover_the_frames_it_names() {
+    use burn::prelude::*;
+    use nbp_core::metrics::{psnr, ssim};
+    let device = Default::default();
+    let tok = tokenizer();
+    let clips: Vec<Video> = held_out(2).into_iter().map(|c| c.0).collect();
+    let lpips = nbp_train::gan::LpipsConfig::new().with_widths([4, 4, 8, 8, 8]).init::<B>(&device);
+    let r =
+        nbp_train::tokenizer_training::evaluate_reconstruction_with(&tok, &clips, 2, Some(&lpips), &device).unwrap();
+    let official = r.official.clone().expect("17-frame clips");
+    let x = nbp_core::video::videos_to_tensor::<B>(&clips, &device).unwrap();
+    let recon = tok.reconstruct(x.clone(), &nbp_core::progress::NoProgress).unwrap().1;
+    let back = nbp_core::video::tensor_to_videos(recon.clone()).unwrap();
+    let (mut p, mut s, mut l1) = (0.0, 0.0, 0.0);
+    for (a, b) in clips.iter().zip(&back) {
+        p += psnr(&a.frames_range(0, 16).unwrap(), &b.frames_range(0, 16).unwrap()).unwrap() / 2.0;
+        s += ssim(&a.frames_range(0, 16).unwrap(), &b.frames_range(0, 16).unwrap()).unwrap() / 2.0;
+        let (a5, b5) = (a.frames_range(5, 1).unwrap(), b.frames_range(5, 1).unwrap());
+        l1 += a5.data.iter().zip(&b5.data).map(|(u, v)| (u - v).abs() as f64).sum::<f64>() / a5.data.len() as f64 / 2.0;
+    }
+    assert!(
+        (official.psnr - p).abs() < 1e-9 && (official.ssim - s).abs() < 1e-9 && (official.l1_frame5 - l1).abs() < 1e-9
+    );
+    assert!(official.psnr != r.psnr, "16 frames, not 17: {r:?}");
+    let frame5 =
+        |v: Tensor<B, 5>| v.clamp(0.0, 1.0).narrow(2, 5, 1).reshape([2, 3, 64, 64]).mul_scalar(2.0).sub_scalar(1.0);
+    let lp: f64 = lpips.forward(frame5(x), frame5(recon)).mean().into_scalar().elem();
+    let got = official.lpips_frame5.expect("LPIPS given");
+    assert!((got - lp).abs() < 1e-6 * lp.abs().max(1.0) && got != 0.0, "{got} vs {lp}");
+    // Without LPIPS weights, the rest is the same.
+    let plain = evaluate_reconstruction(&tok, &clips, 1, &device).unwrap();
+    assert_eq!(plain.official.as_ref().map(|o| (o.psnr, o.lpips_frame5)), Some((official.psnr, None)));
+}
+
 #[test]
 fn demo_generator_predicts_frames_better_than_copying_the_last_one() {
     let device = Default::default();
