@@ -153,7 +153,8 @@ impl GeneratorTrainConfig {
         if self.condition == "text" && self.mode != "hybrid" {
             return bad(format!(
                 "condition text trains the official UCF layout, with the hybrid start (--mode hybrid), not mode {}: \
-                 without it the official masks hide each text's padding, which differs between classes",
+                 without it the official masks hide each text's padding, which differs between classes (for \
+                 next-token prediction, --mode hybrid --block-shape 1x1x1 is NTP with blocks of one token)",
                 self.mode
             ));
         }
