@@ -226,7 +226,7 @@ pub fn tokenize_dataset<B: burn::prelude::Backend>(
     let mut cache = TokenCache::new(info);
     progress.start("tokenizing", source.len().saturating_mul(per_video));
     // Video-major: the clips of a video are neighbours, so that validation can hold out whole videos. Clip `k` of
-    // a video draws its start with the seed `seed + k`; a video file is decoded once for all of its clips.
+    // a video draws its start with the seed `seed + k`; one decoding of the file gives up to 64 of its clips.
     let seeds: Vec<u64> = (0..per_video as u64).map(|k| seed.wrapping_add(k)).collect();
     let (mut padded_clips, mut padded_frames) = (0, 0);
     let mut pending: Vec<crate::data::Clip> = Vec::new();
