@@ -456,6 +456,56 @@ pub fn train_tokenizer_cmd(args: TrainTokenizerArgs) -> Result<()> {
     with_backend!(args.device, |B, dev| tokenizer::<burn::backend::Autodiff<B>>(&config, args.resume, dev))
 }
 
+/// The held-out clips an evaluation scores.
+#[derive(Args, Debug)]
+pub struct HeldOutArgs {
+    /// Clips: a dataset spec (moving-shapes[:count], folder:<dir>, ucf:<root>[:<list>], ...); the last --clips
+    /// readable videos, one clip from the centre of each. The default is the moving-shapes variant the bundled
+    /// demo models were trained on (one large shape per clip, fixed look).
+    #[arg(long, default_value = "moving-shapes-plain-large-single-fixed:100000")]
+    dataset: String,
+    /// Number of clips.
+    #[arg(long, default_value_t = 16)]
+    clips: usize,
+    /// Seed of the dataset (moving shapes: use one the models were not trained on).
+    #[arg(long, default_value_t = 99)]
+    data_seed: u64,
+}
+
+/// How the clips a tokenizer reads are cut from the videos of a dataset.
+#[derive(Args, Debug)]
+pub struct DatasetClipArgs {
+    /// Frames per clip (1 + 4n; the official models: 17).
+    #[arg(long, default_value_t = 17)]
+    frames: usize,
+    /// Frame size: N or HxW (multiples of 8). Default: the size the tokenizer was trained at when its file
+    /// records it, else 64x64 for the bundled demo tokenizer and 128x128 for other files (the official size).
+    #[arg(long, value_parser = crate::parse_resolution)]
+    resolution: Option<(usize, usize)>,
+    /// Frame rate videos are resampled to. Default: the dataset's (8 fps for ucf:, 16 for k600:, the videos' own
+    /// otherwise); the official tokenizer_eval.py reads at 16.
+    #[arg(long, value_parser = crate::parse_output_rate)]
+    fps: Option<f64>,
+}
+
+impl DatasetClipArgs {
+    /// The clip options for `tokenizer` (whose file may record the size it was trained at), with `split`'s start
+    /// rule; warns about a frame rate the dataset does not suit.
+    fn options(
+        &self,
+        spec: &DatasetSpec,
+        tokenizer: &crate::TokenizerArgs,
+        trained: Option<(usize, usize)>,
+        split: Split,
+    ) -> ClipOptions {
+        let (height, width) = self.resolution.unwrap_or(crate::default_resolution(tokenizer, trained));
+        if let Some(w) = spec.fps_warning(self.fps) {
+            eprintln!("warning: {w}");
+        }
+        ClipOptions { frames: self.frames, height, width, fps: self.fps, split }
+    }
+}
+
 /// Encode every clip of a dataset once with a tokenizer and store the token grids and classes, so that generator
 /// training reads tokens, not pixels.
 #[derive(Args, Debug)]
@@ -474,16 +524,8 @@ pub struct TokenizeDatasetArgs {
     /// Output token cache.
     #[arg(short, long, default_value = "tokens.safetensors")]
     out: PathBuf,
-    /// Frames per clip (1 + 4n).
-    #[arg(long, default_value_t = 17)]
-    frames: usize,
-    /// Frame size: N or HxW (multiples of 8). Default: the size the tokenizer was trained at when its file
-    /// records it, else 64x64 for the bundled demo tokenizer and 128x128 for other files (the official size).
-    #[arg(long, value_parser = crate::parse_resolution)]
-    resolution: Option<(usize, usize)>,
-    /// Frame rate videos are resampled to (dataset default when unset).
-    #[arg(long, value_parser = crate::parse_output_rate)]
-    fps: Option<f64>,
+    #[command(flatten)]
+    clip: DatasetClipArgs,
     /// Take clips from the centre of each video (evaluation rule) instead of a random start (seeded).
     #[arg(long)]
     center: bool,
@@ -543,18 +585,9 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
     let tokenizer =
         crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() };
     let (model, trained) = crate::load_with_resolution::<B>(&tokenizer, &device)?;
-    let (height, width) = a.resolution.unwrap_or(crate::default_resolution(&tokenizer, trained));
-    let grid = model.config().latent_shape(a.frames, height, width)?;
-    if let Some(w) = spec.fps_warning(a.fps) {
-        eprintln!("warning: {w}");
-    }
-    let opts = ClipOptions {
-        frames: a.frames,
-        height,
-        width,
-        fps: a.fps,
-        split: if a.center { Split::Eval } else { Split::Train },
-    };
+    let opts = a.clip.options(&spec, &tokenizer, trained, if a.center { Split::Eval } else { Split::Train });
+    let (frames, height, width) = (opts.frames, opts.height, opts.width);
+    let grid = model.config().latent_shape(frames, height, width)?;
     let log = SkipLog::new();
     let source = spec.open(&opts, a.seed)?;
     log.add_total(source.len());
@@ -569,10 +602,10 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
         // Absolute, so that a generator trained on this cache finds it from any folder.
         tokenizer: tokenizer.path().canonicalize().unwrap_or_else(|_| tokenizer.path()).display().to_string(),
         tokenizer_fingerprint: Some(nbp_core::weights::file_fingerprint(&tokenizer.path())?),
-        frames: a.frames,
+        frames,
         height,
         width,
-        fps: a.fps.or(spec.default_fps()),
+        fps: opts.fps.or(spec.default_fps()),
         clips_per_video: a.clips_per_video,
     };
     let started = std::time::Instant::now();
@@ -609,17 +642,8 @@ pub struct EvalFramePredictionArgs {
     /// Tokenizer. Default: the bundled demo tokenizer.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// Clips: a dataset spec (moving-shapes[:count], folder:<dir>, ...). The clips are taken from its end. The
-    /// default is the moving-shapes variant the bundled demo models were trained on (one large shape per clip,
-    /// fixed look).
-    #[arg(long, default_value = "moving-shapes-plain-large-single-fixed:100000")]
-    dataset: String,
-    /// Number of clips.
-    #[arg(long, default_value_t = 16)]
-    clips: usize,
-    /// Seed of the dataset (moving shapes: use one the model was not trained on).
-    #[arg(long, default_value_t = 99)]
-    data_seed: u64,
+    #[command(flatten)]
+    held_out: HeldOutArgs,
     /// Frames per clip (1 + 4n). Default: the frames of the latent grid the generator records (17 for 5 latent
     /// frames), else 17.
     #[arg(long)]
@@ -650,7 +674,7 @@ pub struct EvalFramePredictionArgs {
 }
 
 fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs, device: B::Device) -> Result<()> {
-    if a.clips == 0 {
+    if a.held_out.clips == 0 {
         bail!("--clips must be at least 1");
     }
     let generator = a.generator.clone().unwrap_or_else(|| crate::demo_asset("generator.safetensors"));
@@ -668,7 +692,7 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     let frames = a.frames.or(recorded.map(|[t, _, _]| 1 + 4 * t.saturating_sub(1))).unwrap_or(17);
     let size = recorded.map(|[_, h, w]| (h * 8, w * 8));
     let (height, width) = a.resolution.or(size).unwrap_or(crate::default_resolution(&tokenizer, trained));
-    let spec: DatasetSpec = a.dataset.parse()?;
+    let spec: DatasetSpec = a.held_out.dataset.parse()?;
     let given = a.given_frames.unwrap_or(if frames > 5 { 5 } else { 1 });
     if given >= frames {
         bail!(
@@ -680,23 +704,23 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
         eprintln!("warning: {w}");
     }
     let opts = ClipOptions { frames, height, width, fps: a.fps, split: Split::Eval };
-    let source = Skipping::new(spec.open(&opts, a.data_seed)?);
+    let source = Skipping::new(spec.open(&opts, a.held_out.data_seed)?);
     let rate = opts.fps.or(spec.default_fps()).map_or(String::new(), |f| format!(" at {f} fps"));
     println!("clips: {} ({frames} frames of {width}x{height}{rate}, from the end)", source.describe());
     let names = source.class_names();
     // The last `clips` readable whole clips, each with the condition of its class for this generator.
-    let held_out = nbp_train::evaluate::last_whole_clips(&source, a.clips, a.data_seed, |clip| {
+    let held_out = nbp_train::evaluate::last_whole_clips(&source, a.held_out.clips, a.held_out.data_seed, |clip| {
         let name = names.get(clip.label).map(String::as_str).unwrap_or("");
         nbp_train::evaluate::clip_condition(&g.settings, &g.info.classes, name, clip.label)
             .map_err(|e| nbp_core::Error::file(&generator, e.to_string()))
     })
-    .with_context(|| a.dataset.clone())?;
+    .with_context(|| a.held_out.dataset.clone())?;
     if held_out.short > 0 {
         eprintln!("warning: skipped {} clips of videos shorter than {frames} frames", held_out.short);
     }
     let clips = held_out.clips;
-    if clips.len() < a.clips {
-        eprintln!("warning: --clips {}: the dataset gives only {} readable whole clips", a.clips, clips.len());
+    if clips.len() < a.held_out.clips {
+        eprintln!("warning: --clips {}: the dataset gives only {} readable whole clips", a.held_out.clips, clips.len());
     }
     if let Some(s) = source.log().summary() {
         eprintln!("{s}");
@@ -738,26 +762,10 @@ pub struct EvalTokenizerArgs {
     /// Architecture of PyTorch checkpoints (preset or JSON file).
     #[arg(long)]
     tokenizer_config: Option<String>,
-    /// Clips: a dataset spec (moving-shapes[:count], folder:<dir>, ucf:<root>[:<list>], ...); the last --clips
-    /// readable videos, one clip from the centre of each. The default is the bundled demo's moving-shapes variant.
-    #[arg(long, default_value = "moving-shapes-plain-large-single-fixed:100000")]
-    dataset: String,
-    /// Number of clips.
-    #[arg(long, default_value_t = 16)]
-    clips: usize,
-    /// Seed of the dataset (moving shapes: use one the tokenizer was not trained on).
-    #[arg(long, default_value_t = 99)]
-    data_seed: u64,
-    /// Frames per clip (1 + 4n; the official evaluation: 17).
-    #[arg(long, default_value_t = 17)]
-    frames: usize,
-    /// Frame size: N or HxW (multiples of 8). Default: the size the tokenizer was trained at when its file records
-    /// it, else 64x64 for the bundled demo tokenizer and 128x128 for other files (the official size).
-    #[arg(long, value_parser = crate::parse_resolution)]
-    resolution: Option<(usize, usize)>,
-    /// Frame rate videos are resampled to (the official tokenizer_eval.py reads at 16 fps; default: the dataset's).
-    #[arg(long, value_parser = crate::parse_output_rate)]
-    fps: Option<f64>,
+    #[command(flatten)]
+    held_out: HeldOutArgs,
+    #[command(flatten)]
+    clip: DatasetClipArgs,
     /// Clips per batch.
     #[arg(long, default_value_t = 4)]
     batch: usize,
@@ -773,36 +781,33 @@ pub struct EvalTokenizerArgs {
 }
 
 fn eval_tokenizer<B: burn::prelude::Backend>(a: &EvalTokenizerArgs, device: B::Device) -> Result<()> {
-    if a.clips == 0 || a.batch == 0 {
+    if a.held_out.clips == 0 || a.batch == 0 {
         bail!("--clips and --batch must be at least 1");
     }
     let tokenizer =
         crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() };
-    let spec: DatasetSpec = a.dataset.parse()?;
+    let spec: DatasetSpec = a.held_out.dataset.parse()?;
     let lpips = match (&a.lpips_vgg, &a.lpips_lin) {
         (Some(vgg), Some(lin)) => Some(nbp_train::gan::Lpips::<B>::load(vgg, lin, &device)?),
         _ => None,
     };
     let (model, trained) = crate::load_with_resolution::<B>(&tokenizer, &device)?;
-    let (height, width) = a.resolution.unwrap_or(crate::default_resolution(&tokenizer, trained));
-    model.config().latent_shape(a.frames, height, width)?;
-    if let Some(w) = spec.fps_warning(a.fps) {
-        eprintln!("warning: {w}");
-    }
-    let opts = ClipOptions { frames: a.frames, height, width, fps: a.fps, split: Split::Eval };
-    let source = Skipping::new(spec.open(&opts, a.data_seed)?);
+    let opts = a.clip.options(&spec, &tokenizer, trained, Split::Eval);
+    let (frames, height, width) = (opts.frames, opts.height, opts.width);
+    model.config().latent_shape(frames, height, width)?;
+    let source = Skipping::new(spec.open(&opts, a.held_out.data_seed)?);
     let rate = opts.fps.or(spec.default_fps()).map_or(String::new(), |f| format!(" at {f} fps"));
-    println!("clips: {} ({} frames of {width}x{height}{rate}, from the end)", source.describe(), a.frames);
-    let held_out = nbp_train::evaluate::last_whole_clips(&source, a.clips, a.data_seed, |_| {
+    println!("clips: {} ({} frames of {width}x{height}{rate}, from the end)", source.describe(), frames);
+    let held_out = nbp_train::evaluate::last_whole_clips(&source, a.held_out.clips, a.held_out.data_seed, |_| {
         Ok(nbp_model::generate::Condition::None)
     })
-    .with_context(|| a.dataset.clone())?;
+    .with_context(|| a.held_out.dataset.clone())?;
     if held_out.short > 0 {
-        eprintln!("warning: skipped {} clips of videos shorter than {} frames", held_out.short, a.frames);
+        eprintln!("warning: skipped {} clips of videos shorter than {} frames", held_out.short, frames);
     }
     let clips: Vec<_> = held_out.clips.into_iter().map(|(video, _)| video).collect();
-    if clips.len() < a.clips {
-        eprintln!("warning: --clips {}: the dataset gives only {} readable whole clips", a.clips, clips.len());
+    if clips.len() < a.held_out.clips {
+        eprintln!("warning: --clips {}: the dataset gives only {} readable whole clips", a.held_out.clips, clips.len());
     }
     if let Some(s) = source.log().summary() {
         eprintln!("{s}");
@@ -817,7 +822,7 @@ fn eval_tokenizer<B: burn::prelude::Backend>(a: &EvalTokenizerArgs, device: B::D
         r.psnr,
         r.ssim,
         r.l1,
-        a.frames,
+        frames,
         100.0 * r.codebook_usage,
         started.elapsed().as_secs_f64()
     );
@@ -826,7 +831,7 @@ fn eval_tokenizer<B: burn::prelude::Backend>(a: &EvalTokenizerArgs, device: B::D
             "as the official tokenizer_eval.py: PSNR {:.2} dB, SSIM {:.4} over frames 0–{}; on frame 5: L1 {:.4}, {}",
             o.psnr,
             o.ssim,
-            a.frames - 2,
+            frames - 2,
             o.l1_frame5,
             o.lpips_frame5.map_or(String::from("LPIPS with --lpips-vgg and --lpips-lin"), |l| format!("LPIPS {l:.4}"))
         ),
