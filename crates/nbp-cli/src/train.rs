@@ -731,7 +731,16 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
         cfg: None,
     };
     let started = std::time::Instant::now();
-    let r = nbp_train::evaluate::evaluate_frame_prediction(&g, &tok, &clips, given, &options, a.seed, &device)?;
+    let r = nbp_train::evaluate::evaluate_frame_prediction(
+        &g,
+        &tok,
+        &clips,
+        given,
+        &options,
+        a.seed,
+        &device,
+        &Bar::default(),
+    )?;
     println!(
         "frame prediction on {} clips ({} given frames, {}): model {:.2} dB, copy last frame {:.2} dB (margin {:+.2} dB), \
          tokenizer reconstruction {:.2} dB [{:.1} s]",
@@ -813,8 +822,14 @@ fn eval_tokenizer<B: burn::prelude::Backend>(a: &EvalTokenizerArgs, device: B::D
         eprintln!("{s}");
     }
     let started = std::time::Instant::now();
-    let r =
-        nbp_train::tokenizer_training::evaluate_reconstruction_with(&model, &clips, a.batch, lpips.as_ref(), &device)?;
+    let r = nbp_train::tokenizer_training::evaluate_reconstruction_with(
+        &model,
+        &clips,
+        a.batch,
+        lpips.as_ref(),
+        &device,
+        &Bar::default(),
+    )?;
     println!(
         "reconstruction of {} clips: PSNR {:.2} dB, SSIM {:.4}, L1 {:.4} over all {} frames; codebook usage {:.2} % \
          [{:.1} s]",

@@ -143,6 +143,7 @@ pub fn last_whole_clips<S: ClipSource>(
 
 /// Continues the first `given_frames` frames (`1 + 4n`, whole latent frames) of every clip with the generator
 /// (conditioned on the clip's condition, see [`clip_condition`]) and scores the other frames.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_frame_prediction<B: Backend>(
     generator: &LoadedGenerator<B>,
     tokenizer: &VideoTokenizer<B>,
@@ -151,6 +152,7 @@ pub fn evaluate_frame_prediction<B: Backend>(
     options: &SampleOptions,
     seed: u64,
     device: &B::Device,
+    progress: &dyn nbp_core::progress::Progress,
 ) -> Result<FramePrediction> {
     let first = &clips.first().ok_or_else(|| Error::invalid("no clip to evaluate"))?.0;
     let [t, h, w] = tokenizer.config().latent_shape(first.frames, first.height, first.width)?;
@@ -164,6 +166,7 @@ pub fn evaluate_frame_prediction<B: Backend>(
     let grid = LatentGrid::new(t, h, w);
     let block_shape = generator.default_block_shape(&grid)?;
     let (mut model, mut copy, mut recon) = (0.0, 0.0, 0.0);
+    progress.start("predicting frames", clips.len());
     for (i, (video, condition)) in clips.iter().enumerate() {
         let x = videos_to_tensor::<B>(std::slice::from_ref(video), device)?;
         let ids: Vec<i64> = tokenizer.encode(x)?.into_data().convert::<i64>().to_vec().expect("int data");
@@ -203,7 +206,9 @@ pub fn evaluate_frame_prediction<B: Backend>(
         model += capped(psnr(&predicted.frames_range(given_frames, n)?, &real)?);
         recon += capped(psnr(&reconstructed.frames_range(given_frames, n)?, &real)?);
         copy += capped(psnr(&repeated, &real)?);
+        progress.advance(1);
     }
+    progress.finish();
     let k = clips.len() as f64;
     Ok(FramePrediction {
         clips: clips.len(),

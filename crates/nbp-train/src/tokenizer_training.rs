@@ -370,17 +370,20 @@ pub fn evaluate_reconstruction<B: Backend>(
     batch: usize,
     device: &B::Device,
 ) -> Result<Reconstruction> {
-    evaluate_reconstruction_with(model, clips, batch, None, device)
+    evaluate_reconstruction_with(model, clips, batch, None, device, &nbp_core::progress::NoProgress)
 }
 
-/// [`evaluate_reconstruction`], with LPIPS on frame 5 of each clip when `lpips` is given (the official protocol).
+/// [`evaluate_reconstruction`], with LPIPS on frame 5 of each clip when `lpips` is given (the official protocol),
+/// reporting the clips done to `progress`.
 pub fn evaluate_reconstruction_with<B: Backend>(
     model: &VideoTokenizer<B>,
     clips: &[Video],
     batch: usize,
     lpips: Option<&Lpips<B>>,
     device: &B::Device,
+    progress: &dyn nbp_core::progress::Progress,
 ) -> Result<Reconstruction> {
+    progress.start("reconstructing", clips.len());
     let mut used = vec![false; model.codebook_size()];
     let (mut p, mut s, mut l1, mut baseline) = (0.0, 0.0, 0.0, 0.0);
     let official = clips.first().is_some_and(|c| c.frames > 5);
@@ -411,7 +414,9 @@ pub fn evaluate_reconstruction_with<B: Backend>(
                 ol1 += mean_abs(&a.frames_range(5, 1)?, &b.frames_range(5, 1)?);
             }
         }
+        progress.advance(chunk.len());
     }
+    progress.finish();
     let n = clips.len().max(1) as f64;
     Ok(Reconstruction {
         clips: clips.len(),

@@ -61,8 +61,15 @@ fn the_official_reconstruction_metrics_cover_the_frames_it_names() {
     let tok = tokenizer();
     let clips: Vec<Video> = held_out(2).into_iter().map(|c| c.0).collect();
     let lpips = nbp_train::gan::LpipsConfig::new().with_widths([4, 4, 8, 8, 8]).init::<B>(&device);
-    let r =
-        nbp_train::tokenizer_training::evaluate_reconstruction_with(&tok, &clips, 2, Some(&lpips), &device).unwrap();
+    let r = nbp_train::tokenizer_training::evaluate_reconstruction_with(
+        &tok,
+        &clips,
+        2,
+        Some(&lpips),
+        &device,
+        &nbp_core::progress::NoProgress,
+    )
+    .unwrap();
     let official = r.official.clone().expect("17-frame clips");
     let x = nbp_core::video::videos_to_tensor::<B>(&clips, &device).unwrap();
     let recon = tok.reconstruct(x.clone(), &nbp_core::progress::NoProgress).unwrap().1;
@@ -97,7 +104,9 @@ fn demo_generator_predicts_frames_better_than_copying_the_last_one() {
     let clips: Vec<(Video, Condition)> =
         held_out(4).into_iter().map(|(v, label)| (v, Condition::Tokens(vec![label as i64]))).collect();
     let options = SampleOptions { filter: Default::default(), greedy: true, cfg: None };
-    let r = evaluate_frame_prediction(&generator, &tok, &clips, 5, &options, 0, &device).unwrap();
+    let r =
+        evaluate_frame_prediction(&generator, &tok, &clips, 5, &options, 0, &device, &nbp_core::progress::NoProgress)
+            .unwrap();
     println!("{r:?}");
     // Measured: 15.43 dB against 10.19 dB for copying the last frame (+5.24 dB).
     assert!(r.margin() > 4.0, "{r:?}");
