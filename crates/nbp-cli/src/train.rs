@@ -753,6 +753,13 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
         r.psnr_reconstruction,
         started.elapsed().as_secs_f64()
     );
+    if let Some(o) = &r.official {
+        println!(
+            "as the official transformer_eval.py (frames 0–15, the given ones included): PSNR {:.2} ± {:.2} dB, \
+             SSIM {:.4}",
+            o.psnr_mean, o.psnr_std, o.ssim
+        );
+    }
     Ok(())
 }
 

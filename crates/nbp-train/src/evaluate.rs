@@ -5,7 +5,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use nbp_core::blocks::LatentGrid;
-use nbp_core::metrics::psnr;
+use nbp_core::metrics::{psnr, ssim};
 use nbp_core::progress::NoProgress;
 use nbp_core::video::{Video, tensor_to_videos, videos_to_tensor};
 use nbp_core::{Error, Result};
@@ -20,6 +20,9 @@ use crate::data::{Clip, ClipSource, Skipping};
 /// The PSNR a clip counts with in the means: identical frames (a still video copied) have an infinite PSNR,
 /// which would make every mean infinite, so each clip counts at most this many dB.
 pub const MAX_PSNR: f64 = 100.0;
+
+/// Frames the official generation metrics score (`[:, :, :16]`).
+const OFFICIAL_FRAMES: usize = 16;
 
 fn capped(db: f64) -> f64 {
     db.min(MAX_PSNR)
@@ -37,6 +40,19 @@ pub struct FramePrediction {
     pub psnr_copy_last: f64,
     /// Mean PSNR (dB) of the tokenizer's own reconstruction of those frames (the ceiling of any prediction).
     pub psnr_reconstruction: f64,
+    /// The model's clips scored as the official `transformer_eval.py` scores them (reference §5.1), for clips of
+    /// at least 16 frames.
+    pub official: Option<OfficialPrediction>,
+}
+
+/// Generated clips scored as the official `transformer_eval.py` does: PSNR and SSIM over the first 16 frames,
+/// the given frames (the tokenizer's reconstruction of them) included; PSNR as mean and (population) standard
+/// deviation over the clips, uncapped.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OfficialPrediction {
+    pub psnr_mean: f64,
+    pub psnr_std: f64,
+    pub ssim: f64,
 }
 
 impl FramePrediction {
@@ -166,6 +182,8 @@ pub fn evaluate_frame_prediction<B: Backend>(
     let grid = LatentGrid::new(t, h, w);
     let block_shape = generator.default_block_shape(&grid)?;
     let (mut model, mut copy, mut recon) = (0.0, 0.0, 0.0);
+    let official = first.frames >= OFFICIAL_FRAMES;
+    let (mut official_psnr, mut official_ssim) = (vec![], 0.0);
     progress.start("predicting frames", clips.len());
     for (i, (video, condition)) in clips.iter().enumerate() {
         let x = videos_to_tensor::<B>(std::slice::from_ref(video), device)?;
@@ -206,6 +224,11 @@ pub fn evaluate_frame_prediction<B: Backend>(
         model += capped(psnr(&predicted.frames_range(given_frames, n)?, &real)?);
         recon += capped(psnr(&reconstructed.frames_range(given_frames, n)?, &real)?);
         copy += capped(psnr(&repeated, &real)?);
+        if official {
+            let (a, b) = (predicted.frames_range(0, OFFICIAL_FRAMES)?, video.frames_range(0, OFFICIAL_FRAMES)?);
+            official_psnr.push(psnr(&a, &b)?);
+            official_ssim += if a.height >= 11 && a.width >= 11 { ssim(&a, &b)? } else { f64::NAN };
+        }
         progress.advance(1);
     }
     progress.finish();
@@ -216,6 +239,11 @@ pub fn evaluate_frame_prediction<B: Backend>(
         psnr_model: model / k,
         psnr_copy_last: copy / k,
         psnr_reconstruction: recon / k,
+        official: official.then(|| {
+            let mean = official_psnr.iter().sum::<f64>() / k;
+            let var = official_psnr.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / k;
+            OfficialPrediction { psnr_mean: mean, psnr_std: var.sqrt(), ssim: official_ssim / k }
+        }),
     })
 }
 

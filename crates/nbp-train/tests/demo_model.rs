@@ -4,6 +4,7 @@
 //! so a broken model file, loader, tokenizer or sampler fails here (random weights give about 8–11 dB).
 
 use burn::backend::Flex;
+use nbp_core::progress::NoProgress;
 use nbp_core::video::Video;
 use nbp_core::workspace::workspace_path;
 use nbp_model::generate::Condition;
@@ -110,4 +111,33 @@ fn demo_generator_predicts_frames_better_than_copying_the_last_one() {
     println!("{r:?}");
     // Measured: 15.43 dB against 10.19 dB for copying the last frame (+5.24 dB).
     assert!(r.margin() > 4.0, "{r:?}");
+
+    // The official score: PSNR over frames 0..16 of each whole generated clip (given frames as the tokenizer
+    // reconstructs them), mean and population deviation, recomputed here from the greedy generations.
+    use burn::prelude::*;
+    let mut scores = vec![];
+    for (video, condition) in &clips {
+        let x = nbp_core::video::videos_to_tensor::<B>(std::slice::from_ref(video), &device).unwrap();
+        let ids: Vec<i64> = tok.encode(x).unwrap().into_data().convert::<i64>().to_vec().unwrap();
+        let grid = nbp_core::blocks::LatentGrid::new(5, 8, 8);
+        let request = nbp_model::generate::Request {
+            condition: condition.clone(),
+            prefix: ids[..128].to_vec(),
+            grid,
+            block_shape: generator.default_block_shape(&grid).unwrap(),
+            samples: 1,
+            options,
+            clamp_non_video: false,
+        };
+        let out = nbp_model::generate::generate(&generator.model, &generator.settings, &request, &NoProgress).unwrap();
+        let codes = Tensor::<B, 4, Int>::from_data(TensorData::new(out.codes[0].clone(), [1, 5, 8, 8]), &device);
+        let predicted = nbp_core::video::tensor_to_videos(tok.decode(codes)).unwrap().remove(0);
+        let (a, b) = (predicted.frames_range(0, 16).unwrap(), video.frames_range(0, 16).unwrap());
+        scores.push(nbp_core::metrics::psnr(&a, &b).unwrap());
+    }
+    let mean = scores.iter().sum::<f64>() / 4.0;
+    let std = (scores.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / 4.0).sqrt();
+    let official = r.official.clone().expect("17-frame clips");
+    assert!((official.psnr_mean - mean).abs() < 1e-9 && (official.psnr_std - std).abs() < 1e-9, "{official:?}");
+    assert!(official.psnr_std > 0.0 && official.ssim > 0.5 && official.ssim < 1.0, "{official:?}");
 }
