@@ -38,7 +38,8 @@ enum Command {
     /// Video tokenizer: encode videos to token ids, decode ids to videos, reconstruct, convert checkpoints.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
-    /// Generator checkpoints: convert an official Lightning .ckpt into the project's .safetensors format.
+    /// Generator checkpoints: convert an official Lightning .ckpt into the project's .safetensors format, or print
+    /// what a checkpoint holds.
     #[command(subcommand)]
     Generator(GeneratorCommand),
     /// Generate videos with a block-causal generator (NBP, NTP or hybrid start), KV-cached.

@@ -76,7 +76,8 @@ pub struct TrainArgs {
     /// Steps between checkpoints and validation passes.
     #[arg(long)]
     checkpoint_every: Option<usize>,
-    /// Clips held out from the end of the cache for validation.
+    /// Clips held out from the end of the cache for validation (rounded up to whole videos when the cache holds
+    /// several clips per video).
     #[arg(long)]
     valid_clips: Option<usize>,
     /// Peak learning rate.
@@ -639,7 +640,8 @@ pub struct EvalFramePredictionArgs {
     /// Generator (.safetensors trained by nbp, or an official .ckpt). Default: the bundled demo model.
     #[arg(long)]
     generator: Option<PathBuf>,
-    /// Tokenizer. Default: the bundled demo tokenizer.
+    /// Tokenizer. Default: the one the generator's training tokens were made with, when its file records it (files
+    /// trained by nbp), else the bundled demo tokenizer.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     #[command(flatten)]
@@ -706,7 +708,10 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     let opts = ClipOptions { frames, height, width, fps: a.fps, split: Split::Eval };
     let source = Skipping::new(spec.open(&opts, a.held_out.data_seed)?);
     let rate = opts.fps.or(spec.default_fps()).map_or(String::new(), |f| format!(" at {f} fps"));
-    println!("clips: {} ({frames} frames of {width}x{height}{rate}, from the end)", source.describe());
+    println!(
+        "clips: {} ({frames} frames of {height}x{width}{rate}, the centre of each of the last videos)",
+        source.describe()
+    );
     let names = source.class_names();
     // The last `clips` readable whole clips, each with the condition of its class for this generator.
     let held_out = nbp_train::evaluate::last_whole_clips(&source, a.held_out.clips, a.held_out.data_seed, |clip| {
@@ -742,9 +747,10 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
         &Bar::default(),
     )?;
     println!(
-        "frame prediction on {} clips ({} given frames, {}): model {:.2} dB, copy last frame {:.2} dB (margin {:+.2} dB), \
+        "frame prediction on {} clip{} ({} given frames, {}): model {:.2} dB, copy last frame {:.2} dB (margin {:+.2} dB), \
          tokenizer reconstruction {:.2} dB [{:.1} s]",
         r.clips,
+        if r.clips == 1 { "" } else { "s" },
         r.given_frames,
         if a.sample { "sampled" } else { "greedy" },
         r.psnr_model,
@@ -753,12 +759,13 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
         r.psnr_reconstruction,
         started.elapsed().as_secs_f64()
     );
-    if let Some(o) = &r.official {
-        println!(
+    match &r.official {
+        Some(o) => println!(
             "as the official transformer_eval.py (frames 0–15, the given ones included): PSNR {:.2} ± {:.2} dB, \
              SSIM {:.4}",
             o.psnr_mean, o.psnr_std, o.ssim
-        );
+        ),
+        None => println!("(the official transformer_eval.py protocol scores 16 frames: it needs clips of 17 frames)"),
     }
     Ok(())
 }
@@ -813,7 +820,10 @@ fn eval_tokenizer<B: burn::prelude::Backend>(a: &EvalTokenizerArgs, device: B::D
     model.config().latent_shape(frames, height, width)?;
     let source = Skipping::new(spec.open(&opts, a.held_out.data_seed)?);
     let rate = opts.fps.or(spec.default_fps()).map_or(String::new(), |f| format!(" at {f} fps"));
-    println!("clips: {} ({} frames of {width}x{height}{rate}, from the end)", source.describe(), frames);
+    println!(
+        "clips: {} ({frames} frames of {height}x{width}{rate}, the centre of each of the last videos)",
+        source.describe()
+    );
     let held_out = nbp_train::evaluate::last_whole_clips(&source, a.held_out.clips, a.held_out.data_seed, |_| {
         Ok(nbp_model::generate::Condition::None)
     })
@@ -838,9 +848,10 @@ fn eval_tokenizer<B: burn::prelude::Backend>(a: &EvalTokenizerArgs, device: B::D
         &Bar::default(),
     )?;
     println!(
-        "reconstruction of {} clips: PSNR {:.2} dB, SSIM {:.4}, L1 {:.4} over all {} frames; codebook usage {:.2} % \
+        "reconstruction of {} clip{}: PSNR {:.2} dB, SSIM {:.4}, L1 {:.4} over all {} frames; codebook usage {:.2} % \
          [{:.1} s]",
         r.clips,
+        if r.clips == 1 { "" } else { "s" },
         r.psnr,
         r.ssim,
         r.l1,

@@ -1072,7 +1072,7 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
     // The clip size comes from the latent grid the generator records (5 frames), and with it one given frame.
     let (code, text_) = run(&["eval-frame-prediction", "--generator", &model, "--clips", "1"]);
     assert_eq!(code, Some(0), "{text_}");
-    assert!(text_.contains("frame prediction on 1 clips (1 given frames, greedy)"), "{text_}");
+    assert!(text_.contains("frame prediction on 1 clip (1 given frames, greedy)"), "{text_}");
     // Clips are conditioned on their class found by name: a class the generator never saw is an error, not
     // whichever class happens to have the same index.
     let eval_on = |folder: &Path| {

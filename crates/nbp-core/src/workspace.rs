@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 /// Outside cargo, the checkout this crate was compiled in is used.
 pub fn workspace_path(relative: impl AsRef<Path>) -> PathBuf {
     let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // `/checkout/crates/nbp-core/../..` reads better as `/checkout` in messages.
+    let compiled = compiled.canonicalize().unwrap_or(compiled);
     let root = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .and_then(|dir| dir.ancestors().find(|d| d.join("Cargo.lock").exists()).map(Path::to_path_buf))

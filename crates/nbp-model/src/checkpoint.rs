@@ -246,13 +246,15 @@ impl<B: Backend> LoadedGenerator<B> {
             c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size
         );
         let mode = match crate::generate::Mode::of(s) {
+            crate::generate::Mode::Hybrid if s.block == 1 => "NTP (one token per step, after the begin-of-video token)",
             crate::generate::Mode::Hybrid => {
                 "hybrid start (NTP for the first block, then the middle-bos block, then NBP)"
             }
             crate::generate::Mode::Ntp => "NTP (one token per step)",
             crate::generate::Mode::Nbp => "NBP (one block per step)",
         };
-        let _ = writeln!(w, "generation: {mode}, blocks of {} tokens", s.block);
+        let plural = if s.block == 1 { "" } else { "s" };
+        let _ = writeln!(w, "generation: {mode}, blocks of {} token{plural}", s.block);
         let condition = match v.conditioning {
             Conditioning::Unconditional => "none (frame prediction: continues given frames)".to_string(),
             Conditioning::Text { tokens: 1, vocab: classes } | Conditioning::Label { classes } => {
@@ -437,7 +439,17 @@ pub fn load_generator<B: Backend>(
         .with_block_size(block_size)
         .with_cond_tokens(cond_tokens)
         .with_dropout(0.0);
-    let model = import_gpt(&config, w, device)?;
+    let model = import_gpt(&config, w, device).map_err(|e| match e {
+        // An architecture the weights and the hyper-parameters (or --n-head) do not make together.
+        Error::Invalid(m) => Error::file(
+            path,
+            format!(
+                "{m} (width and heads from the weights, --n-head or the \
+             hyper-parameters)"
+            ),
+        ),
+        e => e,
+    })?;
     let settings = GeneratorSettings { block, hybrid, unconditional, cond_tokens, cond_vocab };
     Ok(LoadedGenerator { model, settings, info: GeneratorInfo::default() })
 }

@@ -80,7 +80,8 @@ pub struct GeneratorTrainConfig {
     pub steps: usize,
     /// Steps between checkpoints (and validation passes).
     pub checkpoint_every: usize,
-    /// Clips held out from the end of the cache for validation.
+    /// Clips held out from the end of the cache for validation (rounded up to whole videos when the cache holds
+    /// several clips per video).
     pub valid_clips: usize,
     /// Positions per chunk of the output head in the loss (bounds the logits held in memory).
     pub loss_chunk: usize,
@@ -653,8 +654,8 @@ pub fn train_generator<B: AutodiffBackend>(
                 cache.len(),
                 if cache.info.clips_per_video > 1 {
                     format!(
-                        "; whole videos are held out, {} clips each, so any --valid-clips from 1 holds out at least \
-                         one video",
+                        "; whole videos of {} clips are held out, so any --valid-clips from 1 holds out at least one \
+                         video: tokenize more videos, or train without validation with --valid-clips 0",
                         cache.info.clips_per_video
                     )
                 } else {
