@@ -532,7 +532,8 @@ pub struct TokenizeDatasetArgs {
     center: bool,
     /// Clips taken from each video, each from its own random start (clip k with seed --seed + k). The official
     /// loader draws a new start every epoch; a cache holds fixed clips, so several per video let a generator see
-    /// more of each video. Validation in `nbp-cli train` then holds out whole videos. Not with --center (one
+    /// more of each video (starts are drawn independently: a short video with few possible starts repeats clips).
+    /// Validation in `nbp-cli train` then holds out whole videos. Not with --center (one
     /// centre) or moving shapes (every clip is another video already: raise its :count).
     #[arg(long, default_value_t = 1)]
     clips_per_video: usize,
