@@ -239,7 +239,8 @@ struct SampleArgs {
     /// Raw condition token ids, comma separated (unshifted).
     #[arg(long, value_delimiter = ',', conflicts_with = "label")]
     condition_ids: Option<Vec<i64>>,
-    /// Class label of a label-conditional model (one condition token).
+    /// Class label: the condition token of a label-conditional model; for a text-conditional one (the official UCF
+    /// model: 0 to 100), the text of class N.
     #[arg(long, conflicts_with = "class")]
     label: Option<i64>,
     /// Frame prediction: continue the first --condition-frames frames of this video (any format ffmpeg reads,

@@ -146,7 +146,8 @@ pub fn conditions(
     let norm = |s: &str| s.trim().to_lowercase().replace([' ', '_'], "-");
     // A text model that records no classes (the official UCF generator) shows UCF-101 classes by default.
     let ucf_names: Vec<String>;
-    let classes = if classes.is_empty() && is_ucf_text(settings) && choice == ConditionChoice::Default {
+    let by_label = matches!(choice, ConditionChoice::Default | ConditionChoice::Label(_));
+    let classes = if classes.is_empty() && is_ucf_text(settings) && by_label {
         ucf_names = ucf101_classes().into_iter().map(|c| c.name).collect();
         &ucf_names[..]
     } else {
@@ -172,6 +173,13 @@ pub fn conditions(
             vec![NamedCondition { condition: Condition::Tokens(class.token_ids), name: class.name, note: Some(note) }]
         }
         ConditionChoice::Ids(ids) => vec![NamedCondition::new(Condition::Tokens(ids.to_vec()), format!("{ids:?}"))],
+        // A text model: the text ids of class `label`.
+        ConditionChoice::Label(label) if settings.cond_tokens > 1 => {
+            let i = usize::try_from(label).ok().filter(|&l| l < classes.len()).ok_or_else(|| {
+                Error::invalid(format!("no class with label {label}: the model knows {} classes", classes.len()))
+            })?;
+            vec![NamedCondition::new(Condition::Tokens(class_condition(settings, classes, i)?), class_name(classes, i))]
+        }
         ConditionChoice::Label(label) => {
             let name = usize::try_from(label).ok().filter(|&l| l < classes.len()).map(|l| class_name(classes, l));
             let name = name.unwrap_or_else(|| format!("label {label}"));
@@ -211,6 +219,14 @@ mod tests {
         let expected: Vec<&str> = [0, 5, 10, 15, 20, 25, 30, 35].iter().map(|&i| all[i].name.as_str()).collect();
         assert_eq!(names, expected);
         assert_eq!(grid[0].condition, Condition::Tokens(vec![1, 3394, 10977, 1207, 786, 2, 2, 2]));
+        // --label N: the text ids of class N (of the UCF-101 table here).
+        let yoyo = conditions(&[], &ucf, ConditionChoice::Label(100)).unwrap();
+        assert_eq!(
+            (yoyo[0].name.as_str(), &yoyo[0].condition),
+            ("YoYo", &Condition::Tokens(all[100].token_ids.clone()))
+        );
+        let e = conditions(&[], &ucf, ConditionChoice::Label(101)).unwrap_err().to_string();
+        assert!(e.contains("no class with label 101: the model knows 101 classes"), "{e}");
         // Other models without classes: one unconditional generation, as before.
         let three = GeneratorSettings { cond_tokens: 3, ..ucf.clone() };
         assert_eq!(conditions(&[], &three, ConditionChoice::Default).unwrap()[0].condition, Condition::None);
