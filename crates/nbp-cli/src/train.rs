@@ -468,9 +468,26 @@ pub struct HeldOutArgs {
     /// Number of clips.
     #[arg(long, default_value_t = 16)]
     clips: usize,
-    /// Seed of the dataset (moving shapes: use one the models were not trained on).
+    /// Seed of the dataset (moving shapes: use one the models were not trained on), and of the starts of
+    /// --random-start.
     #[arg(long, default_value_t = 99)]
     data_seed: u64,
+    /// Cut each clip from a random start (seeded by --data-seed), as the official Kinetics-600 evaluation does,
+    /// instead of the centre of the video.
+    #[arg(long)]
+    random_start: bool,
+}
+
+impl HeldOutArgs {
+    /// The clip rule: the centre of each video, or a seeded random start.
+    fn split(&self) -> Split {
+        if self.random_start { Split::Train } else { Split::Eval }
+    }
+
+    /// Where the clips start, for messages.
+    fn start(&self) -> &'static str {
+        if self.random_start { "a random start" } else { "the centre" }
+    }
 }
 
 /// How the clips a tokenizer reads are cut from the videos of a dataset.
@@ -706,12 +723,13 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     if let Some(w) = spec.fps_warning(a.fps) {
         eprintln!("warning: {w}");
     }
-    let opts = ClipOptions { frames, height, width, fps: a.fps, split: Split::Eval };
+    let opts = ClipOptions { frames, height, width, fps: a.fps, split: a.held_out.split() };
     let source = Skipping::new(spec.open(&opts, a.held_out.data_seed)?);
     let rate = opts.fps.or(spec.default_fps()).map_or(String::new(), |f| format!(" at {f} fps"));
     println!(
-        "clips: {} ({frames} frames of {height}x{width}{rate}, the centre of each of the last videos)",
-        source.describe()
+        "clips: {} ({frames} frames of {height}x{width}{rate}, {} of each of the last videos)",
+        source.describe(),
+        a.held_out.start()
     );
     let names = source.class_names();
     // The last `clips` readable whole clips, each with the condition of its class for this generator.
@@ -816,14 +834,15 @@ fn eval_tokenizer<B: burn::prelude::Backend>(a: &EvalTokenizerArgs, device: B::D
         _ => None,
     };
     let (model, trained) = crate::load_with_resolution::<B>(&tokenizer, &device)?;
-    let opts = a.clip.options(&spec, &tokenizer, trained, Split::Eval);
+    let opts = a.clip.options(&spec, &tokenizer, trained, a.held_out.split());
     let (frames, height, width) = (opts.frames, opts.height, opts.width);
     model.config().latent_shape(frames, height, width)?;
     let source = Skipping::new(spec.open(&opts, a.held_out.data_seed)?);
     let rate = opts.fps.or(spec.default_fps()).map_or(String::new(), |f| format!(" at {f} fps"));
     println!(
-        "clips: {} ({frames} frames of {height}x{width}{rate}, the centre of each of the last videos)",
-        source.describe()
+        "clips: {} ({frames} frames of {height}x{width}{rate}, {} of each of the last videos)",
+        source.describe(),
+        a.held_out.start()
     );
     let held_out = nbp_train::evaluate::last_whole_clips(&source, a.held_out.clips, a.held_out.data_seed, |_| {
         Ok(nbp_model::generate::Condition::None)

@@ -1196,6 +1196,9 @@ fn eval_tokenizer_scores_the_demo_tokenizer() {
     assert!(
         out.contains("as the official tokenizer_eval.py: PSNR ") && out.contains("over frames 0–15; on frame 5: L1")
     );
+    assert!(out.contains("the centre of each of the last videos"), "{out}");
+    let o = cli(&["eval-tokenizer", "--clips", "1", "--frames", "5", "--random-start"]);
+    assert!(o.status.success() && text(&o).contains("a random start of each of the last videos"), "{}", text(&o));
     let o = cli(&["eval-tokenizer", "--clips", "0"]);
     assert!(!o.status.success() && text(&o).contains("--clips and --batch must be at least 1"));
 }
