@@ -484,6 +484,45 @@ impl HeldOutArgs {
         if self.random_start { Split::Train } else { Split::Eval }
     }
 
+    /// Opens the dataset `spec` with `opts` and reads the last --clips readable whole clips, each with the condition
+    /// `condition` gives it (from the clip and the dataset's class names); prints what it reads and warns about
+    /// what it skips.
+    fn read(
+        &self,
+        spec: &DatasetSpec,
+        opts: &ClipOptions,
+        mut condition: impl FnMut(&nbp_train::data::Clip, &[String]) -> nbp_core::Result<nbp_model::generate::Condition>,
+    ) -> Result<Vec<(nbp_core::video::Video, nbp_model::generate::Condition)>> {
+        let source = Skipping::new(spec.open(opts, self.data_seed)?);
+        let rate = opts.fps.or(spec.default_fps()).map_or(String::new(), |f| format!(" at {f} fps"));
+        println!(
+            "clips: {} ({} frames of {}x{}{rate}, {} of each of the last videos)",
+            source.describe(),
+            opts.frames,
+            opts.height,
+            opts.width,
+            self.start()
+        );
+        let names = source.class_names();
+        let held_out =
+            nbp_train::evaluate::last_whole_clips(&source, self.clips, self.data_seed, |clip| condition(clip, &names))
+                .with_context(|| self.dataset.clone())?;
+        if held_out.short > 0 {
+            eprintln!("warning: skipped {} clips of videos shorter than {} frames", held_out.short, opts.frames);
+        }
+        if held_out.clips.len() < self.clips {
+            eprintln!(
+                "warning: --clips {}: the dataset gives only {} readable whole clips",
+                self.clips,
+                held_out.clips.len()
+            );
+        }
+        if let Some(s) = source.log().summary() {
+            eprintln!("{s}");
+        }
+        Ok(held_out.clips)
+    }
+
     /// Where the clips start, for messages.
     fn start(&self) -> &'static str {
         if self.random_start { "a random start" } else { "the centre" }
@@ -724,31 +763,11 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
         eprintln!("warning: {w}");
     }
     let opts = ClipOptions { frames, height, width, fps: a.fps, split: a.held_out.split() };
-    let source = Skipping::new(spec.open(&opts, a.held_out.data_seed)?);
-    let rate = opts.fps.or(spec.default_fps()).map_or(String::new(), |f| format!(" at {f} fps"));
-    println!(
-        "clips: {} ({frames} frames of {height}x{width}{rate}, {} of each of the last videos)",
-        source.describe(),
-        a.held_out.start()
-    );
-    let names = source.class_names();
-    // The last `clips` readable whole clips, each with the condition of its class for this generator.
-    let held_out = nbp_train::evaluate::last_whole_clips(&source, a.held_out.clips, a.held_out.data_seed, |clip| {
+    let clips = a.held_out.read(&spec, &opts, |clip, names| {
         let name = names.get(clip.label).map(String::as_str).unwrap_or("");
         nbp_train::evaluate::clip_condition(&g.settings, &g.info.classes, name, clip.label)
             .map_err(|e| nbp_core::Error::file(&generator, e.to_string()))
-    })
-    .with_context(|| a.held_out.dataset.clone())?;
-    if held_out.short > 0 {
-        eprintln!("warning: skipped {} clips of videos shorter than {frames} frames", held_out.short);
-    }
-    let clips = held_out.clips;
-    if clips.len() < a.held_out.clips {
-        eprintln!("warning: --clips {}: the dataset gives only {} readable whole clips", a.held_out.clips, clips.len());
-    }
-    if let Some(s) = source.log().summary() {
-        eprintln!("{s}");
-    }
+    })?;
     let options = nbp_model::sampling::SampleOptions {
         filter: nbp_core::filter::SamplingFilter::default(),
         greedy: !a.sample,
@@ -837,27 +856,12 @@ fn eval_tokenizer<B: burn::prelude::Backend>(a: &EvalTokenizerArgs, device: B::D
     let opts = a.clip.options(&spec, &tokenizer, trained, a.held_out.split());
     let (frames, height, width) = (opts.frames, opts.height, opts.width);
     model.config().latent_shape(frames, height, width)?;
-    let source = Skipping::new(spec.open(&opts, a.held_out.data_seed)?);
-    let rate = opts.fps.or(spec.default_fps()).map_or(String::new(), |f| format!(" at {f} fps"));
-    println!(
-        "clips: {} ({frames} frames of {height}x{width}{rate}, {} of each of the last videos)",
-        source.describe(),
-        a.held_out.start()
-    );
-    let held_out = nbp_train::evaluate::last_whole_clips(&source, a.held_out.clips, a.held_out.data_seed, |_| {
-        Ok(nbp_model::generate::Condition::None)
-    })
-    .with_context(|| a.held_out.dataset.clone())?;
-    if held_out.short > 0 {
-        eprintln!("warning: skipped {} clips of videos shorter than {} frames", held_out.short, frames);
-    }
-    let clips: Vec<_> = held_out.clips.into_iter().map(|(video, _)| video).collect();
-    if clips.len() < a.held_out.clips {
-        eprintln!("warning: --clips {}: the dataset gives only {} readable whole clips", a.held_out.clips, clips.len());
-    }
-    if let Some(s) = source.log().summary() {
-        eprintln!("{s}");
-    }
+    let clips: Vec<_> = a
+        .held_out
+        .read(&spec, &opts, |_, _| Ok(nbp_model::generate::Condition::None))?
+        .into_iter()
+        .map(|(video, _)| video)
+        .collect();
     let started = std::time::Instant::now();
     let r = nbp_train::tokenizer_training::evaluate_reconstruction_with(
         &model,
