@@ -872,7 +872,7 @@ fn eval_tokenizer<B: burn::prelude::Backend>(a: &EvalTokenizerArgs, device: B::D
         &Bar::default(),
     )?;
     println!(
-        "reconstruction of {} clip{}: PSNR {:.2} dB, SSIM {:.4}, L1 {:.4} over all {} frames; codebook usage {:.2} % \
+        "reconstruction of {} clip{}: PSNR {:.2} dB, SSIM {:.4}, L1 {:.4} over all {} frames; codebook usage {} \
          [{:.1} s]",
         r.clips,
         if r.clips == 1 { "" } else { "s" },
@@ -880,7 +880,7 @@ fn eval_tokenizer<B: burn::prelude::Backend>(a: &EvalTokenizerArgs, device: B::D
         r.ssim,
         r.l1,
         frames,
-        100.0 * r.codebook_usage,
+        nbp_train::tokenizer_training::percent(r.codebook_usage),
         started.elapsed().as_secs_f64()
     );
     match &r.official {

@@ -288,8 +288,6 @@ impl WeightWriter {
     }
 }
 
-/// True when `path` names a `.safetensors` file (any case): the project's own format, which carries its own
-/// architecture; every other extension is read as a PyTorch checkpoint.
 /// A fingerprint of a file's content that is cheap for files of gigabytes: FNV-1a over its length and 16 blocks
 /// of 4 KB spread evenly through it (a retrained model changes every block of weights). Recorded where a file is
 /// named by path, to notice when the file at that path was replaced.
@@ -316,6 +314,8 @@ pub fn file_fingerprint(path: &Path) -> Result<String> {
     Ok(format!("{h:016x}"))
 }
 
+/// True when `path` names a `.safetensors` file (any case): the project's own format, which carries its own
+/// architecture; every other extension is read as a PyTorch checkpoint.
 pub fn is_safetensors(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }

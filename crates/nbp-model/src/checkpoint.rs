@@ -441,13 +441,9 @@ pub fn load_generator<B: Backend>(
         .with_dropout(0.0);
     let model = import_gpt(&config, w, device).map_err(|e| match e {
         // An architecture the weights and the hyper-parameters (or --n-head) do not make together.
-        Error::Invalid(m) => Error::file(
-            path,
-            format!(
-                "{m} (width and heads from the weights, --n-head or the \
-             hyper-parameters)"
-            ),
-        ),
+        Error::Invalid(m) => {
+            Error::file(path, format!("{m} (width and heads from the weights, --n-head or the hyper-parameters)"))
+        }
         e => e,
     })?;
     let settings = GeneratorSettings { block, hybrid, unconditional, cond_tokens, cond_vocab };
@@ -494,11 +490,10 @@ fn official_cond_vocab(args: Option<&Value>, v: usize, specials: usize) -> std::
     if arg(args, "cond_stage_key").and_then(|k| k.as_str().map(str::to_string)).as_deref() != Some("label") {
         return Ok(32000);
     }
-    let codes = OFFICIAL_CODEBOOK;
-    codes.checked_add(specials).and_then(|n| v.checked_sub(n)).filter(|&n| n > 0).ok_or_else(|| {
+    OFFICIAL_CODEBOOK.checked_add(specials).and_then(|n| v.checked_sub(n)).filter(|&n| n > 0).ok_or_else(|| {
         format!(
             "a label-conditional checkpoint whose hyper_parameters record no class_cond_dim, and whose vocabulary of \
-             {v} ids leaves no classes beside {codes} codes and {specials} special tokens"
+             {v} ids leaves no classes beside {OFFICIAL_CODEBOOK} codes and {specials} special tokens"
         )
     })
 }

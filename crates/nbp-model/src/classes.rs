@@ -61,14 +61,13 @@ pub fn find_ucf101_class(query: &str) -> Result<UcfClass> {
         })
 }
 
-/// The 8 LLaMA-2 ids (unshifted) of the UCF-101 class named `name`, by directory name or text (case, spaces, `_`
-/// and `-` ignored; not by label number): the condition of a text-conditional generator trained on UCF-101
-/// classes, as the official UCF generator takes them.
-pub fn ucf101_text_ids(name: &str) -> Result<Vec<i64>> {
+/// The UCF-101 class named `name`, by directory name or text (case, spaces, `_` and `-` ignored) but not by label
+/// number: how the classes of a dataset are matched to the table.
+pub fn find_ucf101_class_by_name(name: &str) -> Result<UcfClass> {
     if name.trim().parse::<usize>().is_ok() {
         return Err(Error::invalid(format!("'{name}' is a number, not a UCF-101 class name")));
     }
-    find_ucf101_class(name).map(|c| c.token_ids)
+    find_ucf101_class(name)
 }
 
 /// The condition ids (unshifted) of class `i` of `classes` for a generator of `settings`: the label itself for a
@@ -78,7 +77,7 @@ pub fn class_condition(settings: &GeneratorSettings, classes: &[String], i: usiz
         return Ok(vec![i as i64]);
     }
     let name = classes.get(i).map(String::as_str).unwrap_or_default();
-    let ids = ucf101_text_ids(name).map_err(|e| {
+    let ids = find_ucf101_class_by_name(name).map(|c| c.token_ids).map_err(|e| {
         Error::invalid(format!(
             "class '{name}': a text-conditional generator takes the UCF-101 class names as the official UCF \
              generator's LLaMA-2 ids, and {e}"
@@ -161,7 +160,7 @@ pub fn conditions(
                 .or_else(|| c.trim().parse::<usize>().ok().filter(|&i| i < classes.len()))
                 // A UCF-101 class by its text ("apply eye makeup" for ApplyEyeMakeup).
                 .or_else(|| {
-                    let ucf = find_ucf101_class(c).ok().filter(|_| c.trim().parse::<usize>().is_err())?;
+                    let ucf = find_ucf101_class_by_name(c).ok()?;
                     classes.iter().position(|k| norm(k) == norm(&ucf.name))
                 })
                 .ok_or_else(|| Error::invalid(format!("no class '{c}' (classes: {})", classes.join(", "))))?;

@@ -65,7 +65,7 @@ impl<B: Backend> VideoTokenizer<B> {
         let wide = self.config.channels.iter().take(2).copied().max().unwrap_or(1);
         let bytes = nbp_core::system::product(&[batch, frames.saturating_add(2), height, width, wide, 4 * 4]);
         nbp_core::system::check_memory(
-            &format!("the tokenizer on {batch} clip(s) of {frames} frames of {width}x{height}"),
+            &format!("the tokenizer on {batch} clip(s) of {frames} frames of {height}x{width}"),
             bytes,
             "use fewer clips, frames or pixels",
         )

@@ -296,7 +296,7 @@ impl ClipStream {
 
 /// A share as a percentage with one decimal, or with as many as its first digit needs below 0.1 % (a few codes
 /// of a codebook of 64 000 would read 0.0 %).
-fn percent(share: f64) -> String {
+pub fn percent(share: f64) -> String {
     let p = share * 100.0;
     if p > 0.0 && p < 0.1 {
         let decimals = (-p.log10()).ceil() as usize;
