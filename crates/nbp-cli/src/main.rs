@@ -196,10 +196,12 @@ enum GeneratorCommand {
     Info {
         /// Checkpoint: an official Lightning .ckpt or the project's .safetensors.
         input: PathBuf,
-        /// Attention heads of an official checkpoint that does not record them.
+        /// Attention heads of an official checkpoint: needed when it does not record them, and overrides what it
+        /// records (with a warning).
         #[arg(long)]
         n_head: Option<usize>,
-        /// Block size of an official checkpoint that does not record it.
+        /// Block size of an official checkpoint: needed when it does not record it, and overrides what it records
+        /// (with a warning).
         #[arg(long)]
         block_size: Option<usize>,
     },
@@ -228,7 +230,9 @@ struct SampleArgs {
     /// Architecture of a PyTorch tokenizer checkpoint: a preset (official, small, tiny) or a JSON file.
     #[arg(long)]
     tokenizer_config: Option<String>,
-    /// Generation scheme; it must be the one the model was trained for (checked).
+    /// Generation scheme: nbp (one block per step), ntp (one token per step) or hybrid (NTP for the first block,
+    /// then the middle-bos block, then NBP). Default: the scheme the model was trained for, the only one it can
+    /// use (another one is an error).
     #[arg(long, value_enum)]
     mode: Option<ModeArg>,
     /// Class to generate: a class name of a model trained by nbp (e.g. circle-bounce for the demo), or a UCF-101
@@ -281,11 +285,14 @@ struct SampleArgs {
     /// Always take the most likely token (deterministic; no temperature or filter then).
     #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
     greedy: bool,
-    /// Classifier-free guidance scale s ≥ 0: logits (1 + s)·conditional − s·unconditional (0 = off).
+    /// Classifier-free guidance scale s ≥ 0: logits (1 + s)·conditional − s·unconditional (0 = off). Needs a
+    /// conditional model trained with condition dropout (`nbp-cli train --p-drop-cond`, e.g. 0.1), whose null
+    /// condition has learnt the unconditional distribution; a model trained without it gets a warning.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     cfg_scale: f64,
     /// Let the guidance scale grow linearly with the step (s·step, 0 at the first step): the official sampler's
     /// default (its scale_cfg option). Without it the scale is constant, the usual classifier-free guidance.
+    /// Needs --cfg-scale above 0.
     #[arg(long, requires = "cfg_scale")]
     cfg_growing: bool,
     /// Draw from the whole vocabulary and clamp an id that is not a video code (a condition id, BOV, middle-bos)
@@ -303,12 +310,13 @@ struct SampleArgs {
     #[arg(long, default_value_t = nbp_model::Precision::F32)]
     precision: nbp_model::Precision,
     /// Output video: .gif, .mp4/.webm/.mkv/.avi/.mov (needs ffmpeg), .png (grid) or a folder (PNG frames).
-    #[arg(short, long, default_value = "sample.gif")]
+    #[arg(short, long, default_value = "sample.gif", conflicts_with = "no_decode")]
     out: PathBuf,
-    /// Frame rate of the output video.
-    #[arg(long, default_value_t = 8.0, value_parser = parse_output_rate)]
+    /// Frame rate of the output video (a GIF plays at most 50).
+    #[arg(long, default_value_t = 8.0, value_parser = parse_output_rate, conflicts_with = "no_decode")]
     fps: f64,
-    /// Also save the generated token ids (codes, [N, T', H', W'], int32) to this .npy file.
+    /// Also save the token ids of the whole latent grid (codes, [N, T', H', W'], int32; given frames included)
+    /// to this .npy file.
     #[arg(long)]
     save_tokens: Option<PathBuf>,
     /// Stop at token ids (no tokenizer needed); use with --save-tokens.
@@ -567,10 +575,10 @@ pub(crate) fn load_with_resolution<B: Backend>(
         }
     })?;
     eprintln!(
-        "loaded tokenizer {} ({}, {:.1} M parameters, {} codes)",
+        "loaded tokenizer {} ({}, {} parameters, {} codes)",
         path.display(),
         source,
-        model.parameter_count() as f64 / 1e6,
+        nbp_core::module::parameter_count(model.parameter_count()),
         model.codebook_size()
     );
     Ok((model, resolution))
@@ -605,7 +613,7 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
     match cmd {
         TokenizerCommand::Encode { input, output, model, clip, .. } => {
             npy_output(&output, "-o")?;
-            output_folder(&output)?;
+            output_file(&output)?;
             let (tok, trained) = load_with_resolution::<B>(&model, &device)?;
             let report = pipeline::read_clip(&tok, &input, &clip.read_options(&model, trained))?;
             print_clip(&input, &report);
@@ -617,10 +625,11 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
         }
         TokenizerCommand::Decode { input, output, fps, model, .. } => {
             let raw_pixels = is_npy(&output);
-            if !raw_pixels {
+            if raw_pixels {
+                output_file(&output)?;
+            } else {
                 VideoFormat::for_output(&output)?;
             }
-            output_folder(&output)?;
             let tok = load::<B>(&model, &device)?;
             let array = read_npy(&input)?;
             let ids = npy_to_indices::<B>(&array, &tok, &device).with_context(|| format!("{}", input.display()))?;
@@ -649,10 +658,9 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
         }
         TokenizerCommand::Reconstruct { input, output, save_tokens, model, clip, .. } => {
             VideoFormat::for_output(&output)?;
-            output_folder(&output)?;
             if let Some(p) = &save_tokens {
                 npy_output(p, "--save-tokens")?;
-                output_folder(p)?;
+                output_file(p)?;
             }
             let (tok, trained) = load_with_resolution::<B>(&model, &device)?;
             let report = pipeline::read_clip(&tok, &input, &clip.read_options(&model, trained))?;
@@ -763,7 +771,13 @@ fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     }
     if let Some(p) = &a.save_tokens {
         npy_output(p, "--save-tokens")?;
-        output_folder(p)?;
+        output_file(p)?;
+    }
+    if a.cfg_growing && a.cfg_scale == 0.0 {
+        bail!("--cfg-growing lets the guidance scale grow: give it --cfg-scale above 0 (e.g. --cfg-scale 0.1)");
+    }
+    if a.no_decode && a.tokenizer.is_some() && a.condition_video.is_none() {
+        eprintln!("warning: --tokenizer is not used: --no-decode decodes nothing, and there is no --condition-video");
     }
     if let Some(f) = a.condition_frames.filter(|f| f % 4 != 1) {
         bail!("--condition-frames must be 1 + 4n (1, 5, 9, …: 5 frames are 2 latent frames), got {f}");
@@ -773,7 +787,6 @@ fn check_sampling_flags(a: &SampleArgs) -> Result<()> {
     }
     if !a.no_decode {
         VideoFormat::for_output(&a.out)?;
-        output_folder(&a.out)?;
     }
     Ok(())
 }
@@ -806,19 +819,10 @@ pub(crate) fn check_codebook<B: Backend>(
     Ok(())
 }
 
-/// Refuses, before the work starts, an output whose folder is a file (the write would fail at the end).
-pub(crate) fn output_folder(path: &Path) -> Result<()> {
-    let mut dir = path.parent();
-    while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
-        if d.exists() {
-            if !d.is_dir() {
-                bail!("{}: cannot write there: {} is a file, not a folder", path.display(), d.display());
-            }
-            break;
-        }
-        dir = d.parent();
-    }
-    Ok(())
+/// Refuses, before the work starts, an output file that could not be written at the end: a folder by that name,
+/// a file where its folder should be, a folder that takes no new files.
+pub(crate) fn output_file(path: &Path) -> Result<()> {
+    Ok(nbp_core::error::check_output(path, false)?)
 }
 
 /// Whether `path` names a NumPy `.npy` file.
@@ -863,9 +867,9 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     }
     g.model = g.model.with_precision(a.precision);
     eprintln!(
-        "loaded generator {} ({:.1} M parameters, {}, block {}, {} condition token{}, {} linear weights)",
+        "loaded generator {} ({} parameters, {}, block {}, {} condition token{}, {} linear weights)",
         generator.display(),
-        g.model.num_params() as f64 / 1e6,
+        nbp_core::module::parameter_count(g.model.num_params()),
         format!("{mode:?}").to_lowercase(),
         g.settings.block,
         g.settings.cond_tokens,
@@ -887,6 +891,19 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
                 g.settings.block
             );
         }
+    }
+    if a.cfg_scale != 0.0 && g.settings.unconditional {
+        bail!(
+            "--cfg-scale guides by the condition, and {} is unconditional (frame prediction): leave out --cfg-scale",
+            generator.display()
+        );
+    }
+    if a.cfg_scale != 0.0 && g.info.p_drop_cond == Some(0.0) {
+        eprintln!(
+            "warning: {} was trained without condition dropout (p_drop_cond 0), so its null condition never learnt \
+             anything and classifier-free guidance will not behave as intended: train with --p-drop-cond 0.1",
+            generator.display()
+        );
     }
     if a.cfg_scale != 0.0 && !native {
         eprintln!(
@@ -949,7 +966,8 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         let tok = load::<B>(&args, &device).context(if a.tokenizer.is_some() {
             "loading the tokenizer given by --tokenizer"
         } else {
-            "loading the tokenizer (pass --tokenizer, or --no-decode to stop at token ids)"
+            "loading the tokenizer (pass --tokenizer; for a PyTorch tokenizer of another architecture than the \
+             official one, --tokenizer-config; or --no-decode to stop at token ids)"
         })?;
         check_codebook(&tok, &args.path(), &g, &generator, false)?;
         Some(tok)
@@ -976,6 +994,23 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
             start: ClipStart::Start,
         };
         let report = pipeline::read_clip(tok, video, &opts)?;
+        if report.padded_frames > 0 {
+            // Black frames to continue from were never in the video: the model would continue them.
+            let fit = report.available_frames.checked_sub(1).map(|n| 1 + n / 4 * 4);
+            bail!(
+                "{}: has only {} frame{}{}, fewer than the {frames} to continue from: {}",
+                video.display(),
+                report.available_frames,
+                plural(report.available_frames),
+                if report.native_fps.is_some() { format!(" at {} frames/s", a.condition_fps) } else { String::new() },
+                match fit {
+                    Some(fit) if report.native_fps.is_some() =>
+                        format!("give --condition-frames {fit}, or a lower --condition-fps (0 keeps the native rate)"),
+                    Some(fit) => format!("give --condition-frames {fit}"),
+                    None => "give a video with frames".to_string(),
+                }
+            );
+        }
         print_clip(video, &report);
         let x = nbp_core::video::videos_to_tensor::<B>(&[report.video], &device)?;
         let ids = indices_to_npy(tok.encode(x)?);
@@ -1093,8 +1128,7 @@ fn run(cli: Cli) -> Result<()> {
             if start.checked_add(count).is_none() {
                 bail!("--start {start} with --count {count} runs past the last clip index ({})", usize::MAX);
             }
-            VideoFormat::from_path(&out)?;
-            output_folder(&out)?;
+            VideoFormat::for_output(&out)?;
             let mut ds = MovingShapes::new(frames, resolution.0, resolution.1, seed);
             if plain {
                 ds = ds.with_plain_backgrounds();
@@ -1158,6 +1192,9 @@ fn run(cli: Cli) -> Result<()> {
             if repeats == 0 {
                 bail!("--repeats must be at least 1");
             }
+            if versus == Some(block) {
+                bail!("--versus {block} is --block itself: compare another block size (e.g. --block 16 --versus 1)");
+            }
             let blocks: Vec<usize> = std::iter::once(block).chain(versus).collect();
             for (b, flag) in blocks.iter().zip(["--block", "--versus"]) {
                 if *b == 0 {
@@ -1202,8 +1239,8 @@ fn run(cli: Cli) -> Result<()> {
             let (results, params, first_touch) = r;
             let versus_text = versus.map(|v| format!(" (and {v} on the same weights)")).unwrap_or_default();
             println!(
-                "sample benchmark: preset {preset} ({:.1} M parameters, {precision} linear weights), block {block}, prefix {prefix}, {tokens} new tokens x {batch} on {}{versus_text}",
-                params as f64 / 1e6,
+                "sample benchmark: preset {preset} ({} parameters, {precision} linear weights), block {block}, prefix {prefix}, {tokens} new tokens x {batch} on {}{versus_text}",
+                nbp_core::module::parameter_count(params),
                 run.device
             );
             println!("machine: {}", nbp_core::system::machine_description());

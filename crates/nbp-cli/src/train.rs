@@ -616,7 +616,7 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
             a.out.display()
         );
     }
-    crate::output_folder(&a.out)?;
+    crate::output_file(&a.out)?;
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }

@@ -222,7 +222,7 @@ fn sample_continues_a_video_and_decodes_it() {
         "--latent-grid",
         "3x4x4",
     ]);
-    assert!(!o.status.success() && text(&o).contains("outside the generator's codebook"), "{}", text(&o));
+    assert!(!o.status.success() && text(&o).contains("is not a code of the generator's codebook"), "{}", text(&o));
     // Token-level frame prediction: continue 2 given latent frames, decode with the embedded tokenizer.
     let prefix = dir.join("prefix.npy");
     let first: Vec<i32> = (0..32).map(|i| i * 5 % 64).collect();
@@ -239,12 +239,10 @@ fn sample_continues_a_video_and_decodes_it() {
             ["--prefix-tokens", prefix.to_str().unwrap(), "--latent-grid", "3x4x4", "--num-samples", "2"]
                 .map(String::from),
         );
-        a.extend(
-            ["--out", gif.to_str().unwrap(), "--save-tokens", out_ids.to_str().unwrap(), "--seed", "7"]
-                .map(String::from),
-        );
-        if !decode {
-            a.push("--no-decode".into());
+        a.extend(["--save-tokens", out_ids.to_str().unwrap(), "--seed", "7"].map(String::from));
+        match decode {
+            true => a.extend(["--out", gif.to_str().unwrap()].map(String::from)),
+            false => a.push("--no-decode".into()),
         }
         a
     };
@@ -339,7 +337,7 @@ fn sample_errors_name_the_fix() {
     // More sequences than any machine holds the key/value cache of: refused before allocating.
     check(
         &["sample", "--class", "circle-grow", "--num-samples", "100000000000", "--no-decode"],
-        "of key/value cache (at most 1000 GB): generate fewer at a time",
+        "of key/value cache (at most 1000 GB): generate fewer sequences at a time (--num-samples",
     );
     let o = cli(&[
         "sample",
@@ -531,6 +529,14 @@ fn train_both_models_on_real_videos_resume_and_sample() {
         &gif,
     ]);
     assert!(out.contains("1 clip (pattern)"), "{out}");
+    // Trained without condition dropout (the default), its null condition learnt nothing: guidance is warned
+    // about, and `generator info` says why.
+    let generator = p("gen/generator.safetensors");
+    let guided = ["sample", "--generator", &generator, "--class", "pattern", "--cfg-scale", "2", "--no-decode"];
+    let out = run(&[&guided[..], &["--save-tokens", &p("cfg.npy")]].concat());
+    assert!(out.contains("was trained without condition dropout (p_drop_cond 0)"), "{out}");
+    let out = run(&["generator", "info", &generator]);
+    assert!(out.contains("trained with condition dropout 0: its null condition is untrained"), "{out}");
 
     // A config file with a typo names the file and the key.
     let bad = dir.join("bad.toml");
@@ -917,7 +923,7 @@ fn user_mistakes_are_named_before_the_work_starts() {
     nbp_core::npy::write_npy(dir.join("beyond.npy"), &nbp_core::npy::NpyArray::i32(vec![1, 8, 8], codes)).unwrap();
     refused(
         &["sample", "--prefix-tokens", &path("beyond.npy")],
-        &["beyond.npy: prefix token 700 is outside the generator's codebook 0..625"],
+        &["beyond.npy: prefix token 700 is not a code of the generator's codebook (0 to 624;"],
     );
     let empty = ids("empty-decode.npy", vec![1, 0, 8, 8]);
     refused(&["tokenizer", "decode", &empty, "-o", &path("x.gif")], &["empty-decode.npy", "is empty"]);
@@ -1201,4 +1207,69 @@ fn eval_tokenizer_scores_the_demo_tokenizer() {
     assert!(o.status.success() && text(&o).contains("a random start of each of the last videos"), "{}", text(&o));
     let o = cli(&["eval-tokenizer", "--clips", "0"]);
     assert!(!o.status.success() && text(&o).contains("--clips and --batch must be at least 1"));
+}
+
+/// Mistakes about outputs and flags that make no sense together are named before any model is loaded, so that
+/// no run is lost at its end; overriding what an official checkpoint records is warned about.
+#[test]
+fn outputs_and_flag_combinations_are_checked_before_the_work() {
+    let dir = workdir("early-checks");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    std::fs::create_dir_all(dir.join("folder.npy")).unwrap();
+    std::fs::write(dir.join("plain"), "x").unwrap();
+    let fails = |args: &[&str], expected: &str| {
+        let o = cli(args);
+        let out = text(&o);
+        assert!(!o.status.success() && out.contains(expected), "{args:?}: {out}");
+        assert!(!out.contains("panicked") && !out.contains("loaded generator"), "{args:?}: {out}");
+    };
+    fails(&["sample", "--no-decode", "--save-tokens", &p("folder.npy")], "folder.npy: is a folder: give a file name");
+    fails(&["sample", "--out", &p("plain")], "plain: is a file, and a name without extension writes a folder");
+    fails(&["sample", "--out", "/proc/nbp-sample.gif"], "/proc/nbp-sample.gif: cannot write into the folder /proc");
+    fails(&["sample", "--no-decode", "--save-tokens", &p("t.npy"), "--out", &p("s.gif")], "cannot be used with");
+    fails(&["sample", "--cfg-scale", "0", "--cfg-growing"], "give it --cfg-scale above 0");
+    fails(&["bench", "sample", "--preset", "tiny", "--block", "4", "--versus", "4"], "--versus 4 is --block itself");
+
+    // An unconditional model takes no class and no guidance, and says so (not that the class is unknown).
+    let uncond = gen_fixture("nbp_uncond.ckpt");
+    let tokens = ["--no-decode", "--save-tokens", &p("u.npy"), "--latent-grid", "3x4x4"];
+    for (extra, expected) in [
+        (&["--class", "foo"][..], "this model is unconditional (frame prediction): it takes no --class"),
+        (&["--cfg-scale", "2"], "is unconditional (frame prediction): leave out --cfg-scale"),
+    ] {
+        let o = cli(&[&["sample", "--generator", &uncond][..], &tokens, extra].concat());
+        let out = text(&o);
+        assert!(!o.status.success() && out.contains(expected), "{extra:?}: {out}");
+        assert!(!out.contains("random null-condition embedding"), "{out}");
+    }
+
+    // A flag that differs from what an official checkpoint records still overrides it, with a warning; a block
+    // longer than the model's positions is an error.
+    let o = cli(&["generator", "info", &uncond, "--block-size", "2"]);
+    let out = text(&o);
+    assert!(o.status.success() && out.contains("--block-size 2 overrides the block size 4 that its"), "{out}");
+    let o = cli(&["generator", "info", &uncond, "--block-size", "1000"]);
+    let out = text(&o);
+    assert!(!o.status.success() && out.contains("block size 1000 is larger than the model's"), "{out}");
+
+    // A condition video shorter than the frames to continue from is refused, with the count that fits.
+    let short = dir.join("short.mp4");
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=8", "-frames:v", "3"])
+        .arg(&short)
+        .status();
+    assert!(made.is_ok_and(|s| s.success()), "ffmpeg is needed for this test (apt-get install ffmpeg)");
+    let o =
+        cli(&["sample", "--condition-video", short.to_str().unwrap(), "--class", "ring-orbit", "--out", &p("c.gif")]);
+    let out = text(&o);
+    assert!(
+        !o.status.success()
+            && out.contains(
+                "short.mp4: has only 3 frames at 8 frames/s, fewer than the 5 to continue from: give \
+                             --condition-frames 1, or a lower --condition-fps"
+            ),
+        "{out}"
+    );
+    assert!(!dir.join("c.gif").exists());
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -42,6 +42,38 @@ impl Error {
     }
 }
 
+/// Checks, before the work that produces it, that `path` can be written: with `folder`, as a folder of files,
+/// otherwise as a file. What exists there must be of that kind, the nearest existing folder above it must be a
+/// folder, and a new file must be creatable in it. A check rather than a guarantee (a disk can still fill up),
+/// but it turns the usual mistakes into an error before minutes of work instead of after.
+pub fn check_output(path: &Path, folder: bool) -> Result<()> {
+    if folder && path.exists() && !path.is_dir() {
+        return Err(Error::file(path, "is a file, but a folder is written there: remove it or give another name"));
+    }
+    if !folder && path.is_dir() {
+        return Err(Error::file(path, "is a folder: give a file name"));
+    }
+    let mut dir = if folder && path.is_dir() { Some(path) } else { path.parent() };
+    while let Some(d) = dir {
+        let d = if d.as_os_str().is_empty() { Path::new(".") } else { d };
+        if d.exists() {
+            if !d.is_dir() {
+                return Err(Error::file(path, format!("cannot write there: {} is a file, not a folder", d.display())));
+            }
+            let probe = d.join(format!(".nbp-write-check{}", std::process::id()));
+            return match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&probe);
+                    Ok(())
+                }
+                Err(e) => Err(Error::file(path, format!("cannot write into the folder {}: {e}", d.display()))),
+            };
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically: first to a temporary file next to it, then renamed over it, so that a
 /// crash never leaves a half-written file (or loses the previous one).
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
@@ -51,9 +83,43 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     }
     let file_name = path.file_name().ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
     let tmp = path.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    // Named by the file asked for: the temporary name means nothing to whoever reads the error.
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(path, e))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_that_cannot_be_written_are_named_before_the_work() {
+        let dir = std::env::temp_dir().join(format!("nbp-check-output-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("folder")).unwrap();
+        std::fs::write(dir.join("file"), b"x").unwrap();
+        // Writable: an existing folder, a new file in it, and one in folders still to be made.
+        check_output(&dir.join("new.gif"), false).unwrap();
+        check_output(&dir.join("a/b/new.npy"), false).unwrap();
+        check_output(&dir.join("folder"), true).unwrap();
+        assert!(std::fs::read_dir(&dir).unwrap().count() == 2, "the write check leaves nothing behind");
+        let err = |p: &Path, folder: bool| check_output(p, folder).unwrap_err().to_string();
+        assert!(err(&dir.join("folder"), false).ends_with("folder: is a folder: give a file name"));
+        assert!(err(&dir.join("file"), true).contains("file: is a file, but a folder is written there"));
+        let under_file = err(&dir.join("file/x.npy"), false);
+        assert!(
+            under_file.contains("x.npy: cannot write there:") && under_file.ends_with("file is a file, not a folder")
+        );
+        // A folder that takes no new files (procfs refuses them, even to root).
+        if Path::new("/proc/self").exists() {
+            let e = err(Path::new("/proc/nbp-out.gif"), false);
+            assert!(e.starts_with("/proc/nbp-out.gif: cannot write into the folder /proc:"), "{e}");
+            // And should a write fail anyway, the error names the file asked for, not the temporary one.
+            let e = write_atomic("/proc/nbp-out.gif", b"x").unwrap_err().to_string();
+            assert!(e.starts_with("/proc/nbp-out.gif: ") && !e.contains(".tmp"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

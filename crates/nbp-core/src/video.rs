@@ -533,12 +533,21 @@ impl VideoFormat {
     }
 
     /// [`VideoFormat::from_path`] for a file about to be written, checked before the work that produces it: a
-    /// format that needs ffmpeg is an error when ffmpeg cannot be run.
+    /// format that needs ffmpeg is an error when ffmpeg cannot be run, and so is a path that cannot be written
+    /// ([`crate::error::check_output`]; a name without extension is a folder of PNG frames).
     pub fn for_output(path: &Path) -> Result<Self> {
         let format = Self::from_path(path)?;
         if format == Self::Ffmpeg && Command::new("ffmpeg").arg("-version").output().is_err() {
             return Err(ffmpeg_missing("ffmpeg"));
         }
+        if format == Self::PngFolder && path.is_file() {
+            return Err(Error::file(
+                path,
+                "is a file, and a name without extension writes a folder of PNG frames: give a name ending in \
+                 .gif, .mp4 or .png, or a new folder name",
+            ));
+        }
+        crate::error::check_output(path, format == Self::PngFolder)?;
         Ok(format)
     }
 }
@@ -607,7 +616,15 @@ fn write_gif(path: &Path, frames: impl Iterator<Item = RgbImage>, fps: f64) -> R
     {
         let mut enc = GifEncoder::new_with_speed(&mut bytes, 10);
         enc.set_repeat(Repeat::Infinite).map_err(|e| Error::file(path, e.to_string()))?;
-        let delay = image::Delay::from_numer_denom_ms((1000.0 / fps).round().max(10.0) as u32, 1);
+        // Delays are in hundredths of a second, and players show those under 2 at 10 frames/s.
+        if fps > 50.0 {
+            eprintln!(
+                "warning: {}: GIF players show at most 50 frames/s (shorter frame delays play at 10), so it is \
+                 written at 50; use .mp4 for faster video",
+                path.display()
+            );
+        }
+        let delay = image::Delay::from_numer_denom_ms((1000.0 / fps.min(50.0)).round() as u32, 1);
         for f in frames {
             let rgba = RgbaImage::from_fn(f.width(), f.height(), |x, y| {
                 let p = f.get_pixel(x, y);
@@ -750,6 +767,25 @@ mod tests {
         let frames = decoder.into_frames().collect_frames().unwrap();
         assert_eq!(frames.len(), 4);
         assert_eq!(frames[0].buffer().width(), 8 * 2 + 2);
+        let delay_ms = |gif: &Path| {
+            let file = std::io::BufReader::new(std::fs::File::open(gif).unwrap());
+            let frames = image::codecs::gif::GifDecoder::new(file).unwrap().into_frames().collect_frames().unwrap();
+            let (n, d) = frames[0].delay().numer_denom_ms();
+            n as f64 / d as f64
+        };
+        assert_eq!(delay_ms(&gif), 120.0, "8 frames/s: 125 ms, truncated to hundredths of a second");
+        // Faster than 50 frames/s would be a delay under 2/100 s, which players show at 10 frames/s: 50 it is.
+        write_videos(&gif, std::slice::from_ref(&v), 200.0).unwrap();
+        assert_eq!(delay_ms(&gif), 20.0);
+        write_videos(&gif, std::slice::from_ref(&v), 50.0).unwrap();
+        assert_eq!(delay_ms(&gif), 20.0);
+        // Outputs that cannot be written are refused before the work: an existing file for a folder of frames,
+        // a folder for a GIF.
+        let e = VideoFormat::for_output(&gif.with_extension("")).map(|_| ());
+        assert!(e.is_ok(), "a new folder name");
+        std::fs::write(dir.join("plain"), "x").unwrap();
+        let e = VideoFormat::for_output(&dir.join("plain")).unwrap_err().to_string();
+        assert!(e.contains("plain: is a file, and a name without extension writes a folder of PNG frames"), "{e}");
         let png = dir.join("grid.png");
         write_videos(&png, std::slice::from_ref(&v), 8.0).unwrap();
         let img = image::open(&png).unwrap().to_rgb8();

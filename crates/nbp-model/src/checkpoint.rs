@@ -30,7 +30,7 @@ pub const INFO_KEY: &str = "nbp.info";
 /// of its training clips, the block shape `[t, h, w]` it was trained with (files written before it was
 /// recorded, and official checkpoints, use row blocks) and the tokenizer file its token cache was made with.
 /// Official checkpoints carry none of these.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GeneratorInfo {
     #[serde(default)]
     pub classes: Vec<String>,
@@ -47,6 +47,11 @@ pub struct GeneratorInfo {
     /// same path with another fingerprint was retrained or replaced since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer_fingerprint: Option<String>,
+    /// The condition dropout it was trained with (`p_drop_cond`): at 0 its null-condition embedding never
+    /// learnt anything, so classifier-free guidance has nothing to guide by. `None` in files from before it was
+    /// recorded, and in official checkpoints (trained without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_drop_cond: Option<f64>,
 }
 
 impl GeneratorInfo {
@@ -235,10 +240,7 @@ impl<B: Backend> LoadedGenerator<B> {
         let v = crate::generate::vocabulary(s, c.vocab_size)?;
         let mut out = String::new();
         let w = &mut out;
-        let params = match self.model.num_params() {
-            n if n >= 100_000 => format!("{:.1} M", n as f64 / 1e6),
-            n => format!("{n}"),
-        };
+        let params = nbp_core::module::parameter_count(self.model.num_params());
         let _ = writeln!(w, "parameters: {params}");
         let _ = writeln!(
             w,
@@ -289,6 +291,14 @@ impl<B: Backend> LoadedGenerator<B> {
         }
         if let Some(t) = &i.tokenizer {
             let _ = writeln!(w, "tokens made with the tokenizer {t}");
+        }
+        if let Some(p) = i.p_drop_cond.filter(|_| !s.unconditional) {
+            let guidance = if p > 0.0 {
+                "classifier-free guidance (--cfg-scale) can work"
+            } else {
+                "its null condition is untrained, so classifier-free guidance (--cfg-scale) cannot work"
+            };
+            let _ = writeln!(w, "trained with condition dropout {p}: {guidance}");
         }
         Ok(out)
     }
@@ -408,11 +418,31 @@ pub fn load_generator<B: Backend>(
         None => 0,
     };
     let n_layer = (0..).take_while(|i| w.contains(&format!("blocks.{i}.ln1.weight"))).count();
+    let recorded_heads = count_arg(path, args.as_ref(), "n_head")?;
+    let recorded_block = count_arg(path, args.as_ref(), "token_number_per_step")?;
+    // The flags override what the file records (a file can record a wrong value), but a different value almost
+    // always means a mistake: sampled so, a model reads its weights as another architecture or feeds its
+    // tokens in another grouping than it learnt.
+    for (flag, asked, recorded, what) in [
+        ("--n-head", overrides.n_head, recorded_heads, "attention heads"),
+        ("--block-size", overrides.block, recorded_block, "block size"),
+    ] {
+        if let (Some(asked), Some(recorded)) = (asked, recorded)
+            && asked != recorded
+        {
+            eprintln!(
+                "warning: {}: {flag} {asked} overrides the {what} {recorded} that its hyper-parameters record; \
+                 the model was trained with {recorded}, so expect noise unless the record is wrong (leave out \
+                 {flag})",
+                path.display()
+            );
+        }
+    }
     let n_head = overrides
         .n_head
-        .or(count_arg(path, args.as_ref(), "n_head")?)
+        .or(recorded_heads)
         .ok_or_else(|| Error::file(path, "the number of attention heads cannot be inferred from the weights and the file has no hyper_parameters.args.n_head: pass --n-head (16 for base, 32 for xl and 3b)"))?;
-    let block = overrides.block.or(count_arg(path, args.as_ref(), "token_number_per_step")?).ok_or_else(|| {
+    let block = overrides.block.or(recorded_block).ok_or_else(|| {
         Error::file(path, "the block size is not recorded in the file: pass --block-size (16 for the official models)")
     })?;
     if block == 0 || n_head == 0 {
@@ -421,6 +451,15 @@ pub fn load_generator<B: Backend>(
             format!(
                 "block size {block} and {n_head} attention heads: both must be at least 1 (--block-size 16 and \
                  --n-head 16 for the official base models)"
+            ),
+        ));
+    }
+    if block > block_size {
+        return Err(Error::file(
+            path,
+            format!(
+                "block size {block} is larger than the model's {block_size} positions{}",
+                if overrides.block.is_some() { " (--block-size)" } else { "" }
             ),
         ));
     }

@@ -142,6 +142,12 @@ pub fn conditions(
     settings: &GeneratorSettings,
     choice: ConditionChoice,
 ) -> Result<Vec<NamedCondition>> {
+    if settings.unconditional && !matches!(choice, ConditionChoice::Default) {
+        return Err(Error::invalid(
+            "this model is unconditional (frame prediction): it takes no --class, --label or --condition-ids; \
+             leave them out and give the frames to continue (--condition-video or --prefix-tokens)",
+        ));
+    }
     let norm = |s: &str| s.trim().to_lowercase().replace([' ', '_'], "-");
     // A text model that records no classes (the official UCF generator) shows UCF-101 classes by default.
     let ucf_names: Vec<String>;

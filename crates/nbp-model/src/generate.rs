@@ -132,8 +132,9 @@ pub fn read_prefix_tokens(path: &std::path::Path, grid: &LatentGrid, codebook: u
 pub fn check_prefix_codes(prefix: &[i64], codebook: usize) -> Result<()> {
     match prefix.iter().find(|&&c| c < 0 || c as usize >= codebook) {
         Some(bad) => Err(Error::invalid(format!(
-            "prefix token {bad} is outside the generator's codebook 0..{codebook} (was the prefix made with the \
-             tokenizer this generator was trained with?)"
+            "prefix token {bad} is not a code of the generator's codebook (0 to {}; was the prefix made with the \
+             tokenizer this generator was trained with?)",
+            codebook.saturating_sub(1)
         ))),
         None => Ok(()),
     }
@@ -179,8 +180,8 @@ pub fn plan(config: &GptConfig, settings: &GeneratorSettings, request: &Request)
     let [t, h, w] = [request.grid.t, request.grid.h, request.grid.w].map(|n| n as u128);
     if t * h * w > config.block_size as u128 {
         return Err(Error::invalid(format!(
-            "a latent grid of {}x{}x{} ({} tokens) is larger than the model's {} positions: use fewer latent frames \
-             (fewer frames) or a smaller grid",
+            "a latent grid of {}x{}x{} ({} tokens) is larger than the model's {} positions: give --latent-grid \
+             fewer latent frames or smaller ones (the model's own grid is the default)",
             request.grid.t,
             request.grid.h,
             request.grid.w,
@@ -235,8 +236,8 @@ pub fn plan(config: &GptConfig, settings: &GeneratorSettings, request: &Request)
             }
             if let Some(bad) = t.iter().find(|&&c| c < 0 || c as usize >= vocab.conditioning.vocab()) {
                 return Err(Error::invalid(format!(
-                    "condition id {bad} is outside the model's condition vocabulary 0..{}",
-                    vocab.conditioning.vocab()
+                    "condition id {bad} is not in the model's condition vocabulary (ids 0 to {})",
+                    vocab.conditioning.vocab().saturating_sub(1)
                 )));
             }
             t.iter().map(|&c| c + vocab.condition_offset() as i64).collect()

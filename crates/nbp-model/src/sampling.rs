@@ -67,7 +67,7 @@ pub fn sample<B: Backend>(
     if bytes.is_none_or(|b| b > MAX_CACHE_BYTES) {
         return Err(Error::invalid(format!(
             "{batch} sequences of {capacity} positions need {} of key/value cache (at most {} GB): generate fewer \
-             at a time",
+             sequences at a time (--num-samples of sample; --batch of bench sample)",
             bytes.map_or("more than 2^128 bytes".into(), |b| format!("{:.0} GB", b as f64 / 1e9)),
             MAX_CACHE_BYTES / 1_000_000_000
         )));
@@ -84,13 +84,19 @@ pub fn sample<B: Backend>(
     nbp_core::system::check_memory(
         &format!("sampling {batch} sequences of {capacity} positions (key/value caches and one step's logits)"),
         total,
-        "generate fewer at a time (--num-samples)",
+        "generate fewer sequences at a time (--num-samples of sample; --batch of bench sample)",
     )?;
     let mut caches = model.new_caches(batch, capacity, &device);
     let cond_len = schedule.mask.prefix();
     let mut guided = match options.cfg {
         Some(g) if g.scale != 0.0 => {
-            if cond_len == 0 || model.config().cond_tokens != cond_len {
+            if cond_len == 0 {
+                return Err(Error::invalid(
+                    "classifier-free guidance (--cfg-scale) needs a conditional model: this one is unconditional, \
+                     so there is no condition to guide by (leave out --cfg-scale)",
+                ));
+            }
+            if model.config().cond_tokens != cond_len {
                 return Err(Error::invalid(format!(
                     "classifier-free guidance needs a conditional model whose null embedding has one row per \
                      condition token ({cond_len} condition tokens, {} null-embedding rows)",

@@ -70,7 +70,10 @@ fn bad_requests_are_clear_errors() {
     assert!(err(request(vec![], grid, BlockShape::new(1, 1, 8))).contains("--condition-video or --prefix-tokens"));
     assert!(err(request(vec![0; 64], grid, BlockShape::new(1, 2, 2))).contains("blocks of 8"));
     assert!(err(request(vec![0; 64], grid, BlockShape::new(2, 2, 2))).contains("block boundary"));
-    assert!(err(request(vec![99; 64], grid, BlockShape::new(1, 1, 8))).contains("outside the generator's codebook"));
+    assert!(
+        err(request(vec![99; 64], grid, BlockShape::new(1, 1, 8)))
+            .contains("is not a code of the generator's codebook")
+    );
     let mut r = request(vec![0; 64], grid, BlockShape::new(1, 1, 8));
     r.condition = Condition::Tokens(vec![1]);
     assert!(err(r).contains("unconditional"));

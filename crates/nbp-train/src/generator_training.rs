@@ -787,6 +787,7 @@ pub fn train_generator<B: AutodiffBackend>(
         block_shape: Some([b.t, b.h, b.w]),
         tokenizer: Some(cache.info.tokenizer.clone()).filter(|t| !t.is_empty()),
         tokenizer_fingerprint: cache.info.tokenizer_fingerprint.clone(),
+        p_drop_cond: Some(config.p_drop_cond).filter(|_| !setup.settings.unconditional),
     };
     save_generator_with_info(&model.gpt, &setup.settings, &info, &model_path)?;
     dir.save_classes(&cache.info.classes)?;
