@@ -258,9 +258,17 @@ struct SampleArgs {
     /// Frame rate --condition-video is resampled to (0 keeps its native rate).
     #[arg(long, default_value_t = 8.0, value_parser = parse_input_rate, requires = "condition_video")]
     condition_fps: f64,
-    /// Continue these token ids (.npy of codes shaped [T', H', W'] or [1, T', H', W'], whole latent frames).
+    /// Continue these token ids: a .npy of codes shaped [T', H', W'] (whole latent frames of one clip) or
+    /// [N, T', H', W'] (what --save-tokens writes), of which --prefix-clip and --prefix-frames pick the part.
     #[arg(long)]
     prefix_tokens: Option<PathBuf>,
+    /// The clip of a --prefix-tokens file with several clips to continue (0 is the first).
+    #[arg(long, default_value_t = 0, requires = "prefix_tokens")]
+    prefix_clip: usize,
+    /// Latent frames of --prefix-tokens to keep, from the first (default: all of them; they must leave frames
+    /// to generate).
+    #[arg(long, requires = "prefix_tokens")]
+    prefix_frames: Option<usize>,
     /// Latent grid TxHxW of a generated video (default: the grid the model was trained on, else 5x16x16 = 17
     /// frames of 128x128).
     #[arg(long)]
@@ -299,7 +307,8 @@ struct SampleArgs {
     /// to a code, as the official sampler does (parity); by default only video codes are drawn.
     #[arg(long)]
     official_clamp: bool,
-    /// Random seed (runs with the same seed on the same backend give the same video).
+    /// Random seed: runs with the same seed on the same backend give the same video, and each class of a grid is
+    /// the clip that --class gives for it alone.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Linear-layer weights in f32 (exact) or bf16: half the memory and the bytes read per step (the official
@@ -340,8 +349,8 @@ enum BenchCommand {
         /// Model size: official-base, official-xl, official-3b, small, tiny.
         #[arg(long, default_value = "official-base")]
         preset: String,
-        /// Block size: 16 = NBP with rows, 1 = NTP.
-        #[arg(long, default_value_t = 16)]
+        /// Block size: 16 = NBP with rows, 1 = NTP (also --block-size, as in `sample`).
+        #[arg(long, visible_alias = "block-size", default_value_t = 16)]
         block: usize,
         /// Also time this block size on the same weights and print how many times faster --block is (for
         /// example `--block 16 --versus 1`: NBP-16 against NTP, the paper's speed-up).
@@ -1017,7 +1026,8 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         ids.to_i64()?
     } else if let Some(p) = &a.prefix_tokens {
         let codebook = nbp_model::generate::vocabulary(&g.settings, g.model.config().vocab_size)?.codebook;
-        nbp_model::generate::read_prefix_tokens(p, &grid, codebook)?
+        let part = nbp_model::generate::PrefixPart { clip: a.prefix_clip, frames: a.prefix_frames };
+        nbp_model::generate::read_prefix_tokens(p, &grid, codebook, part)?
     } else {
         vec![]
     };
@@ -1033,10 +1043,11 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
             .then_some(nbp_model::sampling::Guidance { scale: a.cfg_scale, growing: a.cfg_growing }),
     };
     let per_condition = a.num_samples;
-    // Seed right before sampling: loading models draws random initial weights.
-    B::seed(&device, a.seed);
     let (mut codes, mut steps, mut new_tokens, mut seconds, mut clamped) = (vec![], 0, 0, 0.0, 0);
     for named in &conditions {
+        // Seeded right before sampling (loading models draws random initial weights), and again for every
+        // condition: a class of a grid is drawn as --class draws it alone.
+        B::seed(&device, a.seed);
         let request = Request {
             condition: named.condition.clone(),
             prefix: prefix.clone(),

@@ -266,6 +266,17 @@ fn sample_continues_a_video_and_decodes_it() {
     let o = cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(nbp_core::npy::read_npy(&ids2).unwrap().to_i64().unwrap(), t);
+    // What --save-tokens wrote continues as it is: the first latent frame of its second clip, here.
+    let ids3 = dir.join("ids3.npy");
+    let mut a = args(&ids3, false);
+    let at = a.iter().position(|x| x == "--prefix-tokens").unwrap();
+    a[at + 1] = ids.to_str().unwrap().to_string();
+    a.extend(["--prefix-clip", "1", "--prefix-frames", "1"].map(String::from));
+    let o = cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    let t3 = nbp_core::npy::read_npy(&ids3).unwrap().to_i64().unwrap();
+    assert_eq!((t3[..16].to_vec(), t3[48..64].to_vec()), (t[48..64].to_vec(), t[48..64].to_vec()));
+    assert_ne!(t3[16..48], t[64..96], "a new continuation");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -597,8 +608,12 @@ fn sample_with_no_arguments_uses_the_bundled_demo_model() {
     assert_eq!(tokens.shape, vec![8, 5, 8, 8]);
     let t = tokens.to_i64().unwrap();
     assert!(t.iter().all(|&c| (0..625).contains(&c)));
-    // Different classes give different clips.
+    // Different classes give different clips, and each is the clip --class gives alone (square-orbit is second).
     assert_ne!(t[..320], t[320..640]);
+    let alone = dir.join("alone.npy");
+    let o = run(&["sample", "--class", "square-orbit", "--no-decode", "--save-tokens", alone.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(nbp_core::npy::read_npy(&alone).unwrap().to_i64().unwrap(), t[320..640]);
     // The bundled model samples with the official top-p 0.9 unless told otherwise: the same seed with an
     // explicit --top-p 0.9 gives the same tokens, with --top-p 1 other ones.
     let ids_p = dir.join("ids_p.npy");
@@ -906,13 +921,23 @@ fn user_mistakes_are_named_before_the_work_starts() {
         &["tokenize-dataset", "--dataset", "folder:assets/demo", "--clips-per-video", "0", "-o", &cache],
         &["--clips-per-video 0: give 1 to 1000"],
     );
-    // The bundled model's latent grid is 5x8x8: a prefix must be one clip of whole 8x8 frames, shorter than 5.
-    for (name, shape) in [("batch2", vec![2, 2, 8, 8]), ("flat", vec![16, 8]), ("empty", vec![1, 0, 8, 8])] {
+    // The bundled model's latent grid is 5x8x8: a prefix is whole 8x8 frames of a clip, fewer than 5.
+    for (name, shape) in [("flat", vec![16, 8]), ("empty", vec![1, 0, 8, 8])] {
         let p = ids(&format!("{name}.npy"), shape);
-        refused(&["sample", "--prefix-tokens", &p], &[&format!("{name}.npy"), "[T', 8, 8] or [1, T', 8, 8]"]);
+        refused(
+            &["sample", "--prefix-tokens", &p],
+            &[&format!("{name}.npy"), "[T', 8, 8] (one clip) or [N, T', 8, 8]"],
+        );
     }
     let whole = ids("whole.npy", vec![5, 8, 8]);
-    refused(&["sample", "--prefix-tokens", &whole], &["leave nothing to generate in a latent grid of 5 frames"]);
+    refused(
+        &["sample", "--prefix-tokens", &whole],
+        &["leave nothing to generate in a latent grid of 5 frames: keep fewer with --prefix-frames (1 to 4"],
+    );
+    let two = ids("two.npy", vec![2, 5, 8, 8]);
+    refused(&["sample", "--prefix-tokens", &two, "--prefix-clip", "2"], &["holds 2 clips: --prefix-clip takes 0 to 1"]);
+    refused(&["sample", "--prefix-tokens", &two, "--prefix-frames", "6"], &["--prefix-frames takes 1 to 5"]);
+    refused(&["sample", "--prefix-frames", "2"], &["--prefix-tokens"]);
     refused(
         &["sample", "--condition-video", "assets/demo/shapes.mp4", "--condition-frames", "21"],
         &["--condition-frames 21 is 6 latent frames", "latent grid of 5 frames: give at most 13"],

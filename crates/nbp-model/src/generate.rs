@@ -92,38 +92,64 @@ pub fn vocabulary(settings: &GeneratorSettings, vocab_size: usize) -> Result<Voc
     Vocabulary::new(codebook, conditioning, settings.hybrid, settings.block)
 }
 
-/// Reads `--prefix-tokens`: the first latent frames of one clip as a `.npy` of token ids shaped `[T', H, W]` or
-/// `[1, T', H, W]` (1 ≤ T' < T of `grid`), every id a code of a codebook of `codebook` entries. Returns the ids in
-/// raster order; errors name the file.
-pub fn read_prefix_tokens(path: &std::path::Path, grid: &LatentGrid, codebook: usize) -> Result<Vec<i64>> {
+/// Which part of a `--prefix-tokens` file to continue: one clip of it (`--prefix-clip`) and its first latent
+/// frames (`--prefix-frames`; all of them when `None`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixPart {
+    pub clip: usize,
+    pub frames: Option<usize>,
+}
+
+/// Reads `--prefix-tokens`: token ids shaped `[T', H, W]` (one clip) or `[N, T', H, W]` (what `--save-tokens`
+/// writes), of which `part` picks clip and latent frames: at least one, fewer than the `T` of `grid`; every id
+/// must be a code of a codebook of `codebook` entries. Returns the ids in raster order; errors name the file.
+pub fn read_prefix_tokens(
+    path: &std::path::Path,
+    grid: &LatentGrid,
+    codebook: usize,
+    part: PrefixPart,
+) -> Result<Vec<i64>> {
     let arr = nbp_core::npy::read_npy(path)?;
-    let frames = match arr.shape.as_slice() {
-        [t, h, w] | [1, t, h, w] if (*h, *w) == (grid.h, grid.w) && *t > 0 => *t,
+    let (clips, frames) = match arr.shape.as_slice() {
+        [t, h, w] if (*h, *w) == (grid.h, grid.w) && *t > 0 => (1, *t),
+        [n, t, h, w] if (*h, *w) == (grid.h, grid.w) && *t > 0 && *n > 0 => (*n, *t),
         s => {
             return Err(Error::file(
                 path,
                 format!(
                     "token ids shaped {s:?}: --prefix-tokens takes whole latent frames of this grid, shaped \
-                     [T', {h}, {w}] or [1, T', {h}, {w}] with 1 ≤ T' < {t} (one clip; --num-samples continues it \
-                     several times)",
+                     [T', {h}, {w}] (one clip) or [N, T', {h}, {w}] (N clips, as --save-tokens writes them)",
                     h = grid.h,
                     w = grid.w,
-                    t = grid.t
                 ),
             ));
         }
     };
-    if frames >= grid.t {
+    if part.clip >= clips {
+        return Err(Error::file(
+            path,
+            format!("holds {clips} clip{}: --prefix-clip takes 0 to {}", if clips == 1 { "" } else { "s" }, clips - 1),
+        ));
+    }
+    let keep = part.frames.unwrap_or(frames);
+    if keep == 0 || keep > frames {
+        return Err(Error::file(path, format!("holds {frames} latent frames: --prefix-frames takes 1 to {frames}")));
+    }
+    if keep >= grid.t {
         return Err(Error::file(
             path,
             format!(
-                "{frames} latent frames leave nothing to generate in a latent grid of {} frames: give fewer (a \
-                 larger --latent-grid needs a model with more positions)",
-                grid.t
+                "{keep} latent frames leave nothing to generate in a latent grid of {} frames: keep fewer with \
+                 --prefix-frames (1 to {}; a larger --latent-grid needs a model with more positions)",
+                grid.t,
+                grid.t - 1
             ),
         ));
     }
     let ids = arr.to_i64().map_err(|e| Error::file(path, e.to_string()))?;
+    let per_frame = grid.h * grid.w;
+    let first = part.clip * frames * per_frame;
+    let ids = ids[first..first + keep * per_frame].to_vec();
     check_prefix_codes(&ids, codebook).map_err(|e| Error::file(path, e.to_string()))?;
     Ok(ids)
 }
