@@ -1107,6 +1107,16 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     Ok(())
 }
 
+/// A time with `decimals` decimals, in milliseconds where seconds would show too few digits (small models):
+/// `3.82 s`, `0.080 s`, `0.413 ms`.
+fn short_time(seconds: f64, decimals: usize) -> String {
+    if seconds >= 10f64.powi(1 - decimals as i32) {
+        format!("{seconds:.decimals$} s")
+    } else {
+        format!("{:.decimals$} ms", seconds * 1e3)
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Dataset(DatasetCommand::MovingShapes {
@@ -1276,17 +1286,19 @@ fn run(cli: Cli) -> Result<()> {
                 let (steps, secs, first) = (t.steps, t.seconds, t.first_step);
                 let label = if versus.is_some() { format!("block {b}: ") } else { String::new() };
                 println!(
-                    "{label}{steps} steps in {secs:.2} s: {:.1} tokens/s, {:.3} frames/s ({:.3} s/step)",
+                    "{label}{steps} steps in {}: {:.1} tokens/s, {:.3} frames/s ({}/step)",
+                    short_time(secs, 2),
                     (tokens * batch) as f64 / secs,
                     (tokens * batch) as f64 / tokens_per_frame as f64 * 4.0 / secs,
-                    secs / steps as f64
+                    short_time(secs / steps as f64, 3)
                 );
                 if steps > 1 {
                     println!(
-                        "{label}of which the prefill of {prefix} tokens with the first step {first:.2} s, then {} more step{} of {:.3} s each",
+                        "{label}of which the prefill of {prefix} tokens with the first step {}, then {} more step{} of {} each",
+                        short_time(first, 2),
                         steps - 1,
                         plural(steps - 1),
-                        (secs - first) / (steps - 1) as f64
+                        short_time((secs - first) / (steps - 1) as f64, 3)
                     );
                 }
             }

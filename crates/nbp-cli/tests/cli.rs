@@ -786,16 +786,22 @@ fn bench_sample_counts_its_steps_and_refuses_empty_work() {
     ]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    let secs = |prefix: &str| -> f64 {
+    // A time and half its last printed digit, in seconds: "0.12 s" or, under 0.1 s, "7.88 ms".
+    let secs = |prefix: &str| -> (f64, f64) {
         let line = out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in {out}"));
-        line[prefix.len()..].split(" s:").next().unwrap().parse().unwrap()
+        let (value, unit) = line[prefix.len()..].split(':').next().unwrap().split_once(' ').unwrap();
+        let scale = match unit {
+            "s" => 1.0,
+            "ms" => 1e-3,
+            u => panic!("unit {u:?} in {line}"),
+        };
+        (value.parse::<f64>().unwrap() * scale, 0.005 * scale)
     };
-    let (nbp, ntp) = (secs("block 16: 2 steps in "), secs("block 1: 32 steps in "));
+    let ((nbp, dn), (ntp, dt)) = (secs("block 16: 2 steps in "), secs("block 1: 32 steps in "));
     let line = out.lines().find(|l| l.starts_with("block 16 is ")).unwrap_or_else(|| panic!("{out}"));
     let ratio: f64 = line["block 16 is ".len()..].split('x').next().unwrap().parse().unwrap();
-    // The printed times are rounded to 10 ms.
-    let (lo, hi) = ((ntp - 0.005) / (nbp + 0.005), (ntp + 0.005) / (nbp - 0.005).max(1e-9));
-    assert!(ratio >= lo - 0.01 && (ratio <= hi + 0.01 || nbp < 0.01), "{ratio} from {ntp} / {nbp}: {out}");
+    let (lo, hi) = ((ntp - dt) / (nbp + dn), (ntp + dt) / (nbp - dn));
+    assert!(ratio >= lo - 0.01 && ratio <= hi + 0.01, "{ratio} from {ntp} / {nbp}: {out}");
     assert!(line.ends_with("as fast as block 1 on the same weights"), "{line}");
     assert!(out.contains("untimed warm-up: the prefill and first step of block 16 took "), "{out}");
     // The steps alone, without the prefill and first step: their two rates and the ratio of those.
