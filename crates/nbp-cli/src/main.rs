@@ -1006,14 +1006,16 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
         if report.padded_frames > 0 {
             // Black frames to continue from were never in the video: the model would continue them.
             let fit = report.available_frames.checked_sub(1).map(|n| 1 + n / 4 * 4);
+            // Only a video file resampled to --condition-fps can give more frames at a lower rate.
+            let resampled = report.native_fps.is_some() && a.condition_fps > 0.0;
             bail!(
                 "{}: has only {} frame{}{}, fewer than the {frames} to continue from: {}",
                 video.display(),
                 report.available_frames,
                 plural(report.available_frames),
-                if report.native_fps.is_some() { format!(" at {} frames/s", a.condition_fps) } else { String::new() },
+                if resampled { format!(" at {} frames/s", a.condition_fps) } else { String::new() },
                 match fit {
-                    Some(fit) if report.native_fps.is_some() =>
+                    Some(fit) if resampled =>
                         format!("give --condition-frames {fit}, or a lower --condition-fps (0 keeps the native rate)"),
                     Some(fit) => format!("give --condition-frames {fit}"),
                     None => "give a video with frames".to_string(),

@@ -1302,5 +1302,13 @@ fn outputs_and_flag_combinations_are_checked_before_the_work() {
         "{out}"
     );
     assert!(!dir.join("c.gif").exists());
+    // At the native rate there is no lower rate to suggest.
+    let o =
+        cli(&["sample", "--condition-video", short.to_str().unwrap(), "--condition-fps", "0", "--out", &p("c.gif")]);
+    let out = text(&o);
+    assert!(
+        out.contains("short.mp4: has only 3 frames, fewer than the 5 to continue from: give --condition-frames 1\n"),
+        "{out}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
