@@ -175,19 +175,20 @@ enum DatasetCommand {
 #[derive(Subcommand, Debug)]
 enum GeneratorCommand {
     /// Convert a generator checkpoint (official .ckpt) into .safetensors (official key names, config and
-    /// generation settings as metadata). The embedded tokenizer is not copied: convert it with
-    /// `nbp-cli tokenizer convert`.
+    /// generation settings as metadata). The weights are written in f32, so an official bf16 checkpoint doubles
+    /// in size (sampling with --precision bf16 rounds them back exactly); an existing output file is replaced.
+    /// The embedded tokenizer is not copied: convert it with `nbp-cli tokenizer convert`.
     Convert {
-        /// Checkpoint to read.
+        /// Checkpoint to read (an official .ckpt, or an nbp .safetensors file, which is copied as it is).
         input: PathBuf,
         /// .safetensors file to write.
         output: PathBuf,
-        /// Attention heads of an official checkpoint: needed when it does not record them, and overrides what it
-        /// records (an nbp .safetensors file keeps the value it records; another one is an error).
+        /// Attention heads of an official checkpoint that does not record them (hyper_parameters.args.n_head); one
+        /// that differs from a recorded value is an error, since the converted file records it as trained.
         #[arg(long)]
         n_head: Option<usize>,
-        /// Block size of an official checkpoint: needed when it does not record it, and overrides what it records
-        /// (an nbp .safetensors file keeps the value it records; another one is an error).
+        /// Block size (tokens per step, the official token_number_per_step; not its block_size, the positions) of
+        /// an official checkpoint that does not record it; one that differs from a recorded value is an error.
         #[arg(long)]
         block_size: Option<usize>,
     },
@@ -197,11 +198,12 @@ enum GeneratorCommand {
         /// Checkpoint: an official Lightning .ckpt or the project's .safetensors.
         input: PathBuf,
         /// Attention heads of an official checkpoint: needed when it does not record them, and overrides what it
-        /// records (with a warning).
+        /// records (with a warning; an nbp .safetensors file keeps what it records, and another value is an error).
         #[arg(long)]
         n_head: Option<usize>,
-        /// Block size of an official checkpoint: needed when it does not record it, and overrides what it records
-        /// (with a warning).
+        /// Block size (tokens per step, the official token_number_per_step) of an official checkpoint: needed when
+        /// it does not record it, and overrides what it records (with a warning; an nbp .safetensors file keeps what
+        /// it records, and another value is an error).
         #[arg(long)]
         block_size: Option<usize>,
     },
@@ -356,7 +358,8 @@ enum BenchCommand {
         /// example `--block 16 --versus 1`: NBP-16 against NTP, the paper's speed-up).
         #[arg(long)]
         versus: Option<usize>,
-        /// Known tokens before generation (512 = 2 latent frames, K600 frame prediction).
+        /// Known tokens before generation (512 = 2 latent frames, K600 frame prediction): a positive multiple of
+        /// --block and of --versus.
         #[arg(long, default_value_t = 512)]
         prefix: usize,
         /// Tokens to generate (768 = 3 latent frames).
@@ -1177,7 +1180,9 @@ fn run(cli: Cli) -> Result<()> {
             if !nbp_core::weights::is_safetensors(&output) {
                 bail!("{}: generator files are saved as .safetensors", output.display());
             }
-            let overrides = nbp_model::Overrides { n_head, block: block_size, ..Default::default() };
+            output_file(&output)?;
+            let overrides =
+                nbp_model::Overrides { n_head, block: block_size, refuse_changes: true, ..Default::default() };
             let g = nbp_model::load_generator::<B>(&input, &overrides, &Default::default())?;
             // What an nbp file records beside the weights (classes, latent grid, block shape, tokenizer) is kept.
             nbp_model::checkpoint::save_generator_with_info(&g.model, &g.settings, &g.info, &output)?;
@@ -1262,8 +1267,9 @@ fn run(cli: Cli) -> Result<()> {
             let (results, params, first_touch) = r;
             let versus_text = versus.map(|v| format!(" (and {v} on the same weights)")).unwrap_or_default();
             println!(
-                "sample benchmark: preset {preset} ({} parameters, {precision} linear weights), block {block}, prefix {prefix}, {tokens} new tokens x {batch} on {}{versus_text}",
+                "sample benchmark: preset {preset} ({} parameters, {precision} linear weights), block {block}, prefix {prefix}, {tokens} new token{} x {batch} on {}{versus_text}",
                 nbp_core::module::parameter_count(params),
+                plural(tokens),
                 run.device
             );
             println!("machine: {}", nbp_core::system::machine_description());
@@ -1288,7 +1294,8 @@ fn run(cli: Cli) -> Result<()> {
                 let (steps, secs, first) = (t.steps, t.seconds, t.first_step);
                 let label = if versus.is_some() { format!("block {b}: ") } else { String::new() };
                 println!(
-                    "{label}{steps} steps in {}: {:.1} tokens/s, {:.3} frames/s ({}/step)",
+                    "{label}{steps} step{} in {}: {:.1} tokens/s, {:.3} frames/s ({}/step)",
+                    plural(steps),
                     short_time(secs, 2),
                     (tokens * batch) as f64 / secs,
                     (tokens * batch) as f64 / tokens_per_frame as f64 * 4.0 / secs,
@@ -1296,7 +1303,8 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 if steps > 1 {
                     println!(
-                        "{label}of which the prefill of {prefix} tokens with the first step {}, then {} more step{} of {} each",
+                        "{label}of which the prefill of {prefix} tokens{} with the first step {}, then {} more step{} of {} each",
+                        if batch > 1 { format!(" x {batch}") } else { String::new() },
                         short_time(first, 2),
                         steps - 1,
                         plural(steps - 1),
@@ -1309,8 +1317,9 @@ fn run(cli: Cli) -> Result<()> {
                     "block {block} is {:.2}x as fast as block {v} on the same weights",
                     versus_t.seconds / t.seconds
                 );
+                // Per sequence, times the sequences of the batch, as the lines above count.
                 let later = (t.later_tokens_per_second(tokens, block), versus_t.later_tokens_per_second(tokens, v));
-                if let (Some(a), Some(b)) = later {
+                if let (Some(a), Some(b)) = (later.0.map(|a| a * batch as f64), later.1.map(|b| b * batch as f64)) {
                     println!(
                         "after the prefill and first step: block {block} draws {a:.1} tokens/s, block {v} {b:.1} tokens/s ({:.2}x, the steps alone)",
                         a / b

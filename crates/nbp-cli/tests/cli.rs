@@ -829,6 +829,16 @@ fn swapped_model_files_are_named_for_what_they_are() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("is not an nbp generator file: it is a tokenizer (pass it as --tokenizer)"), "{out}");
+    // The same for an official tokenizer checkpoint.
+    let pt = nbp_core::workspace::workspace_path("tests/fixtures/tokenizer/tiny_magvit2.pt").display().to_string();
+    let o = cli(&["generator", "info", &pt]);
+    let out = text(&o);
+    assert!(
+        out.contains(
+            "not an official generator checkpoint (it holds a tokenizer's encoder and decoder: pass it as --tokenizer)"
+        ),
+        "{out}"
+    );
     let dir = workdir("swapped");
     let ids = dir.join("ids.npy");
     let clip = nbp_core::workspace::workspace_path("assets/demo/shapes.mp4").display().to_string();
@@ -1260,6 +1270,11 @@ fn outputs_and_flag_combinations_are_checked_before_the_work() {
     fails(&["sample", "--no-decode", "--save-tokens", &p("t.npy"), "--out", &p("s.gif")], "cannot be used with");
     fails(&["sample", "--cfg-scale", "0", "--cfg-growing"], "give it --cfg-scale above 0");
     fails(&["bench", "sample", "--preset", "tiny", "--block", "4", "--versus", "4"], "--versus 4 is --block itself");
+    std::fs::create_dir_all(dir.join("conv.safetensors")).unwrap();
+    fails(
+        &["generator", "convert", &gen_fixture("nbp_uncond.ckpt"), &p("conv.safetensors")],
+        "conv.safetensors: is a folder: give a file name",
+    );
 
     // An unconditional model takes no class and no guidance, and says so (not that the class is unknown).
     let uncond = gen_fixture("nbp_uncond.ckpt");
@@ -1281,7 +1296,13 @@ fn outputs_and_flag_combinations_are_checked_before_the_work() {
     assert!(o.status.success() && out.contains("--block-size 2 overrides the block size 4 that its"), "{out}");
     let o = cli(&["generator", "info", &uncond, "--block-size", "1000"]);
     let out = text(&o);
-    assert!(!o.status.success() && out.contains("block size 1000 is larger than the model's"), "{out}");
+    assert!(
+        !o.status.success()
+            && out.contains(
+                "nbp_uncond.ckpt: is inconsistent: its block size 1000 must be 1 to the model's 128 positions"
+            ),
+        "{out}"
+    );
 
     // A condition video shorter than the frames to continue from is refused, with the count that fits.
     let short = dir.join("short.mp4");

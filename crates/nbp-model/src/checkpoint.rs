@@ -108,6 +108,48 @@ pub struct Overrides {
     pub block: Option<usize>,
     pub hybrid: Option<bool>,
     pub unconditional: Option<bool>,
+    /// Refuse `n_head` or `block` where they differ from what an official checkpoint records, instead of warning
+    /// (`generator convert`: the converted file would record the override as what the model was trained with).
+    pub refuse_changes: bool,
+}
+
+/// Checks that what a generator file says about its model holds together: the architecture, the way it reads
+/// sequences (`settings`) and what training recorded (`info`). A file that contradicts itself is refused when it
+/// is loaded, with the field named, rather than failing later with a message about something else.
+fn check_consistent(config: &GptConfig, settings: &GeneratorSettings, info: &GeneratorInfo) -> Result<()> {
+    let bad = |m: String| Err(Error::invalid(format!("is inconsistent: {m}")));
+    if settings.block == 0 || settings.block > config.block_size {
+        return bad(format!(
+            "its block size {} must be 1 to the model's {} positions",
+            settings.block, config.block_size
+        ));
+    }
+    if !settings.unconditional && (settings.cond_tokens == 0 || settings.cond_vocab == 0) {
+        return bad(format!(
+            "it is conditional but has {} condition tokens of {} ids (an official checkpoint: its \
+             hyper_parameters.args.unconditional is false, yet uncond_embedding has no rows)",
+            settings.cond_tokens, settings.cond_vocab
+        ));
+    }
+    if settings.unconditional && settings.hybrid {
+        return bad("it is unconditional, but the hybrid start needs a condition before its begin-of-video token \
+                    (hyper_parameters.args.hybrid and .unconditional are both true)"
+            .into());
+    }
+    crate::generate::vocabulary(settings, config.vocab_size)
+        .map_err(|e| Error::invalid(format!("is inconsistent: {e}")))?;
+    if let Some(p) = info.p_drop_cond.filter(|p| !(0.0..=1.0).contains(p)) {
+        return bad(format!("its condition dropout {p} is not a probability"));
+    }
+    if let Some(b) = info.block_shape
+        && (b.contains(&0) || b.iter().product::<usize>() != settings.block)
+    {
+        return bad(format!("its block shape {}x{}x{} is not a block of {} tokens", b[0], b[1], b[2], settings.block));
+    }
+    if let Some(g) = info.latent_grid.filter(|g| g.contains(&0)) {
+        return bad(format!("its latent grid {}x{}x{} is empty", g[0], g[1], g[2]));
+    }
+    Ok(())
 }
 
 fn arg(args: Option<&Value>, name: &str) -> Option<Value> {
@@ -270,7 +312,10 @@ impl<B: Backend> LoadedGenerator<B> {
             layout.push(format!("BOV {b}"));
         }
         if s.hybrid && s.block > 1 {
-            layout.push(format!("middle-bos 1–{}", s.block - 1));
+            layout.push(match s.block {
+                2 => "middle-bos 1".to_string(),
+                b => format!("middle-bos 1–{}", b - 1),
+            });
         }
         if v.conditioning.vocab() > 0 {
             layout.push(format!("condition ids from {}", v.condition_offset()));
@@ -327,6 +372,15 @@ pub fn load_generator<B: Backend>(
     device: &B::Device,
 ) -> Result<LoadedGenerator<B>> {
     let path = path.as_ref();
+    read_generator(path, overrides, device).map_err(|e| match e {
+        // An error about a value (a layout that does not fit, an architecture that does not build) is one about
+        // this file.
+        Error::Invalid(m) => Error::file(path, m),
+        e => e,
+    })
+}
+
+fn read_generator<B: Backend>(path: &Path, overrides: &Overrides, device: &B::Device) -> Result<LoadedGenerator<B>> {
     if !path.exists() {
         return Err(Error::file(path, "generator checkpoint not found"));
     }
@@ -395,14 +449,19 @@ pub fn load_generator<B: Backend>(
                 ));
             }
         }
+        check_consistent(&config, &settings, &info)?;
         let model = import_gpt(&config, w, device)?;
         return Ok(LoadedGenerator { model, settings, info });
     }
     let all = WeightMap::read_pytorch(path)?;
     if !all.keys().any(|k| k.starts_with("state_dict.transformer.")) {
+        let tokenizer = all.keys().any(|k| k.contains("encoder")) && all.keys().any(|k| k.contains("decoder"));
         return Err(Error::file(
             path,
-            "has no 'state_dict.transformer.*' tensors: not an official generator checkpoint",
+            format!(
+                "has no 'state_dict.transformer.*' tensors: not an official generator checkpoint{}",
+                if tokenizer { " (it holds a tokenizer's encoder and decoder: pass it as --tokenizer)" } else { "" }
+            ),
         ));
     }
     let args = all.torch_file().and_then(|f| f.root().get("hyper_parameters")).and_then(|h| h.get("args").or(Some(h)));
@@ -430,6 +489,16 @@ pub fn load_generator<B: Backend>(
         if let (Some(asked), Some(recorded)) = (asked, recorded)
             && asked != recorded
         {
+            if overrides.refuse_changes {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "{flag} {asked} differs from the {what} {recorded} that its hyper-parameters record: the \
+                         converted file would record {asked} as what the model was trained with, so leave out \
+                         {flag} (sampling the .ckpt takes it, with a warning)"
+                    ),
+                ));
+            }
             eprintln!(
                 "warning: {}: {flag} {asked} overrides the {what} {recorded} that its hyper-parameters record; \
                  the model was trained with {recorded}, so expect noise unless the record is wrong (leave out \
@@ -454,15 +523,6 @@ pub fn load_generator<B: Backend>(
             ),
         ));
     }
-    if block > block_size {
-        return Err(Error::file(
-            path,
-            format!(
-                "block size {block} is larger than the model's {block_size} positions{}",
-                if overrides.block.is_some() { " (--block-size)" } else { "" }
-            ),
-        ));
-    }
     let hybrid = overrides.hybrid.or_else(|| arg(args.as_ref(), "hybrid").and_then(|v| v.as_bool())).unwrap_or(false);
     let unconditional = overrides
         .unconditional
@@ -478,6 +538,8 @@ pub fn load_generator<B: Backend>(
         .with_block_size(block_size)
         .with_cond_tokens(cond_tokens)
         .with_dropout(0.0);
+    let settings = GeneratorSettings { block, hybrid, unconditional, cond_tokens, cond_vocab };
+    check_consistent(&config, &settings, &GeneratorInfo::default())?;
     let model = import_gpt(&config, w, device).map_err(|e| match e {
         // An architecture the weights and the hyper-parameters (or --n-head) do not make together.
         Error::Invalid(m) => {
@@ -485,7 +547,6 @@ pub fn load_generator<B: Backend>(
         }
         e => e,
     })?;
-    let settings = GeneratorSettings { block, hybrid, unconditional, cond_tokens, cond_vocab };
     Ok(LoadedGenerator { model, settings, info: GeneratorInfo::default() })
 }
 

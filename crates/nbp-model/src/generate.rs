@@ -87,7 +87,10 @@ pub fn vocabulary(settings: &GeneratorSettings, vocab_size: usize) -> Result<Voc
     };
     let probe = Vocabulary::new(1, conditioning, settings.hybrid, settings.block)?;
     let codebook = vocab_size.checked_sub(probe.video_offset()).filter(|&c| c > 0).ok_or_else(|| {
-        Error::invalid(format!("vocabulary of {vocab_size} ids is too small for the condition layout {settings:?}"))
+        Error::invalid(format!(
+            "a vocabulary of {vocab_size} ids leaves no video codes after the ids of {settings} (BOV, middle-bos \
+             and condition ids come first)"
+        ))
     })?;
     Vocabulary::new(codebook, conditioning, settings.hybrid, settings.block)
 }

@@ -164,6 +164,61 @@ fn native_format_round_trips() {
     std::fs::remove_file(&path).ok();
 }
 
+/// A file that contradicts itself is refused when it is loaded, naming the file and the field, whichever way it
+/// was written; `generator convert` refuses a flag that differs from what an official checkpoint records.
+#[test]
+fn self_contradictory_generator_files_are_refused_on_loading() {
+    use nbp_model::checkpoint::{GeneratorInfo, save_generator_with_info};
+    let g = load("hybrid_text");
+    let path = std::env::temp_dir().join(format!("nbp-gen-bad-{}.safetensors", std::process::id()));
+    let info = GeneratorInfo::default();
+    let cases = [
+        (
+            GeneratorSettings { block: 200, ..g.settings.clone() },
+            info.clone(),
+            "its block size 200 must be 1 to the model's 128 positions",
+        ),
+        (
+            GeneratorSettings { cond_vocab: 0, ..g.settings.clone() },
+            info.clone(),
+            "it is conditional but has 3 condition tokens of 0 ids",
+        ),
+        (
+            g.settings.clone(),
+            GeneratorInfo { p_drop_cond: Some(-3.0), ..info.clone() },
+            "its condition dropout -3 is not a probability",
+        ),
+        (
+            g.settings.clone(),
+            GeneratorInfo { block_shape: Some([1, 1, 3]), ..info.clone() },
+            "its block shape 1x1x3 is not a block of 4 tokens",
+        ),
+        (
+            g.settings.clone(),
+            GeneratorInfo { latent_grid: Some([0, 4, 4]), ..info.clone() },
+            "its latent grid 0x4x4 is empty",
+        ),
+    ];
+    for (settings, info, expected) in cases {
+        save_generator_with_info(&g.model, &settings, &info, &path).unwrap();
+        let Err(e) = load_generator::<B>(&path, &Overrides::default(), &Default::default()) else {
+            panic!("{expected}: loaded");
+        };
+        let e = e.to_string();
+        assert!(e.starts_with(&format!("{}: is inconsistent: {expected}", path.display())), "{e}");
+    }
+    std::fs::remove_file(&path).ok();
+    // An official checkpoint: conditional with the hybrid start by its flags, but with no condition rows.
+    let conditional = Overrides { unconditional: Some(false), hybrid: Some(true), ..Default::default() };
+    let e =
+        load_generator::<B>(fixture("nbp_uncond.ckpt"), &conditional, &Default::default()).err().unwrap().to_string();
+    assert!(e.contains("nbp_uncond.ckpt: is inconsistent: it is conditional but has 0 condition tokens"), "{e}");
+    // Converting with a block size that differs from the recorded one would record it as trained: refused.
+    let convert = Overrides { block: Some(8), refuse_changes: true, ..Default::default() };
+    let e = load_generator::<B>(fixture("hybrid_text.ckpt"), &convert, &Default::default()).err().unwrap().to_string();
+    assert!(e.contains("--block-size 8 differs from the block size 4 that its hyper-parameters record"), "{e}");
+}
+
 #[test]
 fn training_sequences_and_chunked_loss_match_pytorch() {
     use nbp_model::training::{chunked_cross_entropy, training_hidden, training_mask, training_sequence};
