@@ -477,6 +477,12 @@ fn read_generator<B: Backend>(path: &Path, overrides: &Overrides, device: &B::De
         None => 0,
     };
     let n_layer = (0..).take_while(|i| w.contains(&format!("blocks.{i}.ln1.weight"))).count();
+    if n_layer == 0 {
+        return Err(Error::file(
+            path,
+            "has no transformer blocks: 'state_dict.transformer.blocks.0.ln1.weight' is missing (is the file damaged?)",
+        ));
+    }
     let recorded_heads = count_arg(path, args.as_ref(), "n_head")?;
     let recorded_block = count_arg(path, args.as_ref(), "token_number_per_step")?;
     // The flags override what the file records (a file can record a wrong value), but a different value almost
