@@ -598,10 +598,19 @@ pub(crate) fn load_with_resolution<B: Backend>(
 
 fn print_clip(path: &Path, report: &nbp_core::video::ReadReport) {
     let v = &report.video;
+    let (h0, w0) = report.native_size;
+    let resized = if (h0, w0) != (v.height, v.width) {
+        // A change of shape stretches what the frames show.
+        let stretched = (h0 * v.width).abs_diff(w0 * v.height) * 50 > h0 * v.width;
+        format!(", resized from {h0}x{w0}{}", if stretched { " (the aspect ratio changes)" } else { "" })
+    } else {
+        String::new()
+    };
     eprintln!(
-        "read {}: {} frames of {}x{}{}",
+        "read {}: {} frame{} of {}x{}{resized}{}",
         path.display(),
         v.frames,
+        plural(v.frames),
         v.height,
         v.width,
         report
@@ -611,11 +620,14 @@ fn print_clip(path: &Path, report: &nbp_core::video::ReadReport) {
     );
     if report.padded_frames > 0 {
         eprintln!(
-            "warning: {} has only {} frames{}; {} black frames were appended",
+            "warning: {} has only {} frame{}{}; {} black frame{} {} appended (fewer --frames, 1 + 4n, avoid them)",
             path.display(),
             report.available_frames,
+            plural(report.available_frames),
             if report.native_fps.is_some() { " at this rate" } else { "" },
-            report.padded_frames
+            report.padded_frames,
+            plural(report.padded_frames),
+            if report.padded_frames == 1 { "was" } else { "were" }
         );
     }
 }

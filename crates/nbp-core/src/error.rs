@@ -84,7 +84,11 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let file_name = path.file_name().ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
     let tmp = path.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
     // Named by the file asked for: the temporary name means nothing to whoever reads the error.
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(path, e))?;
+    std::fs::write(&tmp, bytes).map_err(|e| {
+        // A full disk leaves part of the file: none of it stays.
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)

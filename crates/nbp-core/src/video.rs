@@ -176,6 +176,8 @@ pub struct ReadReport {
     pub padded_frames: usize,
     /// Native frame rate of the file (None for frame folders).
     pub native_fps: Option<f64>,
+    /// Native frame size `(height, width)` of the file (of a folder's first frame), before any resizing.
+    pub native_size: (usize, usize),
 }
 
 /// The most memory a clip read by [`read_video`] may take as floats (`frames × 3 × height × width × 4` bytes).
@@ -214,12 +216,13 @@ pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadRepo
         let start = if available >= opts.frames { clip_start(available, opts.frames, opts.start) } else { 0 };
         start..start.saturating_add(opts.frames).min(available)
     };
-    let (mut clip, available, native_fps) = if meta.is_dir() {
-        let frames = read_frame_folder(path, opts.size)?;
+    let (mut clip, available, native_fps, native_size) = if meta.is_dir() {
+        let (frames, native_size) = read_frame_folder(path, opts.size)?;
         let available = frames.len();
         let w = window(available);
-        (frames.into_iter().skip(w.start).take(w.len()).collect::<Vec<_>>(), available, None)
+        (frames.into_iter().skip(w.start).take(w.len()).collect::<Vec<_>>(), available, None, native_size)
     } else {
+        let (w0, h0, _) = probe(path)?;
         let mut available = 0;
         let (clip, _, fps) = decode_selected(path, opts.size, |len, fps| {
             let keep = match opts.fps {
@@ -229,7 +232,7 @@ pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadRepo
             available = keep.len();
             keep[window(available)].to_vec()
         })?;
-        (clip, available, Some(fps))
+        (clip, available, Some(fps), (h0 as usize, w0 as usize))
     };
     if available == 0 {
         return Err(Error::file(path, "contains no frames"));
@@ -239,7 +242,13 @@ pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadRepo
     clip_too_large(path, opts.frames, (clip[0].width() as usize, clip[0].height() as usize))?;
     let (w, h) = (clip[0].width(), clip[0].height());
     clip.extend((0..padded).map(|_| RgbImage::new(w, h)));
-    Ok(ReadReport { video: Video::from_rgb8(&clip)?, available_frames: available, padded_frames: padded, native_fps })
+    Ok(ReadReport {
+        video: Video::from_rgb8(&clip)?,
+        available_frames: available,
+        padded_frames: padded,
+        native_fps,
+        native_size,
+    })
 }
 
 fn resize(img: RgbImage, size: Option<(usize, usize)>) -> RgbImage {
@@ -251,8 +260,31 @@ fn resize(img: RgbImage, size: Option<(usize, usize)>) -> RgbImage {
     }
 }
 
-/// Image files of a folder, sorted by file name.
-fn read_frame_folder(dir: &Path, size: Option<(usize, usize)>) -> Result<Vec<RgbImage>> {
+/// Orders file names as people number frames: runs of digits by their value, so that `f2.png` comes before
+/// `f10.png` (and `frame_002` before `frame_010` as well).
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn runs(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    fn key((digits, run): (bool, &str)) -> (bool, usize, &str) {
+        let value = run.trim_start_matches('0');
+        (digits, if digits { value.len() } else { 0 }, if digits { value } else { run })
+    }
+    runs(a).into_iter().map(key).cmp(runs(b).into_iter().map(key)).then_with(|| a.cmp(b))
+}
+
+/// Image files of a folder, in the order of their numbers ([`natural_order`]), and the first one's size `(height,
+/// width)`; frames of another size than the first are named in a warning (they are resized).
+fn read_frame_folder(dir: &Path, size: Option<(usize, usize)>) -> Result<(Vec<RgbImage>, (usize, usize))> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -263,17 +295,35 @@ fn read_frame_folder(dir: &Path, size: Option<(usize, usize)>) -> Result<Vec<Rgb
                 .unwrap_or(false)
         })
         .collect();
-    files.sort();
+    files.sort_by(|a, b| natural_order(&a.to_string_lossy(), &b.to_string_lossy()));
     if files.is_empty() {
         return Err(Error::file(dir, "is a folder without image frames (.png, .jpg, .jpeg, .bmp)"));
     }
-    files
+    let mut first_size = None;
+    let frames = files
         .iter()
         .map(|f| {
-            let img = image::open(f).map_err(|e| Error::file(f, format!("cannot read image frame: {e}")))?;
-            Ok(resize(img.to_rgb8(), size))
+            let img = image::open(f).map_err(|e| Error::file(f, format!("cannot read image frame: {e}")))?.to_rgb8();
+            let dims = img.dimensions();
+            match first_size {
+                None => first_size = Some(dims),
+                Some((w, h)) if (w, h) != dims => eprintln!(
+                    "warning: {}: {}x{} pixels where the folder's first frame has {h}x{w}: it is resized",
+                    f.display(),
+                    dims.1,
+                    dims.0
+                ),
+                Some(_) => {}
+            }
+            match (first_size, size) {
+                // Without a size asked for, every frame takes the first one's.
+                (Some((w, h)), None) if (w, h) != dims => Ok(resize(img, Some((h as usize, w as usize)))),
+                _ => Ok(resize(img, size)),
+            }
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let (w, h) = first_size.expect("at least one frame");
+    Ok((frames, (h as usize, w as usize)))
 }
 
 /// `ffmpeg` or `ffprobe`, started in a process group of its own: a Ctrl-C at the terminal then reaches only
@@ -464,7 +514,8 @@ fn each_frame(path: &Path, (w, h): (u32, u32), warn: bool, mut frame: impl FnMut
         let msg = last_line(path, &err).unwrap_or("no frame could be decoded");
         return Err(Error::file(path, format!("cannot be decoded as a video: {msg}")));
     }
-    if !status.success() && warn {
+    // Some errors (a file cut short) come with a zero exit status: any message at `-v error` is one.
+    if (!status.success() || !err.trim().is_empty()) && warn {
         // Truncated files still yield their first frames; say so rather than failing silently.
         eprintln!(
             "warning: {}: ffmpeg reported an error after {count} frames ({}); using the frames decoded so far",
@@ -586,7 +637,11 @@ pub fn write_videos(path: impl AsRef<Path>, videos: &[Video], fps: f64) -> Resul
                     );
                 }
             }
-            img.save(path).map_err(|e| Error::file(path, format!("cannot write PNG: {e}")))
+            // Encoded in memory and written whole, so that a failed write (a full disk) leaves no partial image.
+            let mut bytes = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut bytes, image::ImageFormat::Png)
+                .map_err(|e| Error::file(path, format!("cannot encode PNG: {e}")))?;
+            crate::error::write_atomic(path, bytes.get_ref())
         }
         VideoFormat::PngFolder => {
             std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
@@ -653,19 +708,40 @@ fn write_ffmpeg(path: &Path, frames: Vec<RgbImage>, fps: f64) -> Result<()> {
     } else {
         cmd.args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18"]);
     }
+    // Encoded into a temporary file next to it (with the same extension, which names the container), renamed
+    // over it only when ffmpeg succeeded: a failed or interrupted encoding leaves nothing behind.
+    let name = path.file_name().ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
+    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{}.tmp{}.{ext}", name.to_string_lossy(), std::process::id()));
     let mut child =
-        cmd.arg(path).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|_| ffmpeg_missing("ffmpeg"))?;
+        cmd.arg(&tmp).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|_| ffmpeg_missing("ffmpeg"))?;
     // A write fails when ffmpeg has stopped (a broken pipe); its own message then says why.
     let written = {
         let mut stdin = child.stdin.take().expect("piped");
         frames.iter().try_for_each(|f| stdin.write_all(f.as_raw()))
     };
-    let out = child.wait_with_output().map_err(|e| Error::io(path, e))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::file(path, format!("ffmpeg could not encode the video: {}", err.trim())));
+    let out = child.wait_with_output().map_err(|e| Error::io(path, e));
+    let fail = |message: String| {
+        let _ = std::fs::remove_file(&tmp);
+        Err(Error::file(path, message))
+    };
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return fail(e.to_string()),
+    };
+    // At `-v error` ffmpeg prints only errors, and some of them (a full disk while it writes the container)
+    // come with a zero exit status: any message means the file is not what was asked for.
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || !err.trim().is_empty() {
+        return fail(format!("ffmpeg could not encode the video: {}", err.trim()));
     }
-    written.map_err(|e| Error::io(path, e))
+    if let Err(e) = written {
+        return fail(e.to_string());
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }
 
 /// Stacks clips of equal shape into a tensor `[batch, 3, T, H, W]`.
@@ -753,6 +829,13 @@ mod tests {
         assert_eq!(r.data[r.index(1, 0, 1, 2)], v.data[v.index(1, 2, 1, 2)]);
         assert_eq!(r.data[r.index(2, 1, 0, 0)], v.data[v.index(2, 3, 0, 0)]);
         assert!(v.frames_range(4, 2).is_err());
+    }
+
+    #[test]
+    fn frame_files_are_ordered_by_their_numbers() {
+        let mut names = vec!["f10.png", "f2.png", "f1.png", "frame_002.png", "f010b.png", "a.png", "frame_10.png"];
+        names.sort_by(|a, b| natural_order(a, b));
+        assert_eq!(names, ["a.png", "f1.png", "f2.png", "f10.png", "f010b.png", "frame_002.png", "frame_10.png"]);
     }
 
     #[test]
