@@ -936,6 +936,25 @@ mod tests {
         let r = read_video(&dir, &opts).unwrap();
         assert_eq!((r.video.frames, r.video.height, r.video.width, r.padded_frames), (5, 4, 4, 3));
         assert!(r.video.frames_range(2, 3).unwrap().data.iter().all(|&x| x == 0.0));
+        assert_eq!(r.native_size, (8, 8));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Frames numbered without leading zeros (`f1.png` … `f10.png`) are read in the order of their numbers, and a
+    /// frame of another size takes the first one's.
+    #[test]
+    fn frame_folders_are_read_in_the_order_of_their_numbers() {
+        let dir = std::env::temp_dir().join(format!("nbp-video-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 1..=10u8 {
+            let side = if i == 7 { 12 } else { 6 };
+            RgbImage::from_pixel(side, side, Rgb([i * 20, 0, 0])).save(dir.join(format!("f{i}.png"))).unwrap();
+        }
+        let opts = ReadOptions { frames: 10, fps: None, size: None, start: ClipStart::Start };
+        let r = read_video(&dir, &opts).unwrap();
+        assert_eq!((r.video.frames, r.video.height, r.video.width, r.native_size), (10, 6, 6, (6, 6)));
+        let reds: Vec<u8> = (0..10).map(|t| r.video.frame_rgb8(t).get_pixel(3, 3)[0]).collect();
+        assert_eq!(reds, [20, 40, 60, 80, 100, 120, 140, 160, 180, 200]);
         std::fs::remove_dir_all(&dir).ok();
     }
 }
