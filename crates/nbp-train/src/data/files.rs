@@ -133,6 +133,15 @@ impl VideoFileSource {
             parent.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
         };
         let labelled: Vec<(PathBuf, String)> = files.into_iter().map(|p| (p.clone(), class_of(&p))).collect();
+        let loose = labelled.iter().filter(|(_, c)| c.is_empty()).count();
+        if loose > 0 && loose < labelled.len() {
+            eprintln!(
+                "warning: {loose} {} directly in {} in no class folder: a class without a name (\"\") beside \
+                 those of its folders; move them into the folder of their class",
+                if loose == 1 { "video lies" } else { "videos lie" },
+                dir.display()
+            );
+        }
         let (items, classes) = index_classes(labelled, sorted_classes);
         let texts = classes.iter().map(|c| class_text(c)).collect();
         Self::new("folder", format!("root {}", dir.display()), items, classes, texts, opts.clone())
