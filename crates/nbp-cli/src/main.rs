@@ -126,6 +126,9 @@ enum TokenizerCommand {
     },
     /// Print the configuration and size of a tokenizer checkpoint.
     Info {
+        /// Checkpoint (the same as --tokenizer; default: the bundled demo tokenizer).
+        #[arg(conflicts_with = "tokenizer")]
+        file: Option<PathBuf>,
         #[command(flatten)]
         model: TokenizerArgs,
     },
@@ -716,10 +719,12 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
                 );
             }
         }
-        TokenizerCommand::Info { model } => {
+        TokenizerCommand::Info { file, mut model } => {
+            model.tokenizer = file.or(model.tokenizer);
             let tok = load::<B>(&model, &device)?;
             println!("{}", serde_json::to_string_pretty(tok.config())?);
-            println!("parameters: {}", tok.parameter_count());
+            println!("parameters: {}", nbp_core::module::parameter_count(tok.parameter_count()));
+            println!("codebook: {} codes", tok.codebook_size());
         }
         TokenizerCommand::Convert { .. } => unreachable!("handled without a backend"),
     }

@@ -1000,6 +1000,9 @@ fn user_mistakes_are_named_before_the_work_starts() {
     let (code, out) = run(&["tokenizer", "info", "--tokenizer-config", "tiny"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("warning: --tokenizer-config is ignored for assets/demo/tokenizer.safetensors"), "{out}");
+    // The file can also be named as `generator info` names it.
+    let (code, out) = run(&["tokenizer", "info", "assets/demo/tokenizer.safetensors"]);
+    assert!(code == Some(0) && out.contains("parameters: 0.8 M\ncodebook: 625 codes"), "{out}");
     let arch = dir.join("arch.json");
     std::fs::write(
         &arch,
