@@ -71,7 +71,7 @@ enum TokenizerCommand {
         /// Video file or folder of image frames (sorted by name).
         input: PathBuf,
         /// Output .npy file of token ids.
-        #[arg(short, long, default_value = "tokens.npy")]
+        #[arg(short, long, visible_alias = "out", default_value = "tokens.npy")]
         output: PathBuf,
         #[command(flatten)]
         model: TokenizerArgs,
@@ -80,13 +80,15 @@ enum TokenizerCommand {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Decode token ids (.npy shaped [T', H', W'] or [B, T', H', W']) into a video.
+    /// Decode token ids (.npy shaped [T', H', W'] or [B, T', H', W']) into a video (with the official layout
+    /// of the tokenizer: 1 + 4·(T' − 1) frames of 8·H' × 8·W' pixels).
     Decode {
-        /// .npy file of token ids.
+        /// .npy file of token ids: int32, int64, uint8 (bool reads as uint8) or float32/float64 holding whole
+        /// numbers, each a code of the tokenizer's codebook.
         input: PathBuf,
         /// Output: .gif, .mp4/.webm/.mkv/.avi/.mov (needs ffmpeg), .png (frame grid), a folder (PNG frames), or .npy
         /// (raw float pixels [B, 3, T, H, W], clamped to [0, 1]).
-        #[arg(short, long, default_value = "decoded.gif")]
+        #[arg(short, long, visible_alias = "out", default_value = "decoded.gif")]
         output: PathBuf,
         /// Frame rate of the written video.
         #[arg(long, default_value_t = 8.0, value_parser = parse_output_rate)]
@@ -100,8 +102,9 @@ enum TokenizerCommand {
     Reconstruct {
         /// Video file or folder of image frames.
         input: PathBuf,
-        /// Output video (input left, reconstruction right): .gif, .mp4, .png, or a folder.
-        #[arg(short, long, default_value = "reconstruction.gif")]
+        /// Output video (input left, reconstruction right): .gif, .mp4/.webm/.mkv/.avi/.mov (needs ffmpeg), .png
+        /// (frame grid) or a folder (PNG frames).
+        #[arg(short, long, visible_alias = "out", default_value = "reconstruction.gif")]
         output: PathBuf,
         /// Also save the token ids to this .npy file.
         #[arg(long)]
@@ -140,7 +143,7 @@ enum DatasetCommand {
     /// shape × motion) to a video or PNG grid.
     MovingShapes {
         /// Output: .gif/.mp4 (clips tiled), .png (one row per clip), or a folder.
-        #[arg(short, long, default_value = "moving_shapes.gif")]
+        #[arg(short, long, visible_alias = "output", default_value = "moving_shapes.gif")]
         out: PathBuf,
         /// Number of clips.
         #[arg(long, default_value_t = 16)]
@@ -324,7 +327,7 @@ struct SampleArgs {
     #[arg(long, default_value_t = nbp_model::Precision::F32)]
     precision: nbp_model::Precision,
     /// Output video: .gif, .mp4/.webm/.mkv/.avi/.mov (needs ffmpeg), .png (grid) or a folder (PNG frames).
-    #[arg(short, long, default_value = "sample.gif", conflicts_with = "no_decode")]
+    #[arg(short, long, visible_alias = "output", default_value = "sample.gif", conflicts_with = "no_decode")]
     out: PathBuf,
     /// Frame rate of the output video (a GIF plays at most 50).
     #[arg(long, default_value_t = 8.0, value_parser = parse_output_rate, conflicts_with = "no_decode")]

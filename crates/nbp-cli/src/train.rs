@@ -579,7 +579,7 @@ pub struct TokenizeDatasetArgs {
     #[arg(long)]
     tokenizer_config: Option<String>,
     /// Output token cache.
-    #[arg(short, long, default_value = "tokens.safetensors")]
+    #[arg(short, long, visible_alias = "output", default_value = "tokens.safetensors")]
     out: PathBuf,
     #[command(flatten)]
     clip: DatasetClipArgs,
