@@ -126,15 +126,14 @@ fn check_consistent(config: &GptConfig, settings: &GeneratorSettings, info: &Gen
     }
     if !settings.unconditional && (settings.cond_tokens == 0 || settings.cond_vocab == 0) {
         return bad(format!(
-            "it is conditional but has {} condition tokens of {} ids (an official checkpoint: its \
-             hyper_parameters.args.unconditional is false, yet uncond_embedding has no rows)",
+            "it is conditional but has {} condition tokens of {} ids",
             settings.cond_tokens, settings.cond_vocab
         ));
     }
     if settings.unconditional && settings.hybrid {
-        return bad("it is unconditional, but the hybrid start needs a condition before its begin-of-video token \
-                    (hyper_parameters.args.hybrid and .unconditional are both true)"
-            .into());
+        return bad(
+            "it is unconditional, but the hybrid start needs a condition before its begin-of-video token".into()
+        );
     }
     crate::generate::vocabulary(settings, config.vocab_size)
         .map_err(|e| Error::invalid(format!("is inconsistent: {e}")))?;
@@ -534,6 +533,21 @@ fn read_generator<B: Backend>(path: &Path, overrides: &Overrides, device: &B::De
         .unconditional
         .or_else(|| arg(args.as_ref(), "unconditional").and_then(|v| v.as_bool()))
         .unwrap_or(cond_tokens == 0);
+    // The hyper-parameters against the weights, named as the file holds them.
+    if hybrid && unconditional {
+        return Err(Error::file(
+            path,
+            "is inconsistent: hyper_parameters.args.hybrid and .unconditional are both true, but the hybrid start \
+             needs a condition before its begin-of-video token",
+        ));
+    }
+    if !unconditional && cond_tokens == 0 {
+        return Err(Error::file(
+            path,
+            "is inconsistent: it is conditional (hyper_parameters.args.unconditional is false), but \
+             uncond_embedding, one row per condition token, has no rows",
+        ));
+    }
     check_bov_layout(path, args.as_ref(), hybrid, unconditional)?;
     let cond_vocab = if unconditional {
         0

@@ -212,7 +212,7 @@ fn self_contradictory_generator_files_are_refused_on_loading() {
     let conditional = Overrides { unconditional: Some(false), hybrid: Some(true), ..Default::default() };
     let e =
         load_generator::<B>(fixture("nbp_uncond.ckpt"), &conditional, &Default::default()).err().unwrap().to_string();
-    assert!(e.contains("nbp_uncond.ckpt: is inconsistent: it is conditional but has 0 condition tokens"), "{e}");
+    assert!(e.contains("nbp_uncond.ckpt: is inconsistent: it is conditional (hyper_parameters.args.unconditional is false), but uncond_embedding"), "{e}");
     // Converting with a block size that differs from the recorded one would record it as trained: refused.
     let convert = Overrides { block: Some(8), refuse_changes: true, ..Default::default() };
     let e = load_generator::<B>(fixture("hybrid_text.ckpt"), &convert, &Default::default()).err().unwrap().to_string();
