@@ -68,7 +68,7 @@ enum TokenizerCommand {
     /// Encode a video file (any format ffmpeg reads) or a folder of frames into token ids (.npy, int32,
     /// shaped [1, T', H/8, W/8]).
     Encode {
-        /// Video file or folder of image frames (sorted by name).
+        /// Video file or folder of image frames (read in the order of the numbers in their names).
         input: PathBuf,
         /// Output .npy file of token ids.
         #[arg(short, long, visible_alias = "out", default_value = "tokens.npy")]
@@ -626,7 +626,7 @@ fn print_clip(path: &Path, report: &nbp_core::video::ReadReport) {
     );
     if report.padded_frames > 0 {
         eprintln!(
-            "warning: {} has only {} frame{}{}; {} black frame{} {} appended (fewer --frames, 1 + 4n, avoid them)",
+            "warning: {} has only {} frame{}{}; {} black frame{} {} appended (fewer --frames, 1 + 4n, would need none)",
             path.display(),
             report.available_frames,
             plural(report.available_frames),

@@ -198,7 +198,7 @@ fn clip_too_large(path: &Path, frames: usize, (w, h): (usize, usize)) -> Result<
     )))
 }
 
-/// Reads a clip from a video file (through ffmpeg) or from a folder of image frames (sorted by name).
+/// Reads a clip from a video file (through ffmpeg) or from a folder of image frames (in the order of the numbers in their names).
 pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadReport> {
     let path = path.as_ref();
     if opts.frames == 0 {
