@@ -1003,6 +1003,14 @@ fn user_mistakes_are_named_before_the_work_starts() {
     // The file can also be named as `generator info` names it.
     let (code, out) = run(&["tokenizer", "info", "assets/demo/tokenizer.safetensors"]);
     assert!(code == Some(0) && out.contains("parameters: 0.8 M\ncodebook: 625 codes"), "{out}");
+    // A PyTorch tokenizer of another architecture than the official one: the error names the flag that reads it.
+    let pt = "tests/fixtures/tokenizer/tiny_magvit2.pt";
+    refused(
+        &["tokenizer", "info", pt],
+        &["made for a different configuration", "pass --tokenizer-config (small, tiny"],
+    );
+    let (code, out) = run(&["tokenizer", "info", pt, "--tokenizer-config", "tiny"]);
+    assert!(code == Some(0) && out.contains("parameters: 0.2 M\ncodebook: 64000 codes"), "{out}");
     let arch = dir.join("arch.json");
     std::fs::write(
         &arch,
