@@ -594,7 +594,7 @@ pub struct TokenizeDatasetArgs {
     #[arg(long, default_value_t = 1)]
     clips_per_video: usize,
     /// Clips per encoder batch.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, visible_alias = "batch-size", default_value_t = 4)]
     batch: usize,
     /// Seed of the random clip starts (and of the moving-shapes data).
     #[arg(long, default_value_t = 0)]
@@ -828,7 +828,7 @@ pub struct EvalTokenizerArgs {
     #[command(flatten)]
     clip: DatasetClipArgs,
     /// Clips per batch.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, visible_alias = "batch-size", default_value_t = 4)]
     batch: usize,
     /// torchvision VGG16 weights (vgg16-397923af.pth) for LPIPS on frame 5; with --lpips-lin.
     #[arg(long, requires = "lpips_lin")]
