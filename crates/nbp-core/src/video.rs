@@ -222,9 +222,8 @@ pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadRepo
         let w = window(available);
         (frames.into_iter().skip(w.start).take(w.len()).collect::<Vec<_>>(), available, None, native_size)
     } else {
-        let (w0, h0, _) = probe(path)?;
         let mut available = 0;
-        let (clip, _, fps) = decode_selected(path, opts.size, |len, fps| {
+        let (clip, _, fps, native_size) = decode_selected(path, opts.size, |len, fps| {
             let keep = match opts.fps {
                 Some(target) => resample_indices(len, fps, target),
                 None => (0..len).collect(),
@@ -232,7 +231,7 @@ pub fn read_video(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<ReadRepo
             available = keep.len();
             keep[window(available)].to_vec()
         })?;
-        (clip, available, Some(fps), (h0 as usize, w0 as usize))
+        (clip, available, Some(fps), native_size)
     };
     if available == 0 {
         return Err(Error::file(path, "contains no frames"));
@@ -389,9 +388,14 @@ const FRAME_BUDGET: usize = 512 << 20;
 /// The largest side a video is resized to: beyond it `width × height × 3` bytes per frame stop being sensible.
 pub const MAX_SIDE: usize = 16384;
 
+/// What [`decode_selected`] returns: the frames picked, the video's length and frame rate, and its native size
+/// `(height, width)`.
+pub type Decoded = (Vec<RgbImage>, usize, f64, (usize, usize));
+
 /// Decodes the frames of a video file (through ffmpeg) that `select(len, native_fps)` picks from its `len`
 /// frames at the native rate (indices in any order, repeats allowed), each resized to `size` `(height, width)`
-/// (`None`: the native size); returns them in the order picked, with `len` and the native frame rate.
+/// (`None`: the native size); returns them in the order picked, with `len`, the native frame rate and the native
+/// size `(height, width)`.
 ///
 /// The first pass keeps the first [`FRAME_BUDGET`] bytes of frames. A video whose picked frames are all among
 /// them is decoded once; otherwise a second pass keeps only the picked frames, so that reading a clip out of a long
@@ -401,7 +405,7 @@ pub fn decode_selected(
     path: &Path,
     size: Option<(usize, usize)>,
     select: impl FnOnce(usize, f64) -> Vec<usize>,
-) -> Result<(Vec<RgbImage>, usize, f64)> {
+) -> Result<Decoded> {
     decode_within(path, size, select, FRAME_BUDGET)
 }
 
@@ -411,7 +415,7 @@ fn decode_within(
     size: Option<(usize, usize)>,
     select: impl FnOnce(usize, f64) -> Vec<usize>,
     budget: usize,
-) -> Result<(Vec<RgbImage>, usize, f64)> {
+) -> Result<Decoded> {
     let (w0, h0, fps) = probe(path)?;
     let (h, w) = match size {
         Some((h, w)) => (side(path, h)?, side(path, w)?),
@@ -431,7 +435,7 @@ fn decode_within(
     }
     let image = |raw: Vec<u8>| RgbImage::from_raw(w, h, raw).expect("whole frames");
     if picked.iter().all(|&i| i < kept.len()) {
-        return Ok((picked.iter().map(|&i| image(kept[i].clone())).collect(), len, fps));
+        return Ok((picked.iter().map(|&i| image(kept[i].clone())).collect(), len, fps, (h0 as usize, w0 as usize)));
     }
     // The second pass: only the picked frames, each once however often it is picked.
     drop(kept);
@@ -456,7 +460,7 @@ fn decode_within(
         let raw = if picked[n + 1..].contains(&i) { found.get(&i).cloned() } else { found.remove(&i) };
         out.push(image(raw.ok_or_else(changed)?));
     }
-    Ok((out, len, fps))
+    Ok((out, len, fps, (h0 as usize, w0 as usize)))
 }
 
 /// A side of the size a video is resized to, as ffmpeg takes it.
@@ -905,9 +909,9 @@ mod tests {
             assert_eq!((len, fps), (40, 10.0));
             vec![31, 2, 31, 39]
         };
-        let (once, len, _) = decode_within(&path, Some((16, 16)), pick, FRAME_BUDGET).unwrap();
+        let (once, len, _, _) = decode_within(&path, Some((16, 16)), pick, FRAME_BUDGET).unwrap();
         // A budget of two frames: counted in a first pass, the picked frames kept in a second one.
-        let (twice, len2, _) = decode_within(&path, Some((16, 16)), pick, 2 * 16 * 16 * 3).unwrap();
+        let (twice, len2, _, _) = decode_within(&path, Some((16, 16)), pick, 2 * 16 * 16 * 3).unwrap();
         assert_eq!((len, len2, once.len()), (40, 40, 4));
         assert_eq!(once, twice);
         assert_eq!(once[0], once[2]);
@@ -916,7 +920,7 @@ mod tests {
         // The clip of `read_video` is the same whichever way the frames were read.
         let opts = ReadOptions { frames: 4, fps: Some(5.0), size: Some((16, 16)), start: ClipStart::Center };
         let clip = read_video(&path, &opts).unwrap();
-        let (expected, _, _) = decode_within(&path, Some((16, 16)), |_, _| vec![16, 18, 20, 22], 0).unwrap();
+        let (expected, _, _, _) = decode_within(&path, Some((16, 16)), |_, _| vec![16, 18, 20, 22], 0).unwrap();
         assert_eq!((clip.available_frames, clip.padded_frames), (20, 0));
         assert_eq!(clip.video, Video::from_rgb8(&expected).unwrap());
         // Sizes ffmpeg cannot be asked for, and a clip too large for memory, are errors before any frame is decoded.

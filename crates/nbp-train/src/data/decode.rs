@@ -29,7 +29,7 @@ pub fn read_clips(path: &Path, opts: &ClipOptions, seeds: &[u64], index: usize) 
     opts.validate()?;
     let (h, w) = (opts.height, opts.width);
     let mut chosen = vec![];
-    let (picked, native_len, native_fps) = decode_selected(path, Some((h, w)), |len, fps| {
+    let (picked, native_len, native_fps, _) = decode_selected(path, Some((h, w)), |len, fps| {
         chosen =
             seeds.iter().map(|&seed| select_frames(len, fps, opts.fps, opts.frames, opts.split, seed, index)).collect();
         chosen.iter().flat_map(|c| c.indices.iter().copied()).collect()
