@@ -155,15 +155,57 @@ fn arg(args: Option<&Value>, name: &str) -> Option<Value> {
     args.and_then(|a| a.get(name))
 }
 
+/// A hyper-parameter as Python pickled it, for messages: `'16' (a string)`, `16.5`, `None`.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::None => "None".into(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Str(s) => format!("'{s}' (a string)"),
+        Value::List(_) | Value::Tuple(_) => "a list".into(),
+        Value::Dict(_) => "a dict".into(),
+        _ => "an object".into(),
+    }
+}
+
+/// A whole-number hyper-parameter: `None` when absent or Python's `None`. A float without a fraction and a string
+/// of digits read as the number they hold (an edited or re-saved `args`); anything else is an error that shows
+/// the value, rather than reading as missing.
+fn int_arg(args: Option<&Value>, name: &str) -> std::result::Result<Option<i64>, String> {
+    let Some(v) = arg(args, name) else { return Ok(None) };
+    match &v {
+        Value::None => Ok(None),
+        Value::Int(_) | Value::Bool(_) => Ok(v.as_i64()),
+        Value::Float(f) if f.fract() == 0.0 && f.abs() <= 2f64.powi(53) => Ok(Some(*f as i64)),
+        Value::Str(s) if s.trim().parse::<i64>().is_ok() => Ok(s.trim().parse().ok()),
+        _ => Err(format!("hyper_parameters.args.{name} is {}, not a whole number", shown(&v))),
+    }
+}
+
+/// A yes/no hyper-parameter: `None` when absent or Python's `None`; booleans, 0/1 and the strings `true`/`false`
+/// (any case) are read; anything else is an error that shows the value.
+fn bool_arg(path: &Path, args: Option<&Value>, name: &str) -> Result<Option<bool>> {
+    let Some(v) = arg(args, name) else { return Ok(None) };
+    match &v {
+        Value::None => Ok(None),
+        Value::Bool(b) => Ok(Some(*b)),
+        Value::Int(i @ (0 | 1)) => Ok(Some(*i == 1)),
+        Value::Str(s) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Value::Str(s) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        _ => Err(Error::file(path, format!("hyper_parameters.args.{name} is {}, not True or False", shown(&v)))),
+    }
+}
+
 /// A count among the hyper-parameters (heads, block size) of the checkpoint `path`: `None` when absent, an error
-/// naming the value when it is negative or absurd (above 2^20).
-fn count_arg(path: &Path, args: Option<&Value>, name: &str) -> Result<Option<usize>> {
-    let Some(n) = arg(args, name).and_then(|v| v.as_i64()) else {
+/// naming the value when it is not a whole number, negative or absurd (above 2^20). `flag` overrides it.
+fn count_arg(path: &Path, args: Option<&Value>, name: &str, flag: &str) -> Result<Option<usize>> {
+    let Some(n) = int_arg(args, name).map_err(|m| Error::file(path, format!("{m} (pass {flag})")))? else {
         return Ok(None);
     };
     match usize::try_from(n) {
         Ok(n) if n <= 1 << 20 => Ok(Some(n)),
-        _ => Err(Error::file(path, format!("hyper_parameters.args.{name} is {n}"))),
+        _ => Err(Error::file(path, format!("hyper_parameters.args.{name} is {n} (pass {flag})"))),
     }
 }
 
@@ -202,7 +244,8 @@ pub fn import_gpt<B: Backend>(config: &GptConfig, mut w: WeightMap, device: &B::
     let pos_emb = w.take::<B, 3>("pos_emb", [1, bs, d], device)?;
     let uncond_embedding = w.take::<B, 2>("uncond_embedding", [c, d], device)?;
     let last = config.n_layer.saturating_sub(1);
-    if config.n_layer > 0 && !w.contains(&format!("blocks.{last}.ln1.weight")) {
+    let layer = format!("blocks.{last}.");
+    if config.n_layer > 0 && !w.keys().any(|k| k.starts_with(&layer)) {
         return Err(Error::file(
             w.path(),
             format!("the configuration has {} layers, but the file has no tensors of layer {last}", config.n_layer),
@@ -465,25 +508,9 @@ fn read_generator<B: Backend>(path: &Path, overrides: &Overrides, device: &B::De
     }
     let args = all.torch_file().and_then(|f| f.root().get("hyper_parameters")).and_then(|h| h.get("args").or(Some(h)));
     let w = all.select_prefix("state_dict.transformer.");
-    let shape = |k: &str| w.shape(k).map(<[usize]>::to_vec);
-    let [v, d] = shape("tok_emb.weight")
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| Error::file(path, "tok_emb.weight is missing or not 2-D"))?;
-    let block_size =
-        shape("pos_emb").and_then(|s| s.get(1).copied()).ok_or_else(|| Error::file(path, "pos_emb is missing"))?;
-    let cond_tokens = match shape("uncond_embedding") {
-        Some(s) => *s.first().ok_or_else(|| Error::file(path, "uncond_embedding is 0-D, not [condition tokens, d]"))?,
-        None => 0,
-    };
-    let n_layer = (0..).take_while(|i| w.contains(&format!("blocks.{i}.ln1.weight"))).count();
-    if n_layer == 0 {
-        return Err(Error::file(
-            path,
-            "has no transformer blocks: 'state_dict.transformer.blocks.0.ln1.weight' is missing (is the file damaged?)",
-        ));
-    }
-    let recorded_heads = count_arg(path, args.as_ref(), "n_head")?;
-    let recorded_block = count_arg(path, args.as_ref(), "token_number_per_step")?;
+    let OfficialShapes { v, d, block_size, cond_tokens, n_layer } = official_shapes(&w)?;
+    let recorded_heads = count_arg(path, args.as_ref(), "n_head", "--n-head")?;
+    let recorded_block = count_arg(path, args.as_ref(), "token_number_per_step", "--block-size")?;
     // The flags override what the file records (a file can record a wrong value), but a different value almost
     // always means a mistake: sampled so, a model reads its weights as another architecture or feeds its
     // tokens in another grouping than it learnt.
@@ -528,11 +555,14 @@ fn read_generator<B: Backend>(path: &Path, overrides: &Overrides, device: &B::De
             ),
         ));
     }
-    let hybrid = overrides.hybrid.or_else(|| arg(args.as_ref(), "hybrid").and_then(|v| v.as_bool())).unwrap_or(false);
-    let unconditional = overrides
-        .unconditional
-        .or_else(|| arg(args.as_ref(), "unconditional").and_then(|v| v.as_bool()))
-        .unwrap_or(cond_tokens == 0);
+    let hybrid = match overrides.hybrid {
+        Some(h) => h,
+        None => bool_arg(path, args.as_ref(), "hybrid")?.unwrap_or(false),
+    };
+    let unconditional = match overrides.unconditional {
+        Some(u) => u,
+        None => bool_arg(path, args.as_ref(), "unconditional")?.unwrap_or(cond_tokens == 0),
+    };
     // The hyper-parameters against the weights, named as the file holds them.
     if hybrid && unconditional {
         return Err(Error::file(
@@ -570,13 +600,64 @@ fn read_generator<B: Backend>(path: &Path, overrides: &Overrides, device: &B::De
     Ok(LoadedGenerator { model, settings, info: GeneratorInfo::default() })
 }
 
+/// The sizes of an official GPT that its weights give (the keys without `transformer.`).
+#[derive(Debug, PartialEq)]
+struct OfficialShapes {
+    v: usize,
+    d: usize,
+    block_size: usize,
+    cond_tokens: usize,
+    n_layer: usize,
+}
+
+/// Reads [`OfficialShapes`] from the tensors that define each size, so that a damaged tensor is reported as
+/// itself when it is loaded: the width comes from `ln_f.weight` (else `tok_emb.weight`), the layers from the
+/// highest `blocks.N`, and a layer missing in between is named.
+fn official_shapes(w: &WeightMap) -> Result<OfficialShapes> {
+    let path = w.path();
+    let shape = |k: &str| w.shape(k).map(<[usize]>::to_vec);
+    let [v, emb_width] = shape("tok_emb.weight")
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| Error::file(path, "tok_emb.weight is missing or not 2-D"))?;
+    let d = match shape("ln_f.weight").as_deref() {
+        Some(&[d]) => d,
+        _ => emb_width,
+    };
+    let block_size =
+        shape("pos_emb").and_then(|s| s.get(1).copied()).ok_or_else(|| Error::file(path, "pos_emb is missing"))?;
+    let cond_tokens = match shape("uncond_embedding") {
+        Some(s) => *s.first().ok_or_else(|| Error::file(path, "uncond_embedding is 0-D, not [condition tokens, d]"))?,
+        None => 0,
+    };
+    let layers: std::collections::BTreeSet<usize> =
+        w.keys().filter_map(|k| k.strip_prefix("blocks.")?.split('.').next()?.parse().ok()).collect();
+    let n_layer = layers.last().map_or(0, |l| l + 1);
+    if n_layer == 0 {
+        return Err(Error::file(
+            path,
+            "has no transformer blocks: 'state_dict.transformer.blocks.0.ln1.weight' is missing (is the file damaged?)",
+        ));
+    }
+    if let Some(gap) = (0..n_layer).find(|i| !layers.contains(i)) {
+        return Err(Error::file(
+            path,
+            format!(
+                "has tensors of transformer blocks up to {} but none of block {gap} \
+                 ('state_dict.transformer.blocks.{gap}.*'): the file is damaged",
+                n_layer - 1
+            ),
+        ));
+    }
+    Ok(OfficialShapes { v, d, block_size, cond_tokens, n_layer })
+}
+
 /// Refuses a conditional checkpoint without the hybrid start whose hyper-parameters `args` record training
 /// without the begin-of-video token. The official non-hybrid conditional model cannot train with it (reference
 /// §7.8), so its files are laid out without one: unshifted condition ids, video codes right after them, a first
 /// block that is never predicted (§2.4, §2.6). That layout is not ours, and reading it as ours would misplace every
 /// id.
 fn check_bov_layout(path: &Path, args: Option<&Value>, hybrid: bool, unconditional: bool) -> Result<()> {
-    let without_bov = arg(args, "starts_with_bov").and_then(|v| v.as_bool()) == Some(false);
+    let without_bov = bool_arg(path, args, "starts_with_bov")? == Some(false);
     if hybrid || unconditional || !without_bov {
         return Ok(());
     }
@@ -598,10 +679,14 @@ const OFFICIAL_CODEBOOK: usize = 64_000;
 /// official tokenizer's 64 000 codes and the specials (the official model ignores `--first_stage_vocab_size`, whose
 /// default is 16 384, reference §7.9, so it is not read); a text model embeds LLaMA-2 ids (32 000).
 fn official_cond_vocab(args: Option<&Value>, v: usize, specials: usize) -> std::result::Result<usize, String> {
-    let int = |name: &str| arg(args, name).and_then(|v| v.as_i64());
-    if let Some((name, n)) =
-        ["class_cond_dim", "cond_stage_vocab_size"].into_iter().find_map(|k| int(k).map(|n| (k, n)))
-    {
+    let mut recorded = None;
+    for name in ["class_cond_dim", "cond_stage_vocab_size"] {
+        if let Some(n) = int_arg(args, name)? {
+            recorded = Some((name, n));
+            break;
+        }
+    }
+    if let Some((name, n)) = recorded {
         return usize::try_from(n)
             .ok()
             .filter(|&n| n <= u32::MAX as usize)
@@ -731,5 +816,91 @@ mod tests {
         let e = load_generator::<B>(&path, &Overrides::default(), &device).err().unwrap().to_string();
         assert!(e.contains("is inconsistent: its settings say 1 condition tokens, its model config 0"), "{e}");
         std::fs::remove_file(path).unwrap();
+    }
+
+    /// Hyper-parameters pickled as another type than the official code writes (an edited or re-saved `args`)
+    /// are read where they say a number or a yes/no, and refused with their value shown otherwise, rather than
+    /// read as missing.
+    #[test]
+    fn hyper_parameters_of_another_type_are_read_or_shown() {
+        use std::{cell::RefCell, rc::Rc};
+        let args = |v: Value| Value::Dict(Rc::new(RefCell::new(vec![(Value::Str("n".into()), v)])));
+        let path = Path::new("m.ckpt");
+        let count = |v: Value| count_arg(path, Some(&args(v)), "n", "--n").map_err(|e| e.to_string());
+        assert_eq!(count(Value::Int(16)), Ok(Some(16)));
+        assert_eq!(count(Value::Float(16.0)), Ok(Some(16)));
+        assert_eq!(count(Value::Str(" 16".into())), Ok(Some(16)));
+        assert_eq!(count(Value::None), Ok(None));
+        assert_eq!(count_arg(path, None, "n", "--n").unwrap(), None);
+        let e = count(Value::Str("sixteen".into())).unwrap_err();
+        assert_eq!(e, "m.ckpt: hyper_parameters.args.n is 'sixteen' (a string), not a whole number (pass --n)");
+        assert_eq!(
+            count(Value::Float(16.5)).unwrap_err(),
+            "m.ckpt: hyper_parameters.args.n is 16.5, not a whole number (pass --n)"
+        );
+        assert_eq!(count(Value::Int(-2)).unwrap_err(), "m.ckpt: hyper_parameters.args.n is -2 (pass --n)");
+        let flag = |v: Value| bool_arg(path, Some(&args(v)), "n").map_err(|e| e.to_string());
+        assert_eq!(flag(Value::Bool(true)), Ok(Some(true)));
+        assert_eq!(flag(Value::Int(0)), Ok(Some(false)));
+        assert_eq!(flag(Value::Str("False".into())), Ok(Some(false)));
+        assert_eq!(flag(Value::None), Ok(None));
+        assert_eq!(flag(Value::Int(2)).unwrap_err(), "m.ckpt: hyper_parameters.args.n is 2, not True or False");
+        assert_eq!(
+            flag(Value::Str("yes".into())).unwrap_err(),
+            "m.ckpt: hyper_parameters.args.n is 'yes' (a string), not True or False"
+        );
+    }
+
+    /// A damaged official-layout file is reported at the tensor that is damaged: a layer missing in between is
+    /// named (not its successors as unused), and so are one missing tensor and an embedding of the wrong width
+    /// (not the positions after it).
+    #[test]
+    fn a_damaged_tensor_is_reported_as_itself() {
+        type B = burn::backend::Flex;
+        let device = Default::default();
+        let config = GptConfig::new(40, 3, 2, 16).with_block_size(24);
+        let model = Gpt::<B>::new(&config, &device).unwrap();
+        let dir = std::env::temp_dir().join(format!("nbp-damaged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut full = WeightWriter::new();
+        export_gpt(&model, &mut full, "");
+        full.write(dir.join("full.safetensors")).unwrap();
+        // The file without the tensors that `drop` selects, and with tok_emb.weight `narrow`er when asked.
+        let damaged = |drop: &dyn Fn(&str) -> bool, narrow: bool| {
+            let mut src = WeightMap::read_safetensors(dir.join("full.safetensors")).unwrap().0;
+            let mut out = WeightWriter::new();
+            let keys: Vec<String> = src.keys().map(str::to_string).collect();
+            for k in keys.iter().filter(|k| !drop(k)) {
+                let shape = src.shape(k).unwrap().to_vec();
+                let data = src.take_data(k, &shape).unwrap();
+                match shape.len() {
+                    1 => out.put(k, &Tensor::<B, 1>::from_data(data, &device)),
+                    2 if narrow && k == "tok_emb.weight" => {
+                        out.put(k, &Tensor::<B, 2>::from_data(data, &device).narrow(1, 0, 15))
+                    }
+                    2 => out.put(k, &Tensor::<B, 2>::from_data(data, &device)),
+                    _ => out.put(k, &Tensor::<B, 3>::from_data(data, &device)),
+                }
+            }
+            let path = dir.join("damaged.safetensors");
+            out.write(&path).unwrap();
+            WeightMap::read_safetensors(&path).unwrap().0
+        };
+        let whole = official_shapes(&damaged(&|_| false, false)).unwrap();
+        assert_eq!(whole, OfficialShapes { v: 40, d: 16, block_size: 24, cond_tokens: 0, n_layer: 3 });
+        let e = official_shapes(&damaged(&|k| k.starts_with("blocks.1."), false)).unwrap_err().to_string();
+        assert!(e.contains("has tensors of transformer blocks up to 2 but none of block 1"), "{e}");
+        let one = damaged(&|k| k == "blocks.1.ln1.weight", false);
+        assert_eq!(official_shapes(&one).unwrap(), whole);
+        let e = import_gpt::<B>(&config, one, &device).err().unwrap().to_string();
+        assert!(e.contains("missing tensor 'blocks.1.ln1.weight'"), "{e}");
+        let narrow = damaged(&|_| false, true);
+        assert_eq!(official_shapes(&narrow).unwrap(), whole);
+        let e = import_gpt::<B>(&config, narrow, &device).err().unwrap().to_string();
+        assert!(
+            e.contains("tensor 'tok_emb.weight' has shape [40, 15] in the file but the model expects [40, 16]"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
