@@ -589,7 +589,7 @@ pub(crate) fn load_with_resolution<B: Backend>(
                 "{e}\nthe bundled demo tokenizer was neither in assets/demo/ nor unpacked from the binary (see the warning above): set XDG_CACHE_HOME to a writable folder, or pass --tokenizer"
             )
         } else if !native && args.tokenizer_config.is_none() && e.to_string().contains("different configuration") {
-            // A PyTorch file holds weights only: its architecture is the official one unless told otherwise.
+            // A PyTorch file that records no architecture is read as the official one unless told otherwise.
             anyhow::anyhow!(
                 "{e}\nread as the official architecture: for another one, pass --tokenizer-config (small, tiny or a JSON file)"
             )

@@ -1003,10 +1003,12 @@ fn user_mistakes_are_named_before_the_work_starts() {
     // The file can also be named as `generator info` names it.
     let (code, out) = run(&["tokenizer", "info", "assets/demo/tokenizer.safetensors"]);
     assert!(code == Some(0) && out.contains("parameters: 0.8 M\ncodebook: 625 codes"), "{out}");
-    // A PyTorch tokenizer of another architecture than the official one: the error names the flag that reads it.
+    // A PyTorch tokenizer of another architecture than the official one: the error names the flag that reads it,
+    // from the architecture the file records, or else from its weights' shapes.
     let pt = "tests/fixtures/tokenizer/tiny_magvit2.pt";
+    refused(&["tokenizer", "info", pt], &["records the architecture of its weights", "pass --tokenizer-config tiny"]);
     refused(
-        &["tokenizer", "info", pt],
+        &["tokenizer", "info", "tests/fixtures/tokenizer/tiny_generator.ckpt"],
         &["made for a different configuration", "pass --tokenizer-config (small, tiny"],
     );
     let (code, out) = run(&["tokenizer", "info", pt, "--tokenizer-config", "tiny"]);

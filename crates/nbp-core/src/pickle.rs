@@ -158,6 +158,21 @@ impl Value {
             _ => None,
         }
     }
+
+    /// The items of a list or a tuple.
+    pub fn as_items(&self) -> Option<Vec<Value>> {
+        match self {
+            Value::List(l) => Some(l.borrow().clone()),
+            Value::Tuple(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Unpickles `bytes` that Python's `pickle.dumps` wrote (protocols 2 to 5) and that hold no tensors: e.g. the
+/// constructor arguments that a checkpoint keeps beside its weights as a pickled blob.
+pub fn unpickle(bytes: &[u8]) -> std::result::Result<Value, String> {
+    Machine { data: bytes, pos: 0, stack: vec![], marks: vec![], memo: HashMap::new() }.run()
 }
 
 struct Machine<'a> {

@@ -7,6 +7,9 @@
 //! - the project's own `.safetensors` files, which keep the official key names and store the configuration as
 //!   JSON in the metadata (`nbp.config`).
 //!
+//! A PyTorch file that records its architecture beside the weights (`config`, as the official code writes it)
+//! is checked against the architecture it is read as, since FSQ levels and norm groups change no shape.
+//!
 //! Imports are strict: every parameter is filled from the file, every tensor of the file is used, and shapes
 //! must match; otherwise the error names the first offending key and both shapes.
 
@@ -16,11 +19,12 @@ use burn::module::Param;
 use burn::nn::conv::Conv3d;
 use burn::prelude::*;
 
+use nbp_core::pickle::{TorchFile, Value};
 use nbp_core::weights::{WeightMap, WeightWriter};
 use nbp_core::{Error, Result};
 
 use crate::causal_conv3d::CausalConv3d;
-use crate::config::TokenizerConfig;
+use crate::config::{PRESETS, TokenizerConfig};
 use crate::group_norm3d::GroupNorm3d;
 use crate::layer::Layer;
 use crate::residual_unit::ResidualUnit;
@@ -311,9 +315,82 @@ pub fn load_tokenizer_with_resolution<B: Backend>(
         };
         return Ok((import_tokenizer(&stored, w, device)?, TokenizerSource::Native, resolution));
     }
-    let config = config.cloned().unwrap_or_else(TokenizerConfig::official);
-    let (w, source) = select_official_tokenizer(WeightMap::read_pytorch(path)?)?;
-    Ok((import_tokenizer(&config, w, device)?, source, None))
+    let asked = config.cloned().unwrap_or_else(TokenizerConfig::official);
+    let all = WeightMap::read_pytorch(path)?;
+    if let Some(recorded) = all.torch_file().and_then(|f| recorded_config(f, &asked)).filter(|r| *r != asked) {
+        // Weights that fit the shapes of another architecture would load and compute something else: FSQ levels
+        // and norm groups change no shape.
+        let preset = PRESETS.into_iter().find(|&p| TokenizerConfig::preset(p).is_ok_and(|c| c == recorded));
+        let fix = match preset {
+            Some(p) => format!("--tokenizer-config {p}"),
+            None => format!(
+                "--tokenizer-config with a JSON file holding {}",
+                serde_json::to_string(&recorded).expect("config serialises")
+            ),
+        };
+        let (r, a) = (&recorded, &asked);
+        let fields = [
+            ("channels", format!("{:?}", r.channels), format!("{:?}", a.channels)),
+            ("encoder units", format!("{:?}", r.encoder_res_blocks), format!("{:?}", a.encoder_res_blocks)),
+            ("decoder units", format!("{:?}", r.decoder_res_blocks), format!("{:?}", a.decoder_res_blocks)),
+            ("norm groups", r.norm_groups.to_string(), a.norm_groups.to_string()),
+            ("group norm", r.group_norm.to_string(), a.group_norm.to_string()),
+            ("FSQ levels", format!("{:?}", r.fsq_levels), format!("{:?}", a.fsq_levels)),
+        ];
+        let differences: Vec<String> = fields
+            .into_iter()
+            .filter(|(_, r, a)| r != a)
+            .map(|(name, r, a)| format!("{name} {r} recorded, {a} read"))
+            .collect();
+        return Err(Error::file(
+            path,
+            format!(
+                "records the architecture of its weights, and the one it is read as ({}) differs: {}; pass {fix}",
+                if config.is_some() { "the configuration given" } else { "the official one, the default" },
+                differences.join(", ")
+            ),
+        ));
+    }
+    let (w, source) = select_official_tokenizer(all)?;
+    Ok((import_tokenizer(&asked, w, device)?, source, None))
+}
+
+/// The architecture that a PyTorch tokenizer file records beside its weights, laid over `config`: the official
+/// code and our fixtures keep the constructor's arguments as a pickled blob under `config`. The fields named as
+/// ours are read where their type fits (`channels` only as four widths: the official arguments use the name for
+/// the three input channels); `None` when the file records nothing readable.
+fn recorded_config(file: &TorchFile, config: &TokenizerConfig) -> Option<TokenizerConfig> {
+    let record = match file.root().get("config")? {
+        Value::Bytes(b) => nbp_core::pickle::unpickle(&b).ok()?,
+        v => v,
+    };
+    let count = |v: &Value| v.as_i64().and_then(|n| usize::try_from(n).ok());
+    let counts = |key: &str| -> Option<Vec<usize>> { record.get(key)?.as_items()?.iter().map(count).collect() };
+    let mut out = config.clone();
+    let mut read = false;
+    for (key, field) in [
+        ("channels", &mut out.channels),
+        ("encoder_res_blocks", &mut out.encoder_res_blocks),
+        ("decoder_res_blocks", &mut out.decoder_res_blocks),
+    ] {
+        if let Some(v) = counts(key).filter(|v| v.len() == 4) {
+            *field = v;
+            read = true;
+        }
+    }
+    if let Some(v) = counts("fsq_levels").filter(|v| !v.is_empty()) {
+        out.fsq_levels = v;
+        read = true;
+    }
+    if let Some(n) = record.get("norm_groups").as_ref().and_then(count) {
+        out.norm_groups = n;
+        read = true;
+    }
+    if let Some(Value::Bool(b)) = record.get("group_norm") {
+        out.group_norm = b;
+        read = true;
+    }
+    read.then_some(out)
 }
 
 /// `HxW` with both positive.

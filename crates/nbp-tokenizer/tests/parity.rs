@@ -117,34 +117,70 @@ fn generator_ckpt_embedded_tokenizer_and_native_format_give_the_same_model() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Strict about shapes, missing and unused tensors, on the file without a recorded architecture (the tokenizer
+/// inside a Lightning checkpoint), which is read only by its weights.
 #[test]
 fn import_is_strict_about_shapes_missing_and_unused_tensors() {
     let dev = Default::default();
+    let ckpt = fixture("tiny_generator.ckpt");
     // Wider last stage: shape mismatch, named with both shapes.
     let wrong = TokenizerConfig::new(vec![8, 16, 16, 32], vec![1, 1, 1, 1], vec![1, 1, 1, 1]).with_norm_groups(4);
-    let err = load_tokenizer::<B>(fixture("tiny_magvit2.pt"), Some(&wrong), &dev).unwrap_err().to_string();
-    assert!(err.contains("tiny_magvit2.pt"), "{err}");
+    let err = load_tokenizer::<B>(&ckpt, Some(&wrong), &dev).unwrap_err().to_string();
+    assert!(err.contains("tiny_generator.ckpt"), "{err}");
     assert!(
-        err.contains("module.encoder_layers.7.fn.2.conv.weight")
+        err.contains("state_dict.first_stage_model.encoder_layers.7.fn.2.conv.weight")
             && err.contains("[16, 16, 3, 3, 3]")
             && err.contains("[32, 16, 3, 3, 3]"),
         "{err}"
     );
     // One more residual unit in stage 0: the layer numbering shifts and a conv is taken where a unit is stored.
     let more = TokenizerConfig::new(vec![8, 16, 16, 16], vec![2, 1, 1, 1], vec![1, 1, 1, 1]).with_norm_groups(4);
-    let err = load_tokenizer::<B>(fixture("tiny_magvit2.pt"), Some(&more), &dev).unwrap_err().to_string();
-    assert!(err.contains("missing tensor 'model_state_dict.module.encoder_layers.2.fn.0.weight'"), "{err}");
+    let err = load_tokenizer::<B>(&ckpt, Some(&more), &dev).unwrap_err().to_string();
+    assert!(err.contains("missing tensor 'state_dict.first_stage_model.encoder_layers.2.fn.0.weight'"), "{err}");
     assert!(
-        err.contains("model_state_dict.module.encoder_layers.2.conv.weight"),
+        err.contains("state_dict.first_stage_model.encoder_layers.2.conv.weight"),
         "the hint shows what is stored: {err}"
     );
     // The official preset is much larger: the very first missing/mismatching key is reported.
-    let err = load_tokenizer::<B>(fixture("tiny_magvit2.pt"), None, &dev).unwrap_err().to_string();
+    let err = load_tokenizer::<B>(&ckpt, None, &dev).unwrap_err().to_string();
     assert!(err.contains("encoder_layers.0.conv.weight") && err.contains("[128, 3, 3, 3, 3]"), "{err}");
     // Fewer decoder units than stored: the decoder's own keys are used up and extra tensors remain.
     let fewer = TokenizerConfig::new(vec![8, 16, 16, 16], vec![1, 1, 1, 1], vec![0, 1, 1, 1]).with_norm_groups(4);
-    let err = load_tokenizer::<B>(fixture("tiny_magvit2.pt"), Some(&fewer), &dev).unwrap_err().to_string();
+    let err = load_tokenizer::<B>(&ckpt, Some(&fewer), &dev).unwrap_err().to_string();
     assert!(err.contains("decoder_layers"), "{err}");
+}
+
+/// `tiny_magvit2.pt` records its architecture beside the weights (`config`, a pickled dict, as the official
+/// files do): an architecture that differs from it is refused before any weight is read, also where the
+/// weights' shapes would fit (FSQ levels, norm groups), and the message names the fix.
+#[test]
+fn the_architecture_a_pytorch_file_records_is_checked() {
+    let dev = Default::default();
+    let pt = fixture("tiny_magvit2.pt");
+    let err = load_tokenizer::<B>(&pt, None, &dev).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "tiny_magvit2.pt: records the architecture of its weights, and the one it is read as (the official one, \
+             the default) differs: channels [8, 16, 16, 16] recorded, [128, 256, 256, 512] read, encoder units"
+        ) && err.ends_with("; pass --tokenizer-config tiny"),
+        "{err}"
+    );
+    // Shapes that fit, computations that would not: six FSQ levels of other sizes, other norm groups.
+    for (config, field) in [
+        (
+            TokenizerConfig::tiny().with_fsq_levels(vec![8, 8, 8, 6, 5, 5]),
+            "FSQ levels [8, 8, 8, 5, 5, 5] recorded, [8, 8, 8, 6, 5, 5] read",
+        ),
+        (TokenizerConfig::tiny().with_norm_groups(2), "norm groups 4 recorded, 2 read"),
+    ] {
+        let err = load_tokenizer::<B>(&pt, Some(&config), &dev).unwrap_err().to_string();
+        assert!(
+            err.ends_with(&format!("(the configuration given) differs: {field}; pass --tokenizer-config tiny")),
+            "{err}"
+        );
+        // The same weights without the record load silently as that architecture.
+        load_tokenizer::<B>(fixture("tiny_generator.ckpt"), Some(&config), &dev).unwrap();
+    }
 }
 
 #[test]
