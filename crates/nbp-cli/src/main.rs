@@ -470,6 +470,7 @@ struct ClipArgs {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ClipArg {
     Start,
+    #[value(alias = "centre")]
     Center,
 }
 

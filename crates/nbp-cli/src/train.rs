@@ -563,6 +563,16 @@ impl DatasetClipArgs {
     }
 }
 
+/// Where `tokenize-dataset` starts each clip in its video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DatasetClipStart {
+    /// A random start, seeded (the training rule).
+    Random,
+    /// The middle of the video (the official evaluation rule).
+    #[value(alias = "centre")]
+    Center,
+}
+
 /// Encode every clip of a dataset once with a tokenizer and store the token grids and classes, so that generator
 /// training reads tokens, not pixels.
 #[derive(Args, Debug)]
@@ -583,13 +593,17 @@ pub struct TokenizeDatasetArgs {
     out: PathBuf,
     #[command(flatten)]
     clip: DatasetClipArgs,
-    /// Take clips from the centre of each video (evaluation rule) instead of a random start (seeded).
-    #[arg(long)]
+    /// Where each clip starts in its video: random (seeded by --seed; the training rule) or center (the official
+    /// evaluation rule). `--center` is short for `--clip center`.
+    #[arg(long = "clip", value_enum, default_value_t = DatasetClipStart::Random)]
+    clip_start: DatasetClipStart,
+    /// The same as `--clip center`.
+    #[arg(long, conflicts_with = "clip_start")]
     center: bool,
     /// Clips taken from each video, each from its own random start (clip k with seed --seed + k). The official
     /// loader draws a new start every epoch; a cache holds fixed clips, so several per video let a generator see
     /// more of each video (starts are drawn independently: a short video with few possible starts repeats clips).
-    /// Validation in `nbp-cli train` then holds out whole videos. Not with --center (one
+    /// Validation in `nbp-cli train` then holds out whole videos. Not with --clip center (one
     /// centre) or moving shapes (every clip is another video already: raise its :count).
     #[arg(long, default_value_t = 1)]
     clips_per_video: usize,
@@ -627,9 +641,10 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
             nbp_train::token_cache::MAX_CLIPS_PER_VIDEO
         );
     }
-    if a.clips_per_video > 1 && a.center {
+    let center = a.center || matches!(a.clip_start, DatasetClipStart::Center);
+    if a.clips_per_video > 1 && center {
         bail!(
-            "--clips-per-video {} with --center: a video has one centre clip; leave one of them out",
+            "--clips-per-video {} with --clip center: a video has one centre clip; leave one of them out",
             a.clips_per_video
         );
     }
@@ -643,7 +658,7 @@ fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Devic
     let tokenizer =
         crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() };
     let (model, trained) = crate::load_with_resolution::<B>(&tokenizer, &device)?;
-    let opts = a.clip.options(&spec, &tokenizer, trained, if a.center { Split::Eval } else { Split::Train });
+    let opts = a.clip.options(&spec, &tokenizer, trained, if center { Split::Eval } else { Split::Train });
     let (frames, height, width) = (opts.frames, opts.height, opts.width);
     let grid = model.config().latent_shape(frames, height, width)?;
     let log = SkipLog::new();

@@ -478,6 +478,19 @@ fn train_both_models_on_real_videos_resume_and_sample() {
     let cache2 = ["--dataset", &data, "--tokenizer", &tokenizer, "--frames", "5", "--resolution", "16"];
     let out = run(&[&["tokenize-dataset", "--clips-per-video", "2", "--out", &tokens2][..], &cache2].concat());
     assert!(out.contains("8 clips (2 per video)") && out.matches("warning: skipped").count() == 1, "{out}");
+    // A video lying in the root beside class folders would be a class without a name: warned about.
+    let loose = dir.join("loose");
+    std::fs::create_dir_all(loose.join("pattern")).unwrap();
+    std::fs::copy(videos.join("pattern/pattern0.mp4"), loose.join("pattern/pattern0.mp4")).unwrap();
+    std::fs::copy(videos.join("fractal/fractal0.mp4"), loose.join("stray.mp4")).unwrap();
+    let loose_data = format!("folder:{}", loose.display());
+    let cache3 = ["--dataset", &loose_data, "--tokenizer", &tokenizer, "--frames", "5", "--resolution", "16"];
+    let out = run(&[&["tokenize-dataset", "--out", &p("tokens3.safetensors")][..], &cache3].concat());
+    assert!(
+        out.contains(&format!("warning: 1 video lies directly in {} in no class folder", loose.display()))
+            && out.contains("2 clips"),
+        "{out}"
+    );
     let train2 = ["--preset", "tiny", "--steps", "1", "--batch-size", "2", "--valid-clips", "1", "--out", &p("gen2")];
     let out = run(&[&["train", "--tokens", &tokens2][..], &train2].concat());
     assert!(out.contains("holds out 2 clips for --valid-clips 1: the last 1 video whole (2 clips each; `eval-frame-prediction --clips 1`"), "{out}");
@@ -931,7 +944,21 @@ fn user_mistakes_are_named_before_the_work_starts() {
     );
     refused(
         &["tokenize-dataset", "--dataset", "folder:assets/demo", "--clips-per-video", "2", "--center", "-o", &cache],
-        &["--clips-per-video 2 with --center: a video has one centre clip"],
+        &["--clips-per-video 2 with --clip center: a video has one centre clip"],
+    );
+    refused(
+        &[
+            "tokenize-dataset",
+            "--dataset",
+            "folder:assets/demo",
+            "--clips-per-video",
+            "2",
+            "--clip",
+            "center",
+            "-o",
+            &cache,
+        ],
+        &["--clips-per-video 2 with --clip center: a video has one centre clip"],
     );
     refused(
         &["tokenize-dataset", "--dataset", "folder:assets/demo", "--clips-per-video", "0", "-o", &cache],

@@ -890,6 +890,11 @@ mod tests {
         assert_eq!(whole, OfficialShapes { v: 40, d: 16, block_size: 24, cond_tokens: 0, n_layer: 3 });
         let e = official_shapes(&damaged(&|k| k.starts_with("blocks.1."), false)).unwrap_err().to_string();
         assert!(e.contains("has tensors of transformer blocks up to 2 but none of block 1"), "{e}");
+        let e = official_shapes(&damaged(&|k| k.starts_with("blocks."), false)).unwrap_err().to_string();
+        assert!(
+            e.contains("has no transformer blocks: 'state_dict.transformer.blocks.0.ln1.weight' is missing"),
+            "{e}"
+        );
         let one = damaged(&|k| k == "blocks.1.ln1.weight", false);
         assert_eq!(official_shapes(&one).unwrap(), whole);
         let e = import_gpt::<B>(&config, one, &device).err().unwrap().to_string();
