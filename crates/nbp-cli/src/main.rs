@@ -183,12 +183,20 @@ enum GeneratorCommand {
     /// Convert a generator checkpoint (official .ckpt) into .safetensors (official key names, config and
     /// generation settings as metadata). The weights are written in f32, so an official bf16 checkpoint doubles
     /// in size (sampling with --precision bf16 rounds them back exactly); an existing output file is replaced.
-    /// The embedded tokenizer is not copied: convert it with `nbp-cli tokenizer convert`.
+    /// The tokenizer that an official .ckpt embeds is converted too with --tokenizer-out.
     Convert {
         /// Checkpoint to read (an official .ckpt, or an nbp .safetensors file, which is copied as it is).
         input: PathBuf,
         /// .safetensors file to write.
         output: PathBuf,
+        /// Also convert the tokenizer that the .ckpt embeds (its first_stage_model) into this .safetensors file.
+        /// The converted generator records that file, so `sample` decodes with it as it does with the .ckpt.
+        #[arg(long)]
+        tokenizer_out: Option<PathBuf>,
+        /// Architecture of the embedded tokenizer: a preset (official, small, tiny) or a JSON config file
+        /// (default: official). Only with --tokenizer-out.
+        #[arg(long, requires = "tokenizer_out")]
+        tokenizer_config: Option<String>,
         /// Attention heads of an official checkpoint that does not record them (hyper_parameters.args.n_head); one
         /// that differs from a recorded value is an error, since the converted file records it as trained.
         #[arg(long)]
@@ -232,7 +240,8 @@ struct SampleArgs {
     #[arg(long)]
     block_size: Option<usize>,
     /// Tokenizer for decoding and for --condition-video. Default: the bundled demo tokenizer with the bundled
-    /// generator, the tokenizer a generator trained by nbp records, or the one embedded in an official .ckpt.
+    /// generator, the tokenizer a generator file records (trained by nbp, or converted with --tokenizer-out), or
+    /// the one embedded in an official .ckpt.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Architecture of a PyTorch tokenizer checkpoint: a preset (official, small, tiny) or a JSON file.
@@ -758,12 +767,12 @@ fn check_precision(precision: nbp_model::Precision, device: DeviceArg) -> Result
     Ok(())
 }
 
-/// The tokenizer the generator file `generator` records as the one its training tokens were made with, when that
-/// file is there (an error otherwise: decoding with another tokenizer would give a wrong video).
+/// The tokenizer the generator file `generator` records (the one its training tokens were made with, or the one
+/// converted with it from an official .ckpt), when that file is there (an error otherwise: decoding with another tokenizer would give a wrong video).
 pub(crate) fn recorded_tokenizer<B: Backend>(g: &nbp_model::LoadedGenerator<B>, generator: &Path) -> Result<PathBuf> {
     match g.info.tokenizer.as_deref().map(PathBuf::from) {
         Some(p) if p.is_file() => {
-            eprintln!("tokenizer {} (the one the generator's training tokens were made with)", p.display());
+            eprintln!("tokenizer {} (the one the generator file records)", p.display());
             if g.info.tokenizer_changed(&p)? {
                 eprintln!(
                     "warning: {} changed since the generator's training tokens were made with it (retrained or \
@@ -1201,15 +1210,58 @@ fn run(cli: Cli) -> Result<()> {
             let listed = if names.len() <= 16 { names.join(", ") } else { format!("{}, …", names[..16].join(", ")) };
             println!("wrote {} ({count} clips: {listed})", out.display());
         }
-        Command::Generator(GeneratorCommand::Convert { input, output, n_head, block_size }) => {
+        Command::Generator(GeneratorCommand::Convert {
+            input,
+            output,
+            tokenizer_out,
+            tokenizer_config,
+            n_head,
+            block_size,
+        }) => {
             type B = burn::backend::Flex;
             if !nbp_core::weights::is_safetensors(&output) {
                 bail!("{}: generator files are saved as .safetensors", output.display());
             }
             output_file(&output)?;
+            if let Some(t) = &tokenizer_out {
+                if !nbp_core::weights::is_safetensors(t) {
+                    bail!("{}: --tokenizer-out: tokenizer files are saved as .safetensors", t.display());
+                }
+                if nbp_core::weights::is_safetensors(&input) {
+                    bail!(
+                        "--tokenizer-out: {} is an nbp file, which embeds no tokenizer (only official .ckpt files do)",
+                        input.display()
+                    );
+                }
+                output_file(t)?;
+            }
             let overrides =
                 nbp_model::Overrides { n_head, block: block_size, refuse_changes: true, ..Default::default() };
-            let g = nbp_model::load_generator::<B>(&input, &overrides, &Default::default())?;
+            let mut g = nbp_model::load_generator::<B>(&input, &overrides, &Default::default())?;
+            if let Some(t) = &tokenizer_out {
+                let config = TokenizerConfig::from_name_or_file(tokenizer_config.as_deref().unwrap_or("official"))?;
+                let (tok, source) = nbp_tokenizer::load_tokenizer::<B>(&input, Some(&config), &Default::default())
+                    .with_context(|| {
+                        format!(
+                            "--tokenizer-out: reading the tokenizer that {} embeds (for another architecture than \
+                             the official one, pass --tokenizer-config)",
+                            input.display()
+                        )
+                    })?;
+                nbp_tokenizer::save_tokenizer(&tok, t)?;
+                // Recorded as `train` records the tokenizer of its token cache: an absolute path and the file's
+                // fingerprint, so that `sample` finds it from anywhere and notices a replaced file.
+                let absolute = std::path::absolute(t).unwrap_or_else(|_| t.clone());
+                g.info.tokenizer = Some(absolute.display().to_string());
+                g.info.tokenizer_fingerprint = Some(nbp_core::weights::file_fingerprint(t)?);
+                println!("converted the tokenizer of {} ({source}) → {}", input.display(), t.display());
+            } else if nbp_tokenizer::checkpoint::embeds_tokenizer(&input) {
+                eprintln!(
+                    "note: {} also embeds its tokenizer; --tokenizer-out FILE.safetensors converts it too, and the \
+                     converted generator then records it for `sample`",
+                    input.display()
+                );
+            }
             // What an nbp file records beside the weights (classes, latent grid, block shape, tokenizer) is kept.
             nbp_model::checkpoint::save_generator_with_info(&g.model, &g.settings, &g.info, &output)?;
             println!("converted {} ({}) → {}", input.display(), g.settings, output.display());

@@ -712,8 +712,8 @@ pub struct EvalFramePredictionArgs {
     /// Generator (.safetensors trained by nbp, or an official .ckpt). Default: the bundled demo model.
     #[arg(long)]
     generator: Option<PathBuf>,
-    /// Tokenizer. Default: the one the generator's training tokens were made with, when its file records it (files
-    /// trained by nbp), else the bundled demo tokenizer.
+    /// Tokenizer. Default: the one the generator file records (the one its training tokens were made with, or
+    /// converted with it by `generator convert --tokenizer-out`), else the bundled demo tokenizer.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     #[command(flatten)]

@@ -280,6 +280,53 @@ fn sample_continues_a_video_and_decodes_it() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `generator convert --tokenizer-out` converts the tokenizer an official .ckpt embeds too, and the converted
+/// generator records it: sampled without --tokenizer, it gives the very video the .ckpt gives.
+#[test]
+fn a_converted_generator_decodes_with_its_converted_tokenizer() {
+    let dir = workdir("convert-tokenizer");
+    let p = |name: &str| dir.join(name).display().to_string();
+    let ckpt = gen_fixture("nbp_uncond.ckpt");
+    let refused = |args: &[&str], needle: &str| {
+        let o = cli(args);
+        assert!(!o.status.success() && text(&o).contains(needle), "{args:?}\n{}", text(&o));
+    };
+    let o = cli(&["generator", "convert", &ckpt, &p("plain.safetensors")]);
+    assert!(o.status.success() && text(&o).contains("also embeds its tokenizer; --tokenizer-out"), "{}", text(&o));
+    // The embedded tokenizer is the tiny architecture: read as the default (official) one, refused.
+    let o = cli(&["generator", "convert", &ckpt, &p("g.safetensors"), "--tokenizer-out", &p("t.safetensors")]);
+    let out = text(&o);
+    assert!(
+        !o.status.success() && out.contains("pass --tokenizer-config") && out.contains("different configuration"),
+        "{out}"
+    );
+    assert!(!dir.join("g.safetensors").exists() && !dir.join("t.safetensors").exists(), "nothing written");
+    let convert = ["generator", "convert", &ckpt, &p("g.safetensors"), "--tokenizer-out", &p("t.safetensors")];
+    let o = cli(&[&convert[..], &["--tokenizer-config", "tiny"]].concat());
+    assert!(o.status.success() && text(&o).contains("converted the tokenizer of"), "{}", text(&o));
+    let prefix = p("prefix.npy");
+    let first: Vec<i32> = (0..32).map(|i| i * 7 % 64).collect();
+    nbp_core::npy::write_npy(&prefix, &nbp_core::npy::NpyArray::i32(vec![2, 4, 4], first)).unwrap();
+    let sample = |generator: &str, extra: &[&str], name: &str| {
+        let grid = ["--latent-grid", "3x4x4", "--prefix-tokens", &prefix, "--seed", "3", "--out", &p(name)];
+        let args = [&["sample", "--generator", generator][..], &grid].concat();
+        let o = cli(&[&args[..], extra].concat());
+        assert!(o.status.success(), "{}", text(&o));
+        (text(&o), std::fs::read(dir.join(name)).unwrap())
+    };
+    let (_, from_ckpt) = sample(&ckpt, &["--tokenizer-config", "tiny"], "ckpt.gif");
+    let (out, converted) = sample(&p("g.safetensors"), &[], "converted.gif");
+    assert!(out.contains(&format!("tokenizer {} (the one the generator file records)", p("t.safetensors"))), "{out}");
+    assert!(from_ckpt == converted, "the same video from the .ckpt and from the converted files");
+    // Misuse: an nbp input embeds no tokenizer; --tokenizer-config alone converts nothing.
+    refused(
+        &["generator", "convert", &p("g.safetensors"), &p("h.safetensors"), "--tokenizer-out", &p("u.safetensors")],
+        "g.safetensors is an nbp file, which embeds no tokenizer",
+    );
+    refused(&["generator", "convert", &ckpt, &p("h.safetensors"), "--tokenizer-config", "tiny"], "--tokenizer-out");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn converted_generators_sample_the_same_tokens() {
     let dir = workdir("convert");
@@ -540,7 +587,7 @@ fn train_both_models_on_real_videos_resume_and_sample() {
     // Without --tokenizer, the one its token cache was made with, which the generator file records.
     let out = run(&["sample", "--generator", &p("gen/generator.safetensors"), "--out", &gif]);
     let recorded = std::path::Path::new(&tokenizer).canonicalize().unwrap();
-    assert!(out.contains(&format!("tokenizer {} (the one the generator's", recorded.display())), "{out}");
+    assert!(out.contains(&format!("tokenizer {} (the one the generator file records)", recorded.display())), "{out}");
     let out = run(&[
         "sample",
         "--generator",

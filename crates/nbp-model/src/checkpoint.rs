@@ -377,7 +377,7 @@ impl<B: Backend> LoadedGenerator<B> {
             let _ = writeln!(w, "trained with blocks of {t}x{h}x{x}");
         }
         if let Some(t) = &i.tokenizer {
-            let _ = writeln!(w, "tokens made with the tokenizer {t}");
+            let _ = writeln!(w, "tokenizer: {t} (the one its tokens were made with; sample decodes with it)");
         }
         if let Some(p) = i.p_drop_cond.filter(|_| !s.unconditional) {
             let guidance = if p > 0.0 {

@@ -248,6 +248,13 @@ pub fn select_official_tokenizer(w: WeightMap) -> Result<(WeightMap, TokenizerSo
     ))
 }
 
+/// Whether `path` is an official generator `.ckpt` with a copy of its tokenizer (`state_dict.first_stage_model.*`).
+/// `false` for any file that is not such a checkpoint, or cannot be read.
+pub fn embeds_tokenizer(path: &Path) -> bool {
+    !nbp_core::weights::is_safetensors(path)
+        && WeightMap::read_pytorch(path).is_ok_and(|w| w.keys().any(|k| k.starts_with("state_dict.first_stage_model.")))
+}
+
 /// Loads a tokenizer from an official PyTorch file or a project `.safetensors` file.
 ///
 /// `config` is the architecture for PyTorch files (default: the `official` preset); project files carry their
