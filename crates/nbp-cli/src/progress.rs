@@ -26,6 +26,24 @@ struct Lines {
     last: Instant,
 }
 
+impl Lines {
+    /// Counts `n` more done at `now`, and returns the line to print when [`LINE_EVERY`] has passed since the last.
+    fn advance(&mut self, n: usize, now: Instant) -> Option<String> {
+        self.done += n;
+        if now.duration_since(self.last) < LINE_EVERY {
+            return None;
+        }
+        self.last = now;
+        let elapsed = now.duration_since(self.started).as_secs_f64();
+        let left = if self.done > 0 && self.done < self.total {
+            format!(", about {:.0} s left", elapsed * (self.total - self.done) as f64 / self.done as f64)
+        } else {
+            String::new()
+        };
+        Some(format!("{}: {}/{} after {elapsed:.0} s{left}", self.label, self.done, self.total))
+    }
+}
+
 impl Progress for Bar {
     fn start(&self, label: &str, total: usize) {
         if !std::io::stderr().is_terminal() {
@@ -47,18 +65,10 @@ impl Progress for Bar {
         if let Some(b) = &*self.bar.lock().unwrap() {
             b.inc(n as u64);
         }
-        if let Some(l) = &mut *self.lines.lock().unwrap() {
-            l.done += n;
-            if l.last.elapsed() >= LINE_EVERY {
-                l.last = Instant::now();
-                let elapsed = l.started.elapsed().as_secs_f64();
-                let left = if l.done > 0 && l.done < l.total {
-                    format!(", about {:.0} s left", elapsed * (l.total - l.done) as f64 / l.done as f64)
-                } else {
-                    String::new()
-                };
-                eprintln!("{}: {}/{} after {elapsed:.0} s{left}", l.label, l.done, l.total);
-            }
+        if let Some(l) = &mut *self.lines.lock().unwrap()
+            && let Some(line) = l.advance(n, Instant::now())
+        {
+            eprintln!("{line}");
         }
     }
     fn finish(&self) {
@@ -66,5 +76,21 @@ impl Progress for Bar {
             b.finish_and_clear();
         }
         self.lines.lock().unwrap().take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_lines_come_every_fifteen_seconds_with_the_time_left() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut l = Lines { label: "encoding".into(), total: 40, done: 0, started: t0, last: t0 };
+        assert_eq!(l.advance(5, at(14)), None);
+        assert_eq!(l.advance(5, at(15)).as_deref(), Some("encoding: 10/40 after 15 s, about 45 s left"));
+        assert_eq!(l.advance(10, at(29)), None, "15 s after the last line, not after the start");
+        assert_eq!(l.advance(20, at(31)).as_deref(), Some("encoding: 40/40 after 31 s"));
     }
 }
