@@ -518,6 +518,39 @@ impl RunRenderer {
     }
 }
 
+/// Burn's dashboard puts the terminal in raw mode, which also turns Ctrl-C into a plain key that the dashboard
+/// ignores: a run could then only be stopped from its menu ('q'). Turning the terminal's signal keys back on
+/// (`ISIG`; the dashboard reads its keys as before) makes Ctrl-C stop the run after the step with a checkpoint, as
+/// without the dashboard. Called at every step, since the dashboard's thread enters raw mode when it starts;
+/// leaving the dashboard restores the terminal as it was before.
+fn signal_keys_on() {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // The terminal the dashboard set to raw mode: stdin's, else the process's own (`/dev/tty`).
+        let on = |fd: i32| {
+            // SAFETY: `termios` is plain data, filled by `tcgetattr` before it is read; both calls only read or
+            // set the attributes of the terminal `fd`, and fail harmlessly when it is not one.
+            unsafe {
+                let mut t: libc::termios = std::mem::zeroed();
+                if libc::tcgetattr(fd, &mut t) != 0 {
+                    return false;
+                }
+                if t.c_lflag & libc::ISIG == 0 {
+                    t.c_lflag |= libc::ISIG;
+                    libc::tcsetattr(fd, libc::TCSANOW, &t);
+                }
+                true
+            }
+        };
+        if !on(std::io::stdin().as_raw_fd())
+            && let Ok(tty) = std::fs::File::open("/dev/tty")
+        {
+            on(tty.as_raw_fd());
+        }
+    }
+}
+
 impl MetricsRendererTraining for RunRenderer {
     fn update_train(&mut self, state: MetricState) {
         self.record(&state, false);
@@ -547,6 +580,7 @@ impl MetricsRendererTraining for RunRenderer {
         }
         if let Some(t) = self.tui.as_mut() {
             t.render_train(item, indicators);
+            signal_keys_on();
         }
     }
 
