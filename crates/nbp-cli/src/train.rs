@@ -27,7 +27,7 @@ pub struct TrainArgs {
     #[arg(long)]
     tokens: Option<PathBuf>,
     /// Run directory (checkpoints, log, effective config, the final generator.safetensors).
-    #[arg(long)]
+    #[arg(short, long, visible_alias = "output")]
     out: Option<PathBuf>,
     /// Model preset: tiny, small, official-base, official-xl, official-3b.
     #[arg(long)]
@@ -54,7 +54,8 @@ pub struct TrainArgs {
     /// token ids; with --mode hybrid) or none.
     #[arg(long)]
     condition: Option<String>,
-    /// Probability per batch of training with the null condition (for classifier-free guidance).
+    /// Probability per batch of training with the null condition, for classifier-free guidance: 0 (none, the
+    /// default) to below 1; 0.1 is usual.
     #[arg(long)]
     p_drop_cond: Option<f64>,
     /// Probability of keeping each input token (others are replaced by random codes); 1 disables.
@@ -287,7 +288,7 @@ pub struct TrainTokenizerArgs {
     #[arg(long)]
     dataset: Option<String>,
     /// Run directory (checkpoints, log, effective config, the final tokenizer.safetensors).
-    #[arg(long)]
+    #[arg(short, long, visible_alias = "output")]
     out: Option<PathBuf>,
     /// Architecture: tiny, small, official, or a JSON config file.
     #[arg(long)]

@@ -1096,6 +1096,11 @@ fn user_mistakes_are_named_before_the_work_starts() {
     .unwrap();
     refused(&["train-tokenizer", "--preset", arch.to_str().unwrap()], &["arch.json", "unknown field 'fsq_level'"]);
     refused(&["train", "--dropout", "1.5"], &["dropout must be in [0, 1), got 1.5"]);
+    // (--output names the run folder as on every other command.)
+    refused(
+        &["train", "--output", &path("run"), "--p-drop-cond", "1"],
+        &["p_drop_cond must be in [0, 1) (at 1 no condition is ever seen)"],
+    );
     refused(
         &["dataset", "moving-shapes", "--resolution", "16000", "--count", "100", "-o", &path("big.gif")],
         &["GB of memory"],
@@ -1133,13 +1138,14 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
         (o.status.code(), text(&o))
     };
     let (code, text_) =
-        run(&["tokenize-dataset", "--dataset", "moving-shapes-plain:6", "--frames", "5", "--out", &tokens]);
+        run(&["tokenize-dataset", "--dataset", "moving-shapes-plain:8", "--frames", "5", "--out", &tokens]);
     assert_eq!(code, Some(0), "{text_}");
     assert!(text_.contains("at 64x64") && text_.contains("2×8×8 tokens each"), "{text_}");
-    let base = ["train", "--tokens", &tokens, "--out", &out, "--preset", "tiny", "--valid-clips", "4"];
+    let base = ["train", "--tokens", &tokens, "--out", &out, "--preset", "tiny", "--valid-clips", "5"];
     let (code, text_) = run(&[&base[..], &["--steps", "1", "--batch-size", "2"]].concat());
     assert_eq!(code, Some(0), "{text_}");
-    // The validation line shows the mean over the held-out clips (two batches here), as losses.csv records it.
+    // The validation line shows the mean over the held-out clips (batches of 2, 2 and 1 here), as losses.csv
+    // records it.
     let shown = text_.split("validation at step 1: Loss ").nth(1).and_then(|t| t.split_whitespace().next());
     let csv = std::fs::read_to_string(dir.join("run/losses.csv")).unwrap();
     let mean: f64 = csv.lines().find_map(|l| l.strip_prefix("1,validation loss,")).unwrap().parse().unwrap();

@@ -136,9 +136,10 @@ impl GeneratorTrainConfig {
                 self.steps, self.batch_size, self.grad_accumulation
             ));
         }
-        if !(0.0..=1.0).contains(&self.p_drop_cond) || !(0.0..=1.0).contains(&self.pkeep) || self.pkeep == 0.0 {
+        // At 1 every condition is dropped: the model never sees one, and guidance has no conditional stream.
+        if !(0.0..1.0).contains(&self.p_drop_cond) || !(0.0..=1.0).contains(&self.pkeep) || self.pkeep == 0.0 {
             return bad(format!(
-                "p_drop_cond must be in [0, 1] and pkeep in (0, 1], got {} and {}",
+                "p_drop_cond must be in [0, 1) (at 1 no condition is ever seen) and pkeep in (0, 1], got {} and {}",
                 self.p_drop_cond, self.pkeep
             ));
         }
@@ -478,11 +479,16 @@ pub struct StepStrategy<B: AutodiffBackend> {
 /// training step never waits for the device).
 pub trait StepLoss<B: Backend> {
     fn loss(&self) -> Tensor<B, 1>;
+    /// The predicted tokens the loss is the mean over (the weight of this batch in a mean over batches).
+    fn tokens(&self) -> usize;
 }
 
 impl<B: Backend> StepLoss<B> for GenOutput<B> {
     fn loss(&self) -> Tensor<B, 1> {
         self.loss.clone()
+    }
+    fn tokens(&self) -> usize {
+        self.count
     }
 }
 
@@ -550,11 +556,12 @@ where
                 let model = learner.model().valid();
                 let mut it = valid.iter();
                 let mut i = 0;
-                let mut valid_losses = vec![];
+                let (mut valid_losses, mut valid_counts) = (vec![], vec![]);
                 while let Some(batch) = it.next() {
                     i += 1;
                     let out = InferenceStep::step(&model, batch);
                     valid_losses.push(out.loss());
+                    valid_counts.push(out.tokens() as f64);
                     let item = TrainingItem::new(
                         out,
                         it.progress(),
@@ -571,9 +578,13 @@ where
                     self.losses.lock().expect("loss log").push((s, v));
                     history.push("training loss", s, v);
                 }
+                // The mean over all predicted tokens, as the log line prints it: batches weighted by their tokens
+                // (the last batch of the held-out clips can be smaller).
                 let valid = read_all(valid_losses);
-                if !valid.is_empty() {
-                    history.push("validation loss", step, valid.iter().sum::<f64>() / valid.len() as f64);
+                let tokens: f64 = valid_counts.iter().sum();
+                if !valid.is_empty() && tokens > 0.0 {
+                    let sum: f64 = valid.iter().zip(&valid_counts).map(|(l, n)| l * n).sum();
+                    history.push("validation loss", step, sum / tokens);
                 }
                 let plot = [(
                     "loss.svg",
