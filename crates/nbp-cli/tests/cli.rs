@@ -1184,7 +1184,25 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
     let (code, text_) = run(&["train", "--out", &out, "--resume", "--steps", "5", "--block-shape", "1x2x4"]);
     assert_eq!(code, Some(1), "{text_}");
     assert!(text_.contains("data.toml: records what the run's checkpoints were trained with"), "{text_}");
-    assert!(text_.contains("block_shape = \"1x1x8\" when the run started, \"1x2x4\" now"), "{text_}");
+    assert!(
+        text_.contains("block_shape = \"1x1x8\" when the run started, \"1x2x4\" now (set by --block-shape)"),
+        "{text_}"
+    );
+    // Nor can the clips: another cache of the same data and classes, or another --valid-clips, would move clips
+    // between training and validation.
+    let more = dir.join("more.safetensors").display().to_string();
+    let (code, text_) =
+        run(&["tokenize-dataset", "--dataset", "moving-shapes-plain:9", "--frames", "5", "--out", &more]);
+    assert_eq!(code, Some(0), "{text_}");
+    let (code, text_) = run(&["train", "--out", &out, "--resume", "--steps", "5", "--tokens", &more]);
+    assert_eq!(code, Some(1), "{text_}");
+    assert!(text_.contains("clips = 8 when the run started, 9 now (set by the --tokens cache)"), "{text_}");
+    let (code, text_) = run(&["train", "--out", &out, "--resume", "--steps", "5", "--valid-clips", "3"]);
+    assert_eq!(code, Some(1), "{text_}");
+    assert!(
+        text_.contains("valid_clips = 5 when the run started, 3 now (the clips held out: set by --valid-clips)"),
+        "{text_}"
+    );
     // A --steps below the steps done is refused (it would train nothing and report nonsense).
     let (code, text_) = run(&["train", "--out", &out, "--resume", "--steps", "1"]);
     assert_eq!(code, Some(1), "{text_}");

@@ -702,7 +702,9 @@ pub fn train_generator<B: AutodiffBackend>(
     dir.check_architecture("architecture.toml", &arch, start.is_some())?;
     // What the checkpoints learnt from, which a resumed run must not swap: the block shape the tokens are ordered
     // by, and the token cache's grid, classes and tokenizer (another cache with as many classes would otherwise
-    // rename what the class embeddings learnt).
+    // rename what the class embeddings learnt), its data and clips, and the clips held out (another cache or
+    // another --valid-clips would move clips between training and validation, and splice the validation curve
+    // from two sets).
     let data = toml::toml! {
         block_shape = (setup.layout.block.to_string())
         latent_grid = (format!("{}x{}x{}", setup.grid.t, setup.grid.h, setup.grid.w))
@@ -710,6 +712,9 @@ pub fn train_generator<B: AutodiffBackend>(
         tokenizer = (cache.info.tokenizer.clone())
         tokenizer_fingerprint = (cache.info.tokenizer_fingerprint.clone().unwrap_or_default())
         codebook = (cache.info.codebook as i64)
+        dataset = (cache.info.dataset.clone())
+        clips = (cache.len() as i64)
+        valid_clips = (held_out as i64)
     };
     dir.check_data("data.toml", &data, start.is_some())?;
     // The token cache by its absolute path, so that `--resume` from another folder reads the same cache.

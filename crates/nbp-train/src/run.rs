@@ -281,11 +281,11 @@ impl RunDir {
             for (key, old) in &a {
                 let new = b.iter().find(|(k, _)| k == key).map_or("(none)", |(_, v)| v.as_str());
                 if new != old {
-                    differ.push(format!("{key} = {old} when the run started, {new} now"));
+                    differ.push(format!("{key} = {old} when the run started, {new} now{}", set_by(key)));
                 }
             }
             for (key, new) in b.iter().filter(|(k, _)| strict && !a.iter().any(|(ka, _)| ka == k)) {
-                differ.push(format!("{key} = (none) when the run started, {new} now"));
+                differ.push(format!("{key} = (none) when the run started, {new} now{}", set_by(key)));
             }
             if !differ.is_empty() {
                 return Err(Error::file(
@@ -630,6 +630,27 @@ impl MetricsRenderer for RunRenderer {
         if let Some(t) = self.tui.as_mut() {
             t.register_metric(definition);
         }
+    }
+}
+
+/// What sets a recorded field of a run (`architecture.toml`, `data.toml`), for the message that refuses to change
+/// it: ` (set by …)`, or nothing for a field that one flag does not explain.
+fn set_by(key: &str) -> &'static str {
+    let top = key.split(['.', '[']).next().unwrap_or(key);
+    match top {
+        "n_layer" | "n_head" | "n_embd" | "channels" | "encoder_res_blocks" | "decoder_res_blocks" => {
+            " (set by --preset)"
+        }
+        "vocab_size" => " (set by --mode, --condition and the --tokens cache's codebook and classes)",
+        "block_size" => " (the positions: set by the --tokens cache's latent grid, --mode and --condition)",
+        "cond_tokens" => " (set by --condition and --mode)",
+        "block_shape" => " (set by --block-shape)",
+        "latent_grid" | "classes" | "tokenizer" | "tokenizer_fingerprint" | "codebook" | "dataset" | "clips" => {
+            " (set by the --tokens cache)"
+        }
+        "valid_clips" => " (the clips held out: set by --valid-clips)",
+        "fsq_levels" => " (set by --fsq-levels)",
+        _ => "",
     }
 }
 
