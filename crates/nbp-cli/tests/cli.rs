@@ -910,7 +910,7 @@ fn swapped_model_files_are_named_for_what_they_are() {
     let folder = dir.display().to_string();
     let o = cli(&["sample", "--generator", &folder, "--no-decode", "--save-tokens", &unused_ids()]);
     let out = text(&o);
-    assert!(out.contains("is a folder: give the generator file (a training run writes generator.safetensors"), "{out}");
+    assert!(out.contains("is a folder: give the model file (a training run writes generator.safetensors"), "{out}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

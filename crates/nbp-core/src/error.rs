@@ -42,6 +42,39 @@ impl Error {
     }
 }
 
+/// The error for a model path that names a training run's folder or one of its checkpoints instead of the model
+/// file the run writes (`file`: `generator.safetensors` or `tokenizer.safetensors`; `command`: the training
+/// command, `train` or `train-tokenizer`), saying which file to give or how to make it; `None` for other paths.
+pub fn not_a_model_file(path: &Path, file: &str, command: &str) -> Option<Error> {
+    let finish = |run: &Path| {
+        format!(
+            "`nbp-cli {command} --resume --out {}` writes {file} when the run ends or is stopped (Ctrl-C) from its \
+             latest checkpoint",
+            run.display()
+        )
+    };
+    if path.is_dir() {
+        let model = path.join(file);
+        let message = if model.is_file() {
+            format!("is a folder: give the model file in it, {}", model.display())
+        } else if path.join("checkpoint").is_dir() {
+            format!("is the folder of a training run that has not written {file} yet: {}", finish(path))
+        } else {
+            format!("is a folder: give the model file (a training run writes {file} into its --out)")
+        };
+        return Some(Error::file(path, message));
+    }
+    if path.extension().is_some_and(|e| e == "mpk") {
+        let parent = path.parent().filter(|p| p.file_name().is_some_and(|n| n == "checkpoint"));
+        let run = parent.and_then(Path::parent).filter(|r| !r.as_os_str().is_empty()).unwrap_or(Path::new("RUN"));
+        return Some(Error::file(
+            path,
+            format!("is a training checkpoint (Burn's .mpk), not a model file: {}", finish(run)),
+        ));
+    }
+    None
+}
+
 /// Checks, before the work that produces it, that `path` can be written: with `folder`, as a folder of files,
 /// otherwise as a file. What exists there must be of that kind, the nearest existing folder above it must be a
 /// folder, and a new file must be creatable in it. A check rather than a guarantee (a disk can still fill up),
@@ -98,6 +131,44 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run folder or a checkpoint given where a model file goes: the message says which file to give, or how a
+    /// stopped run writes it.
+    #[test]
+    fn run_folders_and_checkpoints_are_not_model_files() {
+        let dir = std::env::temp_dir().join(format!("nbp-not-a-model-{}", std::process::id()));
+        let run = dir.join("run");
+        std::fs::create_dir_all(run.join("checkpoint")).unwrap();
+        let message = |p: &Path| not_a_model_file(p, "generator.safetensors", "train").map(|e| e.to_string());
+        let finish = format!("`nbp-cli train --resume --out {}` writes generator.safetensors", run.display());
+        let m = message(&run).unwrap();
+        assert!(
+            m.contains("is the folder of a training run that has not written generator.safetensors yet")
+                && m.contains(&finish),
+            "{m}"
+        );
+        let m = message(&run.join("checkpoint/model-50.mpk")).unwrap();
+        assert!(m.contains("is a training checkpoint (Burn's .mpk), not a model file") && m.contains(&finish), "{m}");
+        std::fs::write(run.join("generator.safetensors"), b"").unwrap();
+        let m = message(&run).unwrap();
+        assert!(
+            m.ends_with(&format!(
+                "is a folder: give the model file in it, {}",
+                run.join("generator.safetensors").display()
+            )),
+            "{m}"
+        );
+        let m = message(&dir).unwrap();
+        assert!(
+            m.ends_with(
+                "is a folder: give the model file (a training run writes generator.safetensors into its --out)"
+            ),
+            "{m}"
+        );
+        assert!(message(&run.join("generator.safetensors")).is_none());
+        assert!(message(Path::new("model-3.mpk")).unwrap().contains("--resume --out RUN"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn outputs_that_cannot_be_written_are_named_before_the_work() {

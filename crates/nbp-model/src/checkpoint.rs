@@ -426,11 +426,8 @@ fn read_generator<B: Backend>(path: &Path, overrides: &Overrides, device: &B::De
     if !path.exists() {
         return Err(Error::file(path, "generator checkpoint not found"));
     }
-    if path.is_dir() {
-        return Err(Error::file(
-            path,
-            "is a folder: give the generator file (a training run writes generator.safetensors into its --out)",
-        ));
+    if let Some(e) = nbp_core::error::not_a_model_file(path, "generator.safetensors", "train") {
+        return Err(e);
     }
     if nbp_core::weights::is_safetensors(path) {
         let (w, meta) = WeightMap::read_safetensors(path)?;

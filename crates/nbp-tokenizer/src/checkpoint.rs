@@ -282,11 +282,8 @@ pub fn load_tokenizer_with_resolution<B: Backend>(
     if !path.exists() {
         return Err(Error::file(path, "tokenizer checkpoint not found"));
     }
-    if path.is_dir() {
-        return Err(Error::file(
-            path,
-            "is a folder: give the tokenizer file (a training run writes tokenizer.safetensors into its --out)",
-        ));
+    if let Some(e) = nbp_core::error::not_a_model_file(path, "tokenizer.safetensors", "train-tokenizer") {
+        return Err(e);
     }
     if nbp_core::weights::is_safetensors(path) {
         let (w, meta) = WeightMap::read_safetensors(path)?;
