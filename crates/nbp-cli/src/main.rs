@@ -769,7 +769,12 @@ fn check_precision(precision: nbp_model::Precision, device: DeviceArg) -> Result
 
 /// The tokenizer the generator file `generator` records (the one its training tokens were made with, or the one
 /// converted with it from an official .ckpt), when that file is there (an error otherwise: decoding with another tokenizer would give a wrong video).
-pub(crate) fn recorded_tokenizer<B: Backend>(g: &nbp_model::LoadedGenerator<B>, generator: &Path) -> Result<PathBuf> {
+/// `stop_at_ids`: the command can stop at token ids instead (`sample --no-decode`), which the error then offers.
+pub(crate) fn recorded_tokenizer<B: Backend>(
+    g: &nbp_model::LoadedGenerator<B>,
+    generator: &Path,
+    stop_at_ids: bool,
+) -> Result<PathBuf> {
     match g.info.tokenizer.as_deref().map(PathBuf::from) {
         Some(p) if p.is_file() => {
             eprintln!("tokenizer {} (the one the generator file records)", p.display());
@@ -784,13 +789,13 @@ pub(crate) fn recorded_tokenizer<B: Backend>(g: &nbp_model::LoadedGenerator<B>, 
             Ok(p)
         }
         recorded => bail!(
-            "{}: {}: pass --tokenizer (the one its token data was made with), or --no-decode --save-tokens FILE.npy \
-             to stop at token ids",
+            "{}: {}: pass --tokenizer (the one its token data was made with){}",
             generator.display(),
             recorded.map_or("the file does not say which tokenizer made its training tokens".into(), |p| format!(
                 "its training tokens were made with the tokenizer {}, which is not there",
                 p.display()
-            ))
+            )),
+            if stop_at_ids { ", or --no-decode --save-tokens FILE.npy to stop at token ids" } else { "" }
         ),
     }
 }
@@ -1003,7 +1008,7 @@ fn sample_command<B: Backend>(a: SampleArgs, device: B::Device) -> Result<()> {
     let needs_tokenizer = !a.no_decode || a.condition_video.is_some();
     let tokenizer = if needs_tokenizer {
         let recorded =
-            (a.tokenizer.is_none() && !demo && native).then(|| recorded_tokenizer(&g, &generator)).transpose()?;
+            (a.tokenizer.is_none() && !demo && native).then(|| recorded_tokenizer(&g, &generator, true)).transpose()?;
         let path = a
             .tokenizer
             .clone()

@@ -494,8 +494,15 @@ impl HeldOutArgs {
         opts: &ClipOptions,
         mut condition: impl FnMut(&nbp_train::data::Clip, &[String]) -> nbp_core::Result<nbp_model::generate::Condition>,
     ) -> Result<Vec<(nbp_core::video::Video, nbp_model::generate::Condition)>> {
+        let generated = matches!(spec, DatasetSpec::MovingShapes { .. });
+        if generated && self.random_start {
+            eprintln!(
+                "warning: --random-start changes nothing for the generated moving-shapes clips (each is made whole)"
+            );
+        }
         let source = Skipping::new(spec.open(opts, self.data_seed)?);
-        let rate = opts.fps.or(spec.default_fps()).map_or(String::new(), |f| format!(" at {f} fps"));
+        let fps = if generated { None } else { opts.fps.or(spec.default_fps()) };
+        let rate = fps.map_or(String::new(), |f| format!(" at {f} fps"));
         println!(
             "clips: {} ({} frames of {}x{}{rate}, {} of each of the last videos)",
             source.describe(),
@@ -528,6 +535,18 @@ impl HeldOutArgs {
     fn start(&self) -> &'static str {
         if self.random_start { "a random start" } else { "the centre" }
     }
+}
+
+/// Refuses a clip length `n` given by `flag` that the tokenizer cannot encode (1 + 4n frames), before any model is
+/// loaded.
+fn check_frames(flag: &str, n: usize) -> Result<()> {
+    let step = nbp_tokenizer::config::TEMPORAL_FACTOR;
+    if n == 0 || !(n - 1).is_multiple_of(step) {
+        let (below, above) = (n.saturating_sub(1) / step * step + 1, n.saturating_sub(1).div_ceil(step) * step + 1);
+        let near = if n > 1 && below != above { format!("{below} or {above}") } else { "1, 5, 9, 13 or 17".into() };
+        bail!("{flag} {n}: the tokenizer encodes clips of 1 + 4n frames (1, 5, 9, 13, 17, …): give {near}");
+    }
+    Ok(())
 }
 
 /// How the clips a tokenizer reads are cut from the videos of a dataset.
@@ -621,6 +640,7 @@ pub struct TokenizeDatasetArgs {
 
 fn tokenize<B: burn::prelude::Backend>(a: &TokenizeDatasetArgs, device: B::Device) -> Result<()> {
     let spec: DatasetSpec = a.dataset.parse()?;
+    check_frames("--frames", a.clip.frames)?;
     if a.out.is_dir() {
         bail!("{}: is a folder: --out names the token cache file to write (e.g. tokens.safetensors)", a.out.display());
     }
@@ -741,7 +761,7 @@ pub struct EvalFramePredictionArgs {
     #[arg(long)]
     sample: bool,
     /// Sampling seed (with --sample).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, requires = "sample")]
     seed: u64,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = DeviceArg::Flex)]
@@ -756,7 +776,7 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     let g = nbp_model::load_generator::<B>(&generator, &Default::default(), &device)?;
     // The tokenizer the generator's tokens were made with, where its file records one and none is given.
     let recorded = match (&a.tokenizer, &g.info.tokenizer) {
-        (None, Some(_)) => Some(crate::recorded_tokenizer(&g, &generator)?),
+        (None, Some(_)) => Some(crate::recorded_tokenizer(&g, &generator, false)?),
         _ => None,
     };
     let tokenizer = crate::TokenizerArgs { tokenizer: a.tokenizer.clone().or(recorded), tokenizer_config: None };
@@ -769,6 +789,8 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     let (height, width) = a.resolution.or(size).unwrap_or(crate::default_resolution(&tokenizer, trained));
     let spec: DatasetSpec = a.held_out.dataset.parse()?;
     let given = a.given_frames.unwrap_or(if frames > 5 { 5 } else { 1 });
+    check_frames("--frames", frames)?;
+    check_frames("--given-frames", given)?;
     if given >= frames {
         bail!(
             "--given-frames {given} leaves nothing to predict in clips of {frames} frames: give fewer, or longer \
@@ -861,6 +883,7 @@ fn eval_tokenizer<B: burn::prelude::Backend>(a: &EvalTokenizerArgs, device: B::D
     if a.held_out.clips == 0 || a.batch == 0 {
         bail!("--clips and --batch must be at least 1");
     }
+    check_frames("--frames", a.clip.frames)?;
     let tokenizer =
         crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() };
     let spec: DatasetSpec = a.held_out.dataset.parse()?;

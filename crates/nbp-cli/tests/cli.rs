@@ -1096,6 +1096,16 @@ fn user_mistakes_are_named_before_the_work_starts() {
     .unwrap();
     refused(&["train-tokenizer", "--preset", arch.to_str().unwrap()], &["arch.json", "unknown field 'fsq_level'"]);
     refused(&["train", "--dropout", "1.5"], &["dropout must be in [0, 1), got 1.5"]);
+    // Clip lengths the tokenizer cannot encode are named by their flag before any model is read.
+    refused(
+        &["eval-frame-prediction", "--given-frames", "3"],
+        &["--given-frames 3: the tokenizer encodes clips of 1 + 4n frames (1, 5, 9, 13, 17, …): give 1 or 5"],
+    );
+    refused(
+        &["tokenize-dataset", "--dataset", "moving-shapes:4", "--frames", "8", "-o", &path("t.safetensors")],
+        &["--frames 8: the tokenizer", "give 5 or 9"],
+    );
+    refused(&["eval-frame-prediction", "--seed", "3"], &["--sample"]);
     // (--output names the run folder as on every other command.)
     refused(
         &["train", "--output", &path("run"), "--p-drop-cond", "1"],

@@ -209,8 +209,9 @@ pub fn plan(config: &GptConfig, settings: &GeneratorSettings, request: &Request)
     let [t, h, w] = [request.grid.t, request.grid.h, request.grid.w].map(|n| n as u128);
     if t * h * w > config.block_size as u128 {
         return Err(Error::invalid(format!(
-            "a latent grid of {}x{}x{} ({} tokens) is larger than the model's {} positions: give --latent-grid \
-             fewer latent frames or smaller ones (the model's own grid is the default)",
+            "a latent grid of {}x{}x{} ({} tokens) is larger than the model's {} positions: ask for fewer latent \
+             frames or smaller ones (`sample --latent-grid`; `eval-frame-prediction --frames` and --resolution; \
+             the model's own grid is the default)",
             request.grid.t,
             request.grid.h,
             request.grid.w,
@@ -241,10 +242,26 @@ pub fn plan(config: &GptConfig, settings: &GeneratorSettings, request: &Request)
     let mut first: Vec<usize> = layout.order()[..p].to_vec();
     first.sort_unstable();
     if first.iter().enumerate().any(|(i, &r)| i != r) {
+        // The whole latent frames that would do: those the blocks do not cross.
+        let frame = request.grid.h * request.grid.w;
+        let fits = |k: usize| {
+            let mut f = layout.order()[..k * frame].to_vec();
+            f.sort_unstable();
+            f.iter().enumerate().all(|(i, &r)| i == r)
+        };
+        let good: Vec<String> = (1..request.grid.t).filter(|&k| fits(k)).map(|k| k.to_string()).collect();
         return Err(Error::invalid(format!(
-            "a prefix of {p} tokens does not end on a block boundary of block shape {}: give whole latent frames that \
-             the blocks do not cross",
-            request.block_shape
+            "a prefix of {p} tokens ({}) does not end on a block boundary of block shape {}: give \
+             whole latent frames that the blocks do not cross ({} of the {}; with a tokenizer of 1 + 4n frames, \
+             n latent frames are 1 + 4(n - 1) frames)",
+            match (p % frame, p / frame) {
+                (0, 1) => "1 latent frame".to_string(),
+                (0, k) => format!("{k} latent frames"),
+                _ => "not whole latent frames".to_string(),
+            },
+            request.block_shape,
+            if good.is_empty() { "none".to_string() } else { good.join(" or ") },
+            request.grid.t
         )));
     }
     let mut padded = request.prefix.clone();

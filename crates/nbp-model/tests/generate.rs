@@ -69,7 +69,13 @@ fn bad_requests_are_clear_errors() {
     let err = |r: Request| generate(&m, &settings, &r, &NoProgress).unwrap_err().to_string();
     assert!(err(request(vec![], grid, BlockShape::new(1, 1, 8))).contains("--condition-video or --prefix-tokens"));
     assert!(err(request(vec![0; 64], grid, BlockShape::new(1, 2, 2))).contains("blocks of 8"));
-    assert!(err(request(vec![0; 64], grid, BlockShape::new(2, 2, 2))).contains("block boundary"));
+    // One latent frame of 8x8 under blocks two frames deep: the message names the frames that would do.
+    let e = err(request(vec![0; 64], grid, BlockShape::new(2, 2, 2)));
+    assert!(
+        e.contains("a prefix of 64 tokens (1 latent frame) does not end on a block boundary of block shape 2x2x2")
+            && e.contains("(2 of the 4;"),
+        "{e}"
+    );
     assert!(
         err(request(vec![99; 64], grid, BlockShape::new(1, 1, 8)))
             .contains("is not a code of the generator's codebook")
