@@ -462,10 +462,11 @@ pub fn train_tokenizer_cmd(args: TrainTokenizerArgs) -> Result<()> {
 #[derive(Args, Debug)]
 pub struct HeldOutArgs {
     /// Clips: a dataset spec (moving-shapes[:count], folder:<dir>, ucf:<root>[:<list>], ...); the last --clips
-    /// readable videos, one clip from the centre of each. The default is the moving-shapes variant the bundled
-    /// demo models were trained on (one large shape per clip, fixed look).
-    #[arg(long, default_value = "moving-shapes-plain-large-single-fixed:100000")]
-    dataset: String,
+    /// readable videos, one clip from the centre of each. Default: the dataset the model was trained on when its
+    /// file records it (eval-frame-prediction of a generator trained by nbp), else the moving-shapes variant the
+    /// bundled demo models were trained on (one large shape per clip, fixed look).
+    #[arg(long)]
+    dataset: Option<String>,
     /// Number of clips.
     #[arg(long, default_value_t = 16)]
     clips: usize,
@@ -478,6 +479,9 @@ pub struct HeldOutArgs {
     #[arg(long)]
     random_start: bool,
 }
+
+/// The data the bundled demo models were trained on: the default of the evaluations.
+const DEMO_DATASET: &str = "moving-shapes-plain-large-single-fixed:100000";
 
 impl HeldOutArgs {
     /// The clip rule: the centre of each video, or a seeded random start.
@@ -514,7 +518,7 @@ impl HeldOutArgs {
         let names = source.class_names();
         let held_out =
             nbp_train::evaluate::last_whole_clips(&source, self.clips, self.data_seed, |clip| condition(clip, &names))
-                .with_context(|| self.dataset.clone())?;
+                .with_context(|| spec.to_string())?;
         if held_out.short > 0 {
             eprintln!("warning: skipped {} clips of videos shorter than {} frames", held_out.short, opts.frames);
         }
@@ -787,7 +791,14 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     let frames = a.frames.or(recorded.map(|[t, _, _]| 1 + 4 * t.saturating_sub(1))).unwrap_or(17);
     let size = recorded.map(|[_, h, w]| (h * 8, w * 8));
     let (height, width) = a.resolution.or(size).unwrap_or(crate::default_resolution(&tokenizer, trained));
-    let spec: DatasetSpec = a.held_out.dataset.parse()?;
+    // The data the generator was trained on, where its file records it: its held-out clips are the last videos.
+    let trained_on = g.info.dataset.clone().filter(|_| a.held_out.dataset.is_none());
+    if let Some(d) = &trained_on {
+        eprintln!("dataset {d} (the one the generator was trained on; --dataset chooses another)");
+    }
+    let dataset = a.held_out.dataset.clone().or(trained_on.clone()).unwrap_or(DEMO_DATASET.into());
+    let spec: DatasetSpec = dataset.parse()?;
+    let fps = a.fps.or(g.info.fps.filter(|_| trained_on.is_some()));
     let given = a.given_frames.unwrap_or(if frames > 5 { 5 } else { 1 });
     check_frames("--frames", frames)?;
     check_frames("--given-frames", given)?;
@@ -800,7 +811,7 @@ fn eval_frame_prediction<B: burn::prelude::Backend>(a: &EvalFramePredictionArgs,
     if let Some(w) = spec.fps_warning(a.fps) {
         eprintln!("warning: {w}");
     }
-    let opts = ClipOptions { frames, height, width, fps: a.fps, split: a.held_out.split() };
+    let opts = ClipOptions { frames, height, width, fps, split: a.held_out.split() };
     let clips = a.held_out.read(&spec, &opts, |clip, names| {
         let name = names.get(clip.label).map(String::as_str).unwrap_or("");
         nbp_train::evaluate::clip_condition(&g.settings, &g.info.classes, name, clip.label)
@@ -886,7 +897,7 @@ fn eval_tokenizer<B: burn::prelude::Backend>(a: &EvalTokenizerArgs, device: B::D
     check_frames("--frames", a.clip.frames)?;
     let tokenizer =
         crate::TokenizerArgs { tokenizer: a.tokenizer.clone(), tokenizer_config: a.tokenizer_config.clone() };
-    let spec: DatasetSpec = a.held_out.dataset.parse()?;
+    let spec: DatasetSpec = a.held_out.dataset.as_deref().unwrap_or(DEMO_DATASET).parse()?;
     let lpips = match (&a.lpips_vgg, &a.lpips_lin) {
         (Some(vgg), Some(lin)) => Some(nbp_train::gan::Lpips::<B>::load(vgg, lin, &device)?),
         _ => None,

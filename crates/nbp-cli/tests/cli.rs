@@ -1241,6 +1241,11 @@ fn resume_reads_the_run_config_and_refuses_another_architecture() {
     let (code, text_) = run(&["eval-frame-prediction", "--generator", &model, "--clips", "1"]);
     assert_eq!(code, Some(0), "{text_}");
     assert!(text_.contains("frame prediction on 1 clip (1 given frames, greedy)"), "{text_}");
+    // And the clips come from the data it was trained on, which the file records.
+    assert!(text_.contains("dataset moving-shapes-plain:8 (the one the generator was trained on"), "{text_}");
+    assert!(text_.contains("clips: moving shapes (plain backgrounds): 8 clips"), "{text_}");
+    let (code, text_) = run(&["generator", "info", &model]);
+    assert!(code == Some(0) && text_.contains("trained on moving-shapes-plain:8\n"), "{text_}");
     // Clips are conditioned on their class found by name: a class the generator never saw is an error, not
     // whichever class happens to have the same index.
     let eval_on = |folder: &Path| {

@@ -52,6 +52,13 @@ pub struct GeneratorInfo {
     /// recorded, and in official checkpoints (trained without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_drop_cond: Option<f64>,
+    /// The dataset its token cache was made from (a dataset spec, as `tokenize-dataset --dataset` takes it) and
+    /// the frame rate its clips were read at: `eval-frame-prediction` scores it on that data by default. `None` in
+    /// files from before they were recorded, and in official checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<f64>,
 }
 
 impl GeneratorInfo {
@@ -375,6 +382,10 @@ impl<B: Backend> LoadedGenerator<B> {
         }
         if let Some([t, h, x]) = i.block_shape {
             let _ = writeln!(w, "trained with blocks of {t}x{h}x{x}");
+        }
+        if let Some(d) = &i.dataset {
+            let rate = i.fps.map_or(String::new(), |f| format!(" at {f} fps"));
+            let _ = writeln!(w, "trained on {d}{rate}");
         }
         if let Some(t) = &i.tokenizer {
             let _ = writeln!(w, "tokenizer: {t} (the one its tokens were made with; sample decodes with it)");

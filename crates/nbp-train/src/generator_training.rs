@@ -804,6 +804,8 @@ pub fn train_generator<B: AutodiffBackend>(
         tokenizer: Some(cache.info.tokenizer.clone()).filter(|t| !t.is_empty()),
         tokenizer_fingerprint: cache.info.tokenizer_fingerprint.clone(),
         p_drop_cond: Some(config.p_drop_cond).filter(|_| !setup.settings.unconditional),
+        dataset: Some(cache.info.dataset.clone()).filter(|d| !d.is_empty()),
+        fps: cache.info.fps,
     };
     save_generator_with_info(&model.gpt, &setup.settings, &info, &model_path)?;
     dir.save_classes(&cache.info.classes)?;
