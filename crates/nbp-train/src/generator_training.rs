@@ -522,6 +522,26 @@ where
         let valid = dataloader_valid.to_device(&self.device);
         let mut batches = train.iter();
         let epochs = self.steps.div_ceil(self.checkpoint_every);
+        if start > 0 {
+            // Burn's per-epoch logs (train/epoch-N, valid/epoch-N) go on at the epoch of the first step: its event
+            // store counts epochs from 1 in every session until told where one ends. Reopening an epoch's logs
+            // empties them, so those of an epoch the stop cut short are kept under another name first.
+            let done = start / self.checkpoint_every;
+            if !start.is_multiple_of(self.checkpoint_every) {
+                for split in ["train", "valid"] {
+                    let logs = self.dir.path().join(split);
+                    let from = logs.join(format!("epoch-{}", done + 1));
+                    let to = logs.join(format!("epoch-{}-to-step-{start}", done + 1));
+                    if from.is_dir() && !to.exists() {
+                        let _ = std::fs::rename(&from, &to);
+                    }
+                }
+            }
+            if done > 0 {
+                event_processor.process_train(LearnerEvent::EndEpoch(done));
+                event_processor.process_valid(LearnerEvent::EndEpoch(done));
+            }
+        }
         let mut step = start;
         let mut pending: Vec<(usize, Tensor<LC::Backend, 1>)> = vec![];
         'run: while step < self.steps {

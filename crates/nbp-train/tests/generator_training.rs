@@ -121,6 +121,14 @@ fn a_short_run_lowers_the_loss_and_resume_is_exact() {
         assert_eq!(s1, s2);
         assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "step {s1}: resumed {a} vs uninterrupted {b}");
     }
+    // Burn's per-epoch logs go on at the epoch the run stopped in (5 steps each); the lines of the epoch the
+    // stop cut short are kept beside it.
+    let lines = |epoch: &str| {
+        let log = dir.join("resumed/train").join(epoch).join("Loss.log");
+        std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display())).lines().count()
+    };
+    assert_eq!([lines("epoch-1-to-step-1"), lines("epoch-1"), lines("epoch-2"), lines("epoch-12")], [1, 4, 5, 5]);
+    assert!(!dir.join("resumed/train/epoch-13").exists());
     // Effective config and classes are saved next to the checkpoints.
     assert!(dir.join("resumed/generator.toml").exists());
     assert_eq!(std::fs::read_to_string(dir.join("resumed/classes.txt")).unwrap().lines().count(), 4);
