@@ -768,8 +768,9 @@ fn check_precision(precision: nbp_model::Precision, device: DeviceArg) -> Result
 }
 
 /// The tokenizer the generator file `generator` records (the one its training tokens were made with, or the one
-/// converted with it from an official .ckpt), when that file is there (an error otherwise: decoding with another tokenizer would give a wrong video).
-/// `stop_at_ids`: the command can stop at token ids instead (`sample --no-decode`), which the error then offers.
+/// converted with it from an official .ckpt), when that file is there (an error otherwise: decoding with another
+/// tokenizer would give a wrong video). `stop_at_ids`: the command can stop at token ids instead (`sample
+/// --no-decode`), which the error then offers.
 pub(crate) fn recorded_tokenizer<B: Backend>(
     g: &nbp_model::LoadedGenerator<B>,
     generator: &Path,
