@@ -462,9 +462,9 @@ pub fn train_tokenizer_cmd(args: TrainTokenizerArgs) -> Result<()> {
 #[derive(Args, Debug)]
 pub struct HeldOutArgs {
     /// Clips: a dataset spec (moving-shapes[:count], folder:<dir>, ucf:<root>[:<list>], ...); the last --clips
-    /// readable videos, one clip from the centre of each. Default: the dataset the model was trained on when its
-    /// file records it (eval-frame-prediction of a generator trained by nbp), else the moving-shapes variant the
-    /// bundled demo models were trained on (one large shape per clip, fixed look).
+    /// readable videos, one clip from the centre of each. Default: the moving-shapes variant the bundled demo
+    /// models were trained on (one large shape per clip, fixed look); eval-frame-prediction takes the dataset
+    /// that a generator trained by nbp records.
     #[arg(long)]
     dataset: Option<String>,
     /// Number of clips.

@@ -638,9 +638,10 @@ impl MetricsRenderer for RunRenderer {
 fn set_by(key: &str) -> &'static str {
     let top = key.split(['.', '[']).next().unwrap_or(key);
     match top {
-        "n_layer" | "n_head" | "n_embd" | "channels" | "encoder_res_blocks" | "decoder_res_blocks" => {
-            " (set by --preset)"
-        }
+        "n_layer" => " (set by --preset or --n-layer)",
+        "n_head" => " (set by --preset or --n-head)",
+        "n_embd" => " (set by --preset or --n-embd)",
+        "channels" | "encoder_res_blocks" | "decoder_res_blocks" | "norm_groups" | "group_norm" => " (set by --preset)",
         "vocab_size" => " (set by --mode, --condition and the --tokens cache's codebook and classes)",
         "block_size" => " (the positions: set by the --tokens cache's latent grid, --mode and --condition)",
         "cond_tokens" => " (set by --condition and --mode)",
@@ -649,7 +650,7 @@ fn set_by(key: &str) -> &'static str {
             " (set by the --tokens cache)"
         }
         "valid_clips" => " (the clips held out: set by --valid-clips)",
-        "fsq_levels" => " (set by --fsq-levels)",
+        "fsq_levels" => " (set by --preset or --fsq-levels)",
         _ => "",
     }
 }
