@@ -373,14 +373,21 @@ enum BenchCommand {
         /// example `--block 16 --versus 1`: NBP-16 against NTP, the paper's speed-up).
         #[arg(long)]
         versus: Option<usize>,
-        /// Known tokens before generation (512 = 2 latent frames, K600 frame prediction): a positive multiple of
-        /// --block and of --versus.
-        #[arg(long, default_value_t = 512)]
-        prefix: usize,
-        /// Tokens to generate (768 = 3 latent frames).
-        #[arg(long, default_value_t = 768)]
-        tokens: usize,
-        /// Vocabulary size (64000 = K600).
+        /// Time the hybrid start of the official UCF model instead of frame prediction: 8 condition ids and BOV,
+        /// the first block one token per step, then the middle-bos block and one block per step (by default 1280
+        /// tokens from no known ones: the 95 steps of a UCF clip). --versus times its block size on the same
+        /// conditional model, from the condition and BOV (1: NTP).
+        #[arg(long)]
+        hybrid: bool,
+        /// Known video tokens before generation: a multiple of --block and of --versus. Default: 512 (2 latent
+        /// frames: K600 frame prediction), 0 with --hybrid.
+        #[arg(long)]
+        prefix: Option<usize>,
+        /// Tokens to generate. Default: 768 (3 latent frames, K600), 1280 with --hybrid (5 latent frames, UCF).
+        #[arg(long)]
+        tokens: Option<usize>,
+        /// Video codes (64000, as the official tokenizer); with --hybrid the vocabulary adds the 16 specials and
+        /// 32000 text ids of the UCF layout (96016).
         #[arg(long, default_value_t = 64000)]
         vocab: usize,
         /// Sequences per batch.
@@ -1291,6 +1298,7 @@ fn run(cli: Cli) -> Result<()> {
             preset,
             block,
             versus,
+            hybrid,
             prefix,
             tokens,
             vocab,
@@ -1307,13 +1315,16 @@ fn run(cli: Cli) -> Result<()> {
             if versus == Some(block) {
                 bail!("--versus {block} is --block itself: compare another block size (e.g. --block 16 --versus 1)");
             }
+            let prefix = prefix.unwrap_or(if hybrid { 0 } else { 512 });
+            let tokens = tokens.unwrap_or(if hybrid { 1280 } else { 768 });
             let blocks: Vec<usize> = std::iter::once(block).chain(versus).collect();
             for (b, flag) in blocks.iter().zip(["--block", "--versus"]) {
                 if *b == 0 {
                     bail!("{flag} must be at least 1");
                 }
-                if prefix < *b || prefix % b != 0 {
-                    bail!("--prefix must be a positive multiple of {flag} ({b}), got {prefix}");
+                if prefix % b != 0 || (!hybrid && prefix < *b) {
+                    let what = if hybrid { "a multiple" } else { "a positive multiple" };
+                    bail!("--prefix must be {what} of {flag} ({b}), got {prefix}");
                 }
             }
             // The model's position table is as long as the sequence.
@@ -1325,23 +1336,23 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--tokens, --batch, --vocab and --tokens-per-frame must be at least 1");
             }
             check_precision(precision, run.device)?;
+            let plan = nbp_model::bench::plan_benchmark(hybrid, vocab, prefix, tokens, &blocks)?;
             let r = with_backend!(run.device, |B, dev| {
                 B::seed(&dev, 0);
-                let config =
-                    nbp_model::GptConfig::preset(&preset, vocab, 0)?.with_block_size(prefix + tokens).with_dropout(0.0);
+                let config = nbp_model::GptConfig::preset(&preset, plan.vocab_size, plan.cond_tokens)?
+                    .with_block_size(plan.positions())
+                    .with_dropout(0.0);
                 eprintln!("building {preset} with random weights ({} layers, width {})", config.n_layer, config.n_embd);
                 let model = nbp_model::Gpt::<B>::new(&config, &dev)?.with_precision(precision);
                 nbp_core::module::materialize(&model);
-                let ids: Vec<i64> = (0..prefix as i64).map(|i| i % vocab as i64).collect();
                 let first_touch = match warmup {
-                    0 => Some(nbp_model::bench::warm_up(&model, &ids, tokens, (block, batch))?),
+                    0 => Some(nbp_model::bench::warm_up(&model, &plan.schedules[0].1, batch)?),
                     _ => None,
                 };
                 let results = nbp_model::bench::time_sampling(
                     &model,
-                    &ids,
-                    tokens,
-                    (&blocks, batch),
+                    &plan.schedules,
+                    batch,
                     (warmup, repeats),
                     &Bar::default(),
                     &mut |l| eprintln!("{l}"),
@@ -1350,8 +1361,15 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             let (results, params, first_touch) = r;
             let versus_text = versus.map(|v| format!(" (and {v} on the same weights)")).unwrap_or_default();
+            let start = match hybrid {
+                true => format!(
+                    " with the hybrid start ({} condition tokens and BOV, vocabulary {})",
+                    plan.cond_tokens, plan.vocab_size
+                ),
+                false => String::new(),
+            };
             println!(
-                "sample benchmark: preset {preset} ({} parameters, {precision} linear weights), block {block}, prefix {prefix}, {tokens} new token{} x {batch} on {}{versus_text}",
+                "sample benchmark: preset {preset} ({} parameters, {precision} linear weights), block {block}{start}, prefix {prefix}, {tokens} new token{} x {batch} on {}{versus_text}",
                 nbp_core::module::parameter_count(params),
                 plural(tokens),
                 run.device
@@ -1374,8 +1392,9 @@ fn run(cli: Cli) -> Result<()> {
                     if run.device == DeviceArg::Flex { "" } else { " and kernels" }
                 );
             }
-            for (&b, t) in blocks.iter().zip(&results) {
+            for ((b, schedule), t) in plan.schedules.iter().zip(&results) {
                 let (steps, secs, first) = (t.steps, t.seconds, t.first_step);
+                let known = schedule.steps[0].chunk.len();
                 let label = if versus.is_some() { format!("block {b}: ") } else { String::new() };
                 println!(
                     "{label}{steps} step{} in {}: {:.1} tokens/s, {:.3} frames/s ({}/step)",
@@ -1387,7 +1406,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 if steps > 1 {
                     println!(
-                        "{label}of which the prefill of {prefix} tokens{} with the first step {}, then {} more step{} of {} each",
+                        "{label}of which the prefill of {known} known tokens{} with the first step {}, then {} more step{} of {} each",
                         if batch > 1 { format!(" x {batch}") } else { String::new() },
                         short_time(first, 2),
                         steps - 1,
@@ -1402,7 +1421,9 @@ fn run(cli: Cli) -> Result<()> {
                     versus_t.seconds / t.seconds
                 );
                 // Per sequence, times the sequences of the batch, as the lines above count.
-                let later = (t.later_tokens_per_second(tokens, block), versus_t.later_tokens_per_second(tokens, v));
+                let first = |i: usize| plan.schedules[i].1.steps[0].predict;
+                let later =
+                    (t.later_tokens_per_second(tokens, first(0)), versus_t.later_tokens_per_second(tokens, first(1)));
                 if let (Some(a), Some(b)) = (later.0.map(|a| a * batch as f64), later.1.map(|b| b * batch as f64)) {
                     println!(
                         "after the prefill and first step: block {block} draws {a:.1} tokens/s, block {v} {b:.1} tokens/s ({:.2}x, the steps alone)",

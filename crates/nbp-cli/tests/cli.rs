@@ -833,7 +833,8 @@ fn bench_sample_counts_its_steps_and_refuses_empty_work() {
     assert!(o.status.success(), "{out}");
     assert!(out.contains("block 16, prefix 32, 32 new tokens x 1") && out.contains("2 steps in "), "{out}");
     assert!(
-        out.contains("of which the prefill of 32 tokens with the first step ") && out.contains("then 1 more step of "),
+        out.contains("of which the prefill of 32 known tokens with the first step ")
+            && out.contains("then 1 more step of "),
         "{out}"
     );
     let o = cli(&["bench", "sample", "--preset", "tiny", "--tokens", "0"]);
@@ -878,6 +879,19 @@ fn bench_sample_counts_its_steps_and_refuses_empty_work() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("--prefix must be a positive multiple of --versus (3), got 32"), "{out}");
+    // The hybrid start of the UCF model: 8 condition ids and BOV, the first block token by token, then blocks.
+    let o = cli(&["bench", "sample", "--preset", "tiny", "--hybrid", "--tokens", "64", "--versus", "1"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(
+            "block 16 with the hybrid start (8 condition tokens and BOV, vocabulary 96016), prefix 0, 64 new tokens"
+        ),
+        "{out}"
+    );
+    // 16 steps of one token, then 3 blocks of 16; NTP from the same [condition | BOV]: 64 steps.
+    assert!(out.contains("block 16: 19 steps in ") && out.contains("block 1: 64 steps in "), "{out}");
+    assert!(out.contains("block 16: of which the prefill of 9 known tokens with the first step "), "{out}");
 }
 
 /// A tokenizer given where a generator is expected (and the other way round) is named for what it is.
