@@ -69,22 +69,43 @@ pub fn probe<B: burn::prelude::Backend>(device: &B::Device, arg: DeviceArg) -> a
         Ok(Ok(v)) if v == [1.0, 2.0] => Ok(()),
         Ok(Ok(v)) => Err(anyhow::anyhow!("--device {arg}: a round trip of [1, 2] through the device gave {v:?}")),
         Ok(Err(e)) => Err(anyhow::anyhow!("--device {arg}: reading back from the device failed: {e:?}")),
-        Err(cause) => {
-            // cudarc's message lists thirty library names: keep its first sentence.
-            let cause = cause.split(" - searched for").next().unwrap_or(&cause).trim().to_string();
-            let fix = match arg {
-                DeviceArg::Cuda => {
-                    "--device cuda needs an NVIDIA GPU with its driver (libcuda.so) and the CUDA toolkit's NVRTC \
-                     installed"
-                }
-                _ => {
-                    "--device wgpu/vulkan needs a GPU adapter: a Vulkan, Metal or DX12 driver (on Linux without a \
-                     GPU, Mesa's software driver works: apt-get install mesa-vulkan-drivers)"
-                }
-            };
-            Err(anyhow::anyhow!("--device {arg} could not start: {cause}\n{fix}; or use --device flex (the CPU)"))
-        }
+        Err(cause) => Err(start_failure(arg, &cause)),
     }
+}
+
+/// Forces wgpu onto the Vulkan API (`--device vulkan`), turning a failure to find a Vulkan adapter (a panic in
+/// wgpu's setup) into the error of [`probe`].
+#[cfg(feature = "wgpu")]
+pub fn setup_vulkan(device: &burn::backend::wgpu::WgpuDevice) -> anyhow::Result<()> {
+    catching(|| {
+        burn::backend::wgpu::init_setup::<burn::backend::wgpu::graphics::Vulkan>(device, Default::default());
+    })
+    .map_err(|cause| start_failure(DeviceArg::Vulkan, &cause))
+}
+
+/// The error for a GPU backend that could not start (`cause`: its panic message), naming what it needs.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn start_failure(arg: DeviceArg, cause: &str) -> anyhow::Error {
+    // cudarc's message lists thirty library names, and wgpu's says it falls back where it does not: keep the first
+    // sentence.
+    let cause = cause.split(" - searched for").next().unwrap_or(cause);
+    let cause = cause.split(". Falling back").next().unwrap_or(cause).trim();
+    let fix = match arg {
+        DeviceArg::Cuda => {
+            "--device cuda needs an NVIDIA GPU with its driver (libcuda.so) and the CUDA toolkit's NVRTC installed"
+                .to_string()
+        }
+        _ => {
+            let icd = std::env::var("VK_ICD_FILENAMES").ok().filter(|v| !v.is_empty()).map_or(String::new(), |v| {
+                format!("; VK_ICD_FILENAMES={v} is set, so Vulkan loads only the driver it names: unset it")
+            });
+            format!(
+                "--device {arg} needs a GPU adapter: a Vulkan, Metal or DX12 driver (on Linux without a GPU, Mesa's \
+                 software driver works: apt-get install mesa-vulkan-drivers){icd}"
+            )
+        }
+    };
+    anyhow::anyhow!("--device {arg} could not start: {cause}\n{fix}; or use --device flex (the CPU)")
 }
 
 /// Runs the work `f` of a command on a GPU backend that has started, turning a failure of the backend (a panic
@@ -197,8 +218,9 @@ macro_rules! with_backend {
             DeviceArg::Vulkan => {
                 type $B = burn::backend::Wgpu;
                 let $dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
-                burn::backend::wgpu::init_setup::<burn::backend::wgpu::graphics::Vulkan>(&$dev, Default::default());
-                match $crate::backend::probe::<$B>(&$dev, DeviceArg::Vulkan) {
+                match $crate::backend::setup_vulkan(&$dev)
+                    .and_then(|()| $crate::backend::probe::<$B>(&$dev, DeviceArg::Vulkan))
+                {
                     Ok(()) => {
                         $crate::backend::note_first_run(DeviceArg::Vulkan);
                         $crate::backend::guarded(DeviceArg::Vulkan, || $body)
