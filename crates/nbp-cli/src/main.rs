@@ -379,21 +379,22 @@ enum BenchCommand {
         /// conditional model, from the condition and BOV (1: NTP).
         #[arg(long)]
         hybrid: bool,
-        /// Known video tokens before generation: a multiple of --block and of --versus. Default: 512 (2 latent
-        /// frames: K600 frame prediction), 0 with --hybrid.
+        /// Known video tokens before generation: a positive multiple of --block and of --versus (with --hybrid,
+        /// 0 or a multiple). Default: 512 (2 latent frames: K600 frame prediction), 0 with --hybrid.
         #[arg(long)]
         prefix: Option<usize>,
         /// Tokens to generate. Default: 768 (3 latent frames, K600), 1280 with --hybrid (5 latent frames, UCF).
         #[arg(long)]
         tokens: Option<usize>,
-        /// Video codes (64000, as the official tokenizer); with --hybrid the vocabulary adds the 16 specials and
-        /// 32000 text ids of the UCF layout (96016).
+        /// Video codes (64000, as the official tokenizer); with --hybrid the vocabulary adds the UCF layout's
+        /// --block special tokens (BOV and middle-bos) and 32000 text ids (96016 for blocks of 16).
         #[arg(long, default_value_t = 64000)]
         vocab: usize,
         /// Sequences per batch.
         #[arg(long, default_value_t = 1)]
         batch: usize,
-        /// Tokens per latent frame, to report frames/s (16x16 = 256; 4 pixel frames per latent frame).
+        /// Tokens per latent frame, to report frames/s (16x16 = 256; as `sample` counts them, the first latent
+        /// frame of a clip is 1 pixel frame and every later one 4).
         #[arg(long, default_value_t = 256)]
         tokens_per_frame: usize,
         /// Linear-layer weights in f32 or bf16 (half the bytes per step; AMX or AVX512-BF16 kernels where the CPU
@@ -1345,10 +1346,13 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("building {preset} with random weights ({} layers, width {})", config.n_layer, config.n_embd);
                 let model = nbp_model::Gpt::<B>::new(&config, &dev)?.with_precision(precision);
                 nbp_core::module::materialize(&model);
-                let first_touch = match warmup {
-                    0 => Some(nbp_model::bench::warm_up(&model, &plan.schedules[0].1, batch)?),
-                    _ => None,
-                };
+                // One untimed first step of each block size, so that none of them pays alone for what is done once.
+                let mut first_touch = vec![];
+                if warmup == 0 {
+                    for (_, schedule) in &plan.schedules {
+                        first_touch.push(nbp_model::bench::warm_up(&model, schedule, batch)?);
+                    }
+                }
                 let results = nbp_model::bench::time_sampling(
                     &model,
                     &plan.schedules,
@@ -1386,27 +1390,38 @@ fn run(cli: Cli) -> Result<()> {
                     if versus.is_some() { ", the two block sizes in turns" } else { "" }
                 );
             }
-            if let Some(secs) = first_touch {
+            if let Some(secs) = first_touch.first() {
+                let other = match (versus, first_touch.get(1)) {
+                    (Some(v), Some(t)) => format!(", then block {v}'s {t:.2} s"),
+                    _ => String::new(),
+                };
                 println!(
-                    "untimed warm-up: the prefill and first step of block {block} took {secs:.2} s (the process's first use of its memory{})",
+                    "untimed warm-up: the prefill and first step of block {block} took {secs:.2} s (the process's first use of its memory{}){other}",
                     if run.device == DeviceArg::Flex { "" } else { " and kernels" }
                 );
             }
+            // Pixel frames of the generated latent frames, as `sample` counts them: the first latent frame of a clip
+            // is one frame, every later one four.
+            let pixel = |tokens: usize| {
+                let latent = tokens as f64 / tokens_per_frame as f64;
+                if latent <= 1.0 { latent } else { 1.0 + 4.0 * (latent - 1.0) }
+            };
+            let frames = (pixel(prefix + tokens) - pixel(prefix)) * batch as f64;
             for ((b, schedule), t) in plan.schedules.iter().zip(&results) {
                 let (steps, secs, first) = (t.steps, t.seconds, t.first_step);
-                let known = schedule.steps[0].chunk.len();
+                let fed = schedule.steps[0].chunk.len();
                 let label = if versus.is_some() { format!("block {b}: ") } else { String::new() };
                 println!(
                     "{label}{steps} step{} in {}: {:.1} tokens/s, {:.3} frames/s ({}/step)",
                     plural(steps),
                     short_time(secs, 2),
                     (tokens * batch) as f64 / secs,
-                    (tokens * batch) as f64 / tokens_per_frame as f64 * 4.0 / secs,
+                    frames / secs,
                     short_time(secs / steps as f64, 3)
                 );
                 if steps > 1 {
                     println!(
-                        "{label}of which the prefill of {known} known tokens{} with the first step {}, then {} more step{} of {} each",
+                        "{label}of which the prefill of {fed} tokens{} with the first step {}, then {} more step{} of {} each",
                         if batch > 1 { format!(" x {batch}") } else { String::new() },
                         short_time(first, 2),
                         steps - 1,

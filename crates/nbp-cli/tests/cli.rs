@@ -833,8 +833,7 @@ fn bench_sample_counts_its_steps_and_refuses_empty_work() {
     assert!(o.status.success(), "{out}");
     assert!(out.contains("block 16, prefix 32, 32 new tokens x 1") && out.contains("2 steps in "), "{out}");
     assert!(
-        out.contains("of which the prefill of 32 known tokens with the first step ")
-            && out.contains("then 1 more step of "),
+        out.contains("of which the prefill of 32 tokens with the first step ") && out.contains("then 1 more step of "),
         "{out}"
     );
     let o = cli(&["bench", "sample", "--preset", "tiny", "--tokens", "0"]);
@@ -891,7 +890,15 @@ fn bench_sample_counts_its_steps_and_refuses_empty_work() {
     );
     // 16 steps of one token, then 3 blocks of 16; NTP from the same [condition | BOV]: 64 steps.
     assert!(out.contains("block 16: 19 steps in ") && out.contains("block 1: 64 steps in "), "{out}");
-    assert!(out.contains("block 16: of which the prefill of 9 known tokens with the first step "), "{out}");
+    assert!(out.contains("block 16: of which the prefill of 9 tokens with the first step "), "{out}");
+    // 1280 tokens from nothing are 5 latent frames, 17 pixel frames, as `sample` counts them.
+    let line = out.lines().find(|l| l.starts_with("block 1: 64 steps in ")).unwrap_or_else(|| panic!("{out}"));
+    let rate = |unit: &str| -> f64 {
+        let before = &line[..line.find(unit).unwrap_or_else(|| panic!("{line}"))];
+        before.trim().rsplit([' ', ':']).next().unwrap().parse().unwrap()
+    };
+    let (tokens_per_s, frames_per_s) = (rate(" tokens/s"), rate(" frames/s"));
+    assert!((frames_per_s / tokens_per_s - 0.25 / 64.0).abs() < 1e-3 * frames_per_s / tokens_per_s, "{line}");
 }
 
 /// A tokenizer given where a generator is expected (and the other way round) is named for what it is.
