@@ -1499,8 +1499,32 @@ fn run(cli: Cli) -> Result<()> {
             if run.device == DeviceArg::Flex {
                 println!("cpu kernels: {}", nbp_kernels::description());
             }
-            println!("encode: {:.2} s ({:.2} frames/s)  runs {:?}", r.encode_seconds, r.encode_fps(), r.all_encode);
-            println!("decode: {:.2} s ({:.2} frames/s)  runs {:?}", r.decode_seconds, r.decode_fps(), r.all_decode);
+            if warmup + repeats > 1 {
+                println!(
+                    "fastest of {repeats} timed run{} after {warmup} warm-up run{}",
+                    plural(repeats),
+                    plural(warmup)
+                );
+            } else {
+                println!(
+                    "one timed run, which includes the process's first use of its memory{}: --warmup 1 leaves that \
+                     out, --repeats N keeps the fastest of N",
+                    if run.device == DeviceArg::Flex { "" } else { " and the compiling of kernels" }
+                );
+            }
+            // All runs in one unit: seconds, or milliseconds when every run took less than 0.1 s.
+            let runs = |v: &[f64]| {
+                let ms = v.iter().all(|&t| t < 0.1);
+                let each: Vec<String> =
+                    v.iter().map(|&t| if ms { format!("{:.2}", t * 1e3) } else { format!("{t:.2}") }).collect();
+                format!("{} {}", each.join(", "), if ms { "ms" } else { "s" })
+            };
+            for (what, secs, fps, all) in [
+                ("encode", r.encode_seconds, r.encode_fps(), &r.all_encode),
+                ("decode", r.decode_seconds, r.decode_fps(), &r.all_decode),
+            ] {
+                println!("{what}: {} ({fps:.2} frames/s); runs: {}", short_time(secs, 2), runs(all));
+            }
         }
         Command::Bench(BenchCommand::Kernels { repeats, seconds }) => {
             if repeats == 0 || !(seconds.is_finite() && seconds >= 0.0) {

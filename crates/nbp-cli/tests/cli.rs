@@ -891,6 +891,19 @@ fn bench_sample_counts_its_steps_and_refuses_empty_work() {
     // 16 steps of one token, then 3 blocks of 16; NTP from the same [condition | BOV]: 64 steps.
     assert!(out.contains("block 16: 19 steps in ") && out.contains("block 1: 64 steps in "), "{out}");
     assert!(out.contains("block 16: of which the prefill of 9 tokens with the first step "), "{out}");
+    // The tokenizer benchmark says what its runs include, and lists them in one unit.
+    let o = cli(&["bench", "tokenizer", "--preset", "tiny", "--frames", "5", "--resolution", "16"]);
+    assert!(
+        o.status.success() && text(&o).contains("one timed run, which includes the process's first use"),
+        "{}",
+        text(&o)
+    );
+    let o = cli(&["bench", "tokenizer", "--preset", "tiny", "--frames", "5", "--resolution", "16", "--repeats", "2"]);
+    let tok = text(&o);
+    assert!(o.status.success() && tok.contains("fastest of 2 timed runs after 0 warm-up runs"), "{tok}");
+    let encode = tok.lines().find(|l| l.starts_with("encode: ")).unwrap_or_else(|| panic!("{tok}"));
+    let runs = encode.split("runs: ").nth(1).unwrap();
+    assert!(runs.split(", ").count() == 2 && (runs.ends_with(" ms") || runs.ends_with(" s")), "{encode}");
     // 1280 tokens from nothing are 5 latent frames, 17 pixel frames, as `sample` counts them.
     let line = out.lines().find(|l| l.starts_with("block 1: 64 steps in ")).unwrap_or_else(|| panic!("{out}"));
     let rate = |unit: &str| -> f64 {
