@@ -123,8 +123,10 @@ fn backend_failure(arg: DeviceArg, cause: &str) -> anyhow::Error {
     let fix = if cause.contains("buffer_binding_size") || cause.contains("can't allocate buffer") {
         // wgpu binds each tensor as one storage buffer, and adapters limit its size: Mesa's software driver to
         // 128 MiB, less than the 393 MB token embedding of the official models.
-        "a tensor of this model is larger than the largest buffer this wgpu adapter can bind (see the limit \
-         above): use --device cuda on an NVIDIA GPU, another adapter, or --device flex (the CPU)"
+        "a tensor of this model is larger than the largest buffer this wgpu adapter can allocate or bind (the \
+         message above gives the size, and the limit where wgpu names it): use a smaller model or vocabulary \
+         (`bench sample`: --preset, --vocab), --device cuda on an NVIDIA GPU, another adapter, or --device flex \
+         (the CPU)"
     } else if cfg!(feature = "cuda") && cause.contains("CUDA_ERROR_INVALID_VALUE") {
         // Seen on an H100 in two sessions, each time in every run after one that was killed while CubeCL tuned
         // its kernels, and gone once the autotune cache was removed.
