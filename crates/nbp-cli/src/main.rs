@@ -444,7 +444,9 @@ enum BenchCommand {
         /// Rounds per kernel; the best is reported.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
-        /// Seconds each round calls the kernel for (at least one call).
+        /// Seconds each round calls a kernel for (at least one call). The rows of a whole pass through the model,
+        /// of attention and of the tile units run one call per round, whatever this is: each call already reads
+        /// all the weights or caches from memory.
         #[arg(long, default_value_t = 0.5)]
         seconds: f64,
     },
