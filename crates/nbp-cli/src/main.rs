@@ -445,8 +445,8 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
         /// Seconds each round calls a kernel for (at least one call). The rows of a whole pass through the model,
-        /// of attention and of the tile units run one call per round, whatever this is: each call already reads
-        /// all the weights or caches from memory.
+        /// of attention and of the tile units run one call per round, whatever this is: each such call is long
+        /// enough to time on its own.
         #[arg(long, default_value_t = 0.5)]
         seconds: f64,
     },
