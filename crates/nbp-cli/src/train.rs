@@ -544,13 +544,7 @@ impl HeldOutArgs {
 /// Refuses a clip length `n` given by `flag` that the tokenizer cannot encode (1 + 4n frames), before any model is
 /// loaded.
 fn check_frames(flag: &str, n: usize) -> Result<()> {
-    let step = nbp_tokenizer::config::TEMPORAL_FACTOR;
-    if n == 0 || !(n - 1).is_multiple_of(step) {
-        let (below, above) = (n.saturating_sub(1) / step * step + 1, n.saturating_sub(1).div_ceil(step) * step + 1);
-        let near = if n > 1 && below != above { format!("{below} or {above}") } else { "1, 5, 9, 13 or 17".into() };
-        bail!("{flag} {n}: the tokenizer encodes clips of 1 + 4n frames (1, 5, 9, 13, 17, …): give {near}");
-    }
-    Ok(())
+    nbp_tokenizer::config::check_clip_frames(n).map_err(|m| anyhow::anyhow!("{flag} {n}: {m}"))
 }
 
 /// How the clips a tokenizer reads are cut from the videos of a dataset.

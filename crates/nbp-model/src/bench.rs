@@ -10,6 +10,7 @@ use nbp_core::progress::Progress;
 
 use nbp_core::vocab::{Conditioning, Vocabulary};
 
+use crate::classes::{UCF_CONDITION_TOKENS, UCF_TEXT_VOCAB};
 use crate::gpt::Gpt;
 use crate::sampling::{SampleOptions, sample};
 use crate::schedule::Schedule;
@@ -55,9 +56,6 @@ impl BenchPlan {
     }
 }
 
-/// Condition tokens of the official UCF model (a class name as 8 LLaMA-2 ids), which the hybrid benchmark copies.
-pub const HYBRID_CONDITION_TOKENS: usize = 8;
-
 /// Lays out a benchmark of `tokens` new video tokens with a codebook of `codebook` codes, for each block size in
 /// `blocks`:
 /// - frame prediction (`hybrid` false): `prefix` known video tokens, then blocks of each size (NBP; NTP with 1), as
@@ -91,8 +89,8 @@ pub fn plan_benchmark(
         let schedules = blocks.iter().map(|&b| (b, Schedule::blocks(&[], None, &ids, tokens, b))).collect();
         return Ok(BenchPlan { vocab_size: codebook, cond_tokens: 0, schedules });
     }
-    let c = HYBRID_CONDITION_TOKENS;
-    let vocab = Vocabulary::new(codebook, Conditioning::Text { vocab: 32000, tokens: c }, true, first)?;
+    let c = UCF_CONDITION_TOKENS;
+    let vocab = Vocabulary::new(codebook, Conditioning::Text { vocab: UCF_TEXT_VOCAB, tokens: c }, true, first)?;
     let condition: Vec<i64> = (0..c).map(|i| (vocab.condition_offset() + 1 + i) as i64).collect();
     let ids: Vec<i64> = (0..prefix).map(|i| vocab.video_id(i % codebook) as i64).collect();
     let bov = vocab.bov().map(|b| b as i64);

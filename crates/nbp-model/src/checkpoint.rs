@@ -701,7 +701,7 @@ fn official_cond_vocab(args: Option<&Value>, v: usize, specials: usize) -> std::
             .ok_or_else(|| format!("hyper_parameters.args.{name} is {n}"));
     }
     if arg(args, "cond_stage_key").and_then(|k| k.as_str().map(str::to_string)).as_deref() != Some("label") {
-        return Ok(32000);
+        return Ok(crate::classes::UCF_TEXT_VOCAB);
     }
     OFFICIAL_CODEBOOK.checked_add(specials).and_then(|n| v.checked_sub(n)).filter(|&n| n > 0).ok_or_else(|| {
         format!(

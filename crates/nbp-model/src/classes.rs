@@ -7,6 +7,11 @@ use crate::generate::Condition;
 
 const TABLE: &str = include_str!("../../../assets/ucf101_class_tokens.tsv");
 
+/// Condition tokens of the official UCF generator: a class name as 8 LLaMA-2 ids.
+pub const UCF_CONDITION_TOKENS: usize = 8;
+/// The LLaMA-2 vocabulary those ids come from.
+pub const UCF_TEXT_VOCAB: usize = 32000;
+
 /// One UCF-101 class.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UcfClass {
@@ -95,7 +100,7 @@ pub fn class_condition(settings: &GeneratorSettings, classes: &[String], i: usiz
 
 /// Whether a generator takes text conditions as the official UCF generator does (8 LLaMA-2 ids).
 fn is_ucf_text(settings: &GeneratorSettings) -> bool {
-    !settings.unconditional && settings.cond_tokens == 8 && settings.cond_vocab == 32000
+    !settings.unconditional && settings.cond_tokens == UCF_CONDITION_TOKENS && settings.cond_vocab == UCF_TEXT_VOCAB
 }
 
 /// What a user asked to condition a generation on.

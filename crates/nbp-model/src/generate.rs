@@ -239,17 +239,16 @@ pub fn plan(config: &GptConfig, settings: &GeneratorSettings, request: &Request)
     // must be exactly the raster positions 0..P (true for whole latent frames when blocks do not span more frames
     // than the prefix has).
     let p = request.prefix.len();
-    let mut first: Vec<usize> = layout.order()[..p].to_vec();
-    first.sort_unstable();
-    if first.iter().enumerate().any(|(i, &r)| i != r) {
+    let ends_on_blocks = |n: usize| {
+        let mut first: Vec<usize> = layout.order()[..n].to_vec();
+        first.sort_unstable();
+        first.iter().enumerate().all(|(i, &r)| i == r)
+    };
+    if !ends_on_blocks(p) {
         // The whole latent frames that would do: those the blocks do not cross.
         let frame = request.grid.h * request.grid.w;
-        let fits = |k: usize| {
-            let mut f = layout.order()[..k * frame].to_vec();
-            f.sort_unstable();
-            f.iter().enumerate().all(|(i, &r)| i == r)
-        };
-        let good: Vec<String> = (1..request.grid.t).filter(|&k| fits(k)).map(|k| k.to_string()).collect();
+        let good: Vec<String> =
+            (1..request.grid.t).filter(|&k| ends_on_blocks(k * frame)).map(|k| k.to_string()).collect();
         return Err(Error::invalid(format!(
             "a prefix of {p} tokens ({}) does not end on a block boundary of block shape {}: give \
              whole latent frames that the blocks do not cross ({} of the {}; with a tokenizer of 1 + 4n frames, \

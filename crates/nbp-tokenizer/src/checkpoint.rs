@@ -252,7 +252,9 @@ pub fn select_official_tokenizer(w: WeightMap) -> Result<(WeightMap, TokenizerSo
 /// `false` for any file that is not such a checkpoint, or cannot be read.
 pub fn embeds_tokenizer(path: &Path) -> bool {
     !nbp_core::weights::is_safetensors(path)
-        && WeightMap::read_pytorch(path).is_ok_and(|w| w.keys().any(|k| k.starts_with("state_dict.first_stage_model.")))
+        && WeightMap::read_pytorch(path)
+            .and_then(select_official_tokenizer)
+            .is_ok_and(|(_, source)| source == TokenizerSource::OfficialGenerator)
 }
 
 /// Loads a tokenizer from an official PyTorch file or a project `.safetensors` file.

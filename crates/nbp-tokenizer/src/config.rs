@@ -44,6 +44,19 @@ pub const SPATIAL_FACTOR: usize = 8;
 /// Temporal downsampling factor: `T = 1 + 4n` frames → `1 + n` latent frames.
 pub const TEMPORAL_FACTOR: usize = 4;
 
+/// Refuses a clip of `frames` frames that the tokenizer cannot encode: the message gives the rule (1 + 4n frames)
+/// and the nearest lengths that follow it.
+pub fn check_clip_frames(frames: usize) -> std::result::Result<(), String> {
+    if frames > 0 && (frames - 1).is_multiple_of(TEMPORAL_FACTOR) {
+        return Ok(());
+    }
+    let step = TEMPORAL_FACTOR;
+    let (below, above) =
+        ((frames.saturating_sub(1)) / step * step + 1, frames.saturating_sub(1).div_ceil(step) * step + 1);
+    let near = if frames > 1 && below != above { format!("{below} or {above}") } else { "1, 5, 9, 13 or 17".into() };
+    Err(format!("the tokenizer encodes clips of 1 + 4n frames (1, 5, 9, 13, 17, …): give {near}"))
+}
+
 /// Names of the presets accepted by [`TokenizerConfig::preset`].
 pub const PRESETS: [&str; 3] = ["official", "small", "tiny"];
 
@@ -183,11 +196,7 @@ impl TokenizerConfig {
 
     /// Latent grid `[T', H', W']` of a clip of `[frames, height, width]`, or an error naming the rule.
     pub fn latent_shape(&self, frames: usize, height: usize, width: usize) -> Result<[usize; 3]> {
-        if frames == 0 || !(frames - 1).is_multiple_of(TEMPORAL_FACTOR) {
-            return Err(Error::invalid(format!(
-                "the tokenizer needs 1 + 4n frames (1, 5, 9, 13, 17, …), got {frames}"
-            )));
-        }
+        check_clip_frames(frames).map_err(|m| Error::invalid(format!("{frames} frames: {m}")))?;
         if height == 0 || width == 0 || !height.is_multiple_of(SPATIAL_FACTOR) || !width.is_multiple_of(SPATIAL_FACTOR)
         {
             return Err(Error::invalid(format!(
