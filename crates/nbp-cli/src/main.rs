@@ -329,8 +329,9 @@ struct SampleArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Linear-layer weights in f32 (exact) or bf16: half the memory and the bytes read per step (the official
-    /// checkpoints are stored in bf16); faster than f32 on flex with CPUs that have AMX (Intel Sapphire Rapids
-    /// and later) or AVX512-BF16 (AMD Zen 4 and later), slower on other CPUs. Logits move by
+    /// checkpoints are stored in bf16). On flex, steps of one token are faster than f32 on every CPU with
+    /// AVX-512; blocks of tokens are faster with AMX (Intel Sapphire Rapids and later) or AVX512-BF16 (AMD Zen 4
+    /// and later) and about as fast as f32 on other AVX-512 CPUs; without AVX-512 slower. Logits move by
     /// about 1 % of their scale, so a sample can differ from the f32 one with the same seed where two tokens
     /// are nearly tied. Not on wgpu (no bfloat16 type in its shaders).
     #[arg(long, default_value_t = nbp_model::Precision::F32)]
@@ -397,8 +398,8 @@ enum BenchCommand {
         /// frame of a clip is 1 pixel frame and every later one 4).
         #[arg(long, default_value_t = 256)]
         tokens_per_frame: usize,
-        /// Linear-layer weights in f32 or bf16 (half the bytes per step; AMX or AVX512-BF16 kernels where the CPU
-        /// has them).
+        /// Linear-layer weights in f32 or bf16 (half the bytes per step; on flex, bf16 kernels on every CPU with
+        /// AVX-512: the `cpu kernels:` line names the one this CPU runs).
         #[arg(long, default_value_t = nbp_model::Precision::F32)]
         precision: nbp_model::Precision,
         /// Untimed full runs of each block size first (kernel compilation and autotuning on GPUs). With 0, one
@@ -760,7 +761,7 @@ fn tokenizer_command<B: Backend>(cmd: TokenizerCommand, device: B::Device) -> Re
 }
 
 /// bfloat16 weights need a backend with a bfloat16 type: WGSL, the shading language of wgpu, has none. On flex
-/// they are only fast with the CPU kernels for them (AMX or AVX512-BF16): elsewhere a warning says so.
+/// they are only fast with the CPU kernels for them (AVX-512 F and BW): elsewhere a warning says so.
 fn check_precision(precision: nbp_model::Precision, device: DeviceArg) -> Result<()> {
     if precision == nbp_model::Precision::Bf16 && matches!(device, DeviceArg::Wgpu | DeviceArg::Vulkan) {
         bail!(
@@ -770,7 +771,7 @@ fn check_precision(precision: nbp_model::Precision, device: DeviceArg) -> Result
     }
     if precision == nbp_model::Precision::Bf16 && device == DeviceArg::Flex && !nbp_kernels::bf16_available() {
         eprintln!(
-            "warning: this CPU has neither AMX nor AVX512-BF16, so on flex bf16 weights go through Burn's generic \
+            "warning: this CPU has no AVX-512 (F and BW), so on flex bf16 weights go through Burn's generic \
              product, which is slower than f32 here; --precision f32 is faster on this CPU"
         );
     }

@@ -90,7 +90,7 @@ fn best(repeats: usize, min_seconds: f64, mut f: impl FnMut() -> bool) -> Option
 }
 
 /// Times `out = x·Wᵀ + b` with `x: [m, k]`, `W: [n, k]`, in f32 ([`linear`]) or with bfloat16 weights
-/// ([`crate::linear_bf16`]); `None` without AVX-512 (or, for `bf16`, without AMX or AVX512-BF16).
+/// ([`crate::linear_bf16`]); `None` without AVX-512 (or, for `bf16`, without AVX-512 BW).
 pub fn time_linear(m: usize, k: usize, n: usize, bf16: bool, repeats: usize, min_seconds: f64) -> Option<KernelTiming> {
     let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
     let wb: Vec<u16> = if bf16 { w.iter().map(|&v| crate::bf16::to_bf16(v)).collect() } else { vec![] };
@@ -118,7 +118,7 @@ fn official_base_layers() -> Vec<(usize, usize)> {
 
 /// Times one pass of `m` rows through all linear layers of `official-base` ([`official_base_layers`]), each
 /// with its own weights (3.1 GB in f32, 1.6 GB in bfloat16: far more than the caches, so they come from
-/// memory as in a sampling step). `None` without AVX-512 (or, for `bf16`, without AMX or AVX512-BF16).
+/// memory as in a sampling step). `None` without AVX-512 (or, for `bf16`, without AVX-512 BW).
 pub fn time_model_pass(m: usize, bf16: bool, repeats: usize) -> Option<KernelTiming> {
     let layers = official_base_layers();
     let x = values(m * 4 * 1536, 1);
@@ -241,7 +241,7 @@ pub fn time_conv3d(s: Conv3dShape, winograd: bool, repeats: usize, min_seconds: 
 }
 
 /// The kernels on the shapes of `official-base` sampling (a 16-token step, the 512-token prefill; in f32 and, where the
-/// CPU has AMX or AVX512-BF16, with bfloat16 weights; one pass of 1 and of 16 rows through all of its linear layers,
+/// CPU runs them ([`crate::bf16_available`]), with bfloat16 weights; one pass of 1 and of 16 rows through all of its linear layers,
 /// with the weights coming from memory; attention; the top-k/top-p draw of 1 and 16 rows) and of typical layers of the
 /// `official` tokenizer (on a 17×128×128 clip, on its 2× smaller level and on the latent grid), these both as the
 /// direct product and through Winograd's transform.

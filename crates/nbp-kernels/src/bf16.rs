@@ -1,6 +1,7 @@
 //! `out = x·Wᵀ + b` with the weight stored in bfloat16 (`[out, in]`, PyTorch's layout), on CPUs with Intel's
-//! AMX tile units (blocks of rows on the tiles, 1–4 rows with AVX-512) or with AVX512-BF16's dot-product
-//! instruction ([`dot`]: AMD Zen 4 and later; 1–4 rows there too with the AVX-512 kernel).
+//! AMX tile units (blocks of rows on the tiles, 1–4 rows with AVX-512), with AVX512-BF16's dot-product
+//! instruction ([`dot`]: AMD Zen 4 and later; 1–4 rows there too with the AVX-512 kernel), or on any other
+//! CPU with AVX-512 F and BW by widening the weights to f32 ([`widen`]; 1–4 rows with the same AVX-512 kernel).
 //!
 //! bfloat16 weights are half the bytes of f32 ones, and a sampling step that reads every weight once (an NTP
 //! step, or an NBP step of a few rows) is bound by how fast those bytes come from memory. The products of a
@@ -20,6 +21,7 @@ use rayon::prelude::*;
 use crate::linear::SyncPtr;
 
 mod dot;
+mod widen;
 
 /// Rows (and columns) of a tile.
 const T: usize = 16;
@@ -33,10 +35,52 @@ pub fn amx_available() -> bool {
     *OK.get_or_init(amx::request)
 }
 
-/// True when [`linear_bf16`] runs on this CPU: on the AMX tile units ([`amx_available`]), or else with
-/// AVX512-BF16's dot-product instruction (AMD Zen 4 and later, for example).
+/// True when [`linear_bf16`] runs on this CPU: on the AMX tile units ([`amx_available`]), with AVX512-BF16's
+/// dot-product instruction (AMD Zen 4 and later), or on any other CPU with AVX-512 F and BW by widening the
+/// weights to f32 ([`BlockKernel`]).
 pub fn bf16_available() -> bool {
-    amx_available() || dot::available()
+    block_kernel().is_some()
+}
+
+/// How [`linear_bf16`] multiplies more than a few rows of `x` (up to 4 rows, every CPU widens each weight
+/// vector in registers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKernel {
+    /// Intel's AMX tile units.
+    Amx,
+    /// AVX512-BF16's `vdpbf16ps`, where it runs at the f32 FMA rate or faster: AMD Zen 4 and later.
+    Dot,
+    /// Weights widened to f32 a chunk at a time, then the f32 FMA kernel: CPUs whose `vdpbf16ps` issues at half
+    /// the f32 FMA rate (Intel's), or that have none. On a 2-core Sapphire/Emerald Rapids Xeon without AMX, a
+    /// 512 × 1536 × 6144 product took 42–46 ms widened against 59 ms with `vdpbf16ps` (`nbp-cli bench kernels`),
+    /// and 16 rows through the linear layers of `official-base` 145–158 ms against 175 ms.
+    Widen,
+}
+
+/// The kernel [`linear_bf16`] uses on this CPU for more than a few rows; `None` when it does not run here.
+pub fn block_kernel() -> Option<BlockKernel> {
+    if amx_available() {
+        Some(BlockKernel::Amx)
+    } else if dot::available() && amd() {
+        Some(BlockKernel::Dot)
+    } else if widen::available() {
+        Some(BlockKernel::Widen)
+    } else {
+        None
+    }
+}
+
+/// True on an AMD CPU, whose AVX512-BF16 (Zen 4 and later) issues `vdpbf16ps` as fast as an f32 FMA.
+fn amd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let id = std::arch::x86_64::__cpuid(0);
+        [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).eq(*b"AuthenticAMD")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Seconds for `iters` rounds of four `tdpbf16ps` products on one core, each round either on tiles already
@@ -71,8 +115,7 @@ pub fn from_bf16(v: u16) -> f32 {
 /// `out[i, j] = Σ_p bf16(x[i, p])·w[j, p] + bias[j]` with `x: [m, k]` (f32), `w: [n, k]` (bfloat16 bits),
 /// `bias: [n]`, `out: [m, n]`.
 ///
-/// Returns `false` (and leaves `out` untouched) when neither AMX nor AVX512-BF16 is available
-/// ([`bf16_available`]).
+/// Returns `false` (and leaves `out` untouched) on CPUs without AVX-512 F and BW ([`bf16_available`]).
 ///
 /// # Panics
 /// When a slice is shorter than its shape says.
@@ -99,8 +142,8 @@ pub fn linear_bf16_to_vec(
     unsafe { crate::linear::new_outputs(m * n, |out| linear_bf16_raw(x, w, bias, out, m, k, n)) }
 }
 
-/// [`linear_bf16`] writing the outputs at `out`: returns `false` (nothing written) without AMX or
-/// AVX512-BF16, and otherwise writes every one of the `m·n` outputs.
+/// [`linear_bf16`] writing the outputs at `out`: returns `false` (nothing written) without AVX-512 F and BW,
+/// and otherwise writes every one of the `m·n` outputs.
 ///
 /// # Safety
 /// `out` points at `m·n` writable floats.
@@ -115,9 +158,9 @@ unsafe fn linear_bf16_raw(
 ) -> bool {
     assert!(x.len() >= m * k && w.len() >= n * k, "linear_bf16: slices shorter than their shapes");
     assert!(bias.is_none_or(|b| b.len() >= n), "linear_bf16: bias shorter than {n}");
-    if !bf16_available() {
+    let Some(kernel) = block_kernel() else {
         return false;
-    }
+    };
     if m == 0 || n == 0 {
         return true;
     }
@@ -126,10 +169,18 @@ unsafe fn linear_bf16_raw(
         unsafe { few_rows(x, w, bias, out, m, k, n) };
         return true;
     }
-    if !amx_available() {
-        // SAFETY: as the caller guarantees; AVX512-BF16 is available (checked above, without AMX).
-        unsafe { dot::linear(x, w, bias, out, m, k, n) };
-        return true;
+    match kernel {
+        BlockKernel::Amx => {}
+        BlockKernel::Dot => {
+            // SAFETY: as the caller guarantees; `block_kernel` checked AVX512-BF16.
+            unsafe { dot::linear(x, w, bias, out, m, k, n) };
+            return true;
+        }
+        BlockKernel::Widen => {
+            // SAFETY: as the caller guarantees; `block_kernel` checked AVX-512 F and BW.
+            unsafe { widen::linear(x, w, bias, out, m, k, n) };
+            return true;
+        }
     }
     let packed = Packed::new(x, m, k);
     let tiles = n.div_ceil(T);
@@ -169,7 +220,7 @@ unsafe fn few_rows(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: *mut f32, m:
     let out_ptr = SyncPtr(out);
     let run = |t: usize| {
         let (j0, j1) = (t * cols, ((t + 1) * cols).min(n));
-        // SAFETY: AVX-512 F and BW were checked by the caller (both come with AMX and with AVX512-BF16 here);
+        // SAFETY: AVX-512 F and BW were checked by the caller (`block_kernel` finds no kernel without them);
         // every task writes its own columns of `out`.
         unsafe { amx::few_rows(&xr, w, bias, out_ptr.get(), m, k, n, j0, j1) }
     };
@@ -702,7 +753,7 @@ mod tests {
     #[test]
     fn matches_a_double_precision_product_of_the_rounded_operands_on_every_edge_shape() {
         if !bf16_available() {
-            eprintln!("skipped: neither AMX nor AVX512-BF16 on this CPU");
+            eprintln!("skipped: no AVX-512 BW on this CPU");
             return;
         }
         let shapes = [
@@ -738,6 +789,24 @@ mod tests {
             let w: Vec<u16> = w.iter().map(|&v| to_bf16(v)).collect();
             // SAFETY: AVX512-BF16 was checked; `out` holds `m·n` floats (`check_linear` makes it so).
             unsafe { dot::linear(x, &w, b, out.as_mut_ptr(), m, k, n) };
+            true
+        });
+    }
+
+    /// The widening kernel on its own: on CPUs with AMX or AMD's AVX512-BF16, [`linear_bf16`] takes those.
+    #[test]
+    fn the_widening_kernel_matches_on_every_edge_shape() {
+        if !widen::available() {
+            eprintln!("skipped: no AVX-512 BW on this CPU");
+            return;
+        }
+        // Chunks of 256: whole and partial, with inner lengths that end inside a vector; row blocks of 32.
+        let shapes = [(1, 1, 1), (5, 15, 7), (4, 256, 6), (5, 257, 13), (16, 1536, 100), (33, 700, 25), (70, 96, 14)];
+        let round = |v: f32| from_bf16(to_bf16(v));
+        check_linear(&shapes, 1e-5, round, |x, w, b, out, m, k, n| {
+            let w: Vec<u16> = w.iter().map(|&v| to_bf16(v)).collect();
+            // SAFETY: AVX-512 F and BW were checked; `out` holds `m·n` floats (`check_linear` makes it so).
+            unsafe { widen::linear(x, &w, b, out.as_mut_ptr(), m, k, n) };
             true
         });
     }

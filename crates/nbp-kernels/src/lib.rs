@@ -35,7 +35,7 @@ pub mod winograd;
 
 pub use alloc::LineAligned;
 pub use attention::{AttentionShape, Strides, attention, flags_from_bytes, write_cache_rows};
-pub use bf16::{amx_available, bf16_available, linear_bf16, linear_bf16_to_vec};
+pub use bf16::{BlockKernel, amx_available, bf16_available, block_kernel, linear_bf16, linear_bf16_to_vec};
 pub use conv3d::{Conv3dShape, conv3d};
 pub use finite::first_non_finite;
 pub use gelu::gelu;
@@ -77,12 +77,11 @@ pub fn description() -> String {
     if !available() {
         return "none (no AVX-512): Burn's generic kernels".to_string();
     }
-    let bf16 = if amx_available() {
-        "bf16 weights on AMX tiles"
-    } else if bf16_available() {
-        "bf16 weights with AVX512-BF16"
-    } else {
-        "bf16 weights through Burn's generic product (no AMX or AVX512-BF16; slower than f32)"
+    let bf16 = match block_kernel() {
+        Some(BlockKernel::Amx) => "bf16 weights on AMX tiles",
+        Some(BlockKernel::Dot) => "bf16 weights with AVX512-BF16",
+        Some(BlockKernel::Widen) => "bf16 weights widened to f32 (no AMX; no AVX512-BF16 at the FMA rate)",
+        None => "bf16 weights through Burn's generic product (no AVX-512 BW; slower than f32)",
     };
     format!("AVX-512; {bf16}")
 }
@@ -95,6 +94,7 @@ mod tests {
         assert_eq!(d.starts_with("AVX-512"), super::available(), "{d}");
         if super::available() {
             assert_eq!(d.contains("AMX tiles"), super::amx_available(), "{d}");
+            assert_eq!(d.contains("widened"), super::block_kernel() == Some(super::BlockKernel::Widen), "{d}");
             assert_eq!(d.contains("generic product"), !super::bf16_available(), "{d}");
         }
     }

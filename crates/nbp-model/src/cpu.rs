@@ -45,7 +45,7 @@ pub(crate) fn sample<B: Backend>(logits: &Tensor<B, 2>, filter: &SamplingFilter)
     Some(Tensor::from_data(TensorData::new(out, [rows, 1]), &device))
 }
 
-/// `x·Wᵀ + b` for `x: [.., in]`, `w: [out, in]` (f32, or bfloat16 on the AMX or AVX512-BF16 kernels),
+/// `x·Wᵀ + b` for `x: [.., in]`, `w: [out, in]` (f32, or bfloat16 on the bfloat16 kernels),
 /// `b: [out]`.
 pub(crate) fn linear<B: Backend, const D: usize>(
     x: &Tensor<B, D>,

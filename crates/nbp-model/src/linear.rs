@@ -28,7 +28,7 @@ impl LinearConfig {
 /// `W` may be stored in bfloat16 ([`Linear::with_weight_dtype`], for sampling): `x` is then rounded to the
 /// weight's dtype for the product and the result returned in `x`'s dtype, with the bias (kept in f32) added
 /// after. On flex (with AVX-512) the product runs in the `nbp-kernels` CPU kernel, which reads `W` in place
-/// (bfloat16 weights on the AMX tile units or with AVX512-BF16). Elsewhere,
+/// (bfloat16 weights on the AMX tile units, with AVX512-BF16, or widened to f32). Elsewhere,
 /// during sampling only a block of tokens (often 1 to 16 rows) passes through each layer per step; for so few
 /// rows the product is computed as `(W·xᵀ)ᵀ`, which streams the weight matrix once and is about 3–4 times
 /// faster on a CPU than `x·Wᵀ`; many rows use `x·Wᵀ` directly.
@@ -89,7 +89,7 @@ mod tests {
         }
     }
 
-    /// bfloat16 weights: flex's kernel (AMX or AVX512-BF16 where the CPU has them) and the generic tensor path
+    /// bfloat16 weights: flex's kernel (on every CPU with AVX-512) and the generic tensor path
     /// (here `Autodiff<Flex>`, which takes no fast path) compute the same layer up to bfloat16 rounding, and both
     /// stay close to the f32 layer.
     #[test]

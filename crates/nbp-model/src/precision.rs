@@ -11,9 +11,10 @@ use burn::tensor::DType;
 /// - `F32` (the default): as trained and as the parity tests check them.
 /// - `Bf16`: rounded to bfloat16, half the memory and half the bytes each sampling step reads. The official
 ///   checkpoints are stored in bfloat16, so for them this keeps the weights exactly as released. On `flex`
-///   with an AMX CPU the products run on the AMX tile units, and on a CPU with AVX512-BF16 (AMD Zen 4 and
-///   later) on its dot-product instruction (both: activations rounded to bfloat16, sums in f32); elsewhere
-///   they go through the backend's bfloat16 matrix product, which on a CPU is slower than f32. Logits move by
+///   with an AMX CPU the products run on the AMX tile units, on a CPU with AMD's AVX512-BF16 (Zen 4 and
+///   later) on its dot-product instruction, and on other AVX-512 CPUs with the weights widened to f32 (all:
+///   activations rounded to bfloat16, sums in f32); elsewhere they go through the backend's bfloat16 matrix
+///   product, which on a CPU is slower than f32. Logits move by
 ///   about 1 % of their scale against `F32`, so greedy ids can differ where two candidates are nearly tied.
 ///
 /// Embeddings, LayerNorms, biases, the KV cache and the attention stay in f32.
