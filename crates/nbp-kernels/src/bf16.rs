@@ -52,8 +52,9 @@ pub enum BlockKernel {
     Dot,
     /// Weights widened to f32 a chunk at a time, then the f32 FMA kernel: CPUs whose `vdpbf16ps` issues at half
     /// the f32 FMA rate (Intel's), or that have none. On a 2-core Sapphire/Emerald Rapids Xeon without AMX, a
-    /// 512 × 1536 × 6144 product took 42–46 ms widened against 59 ms with `vdpbf16ps` (`nbp-cli bench kernels`),
-    /// and 16 rows through the linear layers of `official-base` 145–158 ms against 175 ms.
+    /// 512 × 1536 × 6144 product took 46–47 ms widened against 59 ms with `vdpbf16ps` (`nbp-cli bench kernels`),
+    /// and NBP-16 sampling of `official-base` (`nbp-cli bench sample --precision bf16`) 11.7–11.9 s against
+    /// 14.2–14.3 s.
     Widen,
 }
 

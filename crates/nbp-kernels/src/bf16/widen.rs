@@ -21,9 +21,10 @@ const NR: usize = 6;
 /// Rows of `x` per block (a multiple of [`MR`]).
 const ROWS: usize = 32;
 /// Inner elements per chunk: a block's 32 rows of `x` take 16 KB of L1 and the widened weights of a tile 3 KB.
-/// 16 rows through the linear layers of `official-base` (a sampling step of NBP-16) took 145–158 ms with 128
-/// against 172–176 ms with 256, 180 ms with 512 and 168–174 ms with 64 or 96, on a 2-core Xeon (Sapphire/Emerald
-/// Rapids without AMX); 512-row products (the prefill) stayed within the run-to-run spread.
+/// 16 rows through the linear layers of `official-base` (a sampling step of NBP-16) took 145–159 ms with 128
+/// against 171–176 ms with 256, 180–181 ms with 512 and 168–174 ms with 64 or 96, on a 2-core Xeon
+/// (Sapphire/Emerald Rapids without AMX); the 512-row products of the prefill took about as long in all
+/// (the three shapes of a layer 149 ms with 128, 148 ms with 256).
 const KC: usize = 128;
 /// Bytes of bfloat16 weight rows per parallel task (kept in L2 while the blocks of `x` rows pass over them).
 const TASK_BYTES: usize = 384 * 1024;
