@@ -59,16 +59,20 @@ pub enum BlockKernel {
 }
 
 /// The kernel [`linear_bf16`] uses on this CPU for more than a few rows; `None` when it does not run here.
+/// Decided once (`CPUID` leaves a virtual machine, and a sampling step multiplies a few hundred times).
 pub fn block_kernel() -> Option<BlockKernel> {
-    if amx_available() {
-        Some(BlockKernel::Amx)
-    } else if dot::available() && amd() {
-        Some(BlockKernel::Dot)
-    } else if widen::available() {
-        Some(BlockKernel::Widen)
-    } else {
-        None
-    }
+    static KERNEL: std::sync::OnceLock<Option<BlockKernel>> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        if amx_available() {
+            Some(BlockKernel::Amx)
+        } else if dot::available() && amd() {
+            Some(BlockKernel::Dot)
+        } else if widen::available() {
+            Some(BlockKernel::Widen)
+        } else {
+            None
+        }
+    })
 }
 
 /// True on an AMD CPU, whose AVX512-BF16 (Zen 4 and later) issues `vdpbf16ps` as fast as an f32 FMA.
