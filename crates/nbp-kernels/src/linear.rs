@@ -16,7 +16,7 @@ pub(crate) const NR: usize = 6;
 /// Bytes of weight rows per parallel task (kept in L2 while the `x` rows pass over them).
 const TASK_BYTES: usize = 384 * 1024;
 /// Rows of `x` per block (a multiple of [`MR`]).
-const ROWS: usize = 32;
+pub(crate) const ROWS: usize = 32;
 /// Elements of the inner dimension per pass over a block of rows. With [`ROWS`], the best of the combinations
 /// measured (16 or 32 rows; chunks of 256, 512 or 1536) by `nbp-cli bench sample`, whose 16-row steps read the
 /// weights from memory: there, chunks of 512 lost about 2 s of 27 by pushing the 16 rows out of L1.
@@ -74,29 +74,46 @@ unsafe fn linear_raw(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: *mut f32, 
         return true;
     }
     let out_ptr = SyncPtr(out);
-    let cols = task_columns(k, n);
+    // SAFETY: AVX-512 was detected above; every task writes its own columns `j0..j1` of `out`, which holds `m·n`
+    // floats (the caller guarantees it).
+    by_columns((m, k, n), 4, |j0, j1| unsafe { x86::columns(x, w, bias, out_ptr.get(), m, k, n, j0, j1) });
+    true
+}
+
+/// Runs `columns(j0, j1)` over the output columns of an `m × k × n` product split into tasks, in parallel when
+/// the product is large enough: each task's weight rows (of `weight_bytes` per element) fill [`TASK_BYTES`], so
+/// that they stay in L2 while the blocks of `x` rows pass over them, with at least one register tile of
+/// columns and enough tasks to keep every core busy. The f32 kernel and both bfloat16 register-tile kernels
+/// split their work this way.
+pub(crate) fn by_columns((m, k, n): (usize, usize, usize), weight_bytes: usize, columns: impl Fn(usize, usize) + Sync) {
+    let by_cache = (TASK_BYTES / (weight_bytes * k.max(1))).max(NR);
+    let threads = rayon::current_num_threads().max(1);
+    let by_balance = n.div_ceil(4 * threads).max(NR);
+    let cols = by_cache.min(by_balance).next_multiple_of(NR);
     let tasks = n.div_ceil(cols);
-    let run = |t: usize| {
-        let (j0, j1) = (t * cols, ((t + 1) * cols).min(n));
-        // SAFETY: AVX-512 was detected above; every task writes its own columns `j0..j1` of `out`, which holds
-        // `m·n` floats (the caller guarantees it).
-        unsafe { x86::columns(x, w, bias, out_ptr.get(), m, k, n, j0, j1) }
-    };
+    let run = |t: usize| columns(t * cols, ((t + 1) * cols).min(n));
     if tasks == 1 || m * n * k < 1 << 18 {
         (0..tasks).for_each(run);
     } else {
         (0..tasks).into_par_iter().for_each(run);
     }
-    true
 }
 
-/// Output columns per task: weight rows that fill [`TASK_BYTES`], at least one tile, and enough tasks to keep
-/// every core busy.
-fn task_columns(k: usize, n: usize) -> usize {
-    let by_cache = (TASK_BYTES / (4 * k.max(1))).max(NR);
-    let threads = rayon::current_num_threads().max(1);
-    let by_balance = n.div_ceil(4 * threads).max(NR);
-    by_cache.min(by_balance).next_multiple_of(NR)
+/// `round(row of dst, row of x)` for each of the `m` rows of `x: [m, k]`, whose copies lie `ldx` apart in `dst`
+/// (the bfloat16 kernels' rounded copies of `x`), in parallel for large inputs.
+pub(crate) fn by_rows<T: Send>(
+    dst: &mut [T],
+    ldx: usize,
+    x: &[f32],
+    (m, k): (usize, usize),
+    round: impl Fn(&mut [T], &[f32]) + Sync,
+) {
+    let pairs = |(d, s): (&mut [T], &[f32])| round(d, s);
+    if m * k >= 1 << 16 {
+        dst.par_chunks_mut(ldx).zip(x[..m * k].par_chunks(k)).for_each(pairs);
+    } else {
+        dst.chunks_mut(ldx).zip(x[..m * k].chunks(k)).for_each(pairs);
+    }
 }
 
 #[derive(Clone, Copy)]

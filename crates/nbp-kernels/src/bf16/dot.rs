@@ -7,20 +7,12 @@
 //! `x` is rounded to bfloat16 first (round to nearest even), the products of two bfloat16 numbers are exact in
 //! f32 and the sums are in f32, as on AMX.
 
-use rayon::prelude::*;
-
 use crate::linear::SyncPtr;
 
-/// Rows of `x` per register tile.
-const MR: usize = 4;
-/// Weight rows (output columns) per register tile.
-const NR: usize = 6;
-/// Rows of `x` per block (a multiple of [`MR`]).
-const ROWS: usize = 32;
+use crate::linear::{MR, NR, ROWS};
+
 /// Inner elements per pass over a block of rows: 1 KB of each row, as the f32 kernel's chunk.
 const KC: usize = 512;
-/// Bytes of weight rows per parallel task (kept in L2 while the blocks of `x` rows pass over them).
-const TASK_BYTES: usize = 384 * 1024;
 
 /// True when this CPU has AVX-512 F, BW and BF16.
 pub(super) fn available() -> bool {
@@ -42,28 +34,13 @@ pub(super) unsafe fn linear(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: *mu
     let ldx = padded(k);
     let mut xr = vec![0u16; m * ldx];
     // SAFETY: `available` (checked by the caller) includes AVX512-BF16.
-    let round = |(dst, src): (&mut [u16], &[f32])| unsafe { x86::round(src, &mut dst[..k]) };
-    if m * k >= 1 << 16 {
-        xr.par_chunks_mut(ldx).zip(x[..m * k].par_chunks(k)).for_each(round);
-    } else {
-        xr.chunks_mut(ldx).zip(x[..m * k].chunks(k)).for_each(round);
-    }
-    let by_cache = (TASK_BYTES / (2 * k.max(1))).max(NR);
-    let threads = rayon::current_num_threads().max(1);
-    let by_balance = n.div_ceil(4 * threads).max(NR);
-    let cols = by_cache.min(by_balance).next_multiple_of(NR);
-    let tasks = n.div_ceil(cols);
+    let round = |dst: &mut [u16], src: &[f32]| unsafe { x86::round(src, &mut dst[..k]) };
+    crate::linear::by_rows(&mut xr, ldx, x, (m, k), round);
     let out_ptr = SyncPtr(out);
-    let run = |t: usize| {
-        let (j0, j1) = (t * cols, ((t + 1) * cols).min(n));
-        // SAFETY: the caller checked AVX-512 F/BW/BF16 and the lengths; every task writes its own columns.
-        unsafe { x86::columns(&xr, ldx, w, bias, out_ptr.get(), m, k, n, j0, j1) }
-    };
-    if tasks == 1 || m * n * k < 1 << 18 {
-        (0..tasks).for_each(run);
-    } else {
-        (0..tasks).into_par_iter().for_each(run);
-    }
+    // SAFETY: the caller checked AVX-512 F/BW/BF16 and the lengths; every task writes its own columns.
+    crate::linear::by_columns((m, k, n), 2, |j0, j1| unsafe {
+        x86::columns(&xr, ldx, w, bias, out_ptr.get(), m, k, n, j0, j1)
+    });
 }
 
 /// The distance between rows of the rounded copy of `x`: `k` and one more cache line, so that the rows of a block

@@ -10,24 +10,16 @@
 //! f32 FMA rate. `x` is rounded to bfloat16 first (round to nearest even) and kept in f32, so every product of
 //! two bfloat16 numbers is exact and the sums are in f32, as in the other bfloat16 kernels.
 
-use rayon::prelude::*;
-
 use crate::linear::SyncPtr;
 
-/// Rows of `x` per register tile.
-const MR: usize = 4;
-/// Weight rows (output columns) per register tile.
-const NR: usize = 6;
-/// Rows of `x` per block (a multiple of [`MR`]).
-const ROWS: usize = 32;
+use crate::linear::{MR, NR, ROWS};
+
 /// Inner elements per chunk: a block's 32 rows of `x` take 16 KB of L1 and the widened weights of a tile 3 KB.
 /// 16 rows through the linear layers of `official-base` (a sampling step of NBP-16) took 145–159 ms with 128
 /// against 171–176 ms with 256, 180–181 ms with 512 and 168–174 ms with 64 or 96, on a 2-core Xeon
-/// (Sapphire/Emerald Rapids without AMX); the 512-row products of the prefill took about as long in all
-/// (the three shapes of a layer 149 ms with 128, 148 ms with 256).
+/// (Sapphire/Emerald Rapids without AMX); the 512-row products of the prefill took about as long with 128 as
+/// with 256 (a layer's six products, summed from `time_linear` of each shape: 149 ms against 148 ms).
 const KC: usize = 128;
-/// Bytes of bfloat16 weight rows per parallel task (kept in L2 while the blocks of `x` rows pass over them).
-const TASK_BYTES: usize = 384 * 1024;
 
 /// True when this CPU has AVX-512 F and BW (the widening, and the few-row kernel that serves up to 4 rows).
 pub(super) fn available() -> bool {
@@ -50,32 +42,17 @@ pub(super) unsafe fn linear(x: &[f32], w: &[u16], bias: Option<&[f32]>, out: *mu
     // `dot::padded`).
     let ldx = k + 16;
     let mut xr = vec![0.0f32; m * ldx];
-    let round = |(dst, src): (&mut [f32], &[f32])| {
+    let round = |dst: &mut [f32], src: &[f32]| {
         for (d, &v) in dst.iter_mut().zip(src) {
             *d = super::from_bf16(super::to_bf16(v));
         }
     };
-    if m * k >= 1 << 16 {
-        xr.par_chunks_mut(ldx).zip(x[..m * k].par_chunks(k)).for_each(round);
-    } else {
-        xr.chunks_mut(ldx).zip(x[..m * k].chunks(k)).for_each(round);
-    }
-    let by_cache = (TASK_BYTES / (2 * k.max(1))).max(NR);
-    let threads = rayon::current_num_threads().max(1);
-    let by_balance = n.div_ceil(4 * threads).max(NR);
-    let cols = by_cache.min(by_balance).next_multiple_of(NR);
-    let tasks = n.div_ceil(cols);
+    crate::linear::by_rows(&mut xr, ldx, x, (m, k), round);
     let out_ptr = SyncPtr(out);
-    let run = |t: usize| {
-        let (j0, j1) = (t * cols, ((t + 1) * cols).min(n));
-        // SAFETY: the caller checked AVX-512 F/BW and the lengths; every task writes its own columns.
-        unsafe { x86::columns(&xr, ldx, w, bias, out_ptr.get(), m, k, n, j0, j1) }
-    };
-    if tasks == 1 || m * n * k < 1 << 18 {
-        (0..tasks).for_each(run);
-    } else {
-        (0..tasks).into_par_iter().for_each(run);
-    }
+    // SAFETY: the caller checked AVX-512 F/BW and the lengths; every task writes its own columns.
+    crate::linear::by_columns((m, k, n), 2, |j0, j1| unsafe {
+        x86::columns(&xr, ldx, w, bias, out_ptr.get(), m, k, n, j0, j1)
+    });
 }
 
 #[cfg(not(target_arch = "x86_64"))]
